@@ -1,0 +1,21 @@
+//! `agora-proto`: Agora's wire protocol and domain model — the one crate that knows the wire format.
+//!
+//! # Layout
+//! - [`wire`]: the messages and gRPC services generated from `proto/agora/v1/agora.proto` (package `agora.v1`):
+//!   the `Scheduler` service frameworks talk to, and the `AgentLink` stream agents keep open to the master.
+//! - [`model`]: the domain types every other crate computes with — fixed-point [`model::Resources`] in Mesos's
+//!   syntax, task states and reasons with Mesos's names, task, framework, agent and offer descriptions.
+//! - [`convert`]: `From`/`TryFrom` between the two. Wire → model is fallible and names the bad field.
+//!
+//! Other crates touch `wire` only in their gRPC shells and convert at once; their cores see only `model`.
+
+pub mod convert;
+pub mod model;
+
+/// Generated code for package `agora.v1`.
+pub mod wire {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("agora.v1");
+}
+
+pub use convert::ConvertError;
