@@ -1,0 +1,598 @@
+//! The scheduler driver: subscribes to the master, dispatches events to a [`Scheduler`], sends its calls, and
+//! resubscribes with the same framework id when the connection breaks.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_proto::model::{self, FrameworkInfo, Offer, TaskInfo, TaskStatus};
+use agora_proto::wire::{self, call, event, scheduler_client::SchedulerClient};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
+
+use crate::scheduler::Scheduler;
+
+/// How many heartbeat intervals without any event (heartbeats included) mean the connection is dead.
+pub const DEFAULT_MISSED_HEARTBEATS: u32 = 5;
+/// The first delay before resubscribing; it doubles after every failed attempt.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// The longest delay between two subscription attempts.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long one call, one TCP connection, or the wait for SUBSCRIBED may take.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The heartbeat interval assumed when the master does not announce one.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How the driver behaves; `DriverOptions::default()` suits most frameworks.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// When false (the default) the driver acknowledges every update that carries a uuid after
+    /// [`Scheduler::update`] returns. When true the scheduler must call [`SchedulerDriver::acknowledge`] itself.
+    pub explicit_acknowledgements: bool,
+    /// Give up with [`DriverError::Unreachable`] when the *first* subscription has not succeeded within this
+    /// time. `None` retries forever. Later resubscriptions always retry until [`SchedulerDriver::stop`].
+    pub connect_timeout: Option<Duration>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Resubscribe when no event arrives for this many heartbeat intervals.
+    pub missed_heartbeats: u32,
+    pub call_timeout: Duration,
+    /// Roles to subscribe with suppressed offers.
+    pub suppressed_roles: Vec<String>,
+}
+
+impl Default for DriverOptions {
+    fn default() -> DriverOptions {
+        DriverOptions {
+            explicit_acknowledgements: false,
+            connect_timeout: None,
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            missed_heartbeats: DEFAULT_MISSED_HEARTBEATS,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            suppressed_roles: vec![],
+        }
+    }
+}
+
+/// Why the driver stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("invalid master address '{address}': {reason}")]
+    InvalidMaster { address: String, reason: String },
+    #[error("could not subscribe to the master at {master} within {waited:?}: {last_error}")]
+    Unreachable { master: String, waited: Duration, last_error: String },
+    #[error("the master at {master} refused the subscription: {message}")]
+    Refused { master: String, message: String },
+    #[error("framework {framework_id} stopped on an error from the master: {message}")]
+    Framework { framework_id: String, message: String },
+}
+
+enum Command {
+    Call(call::Call),
+    Stop,
+}
+
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    framework_id: Mutex<Option<String>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A cheap, cloneable handle to a running driver. Every method only queues work for the driver, which sends the
+/// calls in the order they were queued; none blocks and none panics. Failures are reported through
+/// [`Scheduler::call_failed`] and tracing.
+#[derive(Clone)]
+pub struct SchedulerDriver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SchedulerDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerDriver").field("framework_id", &self.framework_id()).finish()
+    }
+}
+
+impl SchedulerDriver {
+    /// The id the master assigned, once subscribed.
+    pub fn framework_id(&self) -> Option<String> {
+        self.shared.framework_id.lock().map(|id| id.clone()).unwrap_or_default()
+    }
+
+    /// Launches `tasks` on the resources of `offer_ids` (all on one agent); what the tasks leave unused goes back
+    /// to the master, not offered again to this framework for `refuse_seconds` (`None`: the default, 5 s).
+    pub fn accept(&self, offer_ids: Vec<String>, tasks: Vec<TaskInfo>, refuse_seconds: Option<f64>) {
+        let operations = if tasks.is_empty() {
+            vec![]
+        } else {
+            let task_infos = tasks.iter().map(wire::TaskInfo::from).collect();
+            vec![call::Operation {
+                operation: Some(call::operation::Operation::Launch(call::operation::Launch { task_infos })),
+            }]
+        };
+        self.enqueue(call::Call::Accept(call::Accept {
+            offer_ids,
+            operations,
+            filters: Some(filters(refuse_seconds)),
+        }));
+    }
+
+    /// Launches `tasks` on one offer, with the default filter for what they leave unused.
+    pub fn launch(&self, offer: &Offer, tasks: Vec<TaskInfo>) {
+        self.accept(vec![offer.id.clone()], tasks, None);
+    }
+
+    /// Gives an offer back; its resources are not offered again to this framework for `refuse_seconds`.
+    pub fn decline(&self, offer_id: &str, refuse_seconds: Option<f64>) {
+        self.enqueue(call::Call::Decline(call::Decline {
+            offer_ids: vec![offer_id.to_string()],
+            filters: Some(filters(refuse_seconds)),
+        }));
+    }
+
+    pub fn kill(&self, task_id: &str, agent_id: &str) {
+        self.enqueue(call::Call::Kill(call::Kill {
+            task_id: task_id.to_string(),
+            agent_id: agent_id.to_string(),
+            kill_policy: None,
+        }));
+    }
+
+    /// Asks for offers again (for `roles`; empty means every role of the framework) and clears decline filters.
+    pub fn revive(&self, roles: Vec<String>) {
+        self.enqueue(call::Call::Revive(call::Revive { roles }));
+    }
+
+    /// Stops offers (for `roles`; empty means every role of the framework) until [`SchedulerDriver::revive`].
+    pub fn suppress(&self, roles: Vec<String>) {
+        self.enqueue(call::Call::Suppress(call::Suppress { roles }));
+    }
+
+    /// Acknowledges an update. Needed only with [`DriverOptions::explicit_acknowledgements`]; updates without a
+    /// uuid (generated by the master) are ignored.
+    pub fn acknowledge(&self, status: &TaskStatus) {
+        match &status.uuid {
+            Some(uuid) if !uuid.is_empty() => self.acknowledge_raw(&status.agent_id, &status.task_id, uuid.clone()),
+            _ => debug!(task_id = %status.task_id, "update has no uuid; nothing to acknowledge"),
+        }
+    }
+
+    /// Asks the master for the latest state of `(task_id, agent_id)` pairs; empty asks for every task the
+    /// master knows of this framework (implicit reconciliation).
+    pub fn reconcile(&self, tasks: Vec<(String, String)>) {
+        let tasks = tasks.into_iter().map(|(task_id, agent_id)| call::reconcile::Task { task_id, agent_id }).collect();
+        self.enqueue(call::Call::Reconcile(call::Reconcile { tasks }));
+    }
+
+    /// Ends the framework: the master kills its tasks and forgets it. The driver sends the queued calls, then
+    /// TEARDOWN, and returns.
+    pub fn teardown(&self) {
+        self.enqueue(call::Call::Teardown(call::Teardown {}));
+        self.shared.stop.send_replace(true);
+    }
+
+    /// Stops the driver without tearing the framework down (its tasks keep running until the master's failover
+    /// timeout). Calls queued before are sent first when connected.
+    pub fn stop(&self) {
+        if self.shared.commands.send(Command::Stop).is_err() {
+            debug!("driver already stopped");
+        }
+        self.shared.stop.send_replace(true);
+    }
+
+    fn acknowledge_raw(&self, agent_id: &str, task_id: &str, uuid: Vec<u8>) {
+        self.enqueue(call::Call::Acknowledge(call::Acknowledge {
+            agent_id: agent_id.to_string(),
+            task_id: task_id.to_string(),
+            uuid,
+        }));
+    }
+
+    fn enqueue(&self, c: call::Call) {
+        let name = call_name(&c);
+        if self.shared.commands.send(Command::Call(c)).is_err() {
+            warn!(call = name, "driver is not running; call dropped");
+        }
+    }
+}
+
+fn filters(refuse_seconds: Option<f64>) -> wire::Filters {
+    wire::Filters { refuse_seconds }
+}
+
+fn call_name(c: &call::Call) -> &'static str {
+    match c {
+        call::Call::Accept(_) => "ACCEPT",
+        call::Call::Decline(_) => "DECLINE",
+        call::Call::Revive(_) => "REVIVE",
+        call::Call::Suppress(_) => "SUPPRESS",
+        call::Call::Kill(_) => "KILL",
+        call::Call::Acknowledge(_) => "ACKNOWLEDGE",
+        call::Call::Reconcile(_) => "RECONCILE",
+        call::Call::Teardown(_) => "TEARDOWN",
+    }
+}
+
+/// Normalises `HOST:PORT` or `http://HOST:PORT` into a URL.
+pub fn master_url(master: &str) -> Result<String, DriverError> {
+    let trimmed = master.trim().trim_end_matches('/');
+    let invalid = |reason: &str| DriverError::InvalidMaster { address: master.to_string(), reason: reason.to_string() };
+    if trimmed.is_empty() {
+        return Err(invalid("empty address"));
+    }
+    let url = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid("only http:// is supported"));
+    }
+    Endpoint::from_shared(url.clone()).map_err(|e| invalid(&e.to_string()))?;
+    Ok(url)
+}
+
+/// One live subscription.
+struct Session {
+    client: SchedulerClient<Channel>,
+    events: tonic::Streaming<wire::Event>,
+    framework_id: String,
+    stream_id: String,
+    heartbeat: Duration,
+    master: model::MasterInfo,
+}
+
+enum Attempt {
+    /// Worth retrying (the master is down, not the leader, or the connection broke).
+    Retry(String),
+    /// The master refused this framework; retrying cannot help.
+    Fatal(String),
+}
+
+/// What woke the connected loop up.
+enum Next {
+    Command(Option<Command>),
+    Event(Result<Result<Option<wire::Event>, tonic::Status>, tokio::time::error::Elapsed>),
+}
+
+enum Flow {
+    Continue,
+    Fatal(String),
+}
+
+/// A driver before it runs: create it with [`Driver::new`], take [`Driver::handle`]s (to stop it from outside,
+/// e.g. on Ctrl-C), then [`Driver::run`] it.
+pub struct Driver {
+    handle: SchedulerDriver,
+    commands: mpsc::UnboundedReceiver<Command>,
+    endpoint: Endpoint,
+    master: String,
+    framework: FrameworkInfo,
+    options: DriverOptions,
+    suppressed: BTreeSet<String>,
+}
+
+impl Driver {
+    /// Checks the address; connects only in [`Driver::run`]. A `framework.id` resubscribes as that framework.
+    pub fn new(master: &str, framework: FrameworkInfo, options: DriverOptions) -> Result<Driver, DriverError> {
+        let url = master_url(master)?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| DriverError::InvalidMaster { address: master.to_string(), reason: e.to_string() })?
+            .connect_timeout(options.call_timeout)
+            .tcp_nodelay(true);
+        let (tx, commands) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            commands: tx,
+            framework_id: Mutex::new(framework.id.clone()),
+            stop: watch::Sender::new(false),
+        });
+        let suppressed = options.suppressed_roles.iter().cloned().collect();
+        Ok(Driver {
+            handle: SchedulerDriver { shared },
+            commands,
+            endpoint,
+            master: url,
+            framework,
+            options,
+            suppressed,
+        })
+    }
+
+    pub fn handle(&self) -> SchedulerDriver {
+        self.handle.clone()
+    }
+
+    /// Runs until [`SchedulerDriver::stop`] or [`SchedulerDriver::teardown`] (then returns the scheduler), or a
+    /// fatal error: the first subscription failing for [`DriverOptions::connect_timeout`], the master refusing
+    /// the framework, or an ERROR event (after [`Scheduler::error`] was called).
+    pub async fn run<S: Scheduler>(mut self, mut scheduler: S) -> Result<S, DriverError> {
+        let span = info_span!("scheduler_driver", master = %self.master, framework_id = tracing::field::Empty);
+        if let Some(id) = &self.framework.id {
+            span.record("framework_id", id.as_str());
+        }
+        let result = self.run_loop(&mut scheduler, &span).instrument(span.clone()).await;
+        result.map(|()| scheduler)
+    }
+
+    async fn run_loop<S: Scheduler>(&mut self, scheduler: &mut S, span: &tracing::Span) -> Result<(), DriverError> {
+        let driver = self.handle.clone();
+        let mut stop = self.handle.shared.stop.subscribe();
+        let started = Instant::now();
+        let mut subscribed_once = false;
+        let mut backoff = self.options.backoff_min;
+        loop {
+            if *stop.borrow() {
+                self.drop_queued();
+                return Ok(());
+            }
+            // Before the first subscription, one attempt may not outlast the connect timeout.
+            let budget = match (subscribed_once, self.options.connect_timeout) {
+                (false, Some(limit)) => Some(limit.saturating_sub(started.elapsed())),
+                _ => None,
+            };
+            let attempt = tokio::select! {
+                attempt = self.subscribe_within(budget) => Some(attempt),
+                () = stopped(&mut stop) => None,
+            };
+            let mut session = match attempt {
+                None => {
+                    self.drop_queued();
+                    return Ok(());
+                }
+                Some(Ok(session)) => session,
+                Some(Err(Attempt::Fatal(message))) => {
+                    scheduler.error(&driver, &message);
+                    return Err(DriverError::Refused { master: self.master.clone(), message });
+                }
+                Some(Err(Attempt::Retry(reason))) => {
+                    if !subscribed_once
+                        && let Some(limit) = self.options.connect_timeout
+                        && started.elapsed() + backoff > limit
+                    {
+                        return Err(DriverError::Unreachable {
+                            master: self.master.clone(),
+                            waited: started.elapsed(),
+                            last_error: reason,
+                        });
+                    }
+                    warn!(reason, retry_in = ?backoff, "subscription failed");
+                    if self.pause(&mut stop, backoff).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(self.options.backoff_max);
+                    continue;
+                }
+            };
+
+            subscribed_once = true;
+            backoff = self.options.backoff_min;
+            span.record("framework_id", session.framework_id.as_str());
+            self.framework.id = Some(session.framework_id.clone());
+            if let Ok(mut id) = self.handle.shared.framework_id.lock() {
+                *id = Some(session.framework_id.clone());
+            }
+            info!(stream_id = %session.stream_id, heartbeat = ?session.heartbeat, "subscribed");
+            scheduler.subscribed(&driver, &session.framework_id, &session.master);
+
+            let idle = session.heartbeat * self.options.missed_heartbeats.max(1);
+            let mut deadline = Instant::now() + idle;
+            let reason = loop {
+                let next = tokio::select! {
+                    biased;
+                    command = self.commands.recv() => Next::Command(command),
+                    event = timeout_at(deadline, session.events.message()) => Next::Event(event),
+                };
+                match next {
+                    Next::Command(None | Some(Command::Stop)) => return Ok(()),
+                    Next::Command(Some(Command::Call(c))) => {
+                        let teardown = matches!(c, call::Call::Teardown(_));
+                        self.send(&mut session, c, scheduler).await;
+                        if teardown {
+                            return Ok(());
+                        }
+                    }
+                    Next::Event(Err(_)) => break format!("no event for {idle:?}"),
+                    Next::Event(Ok(Err(status))) => break format!("event stream failed: {}", status.message()),
+                    Next::Event(Ok(Ok(None))) => break "event stream closed".to_string(),
+                    Next::Event(Ok(Ok(Some(event)))) => {
+                        deadline = Instant::now() + idle;
+                        if let Flow::Fatal(message) = self.dispatch(event, scheduler) {
+                            return Err(DriverError::Framework { framework_id: session.framework_id, message });
+                        }
+                    }
+                }
+            };
+            warn!(reason, "disconnected from the master; resubscribing");
+            scheduler.disconnected(&driver);
+            if self.pause(&mut stop, backoff).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps for `delay` unless stopped first; true when stopped.
+    async fn pause(&mut self, stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+        let stopped = tokio::select! {
+            () = sleep(delay) => false,
+            () = stopped(stop) => true,
+        };
+        if stopped {
+            self.drop_queued();
+        }
+        stopped
+    }
+
+    /// Called when stopping while disconnected: what is queued cannot be sent.
+    fn drop_queued(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Call(c) = command {
+                warn!(call = call_name(&c), "not connected to the master; call dropped on stop");
+            }
+        }
+    }
+
+    async fn subscribe_within(&self, budget: Option<Duration>) -> Result<Session, Attempt> {
+        match budget {
+            None => self.subscribe().await,
+            Some(budget) => timeout(budget, self.subscribe())
+                .await
+                .unwrap_or_else(|_| Err(Attempt::Retry("no subscription within the connect timeout".to_string()))),
+        }
+    }
+
+    async fn subscribe(&self) -> Result<Session, Attempt> {
+        let limit = self.options.call_timeout;
+        let channel = self.endpoint.connect().await.map_err(|e| Attempt::Retry(format!("cannot connect: {e}")))?;
+        let mut client = SchedulerClient::new(channel);
+        let request = wire::SubscribeRequest {
+            framework_info: Some(wire::FrameworkInfo::from(&self.framework)),
+            suppressed_roles: self.suppressed.iter().cloned().collect(),
+        };
+        let response = match timeout(limit, client.subscribe(request)).await {
+            Err(_) => return Err(Attempt::Retry(format!("no answer to SUBSCRIBE within {limit:?}"))),
+            Ok(Err(status)) => return Err(classify(&status)),
+            Ok(Ok(response)) => response,
+        };
+        let mut events = response.into_inner();
+        let first = match timeout(limit, events.message()).await {
+            Err(_) => return Err(Attempt::Retry(format!("no SUBSCRIBED event within {limit:?}"))),
+            Ok(Err(status)) => return Err(classify(&status)),
+            Ok(Ok(None)) => return Err(Attempt::Retry("event stream closed before SUBSCRIBED".to_string())),
+            Ok(Ok(Some(event))) => event,
+        };
+        match first.event {
+            Some(event::Event::Subscribed(s)) => {
+                let heartbeat = if s.heartbeat_interval_seconds.is_finite() && s.heartbeat_interval_seconds > 0.0 {
+                    Duration::try_from_secs_f64(s.heartbeat_interval_seconds).unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
+                } else {
+                    DEFAULT_HEARTBEAT_INTERVAL
+                };
+                if s.framework_id.is_empty() {
+                    return Err(Attempt::Retry("SUBSCRIBED without a framework id".to_string()));
+                }
+                Ok(Session {
+                    client,
+                    events,
+                    framework_id: s.framework_id,
+                    stream_id: s.stream_id,
+                    heartbeat,
+                    master: s.master_info.unwrap_or_default().into(),
+                })
+            }
+            Some(event::Event::Error(e)) => Err(Attempt::Fatal(e.message)),
+            _ => Err(Attempt::Retry("the first event was not SUBSCRIBED".to_string())),
+        }
+    }
+
+    async fn send<S: Scheduler>(&mut self, session: &mut Session, c: call::Call, scheduler: &mut S) {
+        let name = call_name(&c);
+        let task_id = match &c {
+            call::Call::Kill(k) => k.task_id.clone(),
+            call::Call::Acknowledge(a) => a.task_id.clone(),
+            _ => String::new(),
+        };
+        match &c {
+            call::Call::Suppress(s) if s.roles.is_empty() => {
+                self.suppressed.extend(self.framework.roles.iter().cloned())
+            }
+            call::Call::Suppress(s) => self.suppressed.extend(s.roles.iter().cloned()),
+            call::Call::Revive(r) if r.roles.is_empty() => self.suppressed.clear(),
+            call::Call::Revive(r) => r.roles.iter().for_each(|role| {
+                self.suppressed.remove(role);
+            }),
+            _ => {}
+        }
+        let request = wire::Call {
+            framework_id: session.framework_id.clone(),
+            stream_id: session.stream_id.clone(),
+            call: Some(c),
+        };
+        let limit = self.options.call_timeout;
+        let failure = match timeout(limit, session.client.call(request)).await {
+            Ok(Ok(_)) => {
+                trace!(call = name, task_id, "call sent");
+                return;
+            }
+            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+            Err(_) => format!("no answer within {limit:?}"),
+        };
+        warn!(call = name, task_id, failure, "call failed");
+        scheduler.call_failed(&self.handle, name, &failure);
+    }
+
+    fn dispatch<S: Scheduler>(&mut self, event: wire::Event, scheduler: &mut S) -> Flow {
+        let driver = &self.handle;
+        match event.event {
+            Some(event::Event::Heartbeat(_)) => trace!("heartbeat"),
+            Some(event::Event::Offers(o)) => {
+                let mut offers = Vec::with_capacity(o.offers.len());
+                for offer in o.offers {
+                    let id = offer.id.clone();
+                    match Offer::try_from(offer) {
+                        Ok(offer) => offers.push(offer),
+                        Err(e) => {
+                            warn!(offer_id = %id, error = %e, "declining an offer that does not convert");
+                            driver.decline(&id, None);
+                        }
+                    }
+                }
+                if !offers.is_empty() {
+                    scheduler.offers(driver, offers);
+                }
+            }
+            Some(event::Event::Rescind(r)) => scheduler.rescinded(driver, &r.offer_id),
+            Some(event::Event::Update(u)) => {
+                let Some(status) = u.status else {
+                    warn!("UPDATE without a status");
+                    return Flow::Continue;
+                };
+                let (task_id, agent_id, uuid) = (status.task_id.clone(), status.agent_id.clone(), status.uuid.clone());
+                match TaskStatus::try_from(status) {
+                    Ok(status) => scheduler.update(driver, &status),
+                    Err(e) => warn!(task_id, error = %e, "ignoring an update that does not convert"),
+                }
+                if !self.options.explicit_acknowledgements && !uuid.is_empty() {
+                    driver.acknowledge_raw(&agent_id, &task_id, uuid);
+                }
+            }
+            Some(event::Event::Failure(f)) => scheduler.failure(driver, &f.agent_id),
+            Some(event::Event::Error(e)) => {
+                scheduler.error(driver, &e.message);
+                return Flow::Fatal(e.message);
+            }
+            Some(event::Event::Subscribed(_)) => debug!("ignoring a second SUBSCRIBED on one stream"),
+            None => debug!("ignoring an empty event"),
+        }
+        Flow::Continue
+    }
+}
+
+fn classify(status: &tonic::Status) -> Attempt {
+    use tonic::Code;
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => {
+            Attempt::Fatal(message)
+        }
+        _ => Attempt::Retry(message),
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Connects to the master at `master` (`HOST:PORT` or `http://HOST:PORT`), subscribes as `framework`, and runs
+/// `scheduler` until it calls [`SchedulerDriver::stop`] or [`SchedulerDriver::teardown`]; returns the scheduler.
+/// See [`Driver::run`] for the errors. Use [`Driver`] directly to get a handle before running.
+pub async fn run<S: Scheduler>(
+    master: &str,
+    framework: FrameworkInfo,
+    scheduler: S,
+    options: DriverOptions,
+) -> Result<S, DriverError> {
+    Driver::new(master, framework, options)?.run(scheduler).await
+}
+
+#[cfg(test)]
+mod tests;
