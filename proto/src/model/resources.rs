@@ -505,10 +505,10 @@ fn parse_item(item: &str) -> Result<Resource, String> {
         return Err("empty role".into());
     }
     let value = parse_value(value)?;
-    if let Value::Scalar(v) = value {
-        if v < Fixed::ZERO {
-            return Err("negative value".into());
-        }
+    if let Value::Scalar(v) = value
+        && v < Fixed::ZERO
+    {
+        return Err("negative value".into());
     }
     Ok(Resource { name: name.to_string(), role: role.to_string(), value })
 }

@@ -1,0 +1,489 @@
+//! Tests of the master core through a harness: inputs in, effects out, time advanced by hand.
+
+use std::time::{Duration, Instant};
+
+use agora_proto::model::{
+    AgentInfo, Attributes, Capability, CommandInfo, FrameworkInfo, MasterInfo, Offer, Reason, Resources, Source,
+    TaskInfo, TaskState, TaskStatus,
+};
+
+use super::*;
+
+struct Harness {
+    master: Master,
+    now: Now,
+    effects: Vec<Effect>,
+    next_conn: u64,
+}
+
+const AGENT_RES: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
+
+impl Harness {
+    fn new() -> Harness {
+        let config = CoreConfig {
+            agent_ping_timeout: Duration::from_secs(15),
+            max_agent_ping_timeouts: 5,
+            ..CoreConfig::default()
+        };
+        let now = Now { mono: Instant::now(), wall: 1_700_000_000.0 };
+        let info = MasterInfo {
+            id: "m".into(),
+            ip: "127.0.0.1".into(),
+            port: 5050,
+            hostname: "localhost".into(),
+            version: "test".into(),
+        };
+        Harness { master: Master::new(info, config, now), now, effects: vec![], next_conn: 1 }
+    }
+
+    fn conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    fn settle(&mut self) {
+        self.master.allocate_if_wanted(self.now);
+        self.effects.extend(self.master.drain_effects());
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now.mono += d;
+        self.now.wall += d.as_secs_f64();
+        self.master.tick(self.now);
+        self.effects.extend(self.master.drain_effects());
+    }
+
+    fn take(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    fn add_agent(&mut self) -> (ConnId, String) {
+        let conn = self.conn();
+        let info = AgentInfo {
+            id: None,
+            hostname: format!("host{}", conn.0),
+            ip: "127.0.0.1".into(),
+            port: 5051,
+            resources: AGENT_RES.parse().unwrap(),
+            attributes: Attributes::default(),
+        };
+        self.master.agent_message(conn, AgentMessage::Register { info }, self.now);
+        self.settle();
+        let id = self
+            .effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ToAgent(c, AgentCommand::Registered { agent_id, .. }) if *c == conn => Some(agent_id.clone()),
+                _ => None,
+            })
+            .expect("agent registered");
+        (conn, id)
+    }
+
+    fn subscribe(&mut self, info: FrameworkInfo) -> (ConnId, String, String) {
+        let conn = self.conn();
+        self.master.subscribe(conn, info, vec![], self.now);
+        self.settle();
+        self.effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ToFramework(c, SchedulerEvent::Subscribed { framework_id, stream_id, .. }) if *c == conn => {
+                    Some((conn, framework_id.clone(), stream_id.clone()))
+                }
+                _ => None,
+            })
+            .expect("subscribed")
+    }
+
+    fn offers_to(&self, conn: ConnId) -> Vec<Offer> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToFramework(c, SchedulerEvent::Offers(o)) if *c == conn => Some(o.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn updates_to(&self, conn: ConnId) -> Vec<TaskStatus> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToFramework(c, SchedulerEvent::Update(s)) if *c == conn => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agent_commands(&self, conn: ConnId) -> Vec<AgentCommand> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent(c, cmd) if *c == conn => Some(cmd.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn call(&mut self, fid: &str, sid: &str, call: Call) {
+        self.master.call(fid, sid, call, self.now).expect("call accepted");
+        self.settle();
+    }
+
+    fn agent_update(&mut self, conn: ConnId, fid: &str, task_id: &str, state: TaskState, uuid: u8) {
+        let status = TaskStatus {
+            task_id: task_id.into(),
+            state,
+            reason: None,
+            source: Source::Executor,
+            message: String::new(),
+            uuid: Some(vec![uuid; 16]),
+            timestamp: self.now.wall,
+            healthy: None,
+            agent_id: String::new(),
+            unreachable_time: None,
+        };
+        self.master.agent_message(
+            conn,
+            AgentMessage::StatusUpdate { framework_id: fid.into(), status, latest_state: state },
+            self.now,
+        );
+        self.settle();
+    }
+}
+
+fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
+    TaskInfo {
+        name: id.into(),
+        task_id: id.into(),
+        agent_id: agent_id.into(),
+        resources: res.parse().unwrap(),
+        command: Some(CommandInfo::shell("sleep 10")),
+        container: None,
+        health_check: None,
+        kill_grace_period: None,
+        labels: vec![],
+        discovery: None,
+        data: vec![],
+    }
+}
+
+fn launch(offer: &Offer, tasks: Vec<TaskInfo>) -> Call {
+    Call::Accept { offer_ids: vec![offer.id.clone()], operations: vec![LaunchOp { tasks }], refuse_seconds: None }
+}
+
+#[test]
+fn a_new_framework_is_offered_each_agent_whole() {
+    let mut h = Harness::new();
+    let (_a1, id1) = h.add_agent();
+    let (_a2, id2) = h.add_agent();
+    let (fc, _fid, _) = h.subscribe(FrameworkInfo::new("f"));
+    let offers = h.offers_to(fc);
+    assert_eq!(offers.len(), 2);
+    let agents: Vec<&str> = offers.iter().map(|o| o.agent_id.as_str()).collect();
+    assert!(agents.contains(&id1.as_str()) && agents.contains(&id2.as_str()));
+    for o in &offers {
+        assert_eq!(o.resources, AGENT_RES.parse::<Resources>().unwrap());
+        assert_eq!(o.role, "*");
+    }
+}
+
+#[test]
+fn launch_goes_to_the_agent_and_the_rest_is_filtered_then_offered_again() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:0.5;mem:128;ports:[31000-31000]")]));
+    let cmds = h.agent_commands(ac);
+    assert!(matches!(&cmds[0], AgentCommand::RunTask { task, .. } if task.task_id == "t1"));
+    // Within refuse_seconds (default 5) the remainder is not offered to this framework again.
+    h.take();
+    h.advance(Duration::from_secs(2));
+    assert!(h.offers_to(fc).is_empty());
+    // After it, the remainder comes back: what the task holds is not in it.
+    h.advance(Duration::from_secs(4));
+    let again = h.offers_to(fc);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].resources.scalar("cpus").to_string(), "1.5");
+    assert!(!again[0].resources.ranges("ports").contains_value(31000));
+}
+
+#[test]
+fn a_launch_that_exceeds_its_offer_is_a_task_error_and_leaks_nothing() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    h.master
+        .call(
+            &fid,
+            &sid,
+            Call::Accept {
+                offer_ids: vec![offer.id.clone()],
+                operations: vec![LaunchOp { tasks: vec![task("big", &aid, "cpus:3;mem:64")] }],
+                refuse_seconds: Some(0.0),
+            },
+            h.now,
+        )
+        .unwrap();
+    h.settle();
+    let updates = h.updates_to(fc);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].state, TaskState::Error);
+    assert_eq!(updates[0].reason, Some(Reason::TaskInvalid));
+    assert!(updates[0].message.contains("more resources"), "{}", updates[0].message);
+    assert!(updates[0].uuid.is_none());
+    // The whole agent is offered again (refuse_seconds 0): nothing leaked.
+    let again = h.offers_to(fc);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].resources, AGENT_RES.parse::<Resources>().unwrap());
+}
+
+#[test]
+fn duplicate_task_ids_are_refused() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    h.call(&fid, &sid, launch(&offer, vec![task("t", &aid, "cpus:0.1;mem:32"), task("t", &aid, "cpus:0.1;mem:32")]));
+    let updates = h.updates_to(fc);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].state, TaskState::Error);
+    assert!(updates[0].message.contains("duplicate ID: t"));
+}
+
+#[test]
+fn invalid_offers_drop_the_tasks() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let mut info = FrameworkInfo::new("pa");
+    info.capabilities.push(Capability::PartitionAware);
+    let (fc, fid, sid) = h.subscribe(info);
+    h.take();
+    h.call(
+        &fid,
+        &sid,
+        Call::Accept {
+            offer_ids: vec!["nope".into()],
+            operations: vec![LaunchOp { tasks: vec![task("t", &aid, "cpus:0.1")] }],
+            refuse_seconds: None,
+        },
+    );
+    let u = h.updates_to(fc);
+    assert_eq!(u[0].state, TaskState::Dropped);
+    assert_eq!(u[0].reason, Some(Reason::InvalidOffers));
+}
+
+#[test]
+fn status_updates_are_forwarded_acknowledged_and_free_resources() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:2;mem:1024")]));
+    h.take();
+    h.agent_update(ac, &fid, "t1", TaskState::Running, 1);
+    let u = h.updates_to(fc);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Running);
+    assert_eq!(u[0].agent_id, aid);
+    h.take();
+    h.call(&fid, &sid, Call::Acknowledge { agent_id: aid.clone(), task_id: "t1".into(), uuid: vec![1; 16] });
+    assert!(matches!(&h.agent_commands(ac)[0], AgentCommand::Acknowledge { uuid, .. } if uuid == &vec![1u8; 16]));
+    assert_eq!(h.master.agents[&aid].used.scalar("cpus").to_string(), "2");
+
+    h.take();
+    h.agent_update(ac, &fid, "t1", TaskState::Finished, 2);
+    assert!(h.master.agents[&aid].used.is_empty(), "terminal task frees its resources");
+    assert!(h.master.frameworks[&fid].tasks.contains_key("t1"), "kept until the terminal update is acknowledged");
+    h.call(&fid, &sid, Call::Acknowledge { agent_id: aid.clone(), task_id: "t1".into(), uuid: vec![2; 16] });
+    assert!(!h.master.frameworks[&fid].tasks.contains_key("t1"));
+    assert_eq!(h.master.frameworks[&fid].completed_tasks.len(), 1);
+}
+
+#[test]
+fn a_silent_agent_becomes_unreachable_after_the_ping_timeouts() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("plain"));
+    let mut pa = FrameworkInfo::new("pa");
+    pa.capabilities.push(Capability::PartitionAware);
+    let (pc, pid, psid) = h.subscribe(pa);
+    // Both frameworks got the agent? Only one offer exists per agent; launch from whichever has it.
+    let (owner_conn, owner_id, owner_sid) =
+        if h.offers_to(fc).is_empty() { (pc, pid.clone(), psid.clone()) } else { (fc, fid.clone(), sid.clone()) };
+    let offer = h.offers_to(owner_conn).remove(0);
+    h.call(&owner_id, &owner_sid, launch(&offer, vec![task("t", &aid, "cpus:1;mem:32")]));
+    h.master.agent_disconnected(ac);
+    h.take();
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(15));
+    }
+    assert!(h.updates_to(owner_conn).is_empty(), "four missed pings are not yet enough");
+    h.advance(Duration::from_secs(15));
+    let u = h.updates_to(owner_conn);
+    assert_eq!(u.len(), 1);
+    let expected = if owner_conn == pc { TaskState::Unreachable } else { TaskState::Lost };
+    assert_eq!(u[0].state, expected);
+    assert_eq!(u[0].reason, Some(Reason::AgentRemoved));
+    assert!(h.effects.iter().any(|e| matches!(e, Effect::ToFramework(c, SchedulerEvent::Failure { .. }) if *c == fc)));
+}
+
+#[test]
+fn an_answering_agent_stays() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    for _ in 0..10 {
+        h.advance(Duration::from_secs(15));
+        assert!(h.agent_commands(ac).contains(&AgentCommand::Ping));
+        h.take();
+        h.master.agent_message(ac, AgentMessage::Pong, h.now);
+    }
+    assert_eq!(h.master.agents[&aid].state, AgentState::Active);
+}
+
+#[test]
+fn reconciliation_follows_mesos_rules() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let mut pa = FrameworkInfo::new("pa");
+    pa.capabilities.push(Capability::PartitionAware);
+    let (fc, fid, sid) = h.subscribe(pa);
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:1")]));
+    h.agent_update(ac, &fid, "t1", TaskState::Running, 1);
+    h.take();
+    h.call(&fid, &sid, Call::Reconcile { tasks: vec![] });
+    let u = h.updates_to(fc);
+    assert_eq!(u.len(), 1);
+    assert_eq!((u[0].state, u[0].reason), (TaskState::Running, Some(Reason::Reconciliation)));
+    assert!(u[0].uuid.is_none());
+    h.take();
+    h.call(
+        &fid,
+        &sid,
+        Call::Reconcile { tasks: vec![("ghost".into(), Some(aid.clone())), ("ghost2".into(), Some("nowhere".into()))] },
+    );
+    let u = h.updates_to(fc);
+    assert_eq!(u[0].state, TaskState::Gone);
+    assert_eq!(u[1].state, TaskState::Unknown);
+}
+
+#[test]
+fn a_resubscribing_framework_gets_its_tasks_back_and_the_old_stream_is_closed() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let mut info = FrameworkInfo::new("f");
+    info.failover_timeout = 60.0;
+    let (fc, fid, sid) = h.subscribe(info.clone());
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:1")]));
+    h.agent_update(ac, &fid, "t1", TaskState::Running, 1);
+    h.master.framework_disconnected(fc, h.now);
+    h.take();
+    h.advance(Duration::from_secs(30));
+    info.id = Some(fid.clone());
+    let (fc2, fid2, sid2) = h.subscribe(info);
+    assert_eq!(fid2, fid);
+    assert_ne!(fc2, fc);
+    h.take();
+    h.call(&fid, &sid2, Call::Reconcile { tasks: vec![] });
+    assert_eq!(h.updates_to(fc2)[0].state, TaskState::Running);
+    // The old stream id is no longer accepted.
+    assert!(matches!(
+        h.master.call(&fid, &sid, Call::Reconcile { tasks: vec![] }, h.now),
+        Err(CallError::WrongStream { .. })
+    ));
+}
+
+#[test]
+fn a_framework_that_does_not_return_within_failover_timeout_is_torn_down() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let mut info = FrameworkInfo::new("f");
+    info.failover_timeout = 10.0;
+    let (fc, fid, sid) = h.subscribe(info);
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:1")]));
+    h.master.framework_disconnected(fc, h.now);
+    h.take();
+    h.advance(Duration::from_secs(5));
+    assert!(h.master.frameworks.contains_key(&fid));
+    h.advance(Duration::from_secs(6));
+    assert!(!h.master.frameworks.contains_key(&fid));
+    assert!(h.agent_commands(ac).contains(&AgentCommand::ShutdownFramework { framework_id: fid.clone() }));
+    assert!(h.master.agents[&aid].used.is_empty());
+}
+
+#[test]
+fn offers_time_out_and_are_rescinded() {
+    let mut h = Harness::new();
+    h.add_agent();
+    let (fc, _fid, _sid) = h.subscribe(FrameworkInfo::new("hoarder"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    h.advance(Duration::from_secs(61));
+    assert!(
+        h.effects.iter().any(
+            |e| matches!(e, Effect::ToFramework(c, SchedulerEvent::Rescind { offer_id }) if *c == fc && *offer_id == offer.id)
+        )
+    );
+}
+
+#[test]
+fn suppress_stops_offers_and_revive_brings_them_back() {
+    let mut h = Harness::new();
+    h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, Call::Suppress { roles: vec![] });
+    h.call(&fid, &sid, Call::Decline { offer_ids: vec![offer.id], refuse_seconds: Some(0.0) });
+    h.take();
+    h.advance(Duration::from_secs(10));
+    assert!(h.offers_to(fc).is_empty());
+    h.call(&fid, &sid, Call::Revive { roles: vec![] });
+    assert_eq!(h.offers_to(fc).len(), 1);
+}
+
+#[test]
+fn kill_goes_to_the_agent_and_unknown_tasks_are_reconciled() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:1")]));
+    h.take();
+    h.call(&fid, &sid, Call::Kill { task_id: "t1".into(), agent_id: None, grace_period: Some(1.0) });
+    assert!(
+        matches!(&h.agent_commands(ac)[0], AgentCommand::KillTask { task_id, grace_period: Some(_), .. } if task_id == "t1")
+    );
+    h.take();
+    h.call(&fid, &sid, Call::Kill { task_id: "nope".into(), agent_id: None, grace_period: None });
+    assert_eq!(h.updates_to(fc)[0].state, TaskState::Lost);
+}
+
+#[test]
+fn state_json_has_mesos_shape() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("t1", &aid, "cpus:1;mem:128")]));
+    h.agent_update(ac, &fid, "t1", TaskState::Running, 1);
+    let s = h.master.state_json(h.now, serde_json::json!({}));
+    assert_eq!(s["slaves"][0]["id"], aid);
+    assert_eq!(s["slaves"][0]["resources"]["ports"], "[31000-32000]");
+    assert_eq!(s["slaves"][0]["used_resources"]["cpus"], 1);
+    let t = &s["frameworks"][0]["tasks"][0];
+    assert_eq!(t["id"], "t1");
+    assert_eq!(t["state"], "TASK_RUNNING");
+    assert_eq!(t["slave_id"], aid);
+    assert_eq!(t["resources"]["mem"], 128);
+    assert_eq!(t["statuses"].as_array().unwrap().len(), 2);
+    assert!(s["leader"].as_str().unwrap().starts_with("master@"));
+}
