@@ -1,1 +1,54 @@
-//! placeholder
+//! `agora-agent`: the agent of Agora, the Mesos-style two-level cluster manager. One runs on every machine. It
+//! offers the machine's resources to the master (`agora-master`) over the `AgentLink` gRPC stream, runs the tasks
+//! frameworks launch there behind a [`containerizer::Containerizer`], and delivers their status updates reliably
+//! and in order until frameworks acknowledge them. Operators and the CLI read its HTTP `/state`.
+//!
+//! # Layout
+//! - [`config`]: the flags (Mesos names), their validation, resource auto-detection.
+//! - [`core`]: the pure core — task lifecycles, the link state and the status update manager as one state machine
+//!   whose methods take `now` and return effects. [`status_updates`] is its reliable-delivery queue.
+//! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
+//!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment.
+//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
+//!
+//! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
+
+pub mod config;
+pub mod containerizer;
+pub mod core;
+mod http;
+mod link;
+pub mod sandbox;
+mod shell;
+pub mod status_updates;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+pub use config::{Config, ConfigErrors, Flags};
+pub use shell::{registration_backoff, run_with};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read the listener's address: {0}")]
+    Listener(std::io::Error),
+    #[error("cannot create work dir {path}: {source}")]
+    WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("invalid master address {master}: {message}")]
+    MasterAddress { master: String, message: String },
+    #[error("cannot recover containers: {0}")]
+    Recover(containerizer::ContainerError),
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Serves HTTP on `listener` (its port is the agent's port), connects to the master, runs until `shutdown` resolves,
+/// then kills its tasks (SIGTERM, grace, SIGKILL) and returns.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    run_with(config, listener, shutdown, containerizer::ProcessContainerizer::new()).await
+}

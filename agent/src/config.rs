@@ -1,0 +1,489 @@
+//! The agent's flags (Mesos names, kebab-case) and their validation into a [`Config`].
+//!
+//! Validation reports every bad value at once. Resource auto-detection is split into a probe of the machine
+//! ([`Detected::probe`]) and a pure merge ([`merge_detected`]) so the rules are testable without a machine.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_proto::model::{Attributes, Resource, Resources, parse_duration};
+
+/// Default `--ip`.
+pub const DEFAULT_IP: &str = "127.0.0.1";
+/// Default `--port` (Mesos's agent port).
+pub const DEFAULT_PORT: &str = "5051";
+/// Default and only `--isolation` in this version.
+pub const DEFAULT_ISOLATION: &str = "process";
+/// Default `--status-update-retry-interval` (Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MIN`).
+pub const DEFAULT_STATUS_UPDATE_RETRY_INTERVAL: &str = "10secs";
+/// Default `--registration-backoff-factor`.
+pub const DEFAULT_REGISTRATION_BACKOFF_FACTOR: &str = "1secs";
+/// Default `--executor-shutdown-grace-period`.
+pub const DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD: &str = "3secs";
+
+/// The ports offered when `--resources` names none.
+pub const DEFAULT_PORTS: (u64, u64) = (31000, 32000);
+/// Fallbacks when detection fails (Mesos's `src/slave/constants.hpp`).
+pub const FALLBACK_CPUS: f64 = 1.0;
+pub const FALLBACK_MEM_MB: u64 = 1024;
+pub const FALLBACK_DISK_MB: u64 = 10 * 1024;
+
+/// The agent's command-line flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "agora-agent", version, about = "The Agora agent: runs tasks for the Agora master")]
+pub struct Flags {
+    /// The master to register with, `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long)]
+    pub master: String,
+
+    /// The IP address the agent listens on and advertises.
+    #[arg(long, default_value = DEFAULT_IP)]
+    pub ip: String,
+
+    /// The port of the agent's HTTP endpoints (also advertised to the master).
+    #[arg(long, default_value = DEFAULT_PORT)]
+    pub port: String,
+
+    /// Where sandboxes live: `<work-dir>/slaves/<agent id>/frameworks/...`.
+    #[arg(long = "work-dir", visible_alias = "work_dir")]
+    pub work_dir: PathBuf,
+
+    /// Total resources, Mesos syntax (`cpus:2;mem:1024;disk:4096;ports:[31000-32000]`); missing names are detected.
+    #[arg(long)]
+    pub resources: Option<String>,
+
+    /// Attributes, Mesos syntax (`rack:r1;zone:a`).
+    #[arg(long)]
+    pub attributes: Option<String>,
+
+    /// The hostname to advertise (default: the system hostname, else the ip).
+    #[arg(long)]
+    pub hostname: Option<String>,
+
+    /// How tasks are isolated; only `process` in this version.
+    #[arg(long, default_value = DEFAULT_ISOLATION)]
+    pub isolation: String,
+
+    /// First retry interval of an unacknowledged status update; doubles up to 10mins.
+    #[arg(long = "status-update-retry-interval", visible_alias = "status_update_retry_interval", default_value = DEFAULT_STATUS_UPDATE_RETRY_INTERVAL)]
+    pub status_update_retry_interval: String,
+
+    /// Reconnection backoff: factor × 2^n, capped at 1min.
+    #[arg(long = "registration-backoff-factor", visible_alias = "registration_backoff_factor", default_value = DEFAULT_REGISTRATION_BACKOFF_FACTOR)]
+    pub registration_backoff_factor: String,
+
+    /// Time between SIGTERM and SIGKILL when a kill has no kill policy.
+    #[arg(long = "executor-shutdown-grace-period", visible_alias = "executor_shutdown_grace_period", default_value = DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD)]
+    pub executor_shutdown_grace_period: String,
+}
+
+/// How tasks are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Plain processes in their own process group.
+    Process,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The master's `host:port`.
+    pub master: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub work_dir: PathBuf,
+    /// Given resources merged with the detected ones.
+    pub resources: Resources,
+    pub attributes: Attributes,
+    pub hostname: String,
+    pub isolation: Isolation,
+    pub status_update_retry_interval: Duration,
+    pub registration_backoff_factor: Duration,
+    pub executor_shutdown_grace_period: Duration,
+}
+
+impl Config {
+    /// The master's gRPC address, `http://host:port`.
+    pub fn master_url(&self) -> String {
+        format!("http://{}", self.master)
+    }
+}
+
+/// Every bad flag value, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl Flags {
+    /// Validates every flag (reporting all bad values), then detects the resources `--resources` leaves out.
+    pub fn config(&self) -> Result<Config, ConfigErrors> {
+        let v = self.validate()?;
+        let given = v.resources.clone();
+        let detected = Detected::probe(&self.work_dir);
+        let hostname = self
+            .hostname
+            .clone()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| system_hostname().unwrap_or_else(|| v.ip.to_string()));
+        Ok(Config {
+            master: v.master,
+            ip: v.ip,
+            port: v.port,
+            work_dir: self.work_dir.clone(),
+            resources: merge_detected(given, &detected),
+            attributes: v.attributes,
+            hostname,
+            isolation: v.isolation,
+            status_update_retry_interval: v.status_update_retry_interval,
+            registration_backoff_factor: v.registration_backoff_factor,
+            executor_shutdown_grace_period: v.executor_shutdown_grace_period,
+        })
+    }
+
+    /// The pure part of [`Flags::config`]: every flag checked, nothing probed.
+    fn validate(&self) -> Result<Validated, ConfigErrors> {
+        let mut errors = Vec::new();
+        let master = parse_master(&self.master).map_err(|e| errors.push(format!("--master: {e}"))).ok();
+        let ip = self
+            .ip
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| errors.push(format!("--ip: '{}' is not an IP address", self.ip)))
+            .ok();
+        let port = self
+            .port
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| errors.push(format!("--port: '{}' is not a port number (0-65535)", self.port)))
+            .ok();
+        if self.work_dir.as_os_str().is_empty() {
+            errors.push("--work-dir: must not be empty".to_string());
+        }
+        let resources = match &self.resources {
+            None => Some(Resources::new()),
+            Some(text) => Resources::parse(text)
+                .map_err(|errs| errors.extend(errs.iter().map(|e| format!("--resources: {e}"))))
+                .ok(),
+        };
+        let attributes = match &self.attributes {
+            None => Some(Attributes::default()),
+            Some(text) => Attributes::parse(text)
+                .map_err(|errs| {
+                    errors.extend(
+                        errs.iter()
+                            .map(|e| format!("--attributes: {}", e.to_string().replacen("resource", "attribute", 1))),
+                    )
+                })
+                .ok(),
+        };
+        let isolation = match self.isolation.trim() {
+            "process" | "posix/cpu,posix/mem" => Some(Isolation::Process),
+            other => {
+                errors.push(format!("--isolation: '{other}' is not supported; the only isolation is 'process'"));
+                None
+            }
+        };
+        let mut duration = |flag: &str, text: &str| match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                errors.push(format!("--{flag}: '{text}' must be longer than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(format!("--{flag}: {e}"));
+                None
+            }
+        };
+        let retry = duration("status-update-retry-interval", &self.status_update_retry_interval);
+        let backoff = duration("registration-backoff-factor", &self.registration_backoff_factor);
+        let grace = match parse_duration(&self.executor_shutdown_grace_period) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(format!("--executor-shutdown-grace-period: {e}"));
+                None
+            }
+        };
+        match (master, ip, port, resources, attributes, isolation, retry, backoff, grace) {
+            (
+                Some(master),
+                Some(ip),
+                Some(port),
+                Some(resources),
+                Some(attributes),
+                Some(isolation),
+                Some(status_update_retry_interval),
+                Some(registration_backoff_factor),
+                Some(executor_shutdown_grace_period),
+            ) if errors.is_empty() => Ok(Validated {
+                master,
+                ip,
+                port,
+                resources,
+                attributes,
+                isolation,
+                status_update_retry_interval,
+                registration_backoff_factor,
+                executor_shutdown_grace_period,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+struct Validated {
+    master: String,
+    ip: IpAddr,
+    port: u16,
+    resources: Resources,
+    attributes: Attributes,
+    isolation: Isolation,
+    status_update_retry_interval: Duration,
+    registration_backoff_factor: Duration,
+    executor_shutdown_grace_period: Duration,
+}
+
+/// Accepts `host:port` and `http://host:port` (a trailing `/` is fine); returns `host:port`.
+pub fn parse_master(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let bare = t.strip_prefix("http://").unwrap_or(t).trim_end_matches('/');
+    if bare.contains("://") {
+        return Err(format!("'{text}' must be HOST:PORT or http://HOST:PORT"));
+    }
+    let (host, port) = bare.rsplit_once(':').ok_or_else(|| format!("'{text}' has no port (expected HOST:PORT)"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("'{text}' has no valid host (expected HOST:PORT)"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(bare.to_string()),
+        _ => Err(format!("'{text}' has no valid port (expected HOST:PORT)")),
+    }
+}
+
+/// What the machine offers, as far as it could be found out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detected {
+    pub cpus: Option<f64>,
+    /// Total memory in MB.
+    pub mem_total_mb: Option<u64>,
+    /// Size of the work dir's filesystem in MB.
+    pub disk_total_mb: Option<u64>,
+}
+
+impl Detected {
+    /// Reads the online CPUs, `/proc/meminfo` and the work dir's filesystem (or its nearest existing ancestor).
+    pub fn probe(work_dir: &Path) -> Detected {
+        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|t| count_cpu_list(&t))
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get() as u64))
+            .map(|n| n as f64);
+        let mem_total_mb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| meminfo_total_mb(&t));
+        let disk_total_mb = work_dir.ancestors().find_map(|dir| nix::sys::statvfs::statvfs(dir).ok()).map(|s| {
+            let bytes = (s.blocks() as u128) * (s.fragment_size() as u128);
+            (bytes / (1024 * 1024)) as u64
+        });
+        Detected { cpus, mem_total_mb, disk_total_mb }
+    }
+}
+
+/// Counts the CPUs of a kernel CPU list such as `0-3,6,8-9`.
+pub fn count_cpu_list(text: &str) -> Option<u64> {
+    let mut n = 0;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (b, e) = part.split_once('-').unwrap_or((part, part));
+        let (b, e): (u64, u64) = (b.trim().parse().ok()?, e.trim().parse().ok()?);
+        n += e.checked_sub(b)? + 1;
+    }
+    (n > 0).then_some(n)
+}
+
+/// `MemTotal` of `/proc/meminfo`, in MB.
+pub fn meminfo_total_mb(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.trim_start_matches("MemTotal:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// Memory offered: total − 1 GB, or half when the total is under 2 GB.
+pub fn offered_mem_mb(total_mb: u64) -> u64 {
+    if total_mb < 2048 { total_mb / 2 } else { total_mb - 1024 }
+}
+
+/// Disk offered: total − 5 GB, or half when the total is under 10 GB.
+pub fn offered_disk_mb(total_mb: u64) -> u64 {
+    if total_mb < 10 * 1024 { total_mb / 2 } else { total_mb - 5 * 1024 }
+}
+
+/// Adds the detected cpus, mem, disk and ports for every name `given` lacks (in any role).
+pub fn merge_detected(given: Resources, detected: &Detected) -> Resources {
+    let has = |name: &str| given.iter().any(|r| r.name == name);
+    let mut extra = Vec::new();
+    if !has("cpus") {
+        extra.push(Resource::scalar("cpus", detected.cpus.unwrap_or(FALLBACK_CPUS)));
+    }
+    if !has("mem") {
+        let mem = detected.mem_total_mb.map(offered_mem_mb).unwrap_or(FALLBACK_MEM_MB);
+        extra.push(Resource::scalar("mem", mem as f64));
+    }
+    if !has("disk") {
+        let disk = detected.disk_total_mb.map(offered_disk_mb).unwrap_or(FALLBACK_DISK_MB);
+        extra.push(Resource::scalar("disk", disk as f64));
+    }
+    if !has("ports") {
+        extra.push(Resource::ranges("ports", [DEFAULT_PORTS]));
+    }
+    let mut out = given;
+    out.add(&Resources::from_vec(extra));
+    out
+}
+
+/// The kernel's hostname, if it can be read.
+fn system_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::model::{Fixed, Ranges};
+    use clap::Parser;
+
+    fn flags(extra: &[&str]) -> Result<Flags, clap::Error> {
+        let mut args = vec!["agora-agent", "--master", "127.0.0.1:5050", "--work-dir", "/tmp/agora-agent-test"];
+        args.extend_from_slice(extra);
+        Flags::try_parse_from(args)
+    }
+
+    #[test]
+    fn defaults_are_mesos_defaults() {
+        let c = flags(&["--resources", "cpus:2;mem:1024;disk:4096;ports:[31000-31009]"]).unwrap().config().unwrap();
+        assert_eq!(c.master, "127.0.0.1:5050");
+        assert_eq!(c.master_url(), "http://127.0.0.1:5050");
+        assert_eq!(c.port, 5051);
+        assert_eq!(c.ip.to_string(), "127.0.0.1");
+        assert_eq!(c.isolation, Isolation::Process);
+        assert_eq!(c.status_update_retry_interval, Duration::from_secs(10));
+        assert_eq!(c.registration_backoff_factor, Duration::from_secs(1));
+        assert_eq!(c.executor_shutdown_grace_period, Duration::from_secs(3));
+        assert_eq!(c.resources.to_string(), "cpus:2;disk:4096;mem:1024;ports:[31000-31009]");
+        assert!(!c.hostname.is_empty());
+    }
+
+    #[test]
+    fn master_accepts_http_prefix() {
+        assert_eq!(parse_master("http://m1:5050/"), Ok("m1:5050".to_string()));
+        assert_eq!(parse_master("m1:5050"), Ok("m1:5050".to_string()));
+        assert!(parse_master("m1").unwrap_err().contains("'m1'"));
+        assert!(parse_master("zk://a:2181/mesos").is_err());
+        assert!(parse_master("m1:99999").is_err());
+    }
+
+    #[test]
+    fn reports_every_bad_value_at_once() {
+        let f = flags(&[
+            "--port",
+            "70000",
+            "--ip",
+            "nowhere",
+            "--isolation",
+            "cgroups/cpu",
+            "--status-update-retry-interval",
+            "10",
+            "--registration-backoff-factor",
+            "1parsec",
+            "--executor-shutdown-grace-period",
+            "soon",
+            "--resources",
+            "cpus:two;mem:1024;ports:[5-1]",
+            "--attributes",
+            "rack:r1;zone",
+        ])
+        .unwrap();
+        let errors = f.config().unwrap_err();
+        let text = errors.to_string();
+        assert_eq!(errors.0.len(), 9, "{text}");
+        assert_eq!(text.lines().count(), 9, "{text}");
+        assert!(text.contains("--port: '70000'"), "{text}");
+        assert!(text.contains("--ip: 'nowhere'"), "{text}");
+        assert!(text.contains("--isolation: 'cgroups/cpu' is not supported"), "{text}");
+        assert!(text.contains("--status-update-retry-interval: '10' has no unit"), "{text}");
+        assert!(text.contains("--registration-backoff-factor: '1parsec'"), "{text}");
+        assert!(text.contains("--executor-shutdown-grace-period: 'soon'"), "{text}");
+        assert!(text.contains("--resources: resource item 'cpus:two' is malformed"), "{text}");
+        assert!(text.contains("'ports:[5-1]'"), "{text}");
+        assert!(text.contains("--attributes: attribute item 'zone' is malformed"), "{text}");
+    }
+
+    #[test]
+    fn short_durations_and_underscore_names() {
+        let f = Flags::try_parse_from([
+            "agora-agent",
+            "--master=http://m:5050",
+            "--work_dir=/tmp/x",
+            "--status-update-retry-interval=200ms",
+            "--registration_backoff_factor=15s",
+        ])
+        .unwrap();
+        let c = f.config().unwrap();
+        assert_eq!(c.status_update_retry_interval, Duration::from_millis(200));
+        assert_eq!(c.registration_backoff_factor, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn zero_retry_interval_is_refused() {
+        let err = flags(&["--status-update-retry-interval", "0secs"]).unwrap().config().unwrap_err();
+        assert!(err.to_string().contains("longer than zero"), "{err}");
+    }
+
+    #[test]
+    fn master_and_work_dir_are_required() {
+        assert!(Flags::try_parse_from(["agora-agent", "--work-dir", "/tmp"]).is_err());
+        assert!(Flags::try_parse_from(["agora-agent", "--master", "m:1"]).is_err());
+    }
+
+    #[test]
+    fn detection_follows_mesos_rules() {
+        assert_eq!(offered_mem_mb(16 * 1024), 15 * 1024);
+        assert_eq!(offered_mem_mb(1024), 512);
+        assert_eq!(offered_disk_mb(100 * 1024), 95 * 1024);
+        assert_eq!(offered_disk_mb(8 * 1024), 4 * 1024);
+        assert_eq!(count_cpu_list("0-3,6,8-9\n"), Some(7));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("x"), None);
+        assert_eq!(meminfo_total_mb("MemTotal:       16384000 kB\nMemFree: 1 kB\n"), Some(16000));
+    }
+
+    #[test]
+    fn given_resources_override_detected_ones() {
+        let detected = Detected { cpus: Some(8.0), mem_total_mb: Some(4096), disk_total_mb: Some(20 * 1024) };
+        let merged = merge_detected(Resources::parse("cpus(ads):2;mem:100").unwrap(), &detected);
+        assert_eq!(merged.scalar("cpus"), Fixed::from_int(2));
+        assert_eq!(merged.scalar("mem"), Fixed::from_int(100));
+        assert_eq!(merged.scalar("disk"), Fixed::from_int(15 * 1024));
+        assert_eq!(merged.ranges("ports"), Ranges::new([(31000, 32000)]));
+    }
+
+    #[test]
+    fn failed_detection_falls_back() {
+        let merged = merge_detected(Resources::new(), &Detected::default());
+        assert_eq!(merged.scalar("cpus"), Fixed::from_int(1));
+        assert_eq!(merged.scalar("mem"), Fixed::from_int(1024));
+        assert_eq!(merged.scalar("disk"), Fixed::from_int(10 * 1024));
+    }
+
+    #[test]
+    fn probe_finds_something_on_linux() {
+        let d = Detected::probe(Path::new("/definitely/not/here"));
+        assert!(d.cpus.unwrap_or(0.0) >= 1.0);
+        assert!(d.disk_total_mb.is_some(), "statvfs of an ancestor ('/') works");
+    }
+}

@@ -1,0 +1,203 @@
+//! The seam between the agent and whatever runs tasks: the [`Containerizer`] trait, what a launch needs
+//! ([`LaunchSpec`]), how a container ended ([`Termination`]), and a recording fake for tests.
+//!
+//! [`ProcessContainerizer`] runs a task as a plain process group; an isolating implementation plugs in beside it.
+
+mod process;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use agora_proto::model::CommandInfo;
+use nix::sys::signal::Signal;
+
+pub use process::ProcessContainerizer;
+
+/// Everything needed to start one task's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub container_id: String,
+    pub task_id: String,
+    pub framework_id: String,
+    pub command: CommandInfo,
+    /// The complete environment of the task (nothing is inherited beyond it).
+    pub env: Vec<(String, String)>,
+    /// Created by the agent before `launch`; the working directory, holding `stdout` and `stderr`.
+    pub sandbox: PathBuf,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Termination {
+    /// Mesos's wording: `Command exited with status 3`, `Command terminated with signal SIGKILL`.
+    pub fn message(self) -> String {
+        match self {
+            Termination::Exited(code) => format!("Command exited with status {code}"),
+            Termination::Signaled(sig) => format!("Command terminated with signal {}", signal_name(sig)),
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == Termination::Exited(0)
+    }
+}
+
+/// `SIGTERM` for 15; the number for signals nix does not know.
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// Resource usage of a container, as far as it is cheap to find out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cpus_user_time_secs: f64,
+    pub cpus_system_time_secs: f64,
+    pub mem_rss_bytes: u64,
+}
+
+/// A container found running when the agent starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredContainer {
+    pub container_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("cannot launch container {container_id}: {message}")]
+    Launch { container_id: String, message: String },
+    #[error("unknown container {0}")]
+    Unknown(String),
+    #[error("container {container_id} is already being waited for")]
+    AlreadyWaited { container_id: String },
+    #[error("cannot signal container {container_id}: {source}")]
+    Signal { container_id: String, source: nix::Error },
+    #[error("cannot wait for container {container_id}: {source}")]
+    Wait { container_id: String, source: std::io::Error },
+    #[error("cannot read usage of container {container_id}: {message}")]
+    Usage { container_id: String, message: String },
+}
+
+/// Runs task containers. Methods take `&self` so one containerizer serves concurrent launches, waits and kills.
+pub trait Containerizer: Send + Sync + 'static {
+    /// Starts the container; returns once its process exists.
+    fn launch(&self, spec: &LaunchSpec) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Resolves when the container's main process ends (once per container).
+    fn wait(&self, container_id: &str) -> impl Future<Output = Result<Termination, ContainerError>> + Send;
+    /// Sends `signal` to every process of the container.
+    fn kill(&self, container_id: &str, signal: Signal) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Kills what is left of the container and forgets it.
+    fn destroy(&self, container_id: &str) -> impl Future<Output = Result<(), ContainerError>> + Send;
+    /// Containers that survived an agent restart (none for plain processes).
+    fn recover(&self) -> impl Future<Output = Result<Vec<RecoveredContainer>, ContainerError>> + Send;
+    /// CPU times and resident memory of the container.
+    fn usage(&self, container_id: &str) -> impl Future<Output = Result<Usage, ContainerError>> + Send;
+}
+
+/// A recording fake: every call is logged; `wait` resolves when the test calls [`FakeContainerizer::exit`].
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    #[derive(Debug, Clone, PartialEq)]
+    #[allow(clippy::large_enum_variant)]
+    pub enum Call {
+        Launch(LaunchSpec),
+        Wait(String),
+        Kill(String, Signal),
+        Destroy(String),
+    }
+
+    #[derive(Default)]
+    pub struct FakeContainerizer {
+        pub calls: Mutex<Vec<Call>>,
+        /// Launches of these task ids fail.
+        pub fail_launch: Mutex<Vec<String>>,
+        exits: Mutex<HashMap<String, oneshot::Sender<Termination>>>,
+        waits: Mutex<HashMap<String, oneshot::Receiver<Termination>>>,
+    }
+
+    impl FakeContainerizer {
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        }
+
+        /// Ends the container's main process.
+        pub fn exit(&self, container_id: &str, how: Termination) {
+            if let Some(tx) = self.exits.lock().ok().and_then(|mut e| e.remove(container_id)) {
+                let _ = tx.send(how);
+            }
+        }
+
+        fn record(&self, call: Call) {
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(call);
+            }
+        }
+    }
+
+    impl Containerizer for FakeContainerizer {
+        async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
+            self.record(Call::Launch(spec.clone()));
+            if self.fail_launch.lock().map(|f| f.contains(&spec.task_id)).unwrap_or(false) {
+                return Err(ContainerError::Launch {
+                    container_id: spec.container_id.clone(),
+                    message: "told to fail".into(),
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            if let (Ok(mut e), Ok(mut w)) = (self.exits.lock(), self.waits.lock()) {
+                e.insert(spec.container_id.clone(), tx);
+                w.insert(spec.container_id.clone(), rx);
+            }
+            Ok(())
+        }
+
+        async fn wait(&self, container_id: &str) -> Result<Termination, ContainerError> {
+            self.record(Call::Wait(container_id.to_string()));
+            let rx = self.waits.lock().ok().and_then(|mut w| w.remove(container_id));
+            let rx = rx.ok_or_else(|| ContainerError::Unknown(container_id.to_string()))?;
+            rx.await.map_err(|_| ContainerError::Unknown(container_id.to_string()))
+        }
+
+        async fn kill(&self, container_id: &str, signal: Signal) -> Result<(), ContainerError> {
+            self.record(Call::Kill(container_id.to_string(), signal));
+            Ok(())
+        }
+
+        async fn destroy(&self, container_id: &str) -> Result<(), ContainerError> {
+            self.record(Call::Destroy(container_id.to_string()));
+            Ok(())
+        }
+
+        async fn recover(&self) -> Result<Vec<RecoveredContainer>, ContainerError> {
+            Ok(vec![])
+        }
+
+        async fn usage(&self, _container_id: &str) -> Result<Usage, ContainerError> {
+            Ok(Usage::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_messages_match_mesos() {
+        assert_eq!(Termination::Exited(0).message(), "Command exited with status 0");
+        assert_eq!(Termination::Exited(3).message(), "Command exited with status 3");
+        assert_eq!(Termination::Signaled(9).message(), "Command terminated with signal SIGKILL");
+        assert_eq!(Termination::Signaled(15).message(), "Command terminated with signal SIGTERM");
+        assert!(Termination::Exited(0).success());
+        assert!(!Termination::Signaled(15).success());
+    }
+}

@@ -1,0 +1,1067 @@
+//! The agent's pure core: task lifecycles, the link state with the master and the status update manager, as one
+//! state machine. Every input (a master message, a launch result, a process exit, a timer) is a method that takes
+//! `now` and returns [`Effect`]s; the tokio shell (`crate::shell`) carries them out. Nothing here does I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agora_proto::model::{
+    AgentInfo, Capability, FrameworkInfo, MasterInfo, Reason, Source, TaskInfo, TaskState, TaskStatus,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tracing::{debug, info, info_span, warn};
+
+use crate::containerizer::{LaunchSpec, Termination};
+use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
+use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
+
+/// How many finished tasks `/state` remembers.
+pub const MAX_COMPLETED_TASKS: usize = 1000;
+
+/// What the core is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The agent as it registers (without an id): hostname, ip, HTTP port, resources, attributes.
+    pub agent: AgentInfo,
+    pub work_dir: PathBuf,
+    pub status_update_retry_interval: Duration,
+    pub executor_shutdown_grace_period: Duration,
+    /// The agent's own `PATH`, handed to tasks.
+    pub path_env: Option<String>,
+    /// When the agent started: a monotonic instant and the same moment in Unix seconds.
+    pub started: (Instant, f64),
+}
+
+/// A message from the master, already converted from the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromMaster {
+    Registered {
+        agent_id: String,
+        master: Option<MasterInfo>,
+    },
+    Ping,
+    RunTask {
+        framework: Box<FrameworkInfo>,
+        task: Box<TaskInfo>,
+    },
+    /// A `run_task` whose framework or task did not convert; reported as TASK_FAILED when it names both ids.
+    InvalidTask {
+        framework_id: String,
+        task_id: String,
+        message: String,
+    },
+    KillTask {
+        framework_id: String,
+        task_id: String,
+        grace: Option<Duration>,
+    },
+    Acknowledge {
+        framework_id: String,
+        task_id: String,
+        uuid: Vec<u8>,
+    },
+    ShutdownFramework {
+        framework_id: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl FromMaster {
+    pub fn run_task(framework: FrameworkInfo, task: TaskInfo) -> FromMaster {
+        FromMaster::RunTask { framework: Box::new(framework), task: Box::new(task) }
+    }
+}
+
+/// The first message on a new stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    Register { agent: AgentInfo },
+    Reregister { agent: AgentInfo, tasks: Vec<ReportedTask>, frameworks: Vec<FrameworkInfo> },
+}
+
+/// A task as reported on reregistration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedTask {
+    pub framework_id: String,
+    pub task: TaskInfo,
+    pub state: TaskState,
+}
+
+/// A message for the master.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToMaster {
+    Pong,
+    StatusUpdate(Outbound),
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send on the current stream (dropped when there is none; status updates are re-sent anyway).
+    Send(ToMaster),
+    /// Create the sandbox, launch the container, then wait for it; report with `launched` and `exited`.
+    Launch(LaunchSpec),
+    Signal {
+        task_id: String,
+        container_id: String,
+        signal: Signal,
+    },
+    /// Clean up an exited container.
+    Destroy {
+        task_id: String,
+        container_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Disconnected,
+    Registering,
+    Registered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    /// Launch requested, result not yet known.
+    Launching,
+    Running,
+    /// Exited, failed to launch, or never launched.
+    Gone,
+}
+
+#[derive(Debug, Clone)]
+struct Kill {
+    grace: Duration,
+    /// When SIGKILL follows; set once SIGTERM went out.
+    escalate_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct TaskRun {
+    framework_id: String,
+    info: TaskInfo,
+    state: TaskState,
+    container_id: String,
+    sandbox: PathBuf,
+    container: Container,
+    kill: Option<Kill>,
+    /// The master forgot this agent: no more updates for this task, just stop it.
+    orphaned: bool,
+}
+
+#[derive(Debug, Clone)]
+struct CompletedTask {
+    framework_id: String,
+    info: TaskInfo,
+    state: TaskState,
+}
+
+/// The agent's state.
+#[derive(Debug)]
+pub struct AgentCore {
+    settings: Settings,
+    agent_id: Option<String>,
+    master: Option<MasterInfo>,
+    link: Link,
+    shutting_down: bool,
+    tasks: BTreeMap<String, TaskRun>,
+    frameworks: BTreeMap<String, FrameworkInfo>,
+    completed: VecDeque<CompletedTask>,
+    updates: StatusUpdateManager,
+}
+
+impl AgentCore {
+    pub fn new(settings: Settings) -> AgentCore {
+        let updates = StatusUpdateManager::new(settings.status_update_retry_interval);
+        AgentCore {
+            settings,
+            agent_id: None,
+            master: None,
+            link: Link::Disconnected,
+            shutting_down: false,
+            tasks: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
+            completed: VecDeque::new(),
+            updates,
+        }
+    }
+
+    pub fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.link == Link::Registered
+    }
+
+    /// Containers launching or running; shutdown is over when this is zero.
+    pub fn live_containers(&self) -> usize {
+        self.tasks.values().filter(|t| t.container != Container::Gone).count()
+    }
+
+    /// The latest state of a tracked task.
+    pub fn task_state(&self, task_id: &str) -> Option<TaskState> {
+        self.tasks.get(task_id).map(|t| t.state)
+    }
+
+    /// A new stream is opening: its first message.
+    pub fn connecting(&mut self) -> Registration {
+        self.link = Link::Registering;
+        let mut agent = self.settings.agent.clone();
+        let Some(id) = self.agent_id.clone() else {
+            agent.id = None;
+            return Registration::Register { agent };
+        };
+        agent.id = Some(id);
+        let tasks: Vec<ReportedTask> = self
+            .tasks
+            .values()
+            .filter(|t| !t.orphaned)
+            .map(|t| ReportedTask { framework_id: t.framework_id.clone(), task: t.info.clone(), state: t.state })
+            .collect();
+        let frameworks = self
+            .frameworks
+            .iter()
+            .filter(|(id, _)| tasks.iter().any(|t| &t.framework_id == *id))
+            .map(|(_, f)| f.clone())
+            .collect();
+        Registration::Reregister { agent, tasks, frameworks }
+    }
+
+    /// The stream broke or could not be opened. Tasks keep running; updates wait for the next registration.
+    pub fn disconnected(&mut self) {
+        self.link = Link::Disconnected;
+        self.updates.pause();
+    }
+
+    /// Handles one message from the master.
+    pub fn handle(&mut self, msg: FromMaster, now: Instant) -> Vec<Effect> {
+        match msg {
+            FromMaster::Registered { agent_id, master } => self.registered(agent_id, master, now),
+            FromMaster::Ping => vec![Effect::Send(ToMaster::Pong)],
+            FromMaster::RunTask { framework, task } => self.run_task(*framework, *task, now),
+            FromMaster::InvalidTask { framework_id, task_id, message } => {
+                self.invalid_task(&framework_id, &task_id, &message, now)
+            }
+            FromMaster::KillTask { framework_id, task_id, grace } => {
+                self.kill_task(&framework_id, &task_id, grace, now)
+            }
+            FromMaster::Acknowledge { framework_id, task_id, uuid } => {
+                self.acknowledge(&framework_id, &task_id, &uuid, now)
+            }
+            FromMaster::ShutdownFramework { framework_id } => {
+                let _span = info_span!("shutdown_framework", framework_id = %framework_id).entered();
+                info!("master asked to shut the framework down; killing its tasks");
+                let ids: Vec<String> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.framework_id == framework_id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().flat_map(|id| self.kill_task(&framework_id, id, None, now)).collect()
+            }
+            FromMaster::Error { message } => self.master_error(&message, now),
+        }
+    }
+
+    fn registered(&mut self, agent_id: String, master: Option<MasterInfo>, now: Instant) -> Vec<Effect> {
+        let _span = info_span!("registered", agent_id = %agent_id).entered();
+        match &self.agent_id {
+            Some(old) if *old != agent_id => warn!(old = %old, "master gave this agent a new id"),
+            Some(_) => info!("reregistered with the master"),
+            None => info!("registered with the master"),
+        }
+        self.agent_id = Some(agent_id);
+        self.master = master;
+        self.link = Link::Registered;
+        self.updates.resend_all(now).into_iter().map(|o| Effect::Send(ToMaster::StatusUpdate(o))).collect()
+    }
+
+    fn run_task(&mut self, framework: FrameworkInfo, task: TaskInfo, now: Instant) -> Vec<Effect> {
+        let framework_id = framework.id.clone().unwrap_or_default();
+        let agent_id = self.agent_id.clone().unwrap_or_else(|| task.agent_id.clone());
+        let _span = info_span!("run_task", task_id = %task.task_id, framework_id = %framework_id, agent_id = %agent_id)
+            .entered();
+        if self.shutting_down {
+            warn!("ignoring run_task: the agent is shutting down");
+            return vec![];
+        }
+        if framework_id.is_empty() {
+            warn!("ignoring run_task without a framework id");
+            return vec![];
+        }
+        if self.tasks.contains_key(&task.task_id) {
+            warn!("ignoring run_task: task is already on this agent");
+            return vec![];
+        }
+        self.frameworks.insert(framework_id.clone(), framework);
+        let container_id = uuid::Uuid::new_v4().to_string();
+        let ids_ok = [&agent_id, &framework_id, &task.task_id].iter().all(|id| is_path_component(id));
+        let sandbox = if ids_ok {
+            sandbox_dir(&self.settings.work_dir, &agent_id, &framework_id, &task.task_id, &container_id)
+        } else {
+            PathBuf::new()
+        };
+        let task_id = task.task_id.clone();
+        self.tasks.insert(
+            task_id.clone(),
+            TaskRun {
+                framework_id: framework_id.clone(),
+                info: task,
+                state: TaskState::Staging,
+                container_id: container_id.clone(),
+                sandbox: sandbox.clone(),
+                container: Container::Gone,
+                kill: None,
+                orphaned: false,
+            },
+        );
+        if !ids_ok {
+            let msg = format!(
+                "cannot create a sandbox for task '{task_id}' of framework '{framework_id}' on agent '{agent_id}': \
+                 ids must be non-empty and hold no '/'"
+            );
+            warn!("{msg}");
+            return self.update(&task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now);
+        }
+        let mut effects = self.update(&task_id, TaskState::Starting, None, String::new(), now);
+        let Some(t) = self.tasks.get_mut(&task_id) else { return effects };
+        let Some(command) = t.info.command.clone() else {
+            let msg = format!("task '{task_id}' has no command (custom executors are not supported)");
+            warn!("{msg}");
+            effects.extend(self.update(&task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
+            return effects;
+        };
+        if t.info.container.is_some() {
+            warn!("task asks for a container; --isolation=process runs it on the host");
+        }
+        let ctx = EnvContext {
+            framework_id: &framework_id,
+            sandbox: &sandbox,
+            hostname: &self.settings.agent.hostname,
+            agent_path: self.settings.path_env.as_deref(),
+        };
+        let env = task_environment(&t.info, ctx);
+        t.container = Container::Launching;
+        info!(container_id = %container_id, sandbox = %sandbox.display(), "launching task");
+        effects.push(Effect::Launch(LaunchSpec { container_id, task_id, framework_id, command, env, sandbox }));
+        effects
+    }
+
+    fn invalid_task(&mut self, framework_id: &str, task_id: &str, message: &str, now: Instant) -> Vec<Effect> {
+        let _span = info_span!("run_task", task_id = %task_id, framework_id = %framework_id).entered();
+        warn!(error = %message, "invalid run_task");
+        if framework_id.is_empty() || task_id.is_empty() || self.tasks.contains_key(task_id) {
+            return vec![];
+        }
+        let status = self.status(task_id, TaskState::Failed, Some(Reason::TaskInvalid), message.to_string(), now);
+        let connected = self.is_registered();
+        self.updates
+            .enqueue(framework_id, status, now, connected)
+            .map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))])
+            .unwrap_or_default()
+    }
+
+    /// The result of an [`Effect::Launch`].
+    pub fn launched(
+        &mut self,
+        task_id: &str,
+        container_id: &str,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let span = self.span("launched", task_id);
+        let _span = span.entered();
+        let known = |t: &&mut TaskRun| t.container_id == container_id && t.container == Container::Launching;
+        let Some(t) = self.tasks.get_mut(task_id).filter(known) else {
+            debug!(container_id, "launch result for an unknown container");
+            return vec![];
+        };
+        match result {
+            Err(message) => {
+                warn!(error = %message, "launch failed");
+                t.container = Container::Gone;
+                if t.orphaned {
+                    self.forget(task_id);
+                    return vec![];
+                }
+                self.update(task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), message, now)
+            }
+            Ok(()) => {
+                t.container = Container::Running;
+                if let Some(kill) = t.kill.as_mut() {
+                    // Killed while launching: no TASK_RUNNING, straight to SIGTERM.
+                    kill.escalate_at = Some(now + kill.grace);
+                    info!("launched while a kill was pending; sending SIGTERM");
+                    let signal = Effect::Signal {
+                        task_id: task_id.into(),
+                        container_id: container_id.into(),
+                        signal: Signal::SIGTERM,
+                    };
+                    return vec![signal];
+                }
+                info!("task is running");
+                self.update(task_id, TaskState::Running, None, String::new(), now)
+            }
+        }
+    }
+
+    /// The container's main process ended (or could not be waited for).
+    pub fn exited(
+        &mut self,
+        task_id: &str,
+        container_id: &str,
+        result: Result<Termination, String>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let span = self.span("exited", task_id);
+        let _span = span.entered();
+        let known = |t: &&mut TaskRun| t.container_id == container_id && t.container != Container::Gone;
+        let Some(t) = self.tasks.get_mut(task_id).filter(known) else {
+            debug!(container_id, "exit of an unknown or already ended container");
+            return vec![];
+        };
+        t.container = Container::Gone;
+        let mut effects = vec![Effect::Destroy { task_id: task_id.into(), container_id: container_id.into() }];
+        if t.orphaned {
+            info!("orphaned task ended");
+            self.forget(task_id);
+            return effects;
+        }
+        let killed = t.kill.is_some();
+        let (state, reason, message) = match result {
+            Ok(term) if killed => (TaskState::Killed, None, term.message()),
+            Ok(term) if term.success() => (TaskState::Finished, None, term.message()),
+            Ok(term) => (TaskState::Failed, Some(Reason::CommandExecutorFailed), term.message()),
+            Err(e) if killed => (TaskState::Killed, None, format!("cannot wait for the command: {e}")),
+            Err(e) => {
+                (TaskState::Failed, Some(Reason::CommandExecutorFailed), format!("cannot wait for the command: {e}"))
+            }
+        };
+        info!(state = %state, message = %message, "task ended");
+        effects.extend(self.update(task_id, state, reason, message, now));
+        effects
+    }
+
+    fn kill_task(&mut self, framework_id: &str, task_id: &str, grace: Option<Duration>, now: Instant) -> Vec<Effect> {
+        let agent_id = self.agent_id.clone().unwrap_or_default();
+        let _span =
+            info_span!("kill_task", task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id).entered();
+        let default_grace = self.settings.executor_shutdown_grace_period;
+        let killing_capable = self.frameworks.get(framework_id).is_some_and(|f| f.has(Capability::TaskKillingState));
+        let Some(t) = self.tasks.get_mut(task_id) else {
+            info!("ignoring kill of a task unknown to this agent");
+            return vec![];
+        };
+        if t.state.is_terminal() || t.container == Container::Gone {
+            debug!("ignoring kill of a task that already ended");
+            return vec![];
+        }
+        if t.kill.is_some() {
+            debug!("task is already being killed");
+            return vec![];
+        }
+        let grace = grace
+            .or_else(|| t.info.kill_grace_period.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
+            .unwrap_or(default_grace);
+        let launching = t.container == Container::Launching;
+        t.kill = Some(Kill { grace, escalate_at: (!launching).then_some(now + grace) });
+        let container_id = t.container_id.clone();
+        let orphaned = t.orphaned;
+        info!(grace_secs = grace.as_secs_f64(), "killing task");
+        let mut effects = Vec::new();
+        if killing_capable && !orphaned {
+            effects.extend(self.update(task_id, TaskState::Killing, None, String::new(), now));
+        }
+        if !launching {
+            effects.push(Effect::Signal { task_id: task_id.into(), container_id, signal: Signal::SIGTERM });
+        }
+        effects
+    }
+
+    fn acknowledge(&mut self, framework_id: &str, task_id: &str, uuid: &[u8], now: Instant) -> Vec<Effect> {
+        let span = self.span("acknowledge", task_id);
+        let _span = span.entered();
+        let connected = self.is_registered();
+        match self.updates.acknowledge(task_id, uuid, now, connected) {
+            AckOutcome::Ignored => {
+                debug!(framework_id, "ignoring an acknowledgement that matches no pending update");
+                vec![]
+            }
+            AckOutcome::Acked { next, terminal_done } => {
+                debug!("status update acknowledged");
+                if terminal_done && self.tasks.get(task_id).is_some_and(|t| t.container == Container::Gone) {
+                    self.forget(task_id);
+                }
+                next.map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))]).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The master refused this agent: stop every task, drop their updates, forget the id and register anew.
+    fn master_error(&mut self, message: &str, now: Instant) -> Vec<Effect> {
+        warn!(error = %message, "the master refused this agent; killing all tasks and registering anew");
+        self.updates.clear();
+        self.agent_id = None;
+        for t in self.tasks.values_mut() {
+            t.orphaned = true;
+        }
+        let gone: Vec<String> =
+            self.tasks.iter().filter(|(_, t)| t.container == Container::Gone).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            self.forget(&id);
+        }
+        self.kill_everything(now)
+    }
+
+    /// `run`'s shutdown: kill every task; no new ones start.
+    pub fn shutdown(&mut self, now: Instant) -> Vec<Effect> {
+        info!("agent shutting down; killing all tasks");
+        self.shutting_down = true;
+        self.kill_everything(now)
+    }
+
+    fn kill_everything(&mut self, now: Instant) -> Vec<Effect> {
+        let ids: Vec<(String, String)> =
+            self.tasks.iter().map(|(id, t)| (id.clone(), t.framework_id.clone())).collect();
+        ids.iter().flat_map(|(id, fid)| self.kill_task(fid, id, None, now)).collect()
+    }
+
+    /// The longest grace period of any kill in progress (at least `--executor-shutdown-grace-period`).
+    pub fn longest_grace(&self) -> Duration {
+        let graces = self.tasks.values().filter_map(|t| t.kill.as_ref().map(|k| k.grace));
+        graces.max().unwrap_or_default().max(self.settings.executor_shutdown_grace_period)
+    }
+
+    /// Timers: SIGKILL after the grace period, status update retries.
+    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (id, t) in self.tasks.iter_mut() {
+            let Some(kill) = t.kill.as_mut() else { continue };
+            if t.container == Container::Running && kill.escalate_at.is_some_and(|at| at <= now) {
+                kill.escalate_at = None;
+                let _span = info_span!("kill_task", task_id = %id, framework_id = %t.framework_id).entered();
+                info!("grace period over; sending SIGKILL");
+                effects.push(Effect::Signal {
+                    task_id: id.clone(),
+                    container_id: t.container_id.clone(),
+                    signal: Signal::SIGKILL,
+                });
+            }
+        }
+        if self.is_registered() {
+            effects.extend(self.updates.due(now).into_iter().map(|o| Effect::Send(ToMaster::StatusUpdate(o))));
+        }
+        effects
+    }
+
+    /// When `tick` has something to do next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let kills = self
+            .tasks
+            .values()
+            .filter(|t| t.container == Container::Running)
+            .filter_map(|t| t.kill.as_ref().and_then(|k| k.escalate_at));
+        let retries = if self.is_registered() { self.updates.next_deadline() } else { None };
+        kills.chain(retries).min()
+    }
+
+    /// Records a new state and queues its status update.
+    fn update(
+        &mut self,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: String,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let status = self.status(task_id, state, reason, message, now);
+        let connected = self.is_registered();
+        let Some(t) = self.tasks.get_mut(task_id) else { return vec![] };
+        t.state = state;
+        let framework_id = t.framework_id.clone();
+        self.updates
+            .enqueue(&framework_id, status, now, connected)
+            .map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))])
+            .unwrap_or_default()
+    }
+
+    fn status(
+        &self,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: String,
+        now: Instant,
+    ) -> TaskStatus {
+        TaskStatus {
+            task_id: task_id.to_string(),
+            state,
+            reason,
+            source: Source::Executor,
+            message,
+            uuid: Some(uuid::Uuid::new_v4().as_bytes().to_vec()),
+            timestamp: self.unix(now),
+            healthy: None,
+            agent_id: self.agent_id.clone().unwrap_or_default(),
+            unreachable_time: None,
+        }
+    }
+
+    fn forget(&mut self, task_id: &str) {
+        let Some(t) = self.tasks.remove(task_id) else { return };
+        self.completed.push_back(CompletedTask { framework_id: t.framework_id.clone(), info: t.info, state: t.state });
+        while self.completed.len() > MAX_COMPLETED_TASKS {
+            self.completed.pop_front();
+        }
+        let still_used = self.tasks.values().any(|o| o.framework_id == t.framework_id);
+        if !still_used && !self.completed.iter().any(|c| c.framework_id == t.framework_id) {
+            self.frameworks.remove(&t.framework_id);
+        }
+    }
+
+    fn unix(&self, now: Instant) -> f64 {
+        let (at, unix) = self.settings.started;
+        unix + now.saturating_duration_since(at).as_secs_f64()
+    }
+
+    fn span(&self, name: &'static str, task_id: &str) -> tracing::Span {
+        let framework_id = self.tasks.get(task_id).map(|t| t.framework_id.as_str()).unwrap_or_default();
+        let agent_id = self.agent_id.as_deref().unwrap_or_default();
+        info_span!("task", op = name, task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id)
+    }
+
+    /// The agent's `/state`, in the Mesos shape.
+    pub fn state_json(&self) -> Value {
+        let a = &self.settings.agent;
+        let agent_id = self.agent_id.clone().unwrap_or_default();
+        let task_json = |framework_id: &str, info: &TaskInfo, state: TaskState| {
+            json!({
+                "id": info.task_id,
+                "name": info.name,
+                "framework_id": framework_id,
+                "executor_id": "",
+                "slave_id": agent_id,
+                "state": state.name(),
+                "resources": Value::Object(info.resources.flat_json()),
+            })
+        };
+        let mut ids: Vec<&String> = self.tasks.values().map(|t| &t.framework_id).collect();
+        ids.extend(self.completed.iter().map(|c| &c.framework_id));
+        ids.sort();
+        ids.dedup();
+        let frameworks: Vec<Value> = ids
+            .into_iter()
+            .map(|fid| {
+                let executors: Vec<Value> = self
+                    .tasks
+                    .values()
+                    .filter(|t| &t.framework_id == fid)
+                    .map(|t| {
+                        json!({
+                            "id": t.info.task_id,
+                            "name": format!("Command Executor (Task: {})", t.info.task_id),
+                            "container": t.container_id,
+                            "directory": t.sandbox.display().to_string(),
+                            "tasks": [task_json(fid, &t.info, t.state)],
+                        })
+                    })
+                    .collect();
+                let completed: Vec<Value> = self
+                    .completed
+                    .iter()
+                    .filter(|c| &c.framework_id == fid)
+                    .map(|c| task_json(fid, &c.info, c.state))
+                    .collect();
+                let name = self.frameworks.get(fid).map(|f| f.name.clone()).unwrap_or_default();
+                json!({"id": fid, "name": name, "executors": executors, "completed_tasks": completed})
+            })
+            .collect();
+        json!({
+            "id": agent_id,
+            "pid": format!("slave(1)@{}:{}", a.ip, a.port),
+            "hostname": a.hostname,
+            "port": a.port,
+            "version": agora_proto::model::VERSION,
+            "resources": Value::Object(a.resources.flat_json()),
+            "attributes": Value::Object(a.attributes.flat_json()),
+            "master_hostname": self.master.as_ref().map(|m| m.hostname.clone()).unwrap_or_default(),
+            "start_time": self.settings.started.1,
+            "registered": self.is_registered(),
+            "frameworks": frameworks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::model::{Attributes, CommandInfo, Resources};
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn settings(t0: Instant) -> Settings {
+        Settings {
+            agent: AgentInfo {
+                id: None,
+                hostname: "node1".into(),
+                ip: "127.0.0.1".into(),
+                port: 5051,
+                resources: Resources::parse("cpus:4;mem:4096;ports:[31000-32000]").unwrap(),
+                attributes: Attributes::parse("rack:r1").unwrap(),
+            },
+            work_dir: PathBuf::from("/w"),
+            status_update_retry_interval: 10 * SEC,
+            executor_shutdown_grace_period: 3 * SEC,
+            path_env: Some("/bin".into()),
+            started: (t0, 1000.0),
+        }
+    }
+
+    fn framework(caps: Vec<Capability>) -> FrameworkInfo {
+        let mut f = FrameworkInfo::new("marathon");
+        f.id = Some("m-0001".into());
+        f.capabilities = caps;
+        f
+    }
+
+    fn task(id: &str, cmd: &str) -> TaskInfo {
+        TaskInfo {
+            name: id.into(),
+            task_id: id.into(),
+            agent_id: "m-S0".into(),
+            resources: Resources::parse("cpus:0.1;ports:[31000-31000]").unwrap(),
+            command: Some(CommandInfo::shell(cmd)),
+            container: None,
+            health_check: None,
+            kill_grace_period: None,
+            labels: vec![],
+            discovery: None,
+            data: vec![],
+        }
+    }
+
+    fn registered_core(t0: Instant) -> AgentCore {
+        let mut core = AgentCore::new(settings(t0));
+        assert!(matches!(core.connecting(), Registration::Register { .. }));
+        core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+        core
+    }
+
+    fn sent(effects: &[Effect]) -> Vec<(TaskState, TaskState)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send(ToMaster::StatusUpdate(o)) => Some((o.status.state, o.latest_state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn uuid_of(effects: &[Effect]) -> Vec<u8> {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(ToMaster::StatusUpdate(o)) => o.status.uuid.clone(),
+                _ => None,
+            })
+            .expect("a status update")
+    }
+
+    fn launch_of(effects: &[Effect]) -> LaunchSpec {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Launch(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a launch")
+    }
+
+    #[test]
+    fn ping_is_answered_even_before_registration() {
+        let mut core = AgentCore::new(settings(Instant::now()));
+        assert_eq!(core.handle(FromMaster::Ping, Instant::now()), vec![Effect::Send(ToMaster::Pong)]);
+    }
+
+    #[test]
+    fn task_runs_to_finished_with_ordered_acknowledged_updates() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), task("t1", "echo hi")), t0);
+        assert_eq!(sent(&effects), vec![(TaskState::Starting, TaskState::Starting)]);
+        let starting_uuid = uuid_of(&effects);
+        let spec = launch_of(&effects);
+        assert_eq!(
+            spec.sandbox,
+            PathBuf::from(format!("/w/slaves/m-S0/frameworks/m-0001/executors/t1/runs/{}", spec.container_id))
+        );
+        assert!(spec.env.contains(&("PORT0".to_string(), "31000".to_string())));
+        assert_eq!(core.live_containers(), 1);
+
+        // RUNNING waits behind the unacknowledged STARTING.
+        let effects = core.launched("t1", &spec.container_id, Ok(()), t0);
+        assert!(sent(&effects).is_empty());
+        assert_eq!(core.task_state("t1"), Some(TaskState::Running));
+
+        // A retry of STARTING carries the latest state.
+        let effects = core.tick(t0 + 10 * SEC);
+        assert_eq!(sent(&effects), vec![(TaskState::Starting, TaskState::Running)]);
+
+        let effects = core.handle(
+            FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t1".into(), uuid: starting_uuid },
+            t0 + 11 * SEC,
+        );
+        assert_eq!(sent(&effects), vec![(TaskState::Running, TaskState::Running)]);
+        let running_uuid = uuid_of(&effects);
+
+        let effects = core.exited("t1", &spec.container_id, Ok(Termination::Exited(0)), t0 + 12 * SEC);
+        assert_eq!(effects[0], Effect::Destroy { task_id: "t1".into(), container_id: spec.container_id.clone() });
+        assert!(sent(&effects).is_empty());
+        let effects = core.handle(
+            FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t1".into(), uuid: running_uuid },
+            t0 + 12 * SEC,
+        );
+        assert_eq!(sent(&effects), vec![(TaskState::Finished, TaskState::Finished)]);
+        let Effect::Send(ToMaster::StatusUpdate(fin)) = &effects[0] else { panic!() };
+        assert_eq!(fin.status.message, "Command exited with status 0");
+        assert_eq!(fin.status.source, Source::Executor);
+        assert_eq!(fin.status.agent_id, "m-S0");
+        assert_eq!(fin.status.timestamp, 1012.0);
+        assert_eq!(fin.status.uuid.as_ref().map(Vec::len), Some(16));
+        let finished_uuid = uuid_of(&effects);
+
+        assert_eq!(core.live_containers(), 0);
+        assert_eq!(core.task_state("t1"), Some(TaskState::Finished));
+        core.handle(
+            FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t1".into(), uuid: finished_uuid },
+            t0 + 13 * SEC,
+        );
+        assert_eq!(core.task_state("t1"), None, "forgotten once its terminal update is acknowledged");
+        let state = core.state_json();
+        assert_eq!(state["frameworks"][0]["completed_tasks"][0]["state"], "TASK_FINISHED");
+        assert_eq!(core.next_deadline(), None);
+    }
+
+    #[test]
+    fn failures_carry_reason_and_message() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "exit 3")), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.exited("t", &spec.container_id, Ok(Termination::Exited(3)), t0);
+        core.exited("t", &spec.container_id, Ok(Termination::Exited(0)), t0);
+        assert_eq!(core.task_state("t"), Some(TaskState::Failed));
+
+        let spec2 = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("u", "x")), t0));
+        let effects = core.launched("u", &spec2.container_id, Err("cannot run 'x': not found".into()), t0);
+        assert!(sent(&effects).is_empty(), "waits behind STARTING");
+        assert_eq!(core.task_state("u"), Some(TaskState::Failed));
+        assert_eq!(core.live_containers(), 0);
+    }
+
+    #[test]
+    fn duplicate_task_ids_and_bad_ids_are_handled() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let first = core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 1")), t0);
+        assert!(!first.is_empty());
+        let dup = core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 1")), t0);
+        assert!(dup.is_empty());
+
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), task("../evil", "x")), t0);
+        assert_eq!(sent(&effects), vec![(TaskState::Failed, TaskState::Failed)]);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Launch(_))));
+        let Effect::Send(ToMaster::StatusUpdate(o)) = &effects[0] else { panic!() };
+        assert_eq!(o.status.reason, Some(Reason::ContainerLaunchFailed));
+        assert!(o.status.message.contains("'../evil'"), "{}", o.status.message);
+    }
+
+    #[test]
+    fn kill_sends_sigterm_then_sigkill_after_grace() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut t = task("t", "sleep 60");
+        t.kill_grace_period = Some(5.0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), t), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+
+        let kill = FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: None };
+        let effects = core.handle(kill.clone(), t0 + SEC);
+        assert_eq!(
+            effects,
+            vec![Effect::Signal {
+                task_id: "t".into(),
+                container_id: spec.container_id.clone(),
+                signal: Signal::SIGTERM
+            }]
+        );
+        assert!(core.handle(kill, t0 + SEC).is_empty(), "a second kill changes nothing");
+        assert!(core.tick(t0 + 5 * SEC).iter().all(|e| !matches!(e, Effect::Signal { .. })));
+        let effects = core.tick(t0 + 6 * SEC);
+        assert!(effects.contains(&Effect::Signal {
+            task_id: "t".into(),
+            container_id: spec.container_id.clone(),
+            signal: Signal::SIGKILL
+        }));
+        assert!(core.tick(t0 + 7 * SEC).iter().all(|e| !matches!(e, Effect::Signal { .. })), "SIGKILL goes once");
+        core.exited("t", &spec.container_id, Ok(Termination::Signaled(9)), t0 + 7 * SEC);
+        assert_eq!(core.task_state("t"), Some(TaskState::Killed));
+
+        let unknown = FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "nope".into(), grace: None };
+        assert!(core.handle(unknown, t0).is_empty());
+    }
+
+    #[test]
+    fn kill_policy_of_the_kill_wins_and_killing_state_needs_the_capability() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let fw = framework(vec![Capability::TaskKillingState]);
+        let effects = core.handle(FromMaster::run_task(fw, task("t", "sleep 60")), t0);
+        let starting = uuid_of(&effects);
+        let spec = launch_of(&effects);
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.handle(FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t".into(), uuid: starting }, t0);
+        let effects = core
+            .handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: Some(SEC) }, t0);
+        assert_eq!(core.task_state("t"), Some(TaskState::Killing));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Signal { signal: Signal::SIGTERM, .. })));
+        assert_eq!(core.next_deadline(), Some(t0 + SEC));
+        let effects = core.exited("t", &spec.container_id, Ok(Termination::Signaled(15)), t0);
+        assert_eq!(core.task_state("t"), Some(TaskState::Killed));
+        assert!(sent(&effects).is_empty(), "KILLED waits behind RUNNING and KILLING");
+    }
+
+    #[test]
+    fn kill_during_launch_signals_once_launched() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 9")), t0));
+        let effects =
+            core.handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: None }, t0);
+        assert!(effects.is_empty());
+        let effects = core.launched("t", &spec.container_id, Ok(()), t0);
+        assert_eq!(
+            effects,
+            vec![Effect::Signal {
+                task_id: "t".into(),
+                container_id: spec.container_id.clone(),
+                signal: Signal::SIGTERM
+            }]
+        );
+        assert_eq!(core.next_deadline(), Some(t0 + 3 * SEC));
+    }
+
+    #[test]
+    fn reregistration_reports_tasks_and_resends_fronts() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.disconnected();
+        assert!(!core.is_registered());
+        assert!(sent(&core.tick(t0 + 100 * SEC)).is_empty(), "no retries while disconnected");
+        let Registration::Reregister { agent, tasks, frameworks } = core.connecting() else { panic!("reregister") };
+        assert_eq!(agent.id.as_deref(), Some("m-S0"));
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((tasks[0].framework_id.as_str(), tasks[0].state), ("m-0001", TaskState::Running));
+        assert_eq!(frameworks[0].name, "marathon");
+        let effects = core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0 + 100 * SEC);
+        assert_eq!(sent(&effects), vec![(TaskState::Starting, TaskState::Running)]);
+    }
+
+    #[test]
+    fn master_error_kills_everything_and_forgets_the_id() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        let effects = core.handle(FromMaster::Error { message: "agent removed".into() }, t0);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Signal { signal: Signal::SIGTERM, .. })));
+        assert!(sent(&effects).is_empty());
+        assert_eq!(core.agent_id(), None);
+        core.disconnected();
+        assert!(matches!(core.connecting(), Registration::Register { .. }));
+        let effects = core.exited("t", &spec.container_id, Ok(Termination::Signaled(15)), t0);
+        assert!(sent(&effects).is_empty());
+        assert_eq!(core.task_state("t"), None);
+        assert_eq!(core.live_containers(), 0);
+    }
+
+    #[test]
+    fn shutdown_kills_all_and_refuses_new_tasks() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let a = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("a", "sleep 60")), t0));
+        core.launched("a", &a.container_id, Ok(()), t0);
+        let effects = core.shutdown(t0);
+        assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Signal { .. })).count(), 1);
+        assert!(core.handle(FromMaster::run_task(framework(vec![]), task("b", "true")), t0).is_empty());
+        assert_eq!(core.live_containers(), 1);
+        core.exited("a", &a.container_id, Ok(Termination::Signaled(15)), t0);
+        assert_eq!(core.live_containers(), 0);
+    }
+
+    #[test]
+    fn shutdown_framework_kills_only_its_tasks() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut other = FrameworkInfo::new("other");
+        other.id = Some("m-0002".into());
+        let a = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("a", "sleep 60")), t0));
+        let b = launch_of(&core.handle(FromMaster::run_task(other, task("b", "sleep 60")), t0));
+        core.launched("a", &a.container_id, Ok(()), t0);
+        core.launched("b", &b.container_id, Ok(()), t0);
+        let effects = core.handle(FromMaster::ShutdownFramework { framework_id: "m-0002".into() }, t0);
+        assert_eq!(
+            effects,
+            vec![Effect::Signal { task_id: "b".into(), container_id: b.container_id.clone(), signal: Signal::SIGTERM }]
+        );
+    }
+
+    #[test]
+    fn state_json_has_mesos_shape() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        let s = core.state_json();
+        assert_eq!(s["id"], "m-S0");
+        assert_eq!(s["pid"], "slave(1)@127.0.0.1:5051");
+        assert_eq!(s["hostname"], "node1");
+        assert_eq!(s["port"], 5051);
+        assert_eq!(s["resources"]["cpus"], 4);
+        assert_eq!(s["resources"]["ports"], "[31000-32000]");
+        assert_eq!(s["attributes"]["rack"], "r1");
+        assert_eq!(s["start_time"], 1000.0);
+        let fw = &s["frameworks"][0];
+        assert_eq!(fw["id"], "m-0001");
+        assert_eq!(fw["name"], "marathon");
+        let ex = &fw["executors"][0];
+        assert_eq!(ex["id"], "t");
+        assert_eq!(ex["directory"], spec.sandbox.display().to_string());
+        let t = &ex["tasks"][0];
+        assert_eq!(t["id"], "t");
+        assert_eq!(t["state"], "TASK_RUNNING");
+        assert_eq!(t["slave_id"], "m-S0");
+        assert_eq!(t["framework_id"], "m-0001");
+        assert_eq!(t["resources"]["cpus"], 0.1);
+    }
+
+    #[test]
+    fn invalid_task_is_reported_failed() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let effects = core.handle(
+            FromMaster::InvalidTask { framework_id: "f".into(), task_id: "t".into(), message: "bad resources".into() },
+            t0,
+        );
+        let Some(Effect::Send(ToMaster::StatusUpdate(o))) = effects.first() else { panic!("{effects:?}") };
+        assert_eq!(o.status.state, TaskState::Failed);
+        assert_eq!(o.status.reason, Some(Reason::TaskInvalid));
+    }
+}

@@ -1,0 +1,228 @@
+//! The gRPC side of the link with the master: wire ⇄ core conversions and the task that owns one `Open` stream.
+
+use std::time::Duration;
+
+use agora_proto::convert::{attributes_to_wire, resources_to_wire};
+use agora_proto::model::{FrameworkInfo, MasterInfo, TaskInfo};
+use agora_proto::wire::{
+    self, agent_link_client::AgentLinkClient, agent_message::Message as Out, master_message::Message as In,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::core::{FromMaster, Registration, ToMaster};
+
+/// How long opening a TCP connection to the master may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 keep-alive pings on the stream, so a vanished master is noticed even when it sends nothing.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Converts a master message for the core; `None` for an empty message.
+pub fn from_wire(msg: wire::MasterMessage) -> Option<FromMaster> {
+    Some(match msg.message? {
+        In::Registered(r) => {
+            FromMaster::Registered { agent_id: r.agent_id, master: r.master_info.map(MasterInfo::from) }
+        }
+        In::Ping(_) => FromMaster::Ping,
+        In::RunTask(rt) => {
+            let framework_id = rt.framework.as_ref().map(|f| f.id.clone()).unwrap_or_default();
+            let task_id = rt.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+            let framework = rt
+                .framework
+                .ok_or_else(|| "run_task has no framework".to_string())
+                .and_then(|f| FrameworkInfo::try_from(f).map_err(|e| e.to_string()));
+            let task = rt
+                .task
+                .ok_or_else(|| "run_task has no task".to_string())
+                .and_then(|t| TaskInfo::try_from(t).map_err(|e| e.to_string()));
+            match (framework, task) {
+                (Ok(framework), Ok(task)) => FromMaster::run_task(framework, task),
+                (Err(message), _) | (_, Err(message)) => FromMaster::InvalidTask { framework_id, task_id, message },
+            }
+        }
+        In::KillTask(k) => FromMaster::KillTask {
+            framework_id: k.framework_id,
+            task_id: k.task_id,
+            grace: k
+                .kill_policy
+                .and_then(|p| p.grace_period_seconds)
+                .and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
+        },
+        In::Acknowledgement(a) => {
+            FromMaster::Acknowledge { framework_id: a.framework_id, task_id: a.task_id, uuid: a.uuid }
+        }
+        In::ShutdownFramework(s) => FromMaster::ShutdownFramework { framework_id: s.framework_id },
+        In::Error(e) => FromMaster::Error { message: e.message },
+    })
+}
+
+/// The first message of a stream.
+pub fn registration_to_wire(r: Registration) -> wire::AgentMessage {
+    let version = agora_proto::model::VERSION.to_string();
+    let agent_info = |a: &agora_proto::model::AgentInfo| wire::AgentInfo {
+        id: a.id.clone().unwrap_or_default(),
+        hostname: a.hostname.clone(),
+        port: a.port.into(),
+        resources: resources_to_wire(&a.resources),
+        attributes: attributes_to_wire(&a.attributes),
+        ip: a.ip.clone(),
+    };
+    let message = match r {
+        Registration::Register { agent } => {
+            Out::Register(wire::RegisterAgent { agent_info: Some(agent_info(&agent)), version })
+        }
+        Registration::Reregister { agent, tasks, frameworks } => Out::Reregister(wire::ReregisterAgent {
+            agent_info: Some(agent_info(&agent)),
+            version,
+            tasks: tasks
+                .iter()
+                .map(|t| wire::AgentTask {
+                    framework_id: t.framework_id.clone(),
+                    task: Some(wire::TaskInfo::from(&t.task)),
+                    state: wire::TaskState::from(t.state) as i32,
+                })
+                .collect(),
+            frameworks: frameworks.iter().map(wire::FrameworkInfo::from).collect(),
+        }),
+    };
+    wire::AgentMessage { message: Some(message) }
+}
+
+pub fn to_wire(m: &ToMaster) -> wire::AgentMessage {
+    let message = match m {
+        ToMaster::Pong => Out::Pong(wire::Pong {}),
+        ToMaster::StatusUpdate(o) => Out::StatusUpdate(wire::StatusUpdate {
+            framework_id: o.framework_id.clone(),
+            status: Some(wire::TaskStatus::from(&o.status)),
+            latest_state: wire::TaskState::from(o.latest_state) as i32,
+        }),
+    };
+    wire::AgentMessage { message: Some(message) }
+}
+
+/// The master's gRPC endpoint.
+pub fn endpoint(master_url: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(master_url.to_string())
+        .map(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        })
+        .map_err(|e| format!("'{master_url}' is not a valid master address: {e}"))
+}
+
+/// What one stream reports to the shell.
+#[derive(Debug)]
+pub enum LinkEvent {
+    Message(Box<wire::MasterMessage>),
+    /// The stream is over (or never opened); says why.
+    Ended(String),
+}
+
+/// Opens the stream, feeding it from `outbound`, and forwards what the master sends until the stream ends.
+pub async fn run_stream(
+    endpoint: Endpoint,
+    outbound: mpsc::Receiver<wire::AgentMessage>,
+    mut report: impl FnMut(LinkEvent) -> bool,
+) {
+    let why = async {
+        let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to the master: {e}"))?;
+        let mut client = AgentLinkClient::new(channel);
+        let response =
+            client.open(ReceiverStream::new(outbound)).await.map_err(|e| format!("cannot open the stream: {e}"))?;
+        let mut inbound = response.into_inner();
+        loop {
+            match inbound.message().await {
+                Ok(Some(msg)) => {
+                    if !report(LinkEvent::Message(Box::new(msg))) {
+                        return Ok::<String, String>("the agent stopped listening".into());
+                    }
+                }
+                Ok(None) => return Ok("the master closed the stream".into()),
+                Err(e) => return Err(format!("the stream failed: {e}")),
+            }
+        }
+    }
+    .await
+    .unwrap_or_else(|e| e);
+    report(LinkEvent::Ended(why));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::model::TaskState;
+
+    #[test]
+    fn bad_run_task_becomes_invalid_task_with_ids() {
+        let msg = wire::MasterMessage {
+            message: Some(In::RunTask(wire::RunTask {
+                framework: Some(wire::FrameworkInfo { id: "f1".into(), name: "fw".into(), ..Default::default() }),
+                task: Some(wire::TaskInfo {
+                    task_id: "t1".into(),
+                    resources: vec![wire::Resource { name: "cpus".into(), value: None, role: String::new() }],
+                    ..Default::default()
+                }),
+            })),
+        };
+        let Some(FromMaster::InvalidTask { framework_id, task_id, message }) = from_wire(msg) else { panic!() };
+        assert_eq!((framework_id.as_str(), task_id.as_str()), ("f1", "t1"));
+        assert!(message.contains("task 't1'"), "{message}");
+    }
+
+    #[test]
+    fn kill_policy_becomes_grace() {
+        let msg = wire::MasterMessage {
+            message: Some(In::KillTask(wire::KillTask {
+                framework_id: "f".into(),
+                task_id: "t".into(),
+                kill_policy: Some(wire::KillPolicy { grace_period_seconds: Some(1.5) }),
+            })),
+        };
+        assert_eq!(
+            from_wire(msg),
+            Some(FromMaster::KillTask {
+                framework_id: "f".into(),
+                task_id: "t".into(),
+                grace: Some(Duration::from_millis(1500))
+            })
+        );
+        assert_eq!(from_wire(wire::MasterMessage { message: None }), None);
+    }
+
+    #[test]
+    fn reregistration_carries_tasks_and_states() {
+        let agent = agora_proto::model::AgentInfo {
+            id: Some("m-S1".into()),
+            hostname: "h".into(),
+            ip: "127.0.0.1".into(),
+            port: 5051,
+            resources: "cpus:1".parse().unwrap(),
+            attributes: Default::default(),
+        };
+        let task = TaskInfo {
+            name: "t".into(),
+            task_id: "t".into(),
+            agent_id: "m-S1".into(),
+            resources: "cpus:1".parse().unwrap(),
+            command: None,
+            container: None,
+            health_check: None,
+            kill_grace_period: None,
+            labels: vec![],
+            discovery: None,
+            data: vec![],
+        };
+        let r = Registration::Reregister {
+            agent,
+            tasks: vec![crate::core::ReportedTask { framework_id: "f".into(), task, state: TaskState::Running }],
+            frameworks: vec![],
+        };
+        let Some(Out::Reregister(rr)) = registration_to_wire(r).message else { panic!() };
+        assert_eq!(rr.agent_info.map(|a| a.id), Some("m-S1".to_string()));
+        assert_eq!(rr.tasks[0].state, wire::TaskState::TaskRunning as i32);
+        assert_eq!(rr.version, agora_proto::model::VERSION);
+    }
+}

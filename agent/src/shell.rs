@@ -1,0 +1,327 @@
+//! The tokio shell around [`AgentCore`]: one event loop that feeds the core master messages, container results and
+//! timer ticks, and carries out the effects it returns; plus the HTTP server and the stream to the master.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agora_proto::model::AgentInfo;
+use agora_proto::wire;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::AgentError;
+use crate::config::Config;
+use crate::containerizer::{Containerizer, LaunchSpec, Termination};
+use crate::core::{AgentCore, Effect, Settings};
+use crate::link::{self, LinkEvent};
+
+/// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
+pub const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
+/// Messages waiting for the stream to the master before new ones are dropped (status updates are re-sent).
+const OUTBOUND_CAPACITY: usize = 1024;
+/// How long shutdown waits beyond the longest grace period for tasks to exit.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
+/// How long the HTTP server may take to stop.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `factor × 2^attempt`, capped at one minute.
+pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
+    factor.saturating_mul(1u32 << attempt.min(20)).min(MAX_REGISTRATION_BACKOFF)
+}
+
+enum Event {
+    Link { generation: u64, event: LinkEvent },
+    Launched { task_id: String, container_id: String, result: Result<(), String> },
+    Exited { task_id: String, container_id: String, result: Result<Termination, String> },
+}
+
+struct Link {
+    generation: u64,
+    outbound: mpsc::Sender<wire::AgentMessage>,
+    task: JoinHandle<()>,
+}
+
+struct Shell<C> {
+    core: Arc<Mutex<AgentCore>>,
+    containerizer: Arc<C>,
+    events: mpsc::UnboundedSender<Event>,
+    endpoint: tonic::transport::Endpoint,
+    backoff_factor: Duration,
+    link: Option<Link>,
+    generation: u64,
+    attempts: u32,
+    reconnect_at: Option<Instant>,
+}
+
+fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// [`crate::run`] with any containerizer.
+pub async fn run_with<C: Containerizer>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    containerizer: C,
+) -> Result<(), AgentError> {
+    let port = listener.local_addr().map_err(AgentError::Listener)?.port();
+    tokio::fs::create_dir_all(&config.work_dir)
+        .await
+        .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
+    let endpoint = link::endpoint(&config.master_url())
+        .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
+    let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
+    if !recovered.is_empty() {
+        warn!(count = recovered.len(), "containers recovered, but recovery is not supported yet; ignoring them");
+    }
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
+    let settings = Settings {
+        agent: AgentInfo {
+            id: None,
+            hostname: config.hostname.clone(),
+            ip: config.ip.to_string(),
+            port,
+            resources: config.resources.clone(),
+            attributes: config.attributes.clone(),
+        },
+        work_dir: config.work_dir.clone(),
+        status_update_retry_interval: config.status_update_retry_interval,
+        executor_shutdown_grace_period: config.executor_shutdown_grace_period,
+        path_env: std::env::var("PATH").ok(),
+        started: (Instant::now(), started_unix),
+    };
+    let core = Arc::new(Mutex::new(AgentCore::new(settings)));
+    info!(port, master = %config.master, resources = %config.resources, "agent starting");
+
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let server = axum::serve(listener, crate::http::router(core.clone()))
+        .with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        })
+        .into_future();
+    let http = tokio::spawn(server);
+
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let mut shell = Shell {
+        core,
+        containerizer: Arc::new(containerizer),
+        events,
+        endpoint,
+        backoff_factor: config.registration_backoff_factor,
+        link: None,
+        generation: 0,
+        attempts: 0,
+        reconnect_at: Some(Instant::now()),
+    };
+
+    let shutdown = std::pin::pin!(shutdown);
+    shell.serve(&mut inbox, shutdown).await;
+    shell.stop(&mut inbox).await;
+
+    let _ = stop_http.send(());
+    let mut http = http;
+    match tokio::time::timeout(HTTP_STOP_TIMEOUT, &mut http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(AgentError::Http(e)),
+        Ok(Err(e)) => error!(error = %e, "http server task failed"),
+        Err(_) => {
+            warn!("http server did not stop in time; aborting it");
+            http.abort();
+        }
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<C: Containerizer> Shell<C> {
+    /// Runs until `shutdown` resolves.
+    async fn serve(
+        &mut self,
+        inbox: &mut mpsc::UnboundedReceiver<Event>,
+        mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) {
+        loop {
+            let deadline = [lock(&self.core).next_deadline(), self.reconnect_at].into_iter().flatten().min();
+            tokio::select! {
+                _ = shutdown.as_mut() => return,
+                Some(event) = inbox.recv() => self.on_event(event).await,
+                _ = sleep_until(deadline) => self.on_timer().await,
+            }
+        }
+    }
+
+    /// Kills every task (SIGTERM, grace, SIGKILL) and waits for them to exit.
+    async fn stop(&mut self, inbox: &mut mpsc::UnboundedReceiver<Event>) {
+        let now = Instant::now();
+        let effects = lock(&self.core).shutdown(now);
+        self.apply(effects).await;
+        let grace = lock(&self.core).longest_grace();
+        let give_up = now + grace + SHUTDOWN_SLACK;
+        while lock(&self.core).live_containers() > 0 {
+            let deadline = lock(&self.core).next_deadline().map(|d| d.min(give_up)).unwrap_or(give_up);
+            tokio::select! {
+                Some(event) = inbox.recv() => self.on_event(event).await,
+                _ = sleep_until(Some(deadline)) => {
+                    if Instant::now() >= give_up {
+                        error!(left = lock(&self.core).live_containers(), "tasks did not exit in time");
+                        break;
+                    }
+                    self.on_timer().await;
+                }
+            }
+        }
+        if let Some(link) = self.link.take() {
+            link.task.abort();
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.reconnect_at.is_some_and(|at| at <= now) {
+            self.reconnect_at = None;
+            self.connect();
+        }
+        let effects = lock(&self.core).tick(now);
+        self.apply(effects).await;
+    }
+
+    /// Opens a new stream whose first message is `register` or `reregister`.
+    fn connect(&mut self) {
+        if let Some(old) = self.link.take() {
+            old.task.abort();
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let registration = lock(&self.core).connecting();
+        let kind = match &registration {
+            crate::core::Registration::Register { .. } => "register",
+            crate::core::Registration::Reregister { .. } => "reregister",
+        };
+        info!(attempt = self.attempts, kind, "connecting to the master");
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        // The channel is new and empty, so the first message always fits.
+        let _ = outbound.try_send(link::registration_to_wire(registration));
+        let events = self.events.clone();
+        let endpoint = self.endpoint.clone();
+        let task = tokio::spawn(async move {
+            link::run_stream(endpoint, outbound_rx, |event| events.send(Event::Link { generation, event }).is_ok())
+                .await;
+        });
+        self.link = Some(Link { generation, outbound, task });
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        let effects = match event {
+            Event::Link { generation, .. } if generation != self.generation => return,
+            Event::Link { event: LinkEvent::Message(msg), .. } => {
+                let Some(msg) = link::from_wire(*msg) else {
+                    debug!("ignoring an empty message from the master");
+                    return;
+                };
+                if matches!(msg, crate::core::FromMaster::Registered { .. }) {
+                    self.attempts = 0;
+                }
+                lock(&self.core).handle(msg, now)
+            }
+            Event::Link { event: LinkEvent::Ended(why), .. } => {
+                let delay = registration_backoff(self.backoff_factor, self.attempts);
+                self.attempts = self.attempts.saturating_add(1);
+                warn!(reason = %why, retry_in = ?delay, "lost the master");
+                self.link = None;
+                self.reconnect_at = Some(now + delay);
+                lock(&self.core).disconnected();
+                return;
+            }
+            Event::Launched { task_id, container_id, result } => {
+                lock(&self.core).launched(&task_id, &container_id, result, now)
+            }
+            Event::Exited { task_id, container_id, result } => {
+                lock(&self.core).exited(&task_id, &container_id, result, now)
+            }
+        };
+        self.apply(effects).await;
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(msg) => self.send(link::to_wire(&msg)),
+                Effect::Launch(spec) => self.launch(spec),
+                Effect::Signal { task_id, container_id, signal } => {
+                    if let Err(e) = self.containerizer.kill(&container_id, signal).await {
+                        warn!(task_id = %task_id, error = %e, "cannot signal the task");
+                    }
+                }
+                Effect::Destroy { task_id, container_id } => {
+                    if let Err(e) = self.containerizer.destroy(&container_id).await {
+                        warn!(task_id = %task_id, error = %e, "cannot destroy the container");
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, msg: wire::AgentMessage) {
+        let Some(link) = &self.link else {
+            debug!("not connected; dropping a message (status updates are re-sent after registration)");
+            return;
+        };
+        if let Err(e) = link.outbound.try_send(msg) {
+            warn!(generation = link.generation, error = %e, "cannot queue a message for the master; dropping it");
+        }
+    }
+
+    /// Creates the sandbox, launches, then waits for the exit in a task of its own.
+    fn launch(&self, spec: LaunchSpec) {
+        let containerizer = self.containerizer.clone();
+        let events = self.events.clone();
+        let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
+        let span =
+            info_span!("container", task_id = %spec.task_id, framework_id = %spec.framework_id, agent_id = %agent_id);
+        tokio::spawn(
+            async move {
+                let (task_id, container_id) = (spec.task_id.clone(), spec.container_id.clone());
+                let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
+                    Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
+                    Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                };
+                let launched = result.is_ok();
+                let _ = events.send(Event::Launched {
+                    task_id: task_id.clone(),
+                    container_id: container_id.clone(),
+                    result,
+                });
+                if launched {
+                    let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                    let _ = events.send(Event::Exited { task_id, container_id, result });
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_factor_up_to_a_minute() {
+        let f = Duration::from_secs(1);
+        let secs: Vec<u64> = (0..9).map(|n| registration_backoff(f, n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(registration_backoff(Duration::from_millis(100), 1), Duration::from_millis(200));
+        assert_eq!(registration_backoff(f, u32::MAX), MAX_REGISTRATION_BACKOFF);
+    }
+}

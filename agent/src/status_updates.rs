@@ -1,0 +1,269 @@
+//! Reliable, ordered status updates (Mesos's status update manager), as a plain state machine.
+//!
+//! One stream per task. Only the front update of a stream is in flight; it is re-sent with a doubling backoff until
+//! the master forwards an acknowledgement carrying its uuid, and only then does the next update go out. Nothing here
+//! reads a clock or touches a socket: every method takes `now` and returns the updates to send.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use agora_proto::model::{TaskState, TaskStatus};
+
+/// Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MAX`.
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A status update to send to the master (the wire `StatusUpdate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub framework_id: String,
+    pub status: TaskStatus,
+    /// The newest state of the task, which may be newer than `status` while older updates wait.
+    pub latest_state: TaskState,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckOutcome {
+    /// The front update was acknowledged; `next` is the following update, to send now (if connected).
+    Acked { next: Option<Outbound>, terminal_done: bool },
+    /// No stream for the task, or the uuid is not the front's (a duplicate or stale acknowledgement).
+    Ignored,
+}
+
+#[derive(Debug)]
+struct Stream {
+    framework_id: String,
+    pending: VecDeque<TaskStatus>,
+    latest_state: TaskState,
+    /// When the front is due to be (re-)sent; `None` while it waits for a connection.
+    next_send: Option<Instant>,
+    interval: Duration,
+}
+
+/// Per-task queues of unacknowledged status updates.
+#[derive(Debug)]
+pub struct StatusUpdateManager {
+    streams: BTreeMap<String, Stream>,
+    min_interval: Duration,
+    max_interval: Duration,
+}
+
+impl StatusUpdateManager {
+    /// `min_interval` is the first retry interval (`--status-update-retry-interval`); it doubles up to 10 minutes.
+    pub fn new(min_interval: Duration) -> StatusUpdateManager {
+        StatusUpdateManager {
+            streams: BTreeMap::new(),
+            min_interval,
+            max_interval: MAX_RETRY_INTERVAL.max(min_interval),
+        }
+    }
+
+    /// Queues `status`. When it is the only update of its task and `connected`, it is returned to send now.
+    pub fn enqueue(
+        &mut self,
+        framework_id: &str,
+        status: TaskStatus,
+        now: Instant,
+        connected: bool,
+    ) -> Option<Outbound> {
+        let min = self.min_interval;
+        let stream = self.streams.entry(status.task_id.clone()).or_insert_with(|| Stream {
+            framework_id: framework_id.to_string(),
+            pending: VecDeque::new(),
+            latest_state: status.state,
+            next_send: None,
+            interval: min,
+        });
+        stream.latest_state = status.state;
+        stream.pending.push_back(status);
+        if stream.pending.len() == 1 && connected {
+            stream.interval = min;
+            stream.next_send = Some(now + min);
+            return front(stream);
+        }
+        // A waiting front now carries a newer latest_state; it goes out at its next retry.
+        None
+    }
+
+    /// Handles an acknowledgement; the acknowledged update leaves its queue and the next one goes out.
+    pub fn acknowledge(&mut self, task_id: &str, uuid: &[u8], now: Instant, connected: bool) -> AckOutcome {
+        let Some(stream) = self.streams.get_mut(task_id) else { return AckOutcome::Ignored };
+        let matches = stream.pending.front().and_then(|s| s.uuid.as_deref()) == Some(uuid);
+        if !matches {
+            return AckOutcome::Ignored;
+        }
+        let acked = stream.pending.pop_front();
+        let was_terminal = acked.map(|s| s.state.is_terminal()).unwrap_or(false);
+        if stream.pending.is_empty() {
+            self.streams.remove(task_id);
+            return AckOutcome::Acked { next: None, terminal_done: was_terminal };
+        }
+        stream.interval = self.min_interval;
+        stream.next_send = connected.then(|| now + self.min_interval);
+        let next = if connected { front(stream) } else { None };
+        AckOutcome::Acked { next, terminal_done: false }
+    }
+
+    /// Fronts whose retry time has come; each is re-scheduled with a doubled interval (capped).
+    pub fn due(&mut self, now: Instant) -> Vec<Outbound> {
+        let max = self.max_interval;
+        let mut out = Vec::new();
+        for stream in self.streams.values_mut() {
+            if stream.next_send.is_some_and(|t| t <= now) {
+                stream.interval = (stream.interval * 2).min(max);
+                stream.next_send = Some(now + stream.interval);
+                out.extend(front(stream));
+            }
+        }
+        out
+    }
+
+    /// After (re)registration: every front goes out at once, with the backoff reset.
+    pub fn resend_all(&mut self, now: Instant) -> Vec<Outbound> {
+        let min = self.min_interval;
+        self.streams
+            .values_mut()
+            .filter_map(|stream| {
+                stream.interval = min;
+                stream.next_send = Some(now + min);
+                front(stream)
+            })
+            .collect()
+    }
+
+    /// The connection is gone: nothing is re-sent until [`StatusUpdateManager::resend_all`].
+    pub fn pause(&mut self) {
+        for stream in self.streams.values_mut() {
+            stream.next_send = None;
+        }
+    }
+
+    /// The earliest retry time.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.streams.values().filter_map(|s| s.next_send).min()
+    }
+
+    /// True while some update of the task awaits acknowledgement.
+    pub fn has_pending(&self, task_id: &str) -> bool {
+        self.streams.contains_key(task_id)
+    }
+
+    /// Drops every queue (the master removed this agent; nobody will acknowledge them).
+    pub fn clear(&mut self) {
+        self.streams.clear();
+    }
+
+    /// The queued states of a task, front first.
+    pub fn pending_states(&self, task_id: &str) -> Vec<TaskState> {
+        self.streams.get(task_id).map(|s| s.pending.iter().map(|p| p.state).collect()).unwrap_or_default()
+    }
+}
+
+fn front(stream: &Stream) -> Option<Outbound> {
+    stream.pending.front().map(|status| Outbound {
+        framework_id: stream.framework_id.clone(),
+        status: status.clone(),
+        latest_state: stream.latest_state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::model::Source;
+
+    fn status(task: &str, state: TaskState, uuid: u8) -> TaskStatus {
+        TaskStatus {
+            task_id: task.to_string(),
+            state,
+            reason: None,
+            source: Source::Executor,
+            message: String::new(),
+            uuid: Some(vec![uuid; 16]),
+            timestamp: 0.0,
+            healthy: None,
+            agent_id: "a".into(),
+            unreachable_time: None,
+        }
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn only_the_front_is_in_flight_and_acks_release_the_next() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(10 * SEC);
+        let first = m.enqueue("f", status("t", TaskState::Starting, 1), t0, true).unwrap();
+        assert_eq!(first.status.state, TaskState::Starting);
+        assert_eq!(first.latest_state, TaskState::Starting);
+        assert_eq!(m.enqueue("f", status("t", TaskState::Running, 2), t0, true), None);
+        assert_eq!(m.enqueue("f", status("t", TaskState::Finished, 3), t0, true), None);
+        assert_eq!(m.pending_states("t"), vec![TaskState::Starting, TaskState::Running, TaskState::Finished]);
+
+        // A wrong uuid changes nothing.
+        assert_eq!(m.acknowledge("t", &[2; 16], t0, true), AckOutcome::Ignored);
+        assert_eq!(m.acknowledge("other", &[1; 16], t0, true), AckOutcome::Ignored);
+
+        let AckOutcome::Acked { next: Some(next), terminal_done: false } = m.acknowledge("t", &[1; 16], t0, true)
+        else {
+            panic!("expected the running update next");
+        };
+        assert_eq!(next.status.state, TaskState::Running);
+        assert_eq!(next.latest_state, TaskState::Finished);
+        let AckOutcome::Acked { next: Some(next), .. } = m.acknowledge("t", &[2; 16], t0, true) else { panic!() };
+        assert_eq!(next.status.state, TaskState::Finished);
+        assert_eq!(m.acknowledge("t", &[3; 16], t0, true), AckOutcome::Acked { next: None, terminal_done: true });
+        assert!(!m.has_pending("t"));
+        assert_eq!(m.next_deadline(), None);
+        // A duplicate acknowledgement after the stream is gone is ignored.
+        assert_eq!(m.acknowledge("t", &[3; 16], t0, true), AckOutcome::Ignored);
+    }
+
+    #[test]
+    fn retries_double_up_to_ten_minutes() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(10 * SEC);
+        m.enqueue("f", status("t", TaskState::Running, 1), t0, true).unwrap();
+        assert_eq!(m.next_deadline(), Some(t0 + 10 * SEC));
+        assert!(m.due(t0 + 9 * SEC).is_empty());
+        let mut now = t0 + 10 * SEC;
+        let mut gaps = Vec::new();
+        for _ in 0..8 {
+            let sent = m.due(now);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].status.state, TaskState::Running);
+            let next = m.next_deadline().unwrap();
+            gaps.push((next - now).as_secs());
+            now = next;
+        }
+        assert_eq!(gaps, vec![20, 40, 80, 160, 320, 600, 600, 600]);
+    }
+
+    #[test]
+    fn disconnected_updates_wait_for_resend_all() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(SEC);
+        assert_eq!(m.enqueue("f", status("a", TaskState::Running, 1), t0, false), None);
+        assert_eq!(m.next_deadline(), None);
+        assert!(m.due(t0 + 100 * SEC).is_empty());
+        m.enqueue("f", status("b", TaskState::Running, 2), t0, true).unwrap();
+        m.pause();
+        assert!(m.due(t0 + 100 * SEC).is_empty());
+        let sent = m.resend_all(t0 + 100 * SEC);
+        let tasks: Vec<&str> = sent.iter().map(|o| o.status.task_id.as_str()).collect();
+        assert_eq!(tasks, vec!["a", "b"]);
+        assert_eq!(m.next_deadline(), Some(t0 + 101 * SEC));
+    }
+
+    #[test]
+    fn ack_while_disconnected_holds_the_next_update() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(SEC);
+        m.enqueue("f", status("t", TaskState::Running, 1), t0, true);
+        m.enqueue("f", status("t", TaskState::Failed, 2), t0, true);
+        assert_eq!(m.acknowledge("t", &[1; 16], t0, false), AckOutcome::Acked { next: None, terminal_done: false });
+        assert_eq!(m.next_deadline(), None);
+        let sent = m.resend_all(t0);
+        assert_eq!(sent[0].status.state, TaskState::Failed);
+    }
+}
