@@ -1,1 +1,71 @@
-fn main() {}
+//! `agora`: the command-line entry point to an Agora cluster.
+//!
+//! - `agora execute` runs a shell command N times as a one-shot framework (like `mesos-execute`), built on
+//!   `agora-framework-sdk`; its exit code says whether every task finished.
+//! - `agora local` starts a master (`agora-master`) and an agent (`agora-agent`) in this process, for a cluster
+//!   on one machine.
+
+mod execute;
+mod local;
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+
+/// Default log filter: quiet, so that `agora execute`'s status lines stand out; `RUST_LOG` overrides it.
+const DEFAULT_LOG_FILTER: &str = "warn";
+/// Default log filter of `agora local`, which is a server.
+const DEFAULT_LOCAL_LOG_FILTER: &str = "info";
+
+#[derive(Parser, Debug)]
+#[command(name = "agora", version, about = "Run tasks on an Agora cluster, or start one locally")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a shell command as tasks and wait for them; exits 0 only if every task finished.
+    Execute(execute::ExecuteArgs),
+    /// Start a master and an agent in this process until Ctrl-C.
+    Local(local::LocalArgs),
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Execute(args) => {
+            init_logging(DEFAULT_LOG_FILTER);
+            execute::execute(args).await
+        }
+        Command::Local(args) => {
+            init_logging(DEFAULT_LOCAL_LOG_FILTER);
+            local::local(args).await
+        }
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agora: {e:#}");
+            execute::EXIT_FAILED
+        }
+    };
+    std::process::exit(code);
+}

@@ -62,7 +62,7 @@ impl Default for DriverOptions {
 pub enum DriverError {
     #[error("invalid master address '{address}': {reason}")]
     InvalidMaster { address: String, reason: String },
-    #[error("could not subscribe to the master at {master} within {waited:?}: {last_error}")]
+    #[error("could not subscribe to the master at {master} within {waited:.1?}: {last_error}")]
     Unreachable { master: String, waited: Duration, last_error: String },
     #[error("the master at {master} refused the subscription: {message}")]
     Refused { master: String, message: String },
@@ -343,18 +343,24 @@ impl Driver {
                     return Err(DriverError::Refused { master: self.master.clone(), message });
                 }
                 Some(Err(Attempt::Retry(reason))) => {
-                    if !subscribed_once
-                        && let Some(limit) = self.options.connect_timeout
-                        && started.elapsed() + backoff > limit
-                    {
-                        return Err(DriverError::Unreachable {
-                            master: self.master.clone(),
-                            waited: started.elapsed(),
-                            last_error: reason,
-                        });
+                    let mut delay = backoff;
+                    if subscribed_once {
+                        warn!(reason, retry_in = ?delay, "resubscription failed");
+                    } else {
+                        if let Some(limit) = self.options.connect_timeout {
+                            let waited = started.elapsed();
+                            if waited >= limit {
+                                return Err(DriverError::Unreachable {
+                                    master: self.master.clone(),
+                                    waited,
+                                    last_error: reason,
+                                });
+                            }
+                            delay = delay.min(limit - waited);
+                        }
+                        info!(reason, retry_in = ?delay, "subscription failed");
                     }
-                    warn!(reason, retry_in = ?backoff, "subscription failed");
-                    if self.pause(&mut stop, backoff).await {
+                    if self.pause(&mut stop, delay).await {
                         return Ok(());
                     }
                     backoff = (backoff * 2).min(self.options.backoff_max);
@@ -390,7 +396,7 @@ impl Driver {
                         }
                     }
                     Next::Event(Err(_)) => break format!("no event for {idle:?}"),
-                    Next::Event(Ok(Err(status))) => break format!("event stream failed: {}", status.message()),
+                    Next::Event(Ok(Err(status))) => break format!("event stream failed: {}", describe_status(&status)),
                     Next::Event(Ok(Ok(None))) => break "event stream closed".to_string(),
                     Next::Event(Ok(Ok(Some(event)))) => {
                         deadline = Instant::now() + idle;
@@ -440,7 +446,8 @@ impl Driver {
 
     async fn subscribe(&self) -> Result<Session, Attempt> {
         let limit = self.options.call_timeout;
-        let channel = self.endpoint.connect().await.map_err(|e| Attempt::Retry(format!("cannot connect: {e}")))?;
+        let channel =
+            self.endpoint.connect().await.map_err(|e| Attempt::Retry(format!("cannot connect: {}", chain(&e))))?;
         let mut client = SchedulerClient::new(channel);
         let request = wire::SubscribeRequest {
             framework_info: Some(wire::FrameworkInfo::from(&self.framework)),
@@ -511,7 +518,7 @@ impl Driver {
                 trace!(call = name, task_id, "call sent");
                 return;
             }
-            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+            Ok(Err(status)) => describe_status(&status),
             Err(_) => format!("no answer within {limit:?}"),
         };
         warn!(call = name, task_id, failure, "call failed");
@@ -565,15 +572,36 @@ impl Driver {
     }
 }
 
+/// An error and its sources, e.g. `transport error: tcp connect error: Connection refused (os error 111)`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 fn classify(status: &tonic::Status) -> Attempt {
     use tonic::Code;
-    let message = format!("{:?}: {}", status.code(), status.message());
+    let message = describe_status(status);
     match status.code() {
         Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => {
             Attempt::Fatal(message)
         }
         _ => Attempt::Retry(message),
     }
+}
+
+/// `Unavailable: not the leader`, with the transport error behind an empty message.
+fn describe_status(status: &tonic::Status) -> String {
+    let message = if status.message().is_empty() { chain(status) } else { status.message().to_string() };
+    format!("{:?}: {message}", status.code())
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
