@@ -184,7 +184,7 @@ impl Flags {
                 .ok(),
         };
         let isolation = match self.isolation.trim() {
-            "process" | "posix/cpu,posix/mem" => Some(Isolation::Process),
+            "process" => Some(Isolation::Process),
             other => {
                 errors.push(format!("--isolation: '{other}' is not supported; the only isolation is 'process'"));
                 None

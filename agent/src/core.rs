@@ -429,6 +429,7 @@ impl AgentCore {
         let mut effects = vec![Effect::Destroy { task_id: task_id.into(), container_id: container_id.into() }];
         if t.orphaned {
             info!("orphaned task ended");
+            t.state = TaskState::Killed;
             self.forget(task_id);
             return effects;
         }

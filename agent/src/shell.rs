@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::AgentError;
 use crate::config::Config;
 use crate::containerizer::{Containerizer, LaunchSpec, Termination};
-use crate::core::{AgentCore, Effect, Settings};
+use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings};
 use crate::link::{self, LinkEvent};
 
 /// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
@@ -204,8 +204,8 @@ impl<C: Containerizer> Shell<C> {
         let generation = self.generation;
         let registration = lock(&self.core).connecting();
         let kind = match &registration {
-            crate::core::Registration::Register { .. } => "register",
-            crate::core::Registration::Reregister { .. } => "reregister",
+            Registration::Register { .. } => "register",
+            Registration::Reregister { .. } => "reregister",
         };
         info!(attempt = self.attempts, kind, "connecting to the master");
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -229,18 +229,20 @@ impl<C: Containerizer> Shell<C> {
                     debug!("ignoring an empty message from the master");
                     return;
                 };
-                if matches!(msg, crate::core::FromMaster::Registered { .. }) {
+                if matches!(msg, FromMaster::Registered { .. }) {
                     self.attempts = 0;
                 }
-                lock(&self.core).handle(msg, now)
+                let refused = matches!(msg, FromMaster::Error { .. });
+                let effects = lock(&self.core).handle(msg, now);
+                self.apply(effects).await;
+                if refused {
+                    // The master ends the stream after an error; do not wait for it to register anew.
+                    self.link_lost("the master refused this agent", now);
+                }
+                return;
             }
             Event::Link { event: LinkEvent::Ended(why), .. } => {
-                let delay = registration_backoff(self.backoff_factor, self.attempts);
-                self.attempts = self.attempts.saturating_add(1);
-                warn!(reason = %why, retry_in = ?delay, "lost the master");
-                self.link = None;
-                self.reconnect_at = Some(now + delay);
-                lock(&self.core).disconnected();
+                self.link_lost(&why, now);
                 return;
             }
             Event::Launched { task_id, container_id, result } => {
@@ -251,6 +253,18 @@ impl<C: Containerizer> Shell<C> {
             }
         };
         self.apply(effects).await;
+    }
+
+    /// Drops the current stream and schedules the next attempt with backoff.
+    fn link_lost(&mut self, why: &str, now: Instant) {
+        let delay = registration_backoff(self.backoff_factor, self.attempts);
+        self.attempts = self.attempts.saturating_add(1);
+        warn!(reason = %why, retry_in = ?delay, "lost the master");
+        if let Some(link) = self.link.take() {
+            link.task.abort();
+        }
+        self.reconnect_at = Some(now + delay);
+        lock(&self.core).disconnected();
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -315,6 +329,119 @@ impl<C: Containerizer> Shell<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::containerizer::fake::{Call, FakeContainerizer};
+    use agora_proto::model::{CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
+
+    fn shell(work_dir: &std::path::Path) -> (Shell<FakeContainerizer>, mpsc::UnboundedReceiver<Event>) {
+        let settings = Settings {
+            agent: AgentInfo {
+                id: None,
+                hostname: "h".into(),
+                ip: "127.0.0.1".into(),
+                port: 5051,
+                resources: Resources::parse("cpus:1").unwrap(),
+                attributes: Default::default(),
+            },
+            work_dir: work_dir.to_path_buf(),
+            status_update_retry_interval: Duration::from_secs(10),
+            executor_shutdown_grace_period: Duration::from_secs(3),
+            path_env: None,
+            started: (Instant::now(), 0.0),
+        };
+        let (events, inbox) = mpsc::unbounded_channel();
+        let shell = Shell {
+            core: Arc::new(Mutex::new(AgentCore::new(settings))),
+            containerizer: Arc::new(FakeContainerizer::default()),
+            events,
+            endpoint: tonic::transport::Endpoint::from_static("http://127.0.0.1:1"),
+            backoff_factor: Duration::from_secs(1),
+            link: None,
+            generation: 0,
+            attempts: 0,
+            reconnect_at: None,
+        };
+        (shell, inbox)
+    }
+
+    fn run_task(id: &str) -> FromMaster {
+        let mut f = FrameworkInfo::new("fw");
+        f.id = Some("f".into());
+        let task = TaskInfo {
+            name: id.into(),
+            task_id: id.into(),
+            agent_id: "a".into(),
+            resources: Resources::parse("cpus:0.1").unwrap(),
+            command: Some(CommandInfo::shell("true")),
+            container: None,
+            health_check: None,
+            kill_grace_period: None,
+            labels: vec![],
+            discovery: None,
+            data: vec![],
+        };
+        FromMaster::run_task(f, task)
+    }
+
+    async fn next(inbox: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn launch_creates_the_sandbox_then_waits_and_destroys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shell, mut inbox) = shell(dir.path());
+        let effects = lock(&shell.core).handle(run_task("t"), Instant::now());
+        shell.apply(effects).await;
+
+        let launched = next(&mut inbox).await;
+        let Event::Launched { container_id, result: Ok(()), .. } = &launched else { panic!("launch failed") };
+        let container_id = container_id.clone();
+        let sandbox = dir.path().join(format!("slaves/a/frameworks/f/executors/t/runs/{container_id}"));
+        assert!(sandbox.is_dir());
+        shell.on_event(launched).await;
+        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Running));
+
+        shell.containerizer.exit(&container_id, Termination::Exited(0));
+        let exited = next(&mut inbox).await;
+        shell.on_event(exited).await;
+        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Finished));
+        let calls = shell.containerizer.calls();
+        assert!(matches!(&calls[0], Call::Launch(spec) if spec.sandbox == sandbox));
+        assert_eq!(calls[1], Call::Wait(container_id.clone()));
+        assert_eq!(calls[2], Call::Destroy(container_id));
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_cannot_be_created_fails_the_launch_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("slaves");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let (mut shell, mut inbox) = shell(dir.path());
+        let effects = lock(&shell.core).handle(run_task("t"), Instant::now());
+        shell.apply(effects).await;
+        let launched = next(&mut inbox).await;
+        let Event::Launched { result: Err(message), .. } = &launched else { panic!("launch should fail") };
+        assert!(message.contains("cannot create sandbox") && message.contains("slaves/a/frameworks/f"), "{message}");
+        shell.on_event(launched).await;
+        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Failed));
+        assert!(shell.containerizer.calls().is_empty(), "the containerizer is never asked");
+    }
+
+    #[tokio::test]
+    async fn kill_effects_reach_the_containerizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shell, mut inbox) = shell(dir.path());
+        let effects = lock(&shell.core).handle(run_task("t"), Instant::now());
+        shell.apply(effects).await;
+        let launched = next(&mut inbox).await;
+        shell.on_event(launched).await;
+        let kill = FromMaster::KillTask { framework_id: "f".into(), task_id: "t".into(), grace: None };
+        let effects = lock(&shell.core).handle(kill, Instant::now());
+        shell.apply(effects).await;
+        assert!(
+            shell.containerizer.calls().iter().any(|c| matches!(c, Call::Kill(_, nix::sys::signal::Signal::SIGTERM)))
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_the_factor_up_to_a_minute() {

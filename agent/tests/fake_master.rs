@@ -468,3 +468,38 @@ async fn shutdown_kills_tasks_and_leaves_no_process() {
     }
     let _ = std::fs::remove_dir_all(work_dir);
 }
+
+#[tokio::test]
+async fn refused_by_the_master_kills_tasks_and_registers_anew() {
+    let mut h = Harness::start().await;
+    let mut conn = h.registered().await;
+    conn.run_task(&task("doomed", "echo $$ > pid; exec sleep 60", "cpus:0.1")).await;
+    conn.expect_acked("doomed", TaskState::Starting).await;
+    conn.expect_acked("doomed", TaskState::Running).await;
+    let sandbox = sandbox_of(h.work_dir.path(), "doomed");
+
+    conn.send(ToAgent::Error(wire::AgentError { message: "agent m-S0 was removed".into() })).await;
+    let mut conn = h.connection().await;
+    match conn.recv().await {
+        FromAgent::Register(r) => assert!(r.agent_info.expect("agent_info").id.is_empty(), "the old id is forgotten"),
+        other => panic!("expected a fresh register, got {other:?}"),
+    }
+    let pid: i32 = std::fs::read_to_string(sandbox.join("pid")).expect("pid").trim().parse().expect("a pid");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "task {pid} still runs after the master refused the agent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    conn.registered("m-S1").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = h.state().await;
+        if state["id"] == "m-S1" && state["frameworks"][0]["completed_tasks"][0]["state"] == "TASK_KILLED" {
+            assert_eq!(state["frameworks"][0]["executors"], serde_json::json!([]));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "unexpected state: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}
