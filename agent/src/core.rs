@@ -253,17 +253,7 @@ impl AgentCore {
             FromMaster::Acknowledge { framework_id, task_id, uuid } => {
                 self.acknowledge(&framework_id, &task_id, &uuid, now)
             }
-            FromMaster::ShutdownFramework { framework_id } => {
-                let _span = info_span!("shutdown_framework", framework_id = %framework_id).entered();
-                info!("master asked to shut the framework down; killing its tasks");
-                let ids: Vec<String> = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.framework_id == framework_id)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                ids.iter().flat_map(|id| self.kill_task(&framework_id, id, None, now)).collect()
-            }
+            FromMaster::ShutdownFramework { framework_id } => self.shutdown_framework(&framework_id, now),
             FromMaster::Error { message } => self.master_error(&message, now),
         }
     }
@@ -501,6 +491,27 @@ impl AgentCore {
                 next.map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))]).unwrap_or_default()
             }
         }
+    }
+
+    /// The framework was torn down: kill its tasks and, as Mesos's status update manager cleans up, drop its
+    /// pending updates (nobody will acknowledge them). Its tasks are forgotten as they exit.
+    fn shutdown_framework(&mut self, framework_id: &str, now: Instant) -> Vec<Effect> {
+        let _span = info_span!("shutdown_framework", framework_id = %framework_id).entered();
+        info!("master asked to shut the framework down; killing its tasks");
+        self.updates.remove_framework(framework_id);
+        let ids: Vec<String> =
+            self.tasks.iter().filter(|(_, t)| t.framework_id == framework_id).map(|(id, _)| id.clone()).collect();
+        let mut effects = Vec::new();
+        for id in &ids {
+            let Some(t) = self.tasks.get_mut(id) else { continue };
+            t.orphaned = true;
+            if t.container == Container::Gone {
+                self.forget(id);
+            } else {
+                effects.extend(self.kill_task(framework_id, id, None, now));
+            }
+        }
+        effects
     }
 
     /// The master refused this agent: stop every task, drop their updates, forget the id and register anew.
@@ -1022,6 +1033,29 @@ mod tests {
             effects,
             vec![Effect::Signal { task_id: "b".into(), container_id: b.container_id.clone(), signal: Signal::SIGTERM }]
         );
+        // Its updates are dropped: nothing is retried for it, and it is forgotten once it exits.
+        let effects = core.exited("b", &b.container_id, Ok(Termination::Signaled(15)), t0);
+        assert!(sent(&effects).is_empty());
+        assert_eq!(core.task_state("b"), None);
+        let retried: Vec<String> = core
+            .tick(t0 + 60 * SEC)
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send(ToMaster::StatusUpdate(o)) => Some(o.status.task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retried, vec!["a".to_string()]);
+        let state = core.state_json();
+        assert_eq!(state["frameworks"][1]["completed_tasks"][0]["state"], "TASK_KILLED");
+
+        // A finished task of a torn-down framework is forgotten at once.
+        let c = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("c", "true")), t0));
+        core.launched("c", &c.container_id, Ok(()), t0);
+        core.exited("c", &c.container_id, Ok(Termination::Exited(0)), t0);
+        core.handle(FromMaster::ShutdownFramework { framework_id: "m-0001".into() }, t0);
+        assert_eq!(core.task_state("c"), None);
+        assert_eq!(core.live_containers(), 1, "task a is still being killed");
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl StatusUpdateManager {
         self.streams.clear();
     }
 
+    /// Drops the queues of one framework's tasks (the framework is gone; nobody will acknowledge them).
+    pub fn remove_framework(&mut self, framework_id: &str) {
+        self.streams.retain(|_, s| s.framework_id != framework_id);
+    }
+
     /// The queued states of a task, front first.
     pub fn pending_states(&self, task_id: &str) -> Vec<TaskState> {
         self.streams.get(task_id).map(|s| s.pending.iter().map(|p| p.state).collect()).unwrap_or_default()
@@ -265,5 +270,16 @@ mod tests {
         assert_eq!(m.next_deadline(), None);
         let sent = m.resend_all(t0);
         assert_eq!(sent[0].status.state, TaskState::Failed);
+    }
+
+    #[test]
+    fn removing_a_framework_drops_only_its_queues() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(SEC);
+        m.enqueue("f", status("a", TaskState::Running, 1), t0, true);
+        m.enqueue("g", status("b", TaskState::Running, 2), t0, true);
+        m.remove_framework("f");
+        assert!(!m.has_pending("a"));
+        assert!(m.has_pending("b"));
     }
 }

@@ -262,6 +262,18 @@ fn running_members_of_group(pgid: i32) -> Vec<i32> {
     out
 }
 
+/// Waits until the task has written its pid to `pid` in its sandbox.
+async fn pid_written_in(sandbox: &Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(sandbox.join("pid")).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the task never wrote its pid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn sandbox_of(work_dir: &Path, task_id: &str) -> PathBuf {
     let runs = work_dir.join(format!("slaves/m-S0/frameworks/f1/executors/{task_id}/runs"));
     let entry = std::fs::read_dir(&runs).expect("runs dir").next().expect("one run").expect("dir entry");
@@ -442,14 +454,7 @@ async fn shutdown_kills_tasks_and_leaves_no_process() {
     conn.expect_acked("stubborn", TaskState::Starting).await;
     conn.expect_acked("stubborn", TaskState::Running).await;
     let sandbox = sandbox_of(h.work_dir.path(), "stubborn");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(sandbox.join("pid")).ok().and_then(|s| s.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the task never wrote its pid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = pid_written_in(&sandbox).await;
     let started = tokio::time::Instant::now();
     let work_dir = h.stop().await;
     let took = started.elapsed();
@@ -477,6 +482,7 @@ async fn refused_by_the_master_kills_tasks_and_registers_anew() {
     conn.expect_acked("doomed", TaskState::Starting).await;
     conn.expect_acked("doomed", TaskState::Running).await;
     let sandbox = sandbox_of(h.work_dir.path(), "doomed");
+    let pid = pid_written_in(&sandbox).await;
 
     conn.send(ToAgent::Error(wire::AgentError { message: "agent m-S0 was removed".into() })).await;
     let mut conn = h.connection().await;
@@ -484,7 +490,6 @@ async fn refused_by_the_master_kills_tasks_and_registers_anew() {
         FromAgent::Register(r) => assert!(r.agent_info.expect("agent_info").id.is_empty(), "the old id is forgotten"),
         other => panic!("expected a fresh register, got {other:?}"),
     }
-    let pid: i32 = std::fs::read_to_string(sandbox.join("pid")).expect("pid").trim().parse().expect("a pid");
     let deadline = tokio::time::Instant::now() + WAIT;
     while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "task {pid} still runs after the master refused the agent");
