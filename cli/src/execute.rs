@@ -25,6 +25,8 @@ pub const DEFAULT_FAILOVER_TIMEOUT: &str = "1mins";
 /// Offers are declined for this long once every task is launched (Mesos's maximum is a year; an hour is plenty
 /// for a command that is about to finish).
 pub const LONG_REFUSE_SECONDS: f64 = 3600.0;
+/// How long after a resubscription the still-running tasks are reconciled.
+pub const RECONCILE_DELAY: Duration = Duration::from_secs(5);
 /// How long to wait for the TEARDOWN to go out after Ctrl-C.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -229,7 +231,8 @@ impl Execution {
         let Some(slot) = self.slots.iter_mut().find(|s| s.id == status.task_id) else {
             return Recorded { line: None, requeued: false };
         };
-        if slot.state == Some(status.state) && status.reason == Some(Reason::Reconciliation) {
+        let settled = slot.state.is_some_and(TaskState::is_terminal);
+        if status.reason == Some(Reason::Reconciliation) && (slot.state == Some(status.state) || settled) {
             return Recorded { line: None, requeued: false };
         }
         let line = Some(status_line(status));
@@ -327,9 +330,15 @@ impl Scheduler for ExecuteScheduler {
             note(&format!("subscribed as framework {framework_id} to master {}", master.id));
         } else {
             note(&format!("resubscribed as framework {framework_id}"));
+            // Ask about our tasks once agents have had time to re-register with a master that failed over: a
+            // master that does not know a task yet answers TASK_LOST.
             let unsettled = self.execution.unsettled();
             if !unsettled.is_empty() {
-                driver.reconcile(unsettled);
+                let driver = driver.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RECONCILE_DELAY).await;
+                    driver.reconcile(unsettled);
+                });
             }
         }
     }
@@ -620,7 +629,10 @@ mod tests {
         assert_eq!(line(&mut e, status("other-0", TaskState::Running, None, "")), None);
         assert!(line(&mut e, status("sleep-0", TaskState::Running, None, "")).is_some());
         assert_eq!(line(&mut e, status("sleep-0", TaskState::Running, Some(Reason::Reconciliation), "")), None);
-        assert!(line(&mut e, status("sleep-0", TaskState::Lost, Some(Reason::Reconciliation), "")).is_some());
+        assert!(line(&mut e, status("sleep-0", TaskState::Finished, None, "")).is_some());
+        // Once a task is terminal, reconciliation answers about it change nothing.
+        assert_eq!(line(&mut e, status("sleep-0", TaskState::Lost, Some(Reason::Reconciliation), "")), None);
+        assert_eq!(e.exit_code(), EXIT_OK);
     }
 
     #[test]

@@ -102,12 +102,14 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
         .config()
         .map_err(|e| anyhow!("invalid agent configuration: {e}"))?;
 
-    let (shutdown, _) = watch::channel(false);
-    let mut master = tokio::spawn(agora_master::run(master_config, master_listener, stopped(&shutdown)));
-    let mut agent = tokio::spawn(agora_agent::run(agent_config, agent_listener, stopped(&shutdown)));
+    // Two signals, so that the agent stops (killing its tasks and reporting them) before the master does.
+    let (stop_agent, _) = watch::channel(false);
+    let (stop_master, _) = watch::channel(false);
+    let mut master = tokio::spawn(agora_master::run(master_config, master_listener, stopped(&stop_master)));
+    let mut agent = tokio::spawn(agora_agent::run(agent_config, agent_listener, stopped(&stop_agent)));
 
     // ---- MARATHON: start the in-process Marathon here once it exists. It subscribes to the master at
-    // `master_addr` like any framework, gets its own listener, and stops on `stopped(&shutdown)`; print its
+    // `master_addr` like any framework, gets its own listener, and stops on `stopped(&stop_agent)`; print its
     // address below. --------------------------------------------------------------------------------------------
 
     println!("master: http://{master_addr}");
@@ -130,12 +132,12 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
             eprintln!("agora local: the agent stopped: {}", describe(result.map(|r| r.map_err(|e| e.to_string()))));
         }
     }
-    shutdown.send_replace(true);
     let both = async {
-        // Agent first, so that it can report its killed tasks while the master still listens.
+        stop_agent.send_replace(true);
         if !agent.is_finished() {
             let _ = (&mut agent).await;
         }
+        stop_master.send_replace(true);
         if !master.is_finished() {
             let _ = (&mut master).await;
         }

@@ -521,7 +521,7 @@ impl Driver {
             Ok(Err(status)) => describe_status(&status),
             Err(_) => format!("no answer within {limit:?}"),
         };
-        warn!(call = name, task_id, failure, "call failed");
+        debug!(call = name, task_id, failure, "call failed");
         scheduler.call_failed(&self.handle, name, &failure);
     }
 
