@@ -23,6 +23,9 @@ pub const DEFAULT_REGISTRATION_BACKOFF_FACTOR: &str = "1secs";
 /// Default `--executor-shutdown-grace-period`.
 pub const DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD: &str = "3secs";
 
+/// The longest duration any flag accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The ports offered when `--resources` names none.
 pub const DEFAULT_PORTS: (u64, u64) = (31000, 32000);
 /// Fallbacks when detection fails (Mesos's `src/slave/constants.hpp`).
@@ -195,6 +198,10 @@ impl Flags {
                 errors.push(format!("--{flag}: '{text}' must be longer than zero"));
                 None
             }
+            Ok(d) if d > MAX_DURATION => {
+                errors.push(format!("--{flag}: '{text}' is longer than a year"));
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 errors.push(format!("--{flag}: {e}"));
@@ -204,6 +211,11 @@ impl Flags {
         let retry = duration("status-update-retry-interval", &self.status_update_retry_interval);
         let backoff = duration("registration-backoff-factor", &self.registration_backoff_factor);
         let grace = match parse_duration(&self.executor_shutdown_grace_period) {
+            Ok(d) if d > MAX_DURATION => {
+                let text = &self.executor_shutdown_grace_period;
+                errors.push(format!("--executor-shutdown-grace-period: '{text}' is longer than a year"));
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 errors.push(format!("--executor-shutdown-grace-period: {e}"));
@@ -439,9 +451,13 @@ mod tests {
     }
 
     #[test]
-    fn zero_retry_interval_is_refused() {
+    fn zero_and_huge_durations_are_refused() {
         let err = flags(&["--status-update-retry-interval", "0secs"]).unwrap().config().unwrap_err();
         assert!(err.to_string().contains("longer than zero"), "{err}");
+        let err = flags(&["--registration-backoff-factor", "10000000000000000000secs"]).unwrap().config().unwrap_err();
+        assert!(err.to_string().contains("longer than a year"), "{err}");
+        let err = flags(&["--executor-shutdown-grace-period", "400days"]).unwrap().config().unwrap_err();
+        assert!(err.to_string().contains("--executor-shutdown-grace-period: '400days' is longer than a year"), "{err}");
     }
 
     #[test]

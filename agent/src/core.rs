@@ -17,6 +17,9 @@ use crate::containerizer::{LaunchSpec, Termination};
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
 
+/// The longest grace period a kill policy may ask for; longer ones are cut to it.
+pub const MAX_KILL_GRACE: Duration = Duration::from_secs(24 * 3600);
+
 /// How many finished tasks `/state` remembers.
 pub const MAX_COMPLETED_TASKS: usize = 1000;
 
@@ -458,7 +461,8 @@ impl AgentCore {
         }
         let grace = grace
             .or_else(|| t.info.kill_grace_period.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
-            .unwrap_or(default_grace);
+            .unwrap_or(default_grace)
+            .min(MAX_KILL_GRACE);
         let launching = t.container == Container::Launching;
         t.kill = Some(Kill { grace, escalate_at: (!launching).then_some(now + grace) });
         let container_id = t.container_id.clone();

@@ -24,6 +24,8 @@ pub const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
 const OUTBOUND_CAPACITY: usize = 1024;
 /// How long shutdown waits beyond the longest grace period for tasks to exit.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
+/// How long the master may take to answer `register`/`reregister` before the agent tries again.
+pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the HTTP server may take to stop.
 const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,6 +56,8 @@ struct Shell<C> {
     generation: u64,
     attempts: u32,
     reconnect_at: Option<Instant>,
+    /// While a stream waits for `registered`: when to give up on it.
+    registration_deadline: Option<Instant>,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -115,6 +119,7 @@ pub async fn run_with<C: Containerizer>(
         generation: 0,
         attempts: 0,
         reconnect_at: Some(Instant::now()),
+        registration_deadline: None,
     };
 
     let shutdown = std::pin::pin!(shutdown);
@@ -151,7 +156,10 @@ impl<C: Containerizer> Shell<C> {
         mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) {
         loop {
-            let deadline = [lock(&self.core).next_deadline(), self.reconnect_at].into_iter().flatten().min();
+            let deadline = [lock(&self.core).next_deadline(), self.reconnect_at, self.registration_deadline]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 _ = shutdown.as_mut() => return,
                 Some(event) = inbox.recv() => self.on_event(event).await,
@@ -176,7 +184,9 @@ impl<C: Containerizer> Shell<C> {
                         error!(left = lock(&self.core).live_containers(), "tasks did not exit in time");
                         break;
                     }
-                    self.on_timer().await;
+                    // Only the core's timers: no reconnecting while stopping.
+                    let effects = lock(&self.core).tick(Instant::now());
+                    self.apply(effects).await;
                 }
             }
         }
@@ -187,6 +197,9 @@ impl<C: Containerizer> Shell<C> {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.registration_deadline.is_some_and(|at| at <= now) {
+            self.link_lost("the master did not answer the registration in time", now);
+        }
         if self.reconnect_at.is_some_and(|at| at <= now) {
             self.reconnect_at = None;
             self.connect();
@@ -218,6 +231,7 @@ impl<C: Containerizer> Shell<C> {
                 .await;
         });
         self.link = Some(Link { generation, outbound, task });
+        self.registration_deadline = Some(Instant::now() + REGISTRATION_TIMEOUT);
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -231,6 +245,7 @@ impl<C: Containerizer> Shell<C> {
                 };
                 if matches!(msg, FromMaster::Registered { .. }) {
                     self.attempts = 0;
+                    self.registration_deadline = None;
                 }
                 let refused = matches!(msg, FromMaster::Error { .. });
                 let effects = lock(&self.core).handle(msg, now);
@@ -263,6 +278,7 @@ impl<C: Containerizer> Shell<C> {
         if let Some(link) = self.link.take() {
             link.task.abort();
         }
+        self.registration_deadline = None;
         self.reconnect_at = Some(now + delay);
         lock(&self.core).disconnected();
     }
@@ -359,6 +375,7 @@ mod tests {
             generation: 0,
             attempts: 0,
             reconnect_at: None,
+            registration_deadline: None,
         };
         (shell, inbox)
     }

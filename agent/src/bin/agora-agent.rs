@@ -1,5 +1,7 @@
 //! The `agora-agent` binary: flags, logging, the listener, and signals; everything else is `agora_agent::run`.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -18,6 +20,8 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let addr = (config.ip, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
