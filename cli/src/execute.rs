@@ -509,6 +509,52 @@ mod tests {
         }
     }
 
+    /// Runs `agora execute` with `extra` flags against `master`; returns the exit code and the final states.
+    async fn execute_against(master: &str, command: &str, extra: &[&str]) -> (i32, Vec<String>) {
+        let mut a = args(extra);
+        a.master = master.to_string();
+        a.command = command.to_string();
+        let plan = a.plan().expect("valid plan");
+        let options = DriverOptions { connect_timeout: Some(Duration::from_secs(10)), ..DriverOptions::default() };
+        let driver = Driver::new(&a.master, a.framework(&plan), options).expect("driver");
+        let run = driver.run(ExecuteScheduler::new(&plan));
+        let scheduler = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("execute did not finish in time")
+            .expect("driver failed");
+        (scheduler.execution.exit_code(), scheduler.execution.summary())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn executes_on_an_in_process_cluster() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let local = crate::local::LocalArgs {
+            work_dir: dir.path().to_path_buf(),
+            ip: "127.0.0.1".into(),
+            master_port: 0,
+            agent_port: 0,
+            resources: Some("cpus:1;mem:512;disk:512;ports:[41000-41010]".into()),
+        };
+        let cluster = crate::local::LocalCluster::start(&local).await.expect("local cluster");
+        let master = cluster.master_addr.to_string();
+
+        // Four tasks of 0.25 cpus fill the agent's one cpu: all pack into one offer.
+        let flags = ["--instances", "4", "--resources", "cpus:0.25;mem:32", "--ports", "1"];
+        let (code, states) = execute_against(&master, "test \"$PORT\" -ge 41000", &flags).await;
+        assert_eq!(code, EXIT_OK, "{states:?}");
+        assert_eq!(states, ["sleep-0", "sleep-1", "sleep-2", "sleep-3"].map(|t| format!("{t} TASK_FINISHED")));
+
+        let (code, states) = execute_against(&master, "exit 3", &["--instances", "2"]).await;
+        assert_eq!(code, EXIT_FAILED);
+        assert_eq!(states, ["sleep-0 TASK_FAILED", "sleep-1 TASK_FAILED"]);
+
+        let (code, states) = execute_against(&master, "sleep 30", &["--kill-after", "200ms"]).await;
+        assert_eq!(code, EXIT_FAILED);
+        assert_eq!(states, ["sleep-0 TASK_KILLED"]);
+
+        assert!(cluster.shutdown(Duration::from_secs(20)).await, "cluster stops cleanly");
+    }
+
     #[test]
     fn defaults_match_mesos_execute() {
         let p = plan(&[]);

@@ -80,42 +80,98 @@ fn stopped(shutdown: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 
     }
 }
 
+type Component = tokio::task::JoinHandle<Result<(), String>>;
+
+/// A master and an agent running in this process.
+pub struct LocalCluster {
+    pub master_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub work_dir: PathBuf,
+    master: Component,
+    agent: Component,
+    // Two signals, so that the agent stops (killing its tasks and reporting them) before the master does.
+    stop_agent: watch::Sender<bool>,
+    stop_master: watch::Sender<bool>,
+}
+
+impl LocalCluster {
+    /// Binds both ports, then starts the master and the agent (which registers with the master on its own).
+    pub async fn start(args: &LocalArgs) -> anyhow::Result<LocalCluster> {
+        use clap::Parser;
+
+        std::fs::create_dir_all(&args.work_dir)
+            .with_context(|| format!("cannot create the work directory {}", args.work_dir.display()))?;
+        let work_dir = args.work_dir.canonicalize().unwrap_or_else(|_| args.work_dir.clone());
+
+        let master_listener = bind(&args.ip, args.master_port, "master").await?;
+        let master_addr = master_listener.local_addr().context("cannot read the master's address")?;
+        let agent_listener = bind(&args.ip, args.agent_port, "agent").await?;
+        let agent_addr = agent_listener.local_addr().context("cannot read the agent's address")?;
+
+        let master_config = agora_master::Flags::try_parse_from(master_argv(args, &work_dir, master_addr.port()))
+            .context("invalid master flags")?
+            .config()
+            .map_err(|e| anyhow!("invalid master configuration: {e}"))?;
+        let agent_config =
+            agora_agent::Flags::try_parse_from(agent_argv(args, &work_dir, master_addr, agent_addr.port()))
+                .context("invalid agent flags")?
+                .config()
+                .map_err(|e| anyhow!("invalid agent configuration: {e}"))?;
+
+        let (stop_agent, _) = watch::channel(false);
+        let (stop_master, _) = watch::channel(false);
+        let master_stopped = stopped(&stop_master);
+        let master = tokio::spawn(async move {
+            agora_master::run(master_config, master_listener, master_stopped).await.map_err(|e| e.to_string())
+        });
+        let agent_stopped = stopped(&stop_agent);
+        let agent = tokio::spawn(async move {
+            agora_agent::run(agent_config, agent_listener, agent_stopped).await.map_err(|e| e.to_string())
+        });
+
+        // ---- MARATHON: start the in-process Marathon here once it exists. It subscribes to the master at
+        // `master_addr` like any framework, gets its own listener and a stop signal of its own (stopped before the
+        // agent's in `shutdown`), and `local` prints its address. ------------------------------------------------
+
+        Ok(LocalCluster { master_addr, agent_addr, work_dir, master, agent, stop_agent, stop_master })
+    }
+
+    /// Resolves when the master or the agent stops on its own, with a description of why.
+    pub async fn failed(&mut self) -> String {
+        tokio::select! {
+            result = &mut self.master => format!("the master stopped: {}", describe(result)),
+            result = &mut self.agent => format!("the agent stopped: {}", describe(result)),
+        }
+    }
+
+    /// Stops the agent (which kills its tasks), then the master; false when they did not stop within `grace`.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        let both = async {
+            self.stop_agent.send_replace(true);
+            if !self.agent.is_finished() {
+                let _ = (&mut self.agent).await;
+            }
+            self.stop_master.send_replace(true);
+            if !self.master.is_finished() {
+                let _ = (&mut self.master).await;
+            }
+        };
+        if tokio::time::timeout(grace, both).await.is_ok() {
+            return true;
+        }
+        self.agent.abort();
+        self.master.abort();
+        false
+    }
+}
+
 /// Runs `agora local` until Ctrl-C or SIGTERM; returns the exit code.
 pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
-    use clap::Parser;
-
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("cannot create the work directory {}", args.work_dir.display()))?;
-    let work_dir = args.work_dir.canonicalize().unwrap_or_else(|_| args.work_dir.clone());
-
-    let master_listener = bind(&args.ip, args.master_port, "master").await?;
-    let master_addr = master_listener.local_addr().context("cannot read the master's address")?;
-    let agent_listener = bind(&args.ip, args.agent_port, "agent").await?;
-    let agent_addr = agent_listener.local_addr().context("cannot read the agent's address")?;
-
-    let master_config = agora_master::Flags::try_parse_from(master_argv(&args, &work_dir, master_addr.port()))
-        .context("invalid master flags")?
-        .config()
-        .map_err(|e| anyhow!("invalid master configuration: {e}"))?;
-    let agent_config = agora_agent::Flags::try_parse_from(agent_argv(&args, &work_dir, master_addr, agent_addr.port()))
-        .context("invalid agent flags")?
-        .config()
-        .map_err(|e| anyhow!("invalid agent configuration: {e}"))?;
-
-    // Two signals, so that the agent stops (killing its tasks and reporting them) before the master does.
-    let (stop_agent, _) = watch::channel(false);
-    let (stop_master, _) = watch::channel(false);
-    let mut master = tokio::spawn(agora_master::run(master_config, master_listener, stopped(&stop_master)));
-    let mut agent = tokio::spawn(agora_agent::run(agent_config, agent_listener, stopped(&stop_agent)));
-
-    // ---- MARATHON: start the in-process Marathon here once it exists. It subscribes to the master at
-    // `master_addr` like any framework, gets its own listener, and stops on `stopped(&stop_agent)`; print its
-    // address below. --------------------------------------------------------------------------------------------
-
-    println!("master: http://{master_addr}");
-    println!("agent: http://{agent_addr}");
-    println!("work dir: {}", work_dir.display());
-    println!("try: agora execute --master {master_addr} --name hello --command 'echo hello'");
+    let mut cluster = LocalCluster::start(&args).await?;
+    println!("master: http://{}", cluster.master_addr);
+    println!("agent: http://{}", cluster.agent_addr);
+    println!("work dir: {}", cluster.work_dir.display());
+    println!("try: agora execute --master {} --name hello --command 'echo hello'", cluster.master_addr);
 
     let mut code = 0;
     tokio::select! {
@@ -123,29 +179,13 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
             signal.context("cannot listen for Ctrl-C")?;
             eprintln!("agora local: stopping");
         }
-        result = &mut master => {
+        why = cluster.failed() => {
             code = 1;
-            eprintln!("agora local: the master stopped: {}", describe(result.map(|r| r.map_err(|e| e.to_string()))));
-        }
-        result = &mut agent => {
-            code = 1;
-            eprintln!("agora local: the agent stopped: {}", describe(result.map(|r| r.map_err(|e| e.to_string()))));
+            eprintln!("agora local: {why}");
         }
     }
-    let both = async {
-        stop_agent.send_replace(true);
-        if !agent.is_finished() {
-            let _ = (&mut agent).await;
-        }
-        stop_master.send_replace(true);
-        if !master.is_finished() {
-            let _ = (&mut master).await;
-        }
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, both).await.is_err() {
+    if !cluster.shutdown(SHUTDOWN_GRACE).await {
         eprintln!("agora local: did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
-        agent.abort();
-        master.abort();
         code = 1;
     }
     Ok(code)
