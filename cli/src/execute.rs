@@ -160,6 +160,8 @@ struct Slot {
     agent_id: Option<String>,
     state: Option<TaskState>,
     launched: bool,
+    /// The last line printed, to skip redelivered duplicates (updates are delivered at least once).
+    last_line: Option<String>,
 }
 
 /// The tasks of one `agora execute` run and their states; no I/O.
@@ -183,7 +185,13 @@ pub struct Recorded {
 impl Execution {
     pub fn new(plan: &Plan) -> Execution {
         let slots = (0..plan.instances)
-            .map(|i| Slot { id: format!("{}-{i}", plan.name), agent_id: None, state: None, launched: false })
+            .map(|i| Slot {
+                id: format!("{}-{i}", plan.name),
+                agent_id: None,
+                state: None,
+                launched: false,
+                last_line: None,
+            })
             .collect();
         Execution { command: plan.command.clone(), name: plan.name.clone(), request: plan.request.clone(), slots }
     }
@@ -235,11 +243,16 @@ impl Execution {
         if status.reason == Some(Reason::Reconciliation) && (slot.state == Some(status.state) || settled) {
             return Recorded { line: None, requeued: false };
         }
-        let line = Some(status_line(status));
+        let text = status_line(status);
+        if slot.last_line.as_deref() == Some(text.as_str()) {
+            return Recorded { line: None, requeued: false };
+        }
+        let line = Some(text.clone());
         if status.state.is_terminal() && status.reason == Some(Reason::InvalidOffers) && slot.state.is_none() {
-            *slot = Slot { id: slot.id.clone(), agent_id: None, state: None, launched: false };
+            *slot = Slot { id: slot.id.clone(), agent_id: None, state: None, launched: false, last_line: None };
             return Recorded { line, requeued: true };
         }
+        slot.last_line = Some(text);
         slot.state = Some(status.state);
         if !status.agent_id.is_empty() {
             slot.agent_id = Some(status.agent_id.clone());
@@ -674,6 +687,7 @@ mod tests {
         launched(e.decide(&offer("o1", "a1", "cpus:1;mem:128")));
         assert_eq!(line(&mut e, status("other-0", TaskState::Running, None, "")), None);
         assert!(line(&mut e, status("sleep-0", TaskState::Running, None, "")).is_some());
+        assert_eq!(line(&mut e, status("sleep-0", TaskState::Running, None, "")), None, "a redelivered duplicate");
         assert_eq!(line(&mut e, status("sleep-0", TaskState::Running, Some(Reason::Reconciliation), "")), None);
         assert!(line(&mut e, status("sleep-0", TaskState::Finished, None, "")).is_some());
         // Once a task is terminal, reconciliation answers about it change nothing.
