@@ -24,6 +24,8 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The heartbeat interval assumed when the master does not announce one.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// Announced heartbeat intervals are capped at this, so that a silent connection is always noticed.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How the driver behaves; `DriverOptions::default()` suits most frameworks.
 #[derive(Clone, Debug)]
@@ -84,6 +86,10 @@ struct Shared {
 /// A cheap, cloneable handle to a running driver. Every method only queues work for the driver, which sends the
 /// calls in the order they were queued; none blocks and none panics. Failures are reported through
 /// [`Scheduler::call_failed`] and tracing.
+///
+/// Calls queued while the driver is disconnected are sent once it has resubscribed. Offers do not survive a
+/// resubscription, so an ACCEPT of an older offer comes back as TASK_DROPPED or TASK_LOST with
+/// REASON_INVALID_OFFERS.
 #[derive(Clone)]
 pub struct SchedulerDriver {
     shared: Arc<Shared>,
@@ -167,7 +173,8 @@ impl SchedulerDriver {
     }
 
     /// Ends the framework: the master kills its tasks and forgets it. The driver sends the queued calls, then
-    /// TEARDOWN, and returns.
+    /// TEARDOWN, and returns. When the driver is not connected at that moment it returns without sending
+    /// anything, and the master removes the framework once its `failover_timeout` expires.
     pub fn teardown(&self) {
         self.enqueue(call::Call::Teardown(call::Teardown {}));
         self.shared.stop.send_replace(true);
@@ -363,7 +370,7 @@ impl Driver {
                     if self.pause(&mut stop, delay).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(self.options.backoff_max);
+                    backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
                     continue;
                 }
             };
@@ -378,7 +385,7 @@ impl Driver {
             info!(stream_id = %session.stream_id, heartbeat = ?session.heartbeat, "subscribed");
             scheduler.subscribed(&driver, &session.framework_id, &session.master);
 
-            let idle = session.heartbeat * self.options.missed_heartbeats.max(1);
+            let idle = session.heartbeat.saturating_mul(self.options.missed_heartbeats.max(1));
             let mut deadline = Instant::now() + idle;
             let reason = loop {
                 let next = tokio::select! {
@@ -467,10 +474,9 @@ impl Driver {
         };
         match first.event {
             Some(event::Event::Subscribed(s)) => {
-                let heartbeat = if s.heartbeat_interval_seconds.is_finite() && s.heartbeat_interval_seconds > 0.0 {
-                    Duration::try_from_secs_f64(s.heartbeat_interval_seconds).unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
-                } else {
-                    DEFAULT_HEARTBEAT_INTERVAL
+                let heartbeat = match Duration::try_from_secs_f64(s.heartbeat_interval_seconds) {
+                    Ok(d) if !d.is_zero() => d.min(MAX_HEARTBEAT_INTERVAL),
+                    _ => DEFAULT_HEARTBEAT_INTERVAL,
                 };
                 if s.framework_id.is_empty() {
                     return Err(Attempt::Retry("SUBSCRIBED without a framework id".to_string()));

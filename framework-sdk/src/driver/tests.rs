@@ -458,3 +458,16 @@ fn handle_without_a_running_driver_does_not_panic() {
     handle.stop();
     assert_eq!(handle.framework_id(), None);
 }
+
+#[tokio::test]
+async fn absurd_heartbeat_intervals_do_not_panic() {
+    for heartbeat in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+        let mut master = fake_master(heartbeat, None, CallAnswer::Ok).await;
+        let mut run = start(&master.address, fast_options());
+        master.subscribe().await;
+        let _stream = master.stream().await;
+        assert_eq!(run.seen().await, Seen::Subscribed("fw-1".into()));
+        run.handle.stop();
+        run.finish().await.expect("clean stop");
+    }
+}
