@@ -196,6 +196,15 @@ impl Execution {
         Execution { command: plan.command.clone(), name: plan.name.clone(), request: plan.request.clone(), slots }
     }
 
+    /// What one task asks for, e.g. `cpus:0.1;mem:32 and 2 ports`.
+    pub fn request_text(&self) -> String {
+        match self.request.ports {
+            0 => self.request.resources.to_string(),
+            1 => format!("{} and 1 port", self.request.resources),
+            n => format!("{} and {n} ports", self.request.resources),
+        }
+    }
+
     pub fn all_launched(&self) -> bool {
         self.slots.iter().all(|s| s.launched)
     }
@@ -318,6 +327,8 @@ pub struct ExecuteScheduler {
     pub execution: Execution,
     kill_after: Option<Duration>,
     kill_timers: HashSet<String>,
+    /// Agents whose offers were too small for a task, already reported once.
+    too_small: HashSet<String>,
     suppressed: bool,
     subscriptions: usize,
     pub error: Option<String>,
@@ -329,6 +340,7 @@ impl ExecuteScheduler {
             execution: Execution::new(plan),
             kill_after: plan.kill_after,
             kill_timers: HashSet::new(),
+            too_small: HashSet::new(),
             suppressed: false,
             subscriptions: 0,
             error: None,
@@ -365,7 +377,18 @@ impl Scheduler for ExecuteScheduler {
                     }
                     driver.accept(vec![offer.id.clone()], tasks, refuse_seconds);
                 }
-                OfferDecision::Decline { refuse_seconds } => driver.decline(&offer.id, refuse_seconds),
+                OfferDecision::Decline { refuse_seconds } => {
+                    if !self.execution.all_launched() && self.too_small.insert(offer.agent_id.clone()) {
+                        note(&format!(
+                            "waiting: agent {} ({}) offers {}, too little for a task of {}",
+                            offer.agent_id,
+                            offer.hostname,
+                            offer.resources,
+                            self.execution.request_text()
+                        ));
+                    }
+                    driver.decline(&offer.id, refuse_seconds);
+                }
             }
         }
         if self.execution.all_launched() && !self.suppressed {
@@ -628,6 +651,7 @@ mod tests {
         else {
             panic!("expected a launch")
         };
+        assert_eq!(e.request_text(), "cpus:0.1;mem:32 and 2 ports");
         let t = &tasks[0];
         assert_eq!(t.agent_id, "a1");
         let command = t.command.as_ref().unwrap();
