@@ -1,8 +1,10 @@
 //! One full allocation pass over a fresh snapshot: {1000, 10000} agents × {1, 100, 1000} frameworks.
 //!
 //! Every agent is `cpus:2;mem:1024;disk:4096;ports:[31000-32000]` with nothing in use, so each pass offers every
-//! agent once (10,000 allocations at 10k agents). Two series: all frameworks in role `*`, and one role per
-//! framework. Run with `cargo bench -p agora-master --bench allocator`.
+//! agent once (10,000 allocations at 10k agents). Three series: all frameworks in role `*`; one role per
+//! framework; and role `*` again after every framework declined (with a long filter) what the first pass offered
+//! it, so the next pass must skip the filtered framework on every agent (as in Mesos's `DeclineOffers` benchmark).
+//! Run with `cargo bench -p agora-master --bench allocator`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
@@ -36,21 +38,29 @@ fn snapshot(agents: usize, frameworks: usize, role_per_framework: bool) -> Snaps
     }
 }
 
-fn series(c: &mut Criterion, name: &str, role_per_framework: bool) {
+fn series(c: &mut Criterion, name: &str, role_per_framework: bool, after_decline: bool) {
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    let filters = RefusalFilters::default();
     let now = Instant::now();
     for agents in AGENTS {
         for frameworks in FRAMEWORKS {
             let snap = snapshot(agents, frameworks, role_per_framework);
+            let mut filters = RefusalFilters::default();
+            if after_decline {
+                let later = now + Duration::from_secs(3600);
+                for a in allocate(&snap, &filters, now, 0) {
+                    filters.add(&a.framework_id, &a.role, &a.agent_id, a.resources, later);
+                }
+            }
+            // A lone framework that declined everything is offered nothing.
+            let expected = if after_decline && frameworks == 1 { 0 } else { agents };
             let id = BenchmarkId::new(format!("{agents}_agents"), format!("{frameworks}_frameworks"));
             group.bench_with_input(id, &snap, |b, snap| {
                 b.iter(|| {
                     let out = allocate(black_box(snap), black_box(&filters), now, 0);
-                    assert_eq!(out.len(), agents);
+                    assert_eq!(out.len(), expected);
                     out
                 })
             });
@@ -60,12 +70,16 @@ fn series(c: &mut Criterion, name: &str, role_per_framework: bool) {
 }
 
 fn pass_role_star(c: &mut Criterion) {
-    series(c, "allocate_pass_role_star", false);
+    series(c, "allocate_pass_role_star", false, false);
 }
 
 fn pass_role_per_framework(c: &mut Criterion) {
-    series(c, "allocate_pass_role_per_framework", true);
+    series(c, "allocate_pass_role_per_framework", true, false);
 }
 
-criterion_group!(benches, pass_role_star, pass_role_per_framework);
+fn pass_after_decline(c: &mut Criterion) {
+    series(c, "allocate_pass_after_decline", false, true);
+}
+
+criterion_group!(benches, pass_role_star, pass_role_per_framework, pass_after_decline);
 criterion_main!(benches);

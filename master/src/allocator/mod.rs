@@ -115,7 +115,8 @@ pub fn allocate(snapshot: &Snapshot, filters: &RefusalFilters, now: Instant, rot
     let n = snapshot.agents.len();
     let start = rotation % n;
     let mut seen_agents: HashSet<&str> = HashSet::with_capacity(n);
-    let mut out = Vec::new();
+    // Typically one allocation per agent with free resources; reserving avoids regrowing a large vector.
+    let mut out = Vec::with_capacity(n);
     for k in 0..n {
         let agent = &snapshot.agents[(start + k) % n];
         if !seen_agents.insert(agent.id.as_str()) {
