@@ -90,7 +90,8 @@ mod task;
 
 pub use driver::{
     DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CALL_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MISSED_HEARTBEATS, Driver, DriverError, DriverOptions, SchedulerDriver, master_url, run,
+    DEFAULT_MISSED_HEARTBEATS, Driver, DriverError, DriverOptions, MAX_HEARTBEAT_INTERVAL, SchedulerDriver, master_url,
+    run,
 };
 pub use packing::{OfferPacker, PORTS, TaskRequest, fit};
 pub use scheduler::Scheduler;
