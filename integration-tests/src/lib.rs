@@ -1,1 +1,352 @@
-//! placeholder
+//! `agora-integration-tests`: the harness for end-to-end tests that run the real `agora-master`, `agora-agent` and
+//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, which the README's test command does);
+//! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
+//! missing. Every wait is bounded, so a broken cluster fails a test instead of hanging it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_framework_sdk::{Driver, DriverOptions, FrameworkInfo, Offer, Scheduler, SchedulerDriver, TaskStatus};
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The directory holding the workspace's binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    for name in ["agora-master", "agora-agent", "agora"] {
+        assert!(
+            dir.join(name).exists(),
+            "binary '{}' not found in {}: build the binaries first with `cargo build --workspace --bins` \
+             (the README's test command does this)",
+            name,
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A free loopback port (bound, then released for the process under test to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A child process that is killed when dropped; its stderr goes to a log file shown when a test fails.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, bin: &str, args: &[String], log_dir: &Path) -> Result<Proc> {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let child = Command::new(bin_dir().join(bin))
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawn {bin}"))?;
+        Ok(Proc { name: name.into(), child, log })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A master, the agents that registered with it, and a work dir; everything is torn down on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master: Proc,
+    pub master_addr: String,
+    pub agents: Vec<Proc>,
+    /// `127.0.0.1:PORT` of each agent, in the order started.
+    pub agent_addrs: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Starts a master with extra flags and waits until it answers `/health`.
+    pub async fn start(master_flags: &[&str]) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("agora-it-").tempdir()?;
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--work-dir".into(),
+            dir.path().join("master").display().to_string(),
+        ];
+        args.extend(master_flags.iter().map(|s| s.to_string()));
+        let master = Proc::spawn("master", "agora-master", &args, dir.path())?;
+        let cluster = Cluster {
+            master_addr: format!("127.0.0.1:{port}"),
+            master,
+            agents: vec![],
+            agent_addrs: vec![],
+            http: reqwest::Client::new(),
+            dir,
+        };
+        let url = format!("http://{}/health", cluster.master_addr);
+        let http = cluster.http.clone();
+        wait_for("the master to answer /health", WAIT, async || {
+            http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await?;
+        Ok(cluster)
+    }
+
+    /// Starts an agent with `resources` and waits until the master lists it.
+    pub async fn add_agent(&mut self, resources: &str) -> Result<String> {
+        let n = self.agents.len();
+        let port = free_port();
+        let work_dir = self.dir.path().join(format!("agent{n}"));
+        let args: Vec<String> = vec![
+            "--master".into(),
+            self.master_addr.clone(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--work-dir".into(),
+            work_dir.display().to_string(),
+            "--resources".into(),
+            resources.into(),
+            "--hostname".into(),
+            format!("agent{n}"),
+        ];
+        let before = self.agent_ids().await?;
+        let proc = Proc::spawn(&format!("agent{n}"), "agora-agent", &args, self.dir.path())?;
+        self.agents.push(proc);
+        self.agent_addrs.push(format!("127.0.0.1:{port}"));
+        let id = wait_for("the agent to register", WAIT, async || {
+            let ids = self.agent_ids().await.ok()?;
+            ids.into_iter().find(|id| !before.contains(id))
+        })
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn agent_ids(&self) -> Result<Vec<String>> {
+        let s = self.state().await?;
+        Ok(s["slaves"].as_array().into_iter().flatten().filter_map(|a| a["id"].as_str().map(String::from)).collect())
+    }
+
+    /// `GET /master/state`.
+    pub async fn state(&self) -> Result<serde_json::Value> {
+        let url = format!("http://{}/master/state", self.master_addr);
+        Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// Runs the `agora` CLI to completion (bounded) and returns (exit code, stdout, stderr).
+    pub async fn agora(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        run_agora(args).await
+    }
+}
+
+/// Runs the `agora` CLI to completion (bounded by [`WAIT`] × 4) and returns (exit code, stdout, stderr).
+pub async fn run_agora(args: &[&str]) -> Result<(i32, String, String)> {
+    let mut cmd = tokio::process::Command::new(bin_dir().join("agora"));
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT * 4, cmd.output()).await.context("agora did not finish in time")??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// What a [`TestFramework`] saw.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Subscribed(String),
+    Offers(Vec<Offer>),
+    Rescinded(String),
+    Update(TaskStatus),
+    Failure(String),
+    Error(String),
+    Disconnected,
+}
+
+struct Forward(mpsc::UnboundedSender<Event>);
+
+impl Scheduler for Forward {
+    fn subscribed(&mut self, _d: &SchedulerDriver, framework_id: &str, _m: &agora_framework_sdk::MasterInfo) {
+        let _ = self.0.send(Event::Subscribed(framework_id.into()));
+    }
+    fn offers(&mut self, _d: &SchedulerDriver, offers: Vec<Offer>) {
+        let _ = self.0.send(Event::Offers(offers));
+    }
+    fn rescinded(&mut self, _d: &SchedulerDriver, offer_id: &str) {
+        let _ = self.0.send(Event::Rescinded(offer_id.into()));
+    }
+    fn update(&mut self, _d: &SchedulerDriver, status: &TaskStatus) {
+        let _ = self.0.send(Event::Update(status.clone()));
+    }
+    fn failure(&mut self, _d: &SchedulerDriver, agent_id: &str) {
+        let _ = self.0.send(Event::Failure(agent_id.into()));
+    }
+    fn error(&mut self, _d: &SchedulerDriver, message: &str) {
+        let _ = self.0.send(Event::Error(message.into()));
+    }
+    fn disconnected(&mut self, _d: &SchedulerDriver) {
+        let _ = self.0.send(Event::Disconnected);
+    }
+}
+
+/// A framework on the real SDK whose every event lands in a channel the test reads; the test drives it through
+/// `driver`.
+pub struct TestFramework {
+    pub driver: SchedulerDriver,
+    pub id: String,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+    /// Events read past while waiting for something else, in order.
+    pub seen: Vec<Event>,
+}
+
+impl TestFramework {
+    pub async fn start(master: &str, info: FrameworkInfo) -> Result<TestFramework> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let options = DriverOptions { connect_timeout: Some(WAIT), ..DriverOptions::default() };
+        let driver = Driver::new(master, info, options)?;
+        let handle = driver.handle();
+        let task = tokio::spawn(async move {
+            if let Err(e) = driver.run(Forward(tx.clone())).await {
+                let _ = tx.send(Event::Error(format!("driver stopped: {e}")));
+            }
+        });
+        let mut fw = TestFramework { driver: handle, id: String::new(), events, task, seen: vec![] };
+        let id = fw
+            .next_matching("SUBSCRIBED", |e| match e {
+                Event::Subscribed(id) => Some(id.clone()),
+                _ => None,
+            })
+            .await?;
+        fw.id = id;
+        Ok(fw)
+    }
+
+    /// Reads events until `f` picks one (bounded by [`WAIT`]); every event read is kept in `seen`.
+    pub async fn next_matching<T>(&mut self, what: &str, f: impl Fn(&Event) -> Option<T>) -> Result<T> {
+        self.next_matching_within(what, WAIT, f).await
+    }
+
+    pub async fn next_matching_within<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Event) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .with_context(|| format!("timed out after {timeout:?} waiting for {what}; saw {:?}", self.seen))?
+                .with_context(|| format!("framework event stream ended while waiting for {what}"))?;
+            self.seen.push(ev.clone());
+            if let Some(v) = f(&ev) {
+                return Ok(v);
+            }
+        }
+    }
+
+    pub async fn next_offers(&mut self) -> Result<Vec<Offer>> {
+        self.next_matching("OFFERS", |e| match e {
+            Event::Offers(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for an update of `task_id` whose state satisfies `pred`.
+    pub async fn update_of(&mut self, task_id: &str, pred: impl Fn(&TaskStatus) -> bool) -> Result<TaskStatus> {
+        let what = format!("an update of task {task_id}");
+        self.next_matching(&what, |e| match e {
+            Event::Update(s) if s.task_id == task_id && pred(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Tears the framework down and waits for the driver to stop.
+    pub async fn teardown(self) {
+        self.driver.teardown();
+        let _ = tokio::time::timeout(WAIT, self.task).await;
+    }
+}
+
+/// Kills leftover task processes whose command line contains `marker` (tasks of a SIGKILLed agent outlive it).
+pub fn kill_processes_matching(marker: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(marker) && pid != std::process::id() as i32 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}

@@ -1,1 +1,24 @@
-//! placeholder
+//! `agora-master`: the master of an Agora cluster, in the manner of Apache Mesos's master.
+//!
+//! Agents register over a long-lived gRPC link and report their resources; frameworks subscribe to the scheduler
+//! API and receive offers of those resources, chosen by a weighted DRF allocator; frameworks launch tasks on the
+//! offers they accept, and the master forwards launches, kills and status updates between frameworks and agents.
+//!
+//! # Layout
+//! - [`allocator`]: pure weighted-DRF allocation — a function of a snapshot and the current time that returns
+//!   offers, plus the decline filters.
+//! - [`core`]: the pure master state machine ([`core::Master`]): registries of agents, frameworks, tasks and
+//!   offers; validation; health pings; reconciliation. Inputs in, [`core::Effect`]s out; no I/O, no clock.
+//! - `server` (the shell): the actor that owns the core, timers, and [`run`]; `grpc` and `http` adapt the wire
+//!   protocol and the HTTP endpoints to actor inputs. gRPC and HTTP share one port, as Mesos serves all on 5050.
+//! - [`flags`]: command-line flags with Mesos's names and their validation into [`Config`].
+
+pub mod allocator;
+pub mod core;
+pub mod flags;
+mod grpc;
+mod http;
+mod server;
+
+pub use flags::{Config, ConfigErrors, Flags};
+pub use server::{MasterError, run};

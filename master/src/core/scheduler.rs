@@ -173,7 +173,13 @@ impl Master {
             self.send_agent(&agent_id, AgentCommand::ShutdownFramework { framework_id: id.to_string() });
         }
         for task_id in tasks {
-            let agent_id = self.frameworks[id].tasks[&task_id].info.agent_id.clone();
+            let task = &self.frameworks[id].tasks[&task_id];
+            if task.state.is_terminal() {
+                // Finished (but not yet acknowledged) tasks keep the state they ended in.
+                self.complete_task(id, &task_id);
+                continue;
+            }
+            let agent_id = task.info.agent_id.clone();
             let status = agora_proto::model::TaskStatus::from_master(
                 &task_id,
                 &agent_id,

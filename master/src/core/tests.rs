@@ -487,3 +487,20 @@ fn state_json_has_mesos_shape() {
     assert_eq!(t["statuses"].as_array().unwrap().len(), 2);
     assert!(s["leader"].as_str().unwrap().starts_with("master@"));
 }
+
+#[test]
+fn teardown_keeps_the_state_of_finished_tasks_and_kills_the_rest() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.call(&fid, &sid, launch(&offer, vec![task("done", &aid, "cpus:0.5"), task("busy", &aid, "cpus:0.5")]));
+    h.agent_update(ac, &fid, "done", TaskState::Finished, 1);
+    h.agent_update(ac, &fid, "busy", TaskState::Running, 2);
+    h.call(&fid, &sid, Call::Teardown);
+    let done = &h.master.completed_frameworks[0];
+    let state_of = |id: &str| done.completed_tasks.iter().find(|t| t.info.task_id == id).map(|t| t.state);
+    assert_eq!(state_of("done"), Some(TaskState::Finished));
+    assert_eq!(state_of("busy"), Some(TaskState::Killed));
+    assert!(h.master.agents[&aid].used.is_empty());
+}
