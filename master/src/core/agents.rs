@@ -51,24 +51,7 @@ impl Master {
         info.id = Some(id.clone());
         tracing::info!(agent_id = %id, hostname = %info.hostname, resources = %info.resources, "agent registered");
         self.counters.agent_registrations += 1;
-        self.agents.insert(
-            id.clone(),
-            Agent {
-                info,
-                id: id.clone(),
-                conn: Some(conn),
-                state: AgentState::Active,
-                registered_time: now.wall,
-                reregistered_time: None,
-                unreachable_time: None,
-                used: Resources::new(),
-                offered: Resources::new(),
-                tasks: BTreeSet::new(),
-                last_ping: Some(now.mono),
-                awaiting_pong: false,
-                missed_pings: 0,
-            },
-        );
+        self.agents.insert(id.clone(), Agent::new(id.clone(), info, conn, now));
         self.agent_conns.insert(conn, id.clone());
         self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info: self.info.clone() }));
         self.want_allocation();
@@ -114,24 +97,9 @@ impl Master {
             None => {
                 // An agent this master has not seen (e.g. the master restarted): admit it under its id.
                 tracing::info!("admitting re-registering agent unknown to this master");
-                self.agents.insert(
-                    id.clone(),
-                    Agent {
-                        info,
-                        id: id.clone(),
-                        conn: Some(conn),
-                        state: AgentState::Active,
-                        registered_time: now.wall,
-                        reregistered_time: Some(now.wall),
-                        unreachable_time: None,
-                        used: Resources::new(),
-                        offered: Resources::new(),
-                        tasks: BTreeSet::new(),
-                        last_ping: Some(now.mono),
-                        awaiting_pong: false,
-                        missed_pings: 0,
-                    },
-                );
+                let mut agent = Agent::new(id.clone(), info, conn, now);
+                agent.reregistered_time = Some(now.wall);
+                self.agents.insert(id.clone(), agent);
             }
         }
         self.agent_conns.insert(conn, id.clone());

@@ -125,6 +125,25 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// A newly admitted, connected agent with nothing running.
+    pub fn new(id: String, info: AgentInfo, conn: ConnId, now: Now) -> Agent {
+        Agent {
+            info,
+            id,
+            conn: Some(conn),
+            state: AgentState::Active,
+            registered_time: now.wall,
+            reregistered_time: None,
+            unreachable_time: None,
+            used: Resources::new(),
+            offered: Resources::new(),
+            tasks: BTreeSet::new(),
+            last_ping: Some(now.mono),
+            awaiting_pong: false,
+            missed_pings: 0,
+        }
+    }
+
     pub fn available(&self) -> Resources {
         let mut r = self.info.resources.clone();
         r.subtract(&self.used);
