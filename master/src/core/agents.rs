@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use agora_proto::model::{AgentInfo, FrameworkInfo, Reason, Resources, TaskInfo, TaskState, TaskStatus};
+use agora_proto::model::{AgentInfo, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus};
 
 use super::{Agent, AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task};
 
