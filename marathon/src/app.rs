@@ -1,0 +1,892 @@
+//! The app definition: Marathon's JSON field names and defaults, parsing with partial updates, legacy shapes
+//! (`ports`, `uris`) normalised, and validation that reports every problem with its JSON path.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::constraints::{Constraint, Operator};
+use crate::pathid;
+
+/// One path's validation errors, as Marathon's `details` entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+/// Why a body was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    /// A JSON value of the wrong type (400 `Invalid JSON`).
+    #[error("invalid JSON: {0:?}")]
+    Types(Vec<Detail>),
+    /// Semantic errors (422 `Object is not valid`).
+    #[error("object is not valid: {0:?}")]
+    Semantics(Vec<Detail>),
+}
+
+impl Invalid {
+    pub fn details(&self) -> &[Detail] {
+        match self {
+            Invalid::Types(d) | Invalid::Semantics(d) => d,
+        }
+    }
+
+    pub fn one(path: &str, error: impl Into<String>) -> Invalid {
+        Invalid::Semantics(vec![Detail { path: path.into(), errors: vec![error.into()] }])
+    }
+}
+
+#[derive(Default)]
+struct Errors {
+    types: Vec<(String, String)>,
+    semantic: Vec<(String, String)>,
+}
+
+fn group(list: Vec<(String, String)>) -> Vec<Detail> {
+    let mut out: Vec<Detail> = Vec::new();
+    for (path, e) in list {
+        match out.iter_mut().find(|d| d.path == path) {
+            Some(d) => d.errors.push(e),
+            None => out.push(Detail { path, errors: vec![e] }),
+        }
+    }
+    out
+}
+
+impl Errors {
+    fn ty(&mut self, path: impl Into<String>, expected: &str) {
+        self.types.push((path.into(), format!("error.expected.{expected}")));
+    }
+    fn bad(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.semantic.push((path.into(), msg.into()));
+    }
+    fn finish(self) -> Result<(), Invalid> {
+        if !self.types.is_empty() {
+            return Err(Invalid::Types(group(self.types)));
+        }
+        if !self.semantic.is_empty() {
+            return Err(Invalid::Semantics(group(self.semantic)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortDefinition {
+    pub port: u32,
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchUri {
+    pub uri: String,
+    pub extract: bool,
+    pub executable: bool,
+    pub cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_path: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    pub minimum_health_capacity: f64,
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> UpgradeStrategy {
+        UpgradeStrategy { minimum_health_capacity: 1.0, maximum_over_capacity: 1.0 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KillSelection {
+    #[default]
+    YoungestFirst,
+    OldestFirst,
+}
+
+/// `"disabled"` or `{inactiveAfterSeconds, expungeAfterSeconds}`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UnreachableStrategy {
+    Enabled {
+        #[serde(rename = "inactiveAfterSeconds")]
+        inactive_after_seconds: u64,
+        #[serde(rename = "expungeAfterSeconds")]
+        expunge_after_seconds: u64,
+    },
+    Disabled(Disabled),
+}
+
+/// The string `"disabled"`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Disabled {
+    #[serde(rename = "disabled")]
+    Disabled,
+}
+
+impl Default for UnreachableStrategy {
+    fn default() -> UnreachableStrategy {
+        UnreachableStrategy::Enabled { inactive_after_seconds: 0, expunge_after_seconds: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    pub last_scaling_at: String,
+    pub last_config_change_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub mode: String,
+}
+
+/// An app definition with every default filled in, as `GET /v2/apps/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDefinition {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    pub instances: u32,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub gpus: u32,
+    pub executor: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<FetchUri>,
+    pub port_definitions: Vec<PortDefinition>,
+    pub require_ports: bool,
+    pub networks: Vec<Network>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    pub upgrade_strategy: UpgradeStrategy,
+    pub labels: BTreeMap<String, String>,
+    pub backoff_seconds: u64,
+    pub backoff_factor: f64,
+    pub max_launch_delay_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_kill_grace_period_seconds: Option<u64>,
+    pub kill_selection: KillSelection,
+    pub unreachable_strategy: UnreachableStrategy,
+    pub role: String,
+    pub version: String,
+    pub version_info: VersionInfo,
+}
+
+impl AppDefinition {
+    /// Marathon's defaults for an app with this id.
+    pub fn with_defaults(id: &str) -> AppDefinition {
+        AppDefinition {
+            id: id.to_string(),
+            cmd: None,
+            args: None,
+            user: None,
+            env: BTreeMap::new(),
+            instances: 1,
+            cpus: 1.0,
+            mem: 128.0,
+            disk: 0.0,
+            gpus: 0,
+            executor: String::new(),
+            constraints: vec![],
+            fetch: vec![],
+            port_definitions: vec![PortDefinition {
+                port: 0,
+                protocol: "tcp".into(),
+                name: Some("default".into()),
+                labels: BTreeMap::new(),
+            }],
+            require_ports: false,
+            networks: vec![Network { mode: "host".into() }],
+            dependencies: vec![],
+            upgrade_strategy: UpgradeStrategy::default(),
+            labels: BTreeMap::new(),
+            backoff_seconds: 1,
+            backoff_factor: 1.15,
+            max_launch_delay_seconds: 300,
+            task_kill_grace_period_seconds: None,
+            kill_selection: KillSelection::YoungestFirst,
+            unreachable_strategy: UnreachableStrategy::default(),
+            role: "*".into(),
+            version: String::new(),
+            version_info: VersionInfo { last_scaling_at: String::new(), last_config_change_at: String::new() },
+        }
+    }
+
+    /// Whether going from `self` to `other` needs a rolling restart (anything but `instances` and the version
+    /// bookkeeping changed).
+    pub fn needs_restart(&self, other: &AppDefinition) -> bool {
+        let strip = |a: &AppDefinition| {
+            let mut a = a.clone();
+            a.instances = 0;
+            a.version = String::new();
+            a.version_info = VersionInfo { last_scaling_at: String::new(), last_config_change_at: String::new() };
+            a
+        };
+        strip(self) != strip(other)
+    }
+
+    /// The group an app belongs to (`/prod/web` → `/prod`), the base for its relative dependencies.
+    pub fn parent(&self) -> String {
+        match self.id.rfind('/') {
+            Some(0) | None => "/".into(),
+            Some(i) => self.id[..i].to_string(),
+        }
+    }
+}
+
+/// Keys the server sets, which clients may echo back and which are ignored on input.
+const READ_ONLY: &[&str] = &[
+    "version",
+    "versionInfo",
+    "tasksStaged",
+    "tasksRunning",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "deployments",
+    "tasks",
+    "lastTaskFailure",
+    "readinessCheckResults",
+    "tasksStats",
+    "taskStats",
+];
+
+/// Marathon fields this version cannot honour yet: accepted only when absent, null or empty.
+const NOT_YET: &[(&str, &str)] = &[
+    ("container", "containers are not supported yet"),
+    ("healthChecks", "health checks are not supported yet (they need agent-side checks)"),
+    ("readinessChecks", "readiness checks are not supported yet"),
+    ("check", "Mesos checks are not supported yet"),
+    ("secrets", "secrets are not supported yet"),
+    ("executorResources", "executorResources is not supported yet"),
+    ("resourceLimits", "resourceLimits is not supported yet"),
+    ("residency", "resident apps are not supported yet"),
+    ("ipAddress", "ipAddress (IP-per-task networking) is not supported yet"),
+    ("storeUrls", "storeUrls is not supported"),
+    ("tty", "tty is not supported yet"),
+];
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+fn archive(uri: &str) -> bool {
+    [".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip"].iter().any(|ext| uri.ends_with(ext))
+}
+
+fn string_map(v: &Value, path: &str, errs: &mut Errors) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m {
+                match val {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    Value::Object(o) if o.contains_key("secret") => {
+                        errs.bad(format!("{path}/{k}"), "secret references are not supported yet")
+                    }
+                    _ => errs.ty(format!("{path}/{k}"), "jsstring"),
+                }
+            }
+        }
+        Value::Null => {}
+        _ => errs.ty(path, "jsobject"),
+    }
+    out
+}
+
+fn number(v: &Value, path: &str, errs: &mut Errors) -> Option<f64> {
+    match v.as_f64() {
+        Some(n) => Some(n),
+        None => {
+            errs.ty(path, "jsnumber");
+            None
+        }
+    }
+}
+
+fn integer(v: &Value, path: &str, min: i64, errs: &mut Errors) -> Option<u64> {
+    match v.as_i64() {
+        Some(n) if n < min => {
+            errs.bad(path, format!("got {n}, expected {min} or more"));
+            None
+        }
+        Some(n) => Some(n as u64),
+        None => {
+            errs.ty(path, "jsnumber");
+            None
+        }
+    }
+}
+
+fn at_least(v: &Value, path: &str, min: f64, errs: &mut Errors) -> Option<f64> {
+    let n = number(v, path, errs)?;
+    if n < min {
+        errs.bad(path, format!("got {n}, expected {min} or more"));
+        return None;
+    }
+    Some(n)
+}
+
+fn string(v: &Value, path: &str, errs: &mut Errors) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            errs.ty(path, "jsstring");
+            None
+        }
+    }
+}
+
+fn strings(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    let Value::Array(items) = v else {
+        errs.ty(path, "jsarray");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        out.push(string(item, &format!("{path}({i})"), errs)?);
+    }
+    Some(out)
+}
+
+fn constraint(v: &Value, path: &str, errs: &mut Errors) -> Option<Constraint> {
+    let fields = strings(v, path, errs)?;
+    if fields.len() != 2 && fields.len() != 3 {
+        errs.bad(path, "Each constraint must have either 2 or 3 fields");
+        return None;
+    }
+    let Some(operator) = Operator::parse(&fields[1]) else {
+        errs.bad(path, "operator must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, MAX_PER, UNLIKE or IS");
+        return None;
+    };
+    let c = Constraint { field: fields[0].clone(), operator, value: fields.get(2).cloned() };
+    match c.check() {
+        Ok(()) => Some(c),
+        Err(e) => {
+            errs.bad(path, e);
+            None
+        }
+    }
+}
+
+fn port_definitions(v: &Value, errs: &mut Errors) -> Option<Vec<PortDefinition>> {
+    let Value::Array(items) = v else {
+        errs.ty("/portDefinitions", "jsarray");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("/portDefinitions({i})");
+        let Value::Object(m) = item else {
+            errs.ty(&path, "jsobject");
+            continue;
+        };
+        let mut pd = PortDefinition { port: 0, protocol: "tcp".into(), name: None, labels: BTreeMap::new() };
+        for (k, val) in m {
+            let p = format!("{path}/{k}");
+            match k.as_str() {
+                "port" => match val.as_u64() {
+                    Some(n) if n <= 65535 => pd.port = n as u32,
+                    _ => errs.bad(&p, "must be a port number between 0 and 65535"),
+                },
+                "protocol" => {
+                    if let Some(s) = string(val, &p, errs) {
+                        if ["tcp", "udp", "udp,tcp"].contains(&s.as_str()) {
+                            pd.protocol = s;
+                        } else {
+                            errs.bad(&p, "must be one of tcp, udp, udp,tcp");
+                        }
+                    }
+                }
+                "name" => {
+                    if !val.is_null() {
+                        pd.name = string(val, &p, errs);
+                    }
+                }
+                "labels" => pd.labels = string_map(val, &p, errs),
+                _ => errs.bad(&p, format!("'{k}' is not a known field")),
+            }
+        }
+        out.push(pd);
+    }
+    Some(out)
+}
+
+fn fetch(v: &Value, errs: &mut Errors) -> Option<Vec<FetchUri>> {
+    let Value::Array(items) = v else {
+        errs.ty("/fetch", "jsarray");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("/fetch({i})");
+        let Some(m) = item.as_object() else {
+            errs.ty(&path, "jsobject");
+            continue;
+        };
+        let Some(uri) = m.get("uri").and_then(Value::as_str) else {
+            errs.bad(format!("{path}/uri"), "is required");
+            continue;
+        };
+        let flag = |k: &str, default: bool| m.get(k).and_then(Value::as_bool).unwrap_or(default);
+        out.push(FetchUri {
+            uri: uri.into(),
+            extract: flag("extract", true),
+            executable: flag("executable", false),
+            cache: flag("cache", false),
+            dest_path: m.get("destPath").and_then(Value::as_str).map(String::from),
+        });
+    }
+    Some(out)
+}
+
+/// Parses an app body. `base` is the current definition for a partial update (absent fields keep its values),
+/// `None` for a create or full replace (absent fields take Marathon's defaults). `id` overrides the body's id
+/// (the URL's, already normalised). The result's `version` is left for the caller to set.
+pub fn parse_app(body: &Value, base: Option<&AppDefinition>, id: Option<&str>) -> Result<AppDefinition, Invalid> {
+    let mut errs = Errors::default();
+    let Value::Object(m) = body else {
+        return Err(Invalid::Types(vec![Detail { path: "/".into(), errors: vec!["error.expected.jsobject".into()] }]));
+    };
+    let id = match id {
+        Some(id) => id.to_string(),
+        None => match m.get("id") {
+            Some(Value::String(raw)) => match pathid::validate(raw) {
+                Ok(id) => id,
+                Err(e) => {
+                    errs.bad("/id", e);
+                    String::new()
+                }
+            },
+            Some(_) => {
+                errs.ty("/id", "jsstring");
+                String::new()
+            }
+            None => match base {
+                Some(b) => b.id.clone(),
+                None => {
+                    errs.bad("/id", "is required");
+                    String::new()
+                }
+            },
+        },
+    };
+    let mut app = match base {
+        Some(b) => AppDefinition { id: id.clone(), ..b.clone() },
+        None => AppDefinition::with_defaults(&id),
+    };
+    apply_fields(m, &mut app, &mut errs);
+    validate_whole(&app, &mut errs);
+    errs.finish().map(|()| app)
+}
+
+fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Errors) {
+    let has = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
+    if has("ports") && has("portDefinitions") {
+        errs.bad("/", "You cannot specify both ports and port definitions");
+    }
+    if has("uris") && has("fetch") {
+        errs.bad("/", "You cannot specify both uris and fetch fields");
+    }
+    // Setting one of cmd/args without the other replaces the other on a partial update.
+    if has("cmd") && !m.contains_key("args") {
+        app.args = None;
+    }
+    if has("args") && !m.contains_key("cmd") {
+        app.cmd = None;
+    }
+    for (k, v) in m {
+        let path = format!("/{k}");
+        let p = path.as_str();
+        match k.as_str() {
+            "id" => {}
+            "cmd" => app.cmd = if v.is_null() { None } else { string(v, p, errs) },
+            "args" => app.args = if v.is_null() { None } else { strings(v, p, errs) },
+            "user" => app.user = if v.is_null() { None } else { string(v, p, errs) },
+            "env" => app.env = string_map(v, p, errs),
+            "labels" => app.labels = string_map(v, p, errs),
+            "instances" => {
+                if let Some(n) = integer(v, p, 0, errs) {
+                    app.instances = n.min(u64::from(u32::MAX)) as u32;
+                }
+            }
+            "cpus" => app.cpus = at_least(v, p, 0.001, errs).unwrap_or(app.cpus),
+            "mem" => app.mem = at_least(v, p, 0.0, errs).unwrap_or(app.mem),
+            "disk" => app.disk = at_least(v, p, 0.0, errs).unwrap_or(app.disk),
+            "gpus" => {
+                if let Some(n) = integer(v, p, 0, errs) {
+                    if n > 0 {
+                        errs.bad(p, "GPU resources are not supported yet");
+                    }
+                }
+            }
+            "executor" => {
+                if let Some(s) = string(v, p, errs) {
+                    if s.is_empty() || s == "//cmd" {
+                        app.executor = s;
+                    } else {
+                        errs.bad(p, "custom executors are not supported yet; use \"\" or \"//cmd\"");
+                    }
+                }
+            }
+            "constraints" => {
+                if v.is_null() {
+                    app.constraints = vec![];
+                } else if let Value::Array(items) = v {
+                    let parsed: Vec<_> = items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| constraint(c, &format!("/constraints({i})"), errs))
+                        .collect();
+                    app.constraints = parsed;
+                } else {
+                    errs.ty(p, "jsarray");
+                }
+            }
+            "uris" => {
+                if let Some(uris) = if v.is_null() { Some(vec![]) } else { strings(v, p, errs) } {
+                    app.fetch = uris
+                        .into_iter()
+                        .map(|uri| FetchUri {
+                            extract: archive(&uri),
+                            uri,
+                            executable: false,
+                            cache: false,
+                            dest_path: None,
+                        })
+                        .collect();
+                }
+            }
+            "fetch" => {
+                if let Some(f) = if v.is_null() { Some(vec![]) } else { fetch(v, errs) } {
+                    app.fetch = f;
+                }
+            }
+            "ports" => {
+                if let Value::Array(items) = v {
+                    let mut defs = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        match item.as_u64() {
+                            Some(n) if n <= 65535 => defs.push(PortDefinition {
+                                port: n as u32,
+                                protocol: "tcp".into(),
+                                name: None,
+                                labels: BTreeMap::new(),
+                            }),
+                            _ => errs.bad(format!("/ports({i})"), "must be a port number between 0 and 65535"),
+                        }
+                    }
+                    app.port_definitions = defs;
+                } else if !v.is_null() {
+                    errs.ty(p, "jsarray");
+                }
+            }
+            "portDefinitions" => {
+                if v.is_null() {
+                    app.port_definitions = vec![];
+                } else if let Some(defs) = port_definitions(v, errs) {
+                    app.port_definitions = defs;
+                }
+            }
+            "requirePorts" => match v.as_bool() {
+                Some(b) => app.require_ports = b,
+                None => errs.ty(p, "jsboolean"),
+            },
+            "networks" => {
+                let host_only = match v {
+                    Value::Null => true,
+                    Value::Array(a) => a.iter().all(|n| n.get("mode").and_then(Value::as_str) == Some("host")),
+                    _ => false,
+                };
+                if !host_only {
+                    errs.bad(p, "only host networking ([{\"mode\":\"host\"}]) is supported yet");
+                }
+            }
+            "dependencies" => {
+                if let Some(deps) = if v.is_null() { Some(vec![]) } else { strings(v, p, errs) } {
+                    let parent = app.parent();
+                    let mut out = Vec::new();
+                    for (i, d) in deps.iter().enumerate() {
+                        let normalized = pathid::normalize(d, &parent);
+                        if normalized == "/" || !normalized.split('/').skip(1).all(pathid::valid_segment) {
+                            errs.bad(format!("/dependencies({i})"), format!("must fit regex '{}'", pathid::ID_REGEX));
+                        } else {
+                            out.push(normalized);
+                        }
+                    }
+                    app.dependencies = out;
+                }
+            }
+            "upgradeStrategy" => {
+                let mut s = UpgradeStrategy::default();
+                if let Value::Object(o) = v {
+                    for (key, slot) in [
+                        ("minimumHealthCapacity", &mut s.minimum_health_capacity),
+                        ("maximumOverCapacity", &mut s.maximum_over_capacity),
+                    ] {
+                        let kp = format!("/upgradeStrategy/{key}");
+                        if let Some(x) = o.get(key).and_then(|x| number(x, &kp, errs)) {
+                            if x > 1.0 {
+                                errs.bad(&kp, "is greater than 1");
+                            } else if x < 0.0 {
+                                errs.bad(&kp, "is less than 0");
+                            }
+                            *slot = x;
+                        }
+                    }
+                    for key in o.keys() {
+                        if key != "minimumHealthCapacity" && key != "maximumOverCapacity" {
+                            errs.bad(format!("/upgradeStrategy/{key}"), format!("'{key}' is not a known field"));
+                        }
+                    }
+                    app.upgrade_strategy = s;
+                } else if v.is_null() {
+                    app.upgrade_strategy = s;
+                } else {
+                    errs.ty(p, "jsobject");
+                }
+            }
+            "backoffSeconds" => app.backoff_seconds = integer(v, p, 0, errs).unwrap_or(app.backoff_seconds),
+            "backoffFactor" => app.backoff_factor = at_least(v, p, 1.0, errs).unwrap_or(app.backoff_factor),
+            "maxLaunchDelaySeconds" => {
+                app.max_launch_delay_seconds = integer(v, p, 0, errs).unwrap_or(app.max_launch_delay_seconds)
+            }
+            "taskKillGracePeriodSeconds" => {
+                app.task_kill_grace_period_seconds = if v.is_null() { None } else { integer(v, p, 0, errs) }
+            }
+            "killSelection" => match v.as_str() {
+                Some("YOUNGEST_FIRST") => app.kill_selection = KillSelection::YoungestFirst,
+                Some("OLDEST_FIRST") => app.kill_selection = KillSelection::OldestFirst,
+                _ => errs.bad(p, "must be one of YOUNGEST_FIRST, OLDEST_FIRST"),
+            },
+            "unreachableStrategy" => match v {
+                Value::String(s) if s == "disabled" => {
+                    app.unreachable_strategy = UnreachableStrategy::Disabled(Disabled::Disabled)
+                }
+                Value::Object(o) => {
+                    let get = |key: &str, errs: &mut Errors| {
+                        o.get(key).and_then(|x| integer(x, &format!("/unreachableStrategy/{key}"), 0, errs))
+                    };
+                    let inactive = get("inactiveAfterSeconds", errs).unwrap_or(0);
+                    let expunge = get("expungeAfterSeconds", errs).unwrap_or(0);
+                    if inactive > expunge {
+                        errs.bad(
+                            "/unreachableStrategy",
+                            format!(
+                                "inactiveAfterSeconds ({inactive}) must be less or equal to expungeAfterSeconds, which is {expunge}"
+                            ),
+                        );
+                    }
+                    app.unreachable_strategy = UnreachableStrategy::Enabled {
+                        inactive_after_seconds: inactive,
+                        expunge_after_seconds: expunge,
+                    };
+                }
+                _ => errs.bad(p, "must be \"disabled\" or {inactiveAfterSeconds, expungeAfterSeconds}"),
+            },
+            "role" => match v.as_str() {
+                Some("*") => {}
+                Some(_) => errs.bad(p, "roles other than '*' are not supported yet"),
+                None if v.is_null() => {}
+                None => errs.ty(p, "jsstring"),
+            },
+            "acceptedResourceRoles" => {
+                let ok = match v {
+                    Value::Null => true,
+                    Value::Array(a) => a.iter().all(|r| r.as_str() == Some("*")),
+                    _ => false,
+                };
+                if !ok {
+                    errs.bad(p, "only [\"*\"] is supported yet");
+                }
+            }
+            key if READ_ONLY.contains(&key) => {}
+            key => match NOT_YET.iter().find(|(name, _)| *name == key) {
+                Some((_, why)) => {
+                    if !is_empty_value(v) {
+                        errs.bad(p, *why);
+                    }
+                }
+                None => errs.bad(p, format!("'{key}' is not a known field")),
+            },
+        }
+    }
+}
+
+fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
+    let has_cmd = app.cmd.as_deref().is_some_and(|c| !c.is_empty());
+    let has_args = app.args.as_ref().is_some_and(|a| !a.is_empty());
+    if has_cmd == has_args {
+        errs.bad("/", "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for pd in &app.port_definitions {
+        if pd.port != 0 && !seen.insert(pd.port) {
+            errs.bad("/portDefinitions", "ports must be unique");
+            break;
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for pd in &app.port_definitions {
+        if let Some(n) = &pd.name {
+            if !names.insert(n) {
+                errs.bad("/portDefinitions", "port names must be unique");
+                break;
+            }
+        }
+    }
+    if app.require_ports && app.port_definitions.iter().any(|p| p.port == 0) {
+        errs.bad("/requirePorts", "requirePorts needs every port to be set (non-zero)");
+    }
+    if !app.fetch.is_empty() {
+        errs.bad("/fetch", "fetching URIs is not supported yet (the agent has no fetcher)");
+    }
+    if app.dependencies.contains(&app.id) {
+        errs.bad("/dependencies", "an app cannot depend on itself");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<AppDefinition, Invalid> {
+        parse_app(&v, None, None)
+    }
+
+    #[test]
+    fn defaults_are_marathons() {
+        let app = parse(json!({"id": "web", "cmd": "sleep 100"})).unwrap();
+        assert_eq!(app.id, "/web");
+        assert_eq!((app.instances, app.cpus, app.mem, app.disk), (1, 1.0, 128.0, 0.0));
+        assert_eq!((app.backoff_seconds, app.backoff_factor, app.max_launch_delay_seconds), (1, 1.15, 300));
+        assert_eq!(app.upgrade_strategy, UpgradeStrategy { minimum_health_capacity: 1.0, maximum_over_capacity: 1.0 });
+        let out = serde_json::to_value(&app).unwrap();
+        assert_eq!(out["portDefinitions"], json!([{"port": 0, "protocol": "tcp", "name": "default"}]));
+        assert_eq!(out["unreachableStrategy"], json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}));
+        assert_eq!(out["killSelection"], "YOUNGEST_FIRST");
+        assert_eq!(out["networks"], json!([{"mode": "host"}]));
+        assert!(out.get("env").is_none() && out.get("constraints").is_none());
+    }
+
+    #[test]
+    fn legacy_ports_and_uris_are_normalised() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "ports": [0, 0]})).unwrap();
+        assert_eq!(app.port_definitions.len(), 2);
+        assert!(app.port_definitions.iter().all(|p| p.port == 0 && p.name.is_none()));
+        // uris become fetch entries, which are refused (under their normalised name) until the agent fetches.
+        let err = parse(json!({"id": "/a", "cmd": "x", "uris": ["http://h/app.tgz"]})).unwrap_err();
+        assert_eq!(err.details()[0].path, "/fetch");
+        let mut errs = Errors::default();
+        let f = fetch(&json!([{"uri": "http://h/app.tgz"}, {"uri": "x", "extract": false}]), &mut errs).unwrap();
+        assert_eq!(f.iter().map(|f| f.extract).collect::<Vec<_>>(), vec![true, false]);
+        assert!(archive("a.tar.gz") && !archive("a.bin"));
+    }
+
+    #[test]
+    fn semantic_errors_are_grouped_by_path() {
+        let err = parse(json!({"id": "/Bad", "instances": -1, "upgradeStrategy": {"minimumHealthCapacity": 1.5}}))
+            .unwrap_err();
+        let Invalid::Semantics(details) = err else { panic!("{err:?}") };
+        let paths: Vec<_> = details.iter().map(|d| d.path.as_str()).collect();
+        assert!(paths.contains(&"/id"), "{paths:?}");
+        assert!(paths.contains(&"/instances"));
+        assert!(paths.contains(&"/upgradeStrategy/minimumHealthCapacity"));
+        assert!(paths.contains(&"/"), "no cmd: {paths:?}");
+        let ups = details.iter().find(|d| d.path == "/upgradeStrategy/minimumHealthCapacity").unwrap();
+        assert_eq!(ups.errors, vec!["is greater than 1"]);
+    }
+
+    #[test]
+    fn type_errors_are_separate() {
+        let err = parse(json!({"id": "/a", "cmd": "x", "instances": "three"})).unwrap_err();
+        assert!(matches!(err, Invalid::Types(ref d) if d[0].path == "/instances"), "{err:?}");
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let err = parse(json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTP"}], "frobnicate": 1}))
+            .unwrap_err();
+        let paths: Vec<_> = err.details().iter().map(|d| d.path.clone()).collect();
+        assert_eq!(paths, vec!["/frobnicate", "/healthChecks"]);
+        // Empty values of those fields are fine, as are echoed read-only fields.
+        parse(json!({"id": "/a", "cmd": "x", "healthChecks": [], "container": null, "tasksRunning": 3})).unwrap();
+    }
+
+    #[test]
+    fn constraint_validation() {
+        let err =
+            parse(json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "UNIQUE", "x"], ["a", "NOPE"], ["a"]]}))
+                .unwrap_err();
+        let errors: Vec<_> = err.details().iter().flat_map(|d| d.errors.clone()).collect();
+        assert!(errors.contains(&"UNIQUE does not accept a value".to_string()), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("operator must be one of")));
+        assert!(errors.contains(&"Each constraint must have either 2 or 3 fields".to_string()));
+        let ok = parse(json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "unique"]]})).unwrap();
+        assert_eq!(serde_json::to_value(&ok.constraints).unwrap(), json!([["hostname", "UNIQUE"]]));
+    }
+
+    #[test]
+    fn partial_update_keeps_absent_fields() {
+        let base = parse(json!({"id": "/a", "cmd": "x", "instances": 3, "labels": {"k": "v"}})).unwrap();
+        let app = parse_app(&json!({"args": ["/bin/true"]}), Some(&base), Some("/a")).unwrap();
+        assert_eq!(app.instances, 3);
+        assert_eq!(app.labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!((app.cmd, app.args), (None, Some(vec!["/bin/true".to_string()])));
+    }
+
+    #[test]
+    fn cmd_and_args_together_are_refused() {
+        let err = parse(json!({"id": "/a", "cmd": "x", "args": ["y"]})).unwrap_err();
+        assert_eq!(err.details()[0].path, "/");
+    }
+
+    #[test]
+    fn restart_needed_only_for_config_changes() {
+        let a = parse(json!({"id": "/a", "cmd": "x"})).unwrap();
+        let scaled = AppDefinition { instances: 5, version: "v2".into(), ..a.clone() };
+        assert!(!a.needs_restart(&scaled));
+        let changed = AppDefinition { cmd: Some("y".into()), ..a.clone() };
+        assert!(a.needs_restart(&changed));
+    }
+
+    #[test]
+    fn stored_definitions_round_trip() {
+        let a = parse(json!({"id": "/a", "cmd": "x", "constraints": [["rack", "MAX_PER", "2"]],
+            "unreachableStrategy": "disabled"}))
+        .unwrap();
+        let back: AppDefinition = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(a, back);
+    }
+}

@@ -1,0 +1,20 @@
+//! `agora-marathon`: Marathon for Agora — a framework on the SDK that keeps long-running apps running, with
+//! Marathon's REST API.
+//!
+//! Pure core, thin shell:
+//! - [`app`], [`pathid`], [`time`], [`constraints`]: the app definition model and its validation.
+//! - [`planner`]: the offer planner, a pure function from app specs + observed instances + offers + now to
+//!   launches, kills and declines with reasons; [`deploy`]: the deployment plan and rolling-upgrade arithmetic.
+//! - [`core`]: the state machine the API and the scheduler drive (apps, versions, instances, deployments, launch
+//!   queue, backoff), with time passed in.
+//! - [`store`]: the `StateStore` seam and its file implementation.
+//! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
+//!   event bus, and the process that ties them together.
+
+pub mod app;
+pub mod constraints;
+pub mod deploy;
+pub mod pathid;
+pub mod planner;
+pub mod regex;
+pub mod time;

@@ -1,0 +1,432 @@
+//! The offer planner, pure: the apps that want launches, the instances already placed and the offers at hand →
+//! which tasks to launch on which offer, and, for every app and offer that did not work out, why (Marathon's
+//! `NoOfferMatchReason`s, counted for `/v2/queue`'s `processedOffersSummary`).
+
+use std::collections::BTreeMap;
+
+use agora_framework_sdk::{OfferPacker, PORTS, TaskBuilder, TaskRequest};
+use agora_proto::model::{Offer, Ranges, Resource, Resources, TaskInfo, Uri};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppDefinition;
+use crate::constraints::Placement;
+use crate::pathid;
+
+/// Why an offer was not used for an app, with Marathon's names, in the order Marathon checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    UnfulfilledRole,
+    UnfulfilledConstraint,
+    NoCorrespondingReservationFound,
+    AgentMaintenance,
+    InsufficientCpus,
+    InsufficientMemory,
+    InsufficientDisk,
+    InsufficientGpus,
+    InsufficientPorts,
+    DeclinedScarceResources,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::UnfulfilledRole,
+        Reason::UnfulfilledConstraint,
+        Reason::NoCorrespondingReservationFound,
+        Reason::AgentMaintenance,
+        Reason::InsufficientCpus,
+        Reason::InsufficientMemory,
+        Reason::InsufficientDisk,
+        Reason::InsufficientGpus,
+        Reason::InsufficientPorts,
+        Reason::DeclinedScarceResources,
+    ];
+}
+
+/// One app asking for `count` more instances.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub app: &'a AppDefinition,
+    pub count: u32,
+    /// Service ports of the app, one per port definition (0 when none allocated).
+    pub service_ports: Vec<u32>,
+}
+
+/// A task to launch, and where.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub offer_id: String,
+    pub app_id: String,
+    pub instance_id: String,
+    pub task: TaskInfo,
+    pub placement: Placement,
+    pub host_ports: Vec<u32>,
+}
+
+/// Per app, what happened to the offers it saw in this round.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub used: u64,
+    pub declined: BTreeMap<Reason, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Matched {
+    pub launches: Vec<Launch>,
+    /// Offers nothing was launched on.
+    pub unused: Vec<String>,
+    pub stats: BTreeMap<String, OfferStats>,
+    /// Per app, how many instances are still waiting after this round.
+    pub unplaced: BTreeMap<String, u32>,
+}
+
+fn request_for(app: &AppDefinition) -> TaskRequest {
+    let mut r = Resources::new();
+    r.add(&Resources::from_vec([Resource::scalar("cpus", app.cpus)]));
+    if app.mem > 0.0 {
+        r.add(&Resources::from_vec([Resource::scalar("mem", app.mem)]));
+    }
+    if app.disk > 0.0 {
+        r.add(&Resources::from_vec([Resource::scalar("disk", app.disk)]));
+    }
+    if app.require_ports {
+        let ports: Vec<(u64, u64)> =
+            app.port_definitions.iter().map(|p| (u64::from(p.port), u64::from(p.port))).collect();
+        if !ports.is_empty() {
+            r.add(&Resources::from_vec([Resource::ranges(PORTS, ports)]));
+        }
+        TaskRequest::new(r)
+    } else {
+        TaskRequest::new(r).with_ports(app.port_definitions.len())
+    }
+}
+
+/// The first reason `remaining` cannot hold one instance of `app`.
+fn shortfall(app: &AppDefinition, remaining: &Resources) -> Reason {
+    let lacks = |name: &str, want: f64| remaining.scalar(name).as_f64() + 1e-9 < want;
+    if lacks("cpus", app.cpus) {
+        Reason::InsufficientCpus
+    } else if lacks("mem", app.mem) {
+        Reason::InsufficientMemory
+    } else if lacks("disk", app.disk) {
+        Reason::InsufficientDisk
+    } else {
+        Reason::InsufficientPorts
+    }
+}
+
+fn env_name(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+/// The task for one instance of `app` on `offer` with `resources` (carved, ports concrete).
+pub fn build_task(
+    app: &AppDefinition,
+    task_id: &str,
+    offer: &Offer,
+    resources: Resources,
+    service_ports: &[u32],
+) -> (TaskInfo, Vec<u32>) {
+    let host_ports: Vec<u32> = if app.require_ports {
+        app.port_definitions.iter().map(|p| p.port).collect()
+    } else {
+        resources.ranges(PORTS).values().map(|p| p as u32).collect()
+    };
+    let mut b = TaskBuilder::new(task_id, pathid::task_name(&app.id)).agent(&offer.agent_id).resources(resources);
+    b = match (&app.cmd, &app.args) {
+        (Some(cmd), _) => b.shell(cmd.clone()),
+        (None, Some(args)) if !args.is_empty() => b.exec(args[0].clone(), args.clone()),
+        _ => b.shell(""),
+    };
+    for (k, v) in &app.env {
+        b = b.env(k, v);
+    }
+    for (i, port) in host_ports.iter().enumerate() {
+        b = b.env(format!("PORT{i}"), port.to_string());
+        let def = app.port_definitions.get(i);
+        let declared = def.map(|d| d.port).filter(|p| *p != 0).or(service_ports.get(i).copied().filter(|p| *p != 0));
+        if let Some(declared) = declared {
+            b = b.env(format!("PORT_{declared}"), port.to_string());
+        }
+        if let Some(name) = def.and_then(|d| d.name.as_deref()) {
+            b = b.env(format!("PORT_{}", env_name(name)), port.to_string());
+        }
+    }
+    if let Some(first) = host_ports.first() {
+        b = b.env("PORT", first.to_string());
+    }
+    let ports_list: Vec<String> = host_ports.iter().map(u32::to_string).collect();
+    b = b
+        .env("PORTS", ports_list.join(","))
+        .env("HOST", offer.hostname.clone())
+        .env("MARATHON_APP_ID", app.id.clone())
+        .env("MARATHON_APP_VERSION", app.version.clone())
+        .env("MARATHON_APP_RESOURCE_CPUS", app.cpus.to_string())
+        .env("MARATHON_APP_RESOURCE_MEM", app.mem.to_string())
+        .env("MARATHON_APP_RESOURCE_DISK", app.disk.to_string())
+        .env("MARATHON_APP_RESOURCE_GPUS", app.gpus.to_string())
+        .env("MARATHON_APP_LABELS", app.labels.keys().map(|k| env_name(k)).collect::<Vec<_>>().join(" "))
+        .env("MESOS_TASK_ID", task_id);
+    for (k, v) in &app.labels {
+        b = b.env(format!("MARATHON_APP_LABEL_{}", env_name(k)), v.clone());
+    }
+    for (k, v) in &app.labels {
+        b = b.label(k.clone(), v.clone());
+    }
+    if let Some(grace) = app.task_kill_grace_period_seconds {
+        b = b.kill_grace_period(grace as f64);
+    }
+    let mut task = b.build();
+    if let Some(command) = task.command.as_mut() {
+        command.user = app.user.clone();
+        command.uris = app
+            .fetch
+            .iter()
+            .map(|f| Uri {
+                value: f.uri.clone(),
+                executable: f.executable,
+                extract: f.extract,
+                cache: f.cache,
+                output_file: f.dest_path.clone().unwrap_or_default(),
+            })
+            .collect();
+    }
+    (task, host_ports)
+}
+
+/// Places `requests` on `offers`. `placed` holds, per app id, where its live instances are (for constraints);
+/// `new_instance_id` names new instances (`<app>.instance-<uuid>`), so that the function itself stays pure.
+pub fn match_offers(
+    requests: &[Request<'_>],
+    placed: &BTreeMap<String, Vec<Placement>>,
+    offers: &[Offer],
+    new_instance_id: &mut dyn FnMut(&str) -> String,
+) -> Matched {
+    let mut out = Matched::default();
+    let mut want: Vec<u32> = requests.iter().map(|r| r.count).collect();
+    let mut placed: BTreeMap<String, Vec<Placement>> = placed.clone();
+    for offer in offers {
+        let mut packer = OfferPacker::new(offer);
+        let here = Placement { hostname: offer.hostname.clone(), attributes: offer.attributes.clone() };
+        let mut used = false;
+        for (i, req) in requests.iter().enumerate() {
+            if want[i] == 0 {
+                continue;
+            }
+            let app = req.app;
+            let stats = out.stats.entry(app.id.clone()).or_default();
+            stats.processed += 1;
+            let request = request_for(app);
+            let mut launched_here = 0;
+            let mut reason = None;
+            while want[i] > 0 {
+                let mine = placed.entry(app.id.clone()).or_default();
+                let refs: Vec<&Placement> = mine.iter().collect();
+                if !app.constraints.iter().all(|c| c.accepts(&here, &refs)) {
+                    reason = Some(Reason::UnfulfilledConstraint);
+                    break;
+                }
+                let before = packer.remaining().clone();
+                let Some(resources) = packer.take(&request) else {
+                    reason = Some(shortfall(app, &before));
+                    break;
+                };
+                let instance_id = new_instance_id(&app.id);
+                let task_id = format!("{instance_id}._app.1");
+                let (task, host_ports) = build_task(app, &task_id, offer, resources, &req.service_ports);
+                mine.push(here.clone());
+                out.launches.push(Launch {
+                    offer_id: offer.id.clone(),
+                    app_id: app.id.clone(),
+                    instance_id,
+                    task,
+                    placement: here.clone(),
+                    host_ports,
+                });
+                want[i] -= 1;
+                launched_here += 1;
+            }
+            let stats = out.stats.entry(app.id.clone()).or_default();
+            if launched_here > 0 {
+                stats.used += 1;
+                used = true;
+            } else if let Some(r) = reason {
+                *stats.declined.entry(r).or_default() += 1;
+            }
+        }
+        if !used {
+            out.unused.push(offer.id.clone());
+        }
+    }
+    for (i, req) in requests.iter().enumerate() {
+        if want[i] > 0 {
+            out.unplaced.insert(req.app.id.clone(), want[i]);
+        }
+    }
+    out
+}
+
+/// Ranges helper for tests and the shell: whether `ports` are all inside the offer's port ranges.
+pub fn offer_has_ports(offer: &Offer, ports: &[u32]) -> bool {
+    let have = offer.resources.ranges(PORTS);
+    ports.iter().all(|p| have.contains(&Ranges::single(u64::from(*p))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::parse_app;
+    use agora_proto::model::Attributes;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn offer(id: &str, host: &str, res: &str, attrs: &str) -> Offer {
+        Offer {
+            id: id.into(),
+            framework_id: "fw".into(),
+            agent_id: format!("agent-{host}"),
+            hostname: host.into(),
+            resources: res.parse().unwrap(),
+            attributes: Attributes::parse(attrs).unwrap(),
+            role: "*".into(),
+            url: String::new(),
+        }
+    }
+
+    fn app(v: serde_json::Value) -> AppDefinition {
+        let mut a = parse_app(&v, None, None).unwrap();
+        a.version = "2026-01-01T00:00:00.000Z".into();
+        a
+    }
+
+    fn ids() -> impl FnMut(&str) -> String {
+        let mut n = 0;
+        move |app: &str| {
+            n += 1;
+            format!("{}.instance-{n}", pathid::task_prefix(app))
+        }
+    }
+
+    #[test]
+    fn launches_with_ports_and_environment() {
+        let a = app(json!({"id": "/web", "cmd": "serve $PORT0", "cpus": 0.5, "mem": 64, "instances": 2,
+            "portDefinitions": [{"port": 0, "name": "http"}], "labels": {"team": "a"}}));
+        let reqs = [Request { app: &a, count: 2, service_ports: vec![10001] }];
+        let o = offer("o1", "h1", "cpus:2;mem:256;ports:[31000-31010]", "");
+        let m = match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids());
+        assert_eq!(m.launches.len(), 2);
+        let l = &m.launches[0];
+        assert_eq!(l.task.task_id, "web.instance-1._app.1");
+        assert_eq!(l.task.name, "web");
+        let env: BTreeMap<_, _> = l.task.command.as_ref().unwrap().environment.iter().cloned().collect();
+        let p = l.host_ports[0].to_string();
+        assert!((31000..=31010).contains(&l.host_ports[0]));
+        assert_eq!(env["PORT0"], p);
+        assert_eq!(env["PORT"], p);
+        assert_eq!(env["PORT_HTTP"], p);
+        assert_eq!(env["PORT_10001"], p);
+        assert_eq!(env["HOST"], "h1");
+        assert_eq!(env["MARATHON_APP_ID"], "/web");
+        assert_eq!(env["MARATHON_APP_LABEL_TEAM"], "a");
+        assert_ne!(m.launches[0].host_ports, m.launches[1].host_ports);
+        assert!(m.unused.is_empty() && m.unplaced.is_empty());
+    }
+
+    #[test]
+    fn unique_hostname_on_two_agents_places_two_and_says_why() {
+        let a = app(json!({"id": "/u", "cmd": "x", "cpus": 0.1, "mem": 16, "instances": 3,
+            "constraints": [["hostname", "UNIQUE"]]}));
+        let reqs = [Request { app: &a, count: 3, service_ports: vec![0] }];
+        let offers = [
+            offer("o1", "h1", "cpus:4;mem:1024;ports:[31000-32000]", ""),
+            offer("o2", "h2", "cpus:4;mem:1024;ports:[31000-32000]", ""),
+        ];
+        let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+        assert_eq!(m.launches.len(), 2);
+        assert_eq!(m.unplaced["/u"], 1);
+        // Both offers were used once; a later round with the hosts taken declines with UnfulfilledConstraint.
+        let placed = BTreeMap::from([("/u".to_string(), m.launches.iter().map(|l| l.placement.clone()).collect())]);
+        let reqs = [Request { app: &a, count: 1, service_ports: vec![0] }];
+        let m2 = match_offers(&reqs, &placed, &offers, &mut ids());
+        assert!(m2.launches.is_empty());
+        assert_eq!(m2.stats["/u"].declined[&Reason::UnfulfilledConstraint], 2);
+        assert_eq!(m2.unused.len(), 2);
+    }
+
+    #[test]
+    fn reasons_for_small_offers() {
+        let a = app(json!({"id": "/big", "cmd": "x", "cpus": 1, "mem": 512, "ports": [0, 0]}));
+        let reqs = [Request { app: &a, count: 1, service_ports: vec![0, 0] }];
+        let offers = [
+            offer("o1", "h1", "cpus:0.5;mem:1024;ports:[1-10]", ""),
+            offer("o2", "h2", "cpus:2;mem:256;ports:[1-10]", ""),
+            offer("o3", "h3", "cpus:2;mem:1024;ports:[5-5]", ""),
+        ];
+        let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+        let d = &m.stats["/big"].declined;
+        assert_eq!(d[&Reason::InsufficientCpus], 1);
+        assert_eq!(d[&Reason::InsufficientMemory], 1);
+        assert_eq!(d[&Reason::InsufficientPorts], 1);
+        assert_eq!(m.stats["/big"].processed, 3);
+    }
+
+    #[test]
+    fn require_ports_uses_the_declared_host_ports() {
+        let a = app(json!({"id": "/fixed", "cmd": "x", "cpus": 0.1, "mem": 16, "requirePorts": true,
+            "portDefinitions": [{"port": 31005}]}));
+        let reqs = [Request { app: &a, count: 2, service_ports: vec![31005] }];
+        let offers = [offer("o1", "h1", "cpus:4;mem:1024;ports:[31000-31010]", "")];
+        let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+        assert_eq!(m.launches.len(), 1, "the second copy cannot get the same port on the same host");
+        assert_eq!(m.launches[0].host_ports, vec![31005]);
+        assert_eq!(m.stats["/fixed"].used, 1);
+    }
+
+    #[test]
+    fn group_by_and_max_per_spread() {
+        let a = app(json!({"id": "/g", "cmd": "x", "cpus": 0.1, "mem": 16, "instances": 4,
+            "constraints": [["rack", "GROUP_BY", "2"], ["hostname", "MAX_PER", "2"]]}));
+        let reqs = [Request { app: &a, count: 4, service_ports: vec![0] }];
+        let offers = [
+            offer("o1", "h1", "cpus:4;mem:1024;ports:[31000-32000]", "rack:r1"),
+            offer("o2", "h2", "cpus:4;mem:1024;ports:[31000-32000]", "rack:r2"),
+        ];
+        let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+        // o1 takes one (rack r1 may not take a second while r2 is unused), o2 takes ...
+        let per_host = |h: &str| m.launches.iter().filter(|l| l.placement.hostname == h).count();
+        assert!(per_host("h1") <= 2 && per_host("h2") <= 2);
+        assert_eq!(per_host("h1"), 1);
+    }
+
+    proptest! {
+        /// Every wanted instance is either launched or counted as unplaced; every launch fits its offer (no
+        /// offer is over-committed); constraints hold for UNIQUE hostname.
+        #[test]
+        fn every_instance_placed_or_explained(count in 0u32..12, cpus in prop::collection::vec(0u32..5, 1..5),
+                                              unique in any::<bool>()) {
+            let mut def = json!({"id": "/p", "cmd": "x", "cpus": 1, "mem": 16, "instances": count});
+            if unique { def["constraints"] = json!([["hostname", "UNIQUE"]]); }
+            let a = app(def);
+            let offers: Vec<Offer> = cpus.iter().enumerate()
+                .map(|(i, c)| offer(&format!("o{i}"), &format!("h{i}"), &format!("cpus:{c};mem:1024;ports:[1-100]"), ""))
+                .collect();
+            let reqs = [Request { app: &a, count, service_ports: vec![0] }];
+            let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+            let unplaced = m.unplaced.get("/p").copied().unwrap_or(0);
+            prop_assert_eq!(m.launches.len() as u32 + unplaced, count);
+            for (i, o) in offers.iter().enumerate() {
+                let mut total = Resources::new();
+                for l in m.launches.iter().filter(|l| l.offer_id == o.id) { total.add(&l.task.resources); }
+                prop_assert!(o.resources.contains(&total), "offer {} over-committed", i);
+                let n = m.launches.iter().filter(|l| l.offer_id == o.id).count();
+                if unique { prop_assert!(n <= 1); }
+            }
+            let total_cap: u32 = cpus.iter().map(|c| if unique { (*c).min(1) } else { *c }).sum();
+            prop_assert_eq!(m.launches.len() as u32, count.min(total_cap));
+            if unplaced > 0 {
+                let s = &m.stats["/p"];
+                prop_assert_eq!(s.processed, s.used + s.declined.values().sum::<u64>());
+            }
+        }
+    }
+}
