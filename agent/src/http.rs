@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoints: `GET /health` and `GET /state` (also `/slave(1)/state`, as Mesos serves it).
+//! The agent's HTTP endpoints: `GET /health`, `GET /state` (also `/slave(1)/state`, as Mesos serves it),
+//! `/metrics/snapshot` and `/metrics`, and the sandbox `/files/*` routes of [`crate::files`].
 
 use std::sync::{Arc, Mutex};
 
@@ -9,12 +10,35 @@ use axum::{Json, Router};
 
 use crate::core::AgentCore;
 
-pub fn router(core: Arc<Mutex<AgentCore>>) -> Router {
+/// The agent's routes; sandboxes are served from under `work_dir`.
+pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
         .route("/slave(1)/state", get(state))
-        .with_state(core)
+        .route("/metrics/snapshot", get(metrics_snapshot))
+        .route("/metrics", get(metrics_prometheus))
+        .with_state(core.clone())
+        .merge(crate::files::router(work_dir))
+}
+
+fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
+    let state = lock(core).state_json();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64());
+    crate::metrics::snapshot(&state, now.unwrap_or_default())
+}
+
+async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<crate::metrics::Snapshot> {
+    Json(metrics_now(&core))
+}
+
+async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl axum::response::IntoResponse {
+    let text = crate::metrics::prometheus(&metrics_now(&core));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn state(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<serde_json::Value> {

@@ -9,6 +9,8 @@
 //!   whose methods take `now` and return effects. [`status_updates`] is its reliable-delivery queue.
 //! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
 //!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment.
+//! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
+//!   (`slave/...`) and `/metrics` (Prometheus).
 //! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
@@ -16,8 +18,10 @@
 pub mod config;
 pub mod containerizer;
 pub mod core;
+pub mod files;
 mod http;
 mod link;
+pub mod metrics;
 pub mod sandbox;
 mod shell;
 pub mod status_updates;

@@ -101,7 +101,7 @@ pub async fn run_with<C: Containerizer>(
     info!(port, master = %config.master, resources = %config.resources, "agent starting");
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let server = axum::serve(listener, crate::http::router(core.clone()))
+    let server = axum::serve(listener, crate::http::router(core.clone(), config.work_dir.clone()))
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
         })

@@ -22,7 +22,8 @@ pub(crate) fn router(handle: Handle) -> Router {
         .route("/state.json", get(state))
         .route("/master/redirect", get(redirect))
         .route("/redirect", get(redirect))
-        .with_state(handle)
+        .with_state(handle.clone())
+        .merge(crate::web::router(handle))
 }
 
 async fn health() -> StatusCode {

@@ -11,6 +11,8 @@
 //!   offers; validation; health pings; reconciliation. Inputs in, [`core::Effect`]s out; no I/O, no clock.
 //! - `server` (the shell): the actor that owns the core, timers, and [`run`]; `grpc` and `http` adapt the wire
 //!   protocol and the HTTP endpoints to actor inputs. gRPC and HTTP share one port, as Mesos serves all on 5050.
+//! - [`metrics`]: `/metrics/snapshot` (Mesos's flat JSON) and `/metrics` (Prometheus text) from the core's state;
+//!   `web`: the status page at `/` (assets embedded) and the paged JSON and sandbox proxy it reads.
 //! - [`flags`]: command-line flags with Mesos's names and their validation into [`Config`].
 
 pub mod allocator;
@@ -18,7 +20,9 @@ pub mod core;
 pub mod flags;
 mod grpc;
 mod http;
+pub mod metrics;
 mod server;
+mod web;
 
 pub use flags::{Config, ConfigErrors, Flags};
 pub use server::{MasterError, run};

@@ -27,6 +27,9 @@ pub enum MasterError {
     Serve(#[source] std::io::Error),
 }
 
+/// A read-only query the actor runs on the core (see `crate::web`).
+pub(crate) type InspectFn = Box<dyn FnOnce(&Master, Now) + Send>;
+
 /// Inputs to the actor.
 pub(crate) enum Input {
     Subscribe {
@@ -54,6 +57,8 @@ pub(crate) enum Input {
     State {
         reply: oneshot::Sender<Value>,
     },
+    /// A read-only look at the core for the web page, metrics and the CLI; the closure replies on its own oneshot.
+    Inspect(InspectFn),
 }
 
 /// What the gRPC and HTTP handlers share.
@@ -113,6 +118,7 @@ impl Actor {
             Input::State { reply } => {
                 let _ = reply.send(self.master.state_json(now, self.flags.clone()));
             }
+            Input::Inspect(query) => query(&self.master, now),
         }
     }
 

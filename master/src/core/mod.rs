@@ -221,6 +221,8 @@ pub struct Counters {
     pub agent_reregistrations: u64,
     pub agents_unreachable: u64,
     pub tasks_invalid: u64,
+    /// Tasks that reached each terminal state over the master's life (Mesos's `master/tasks_finished`, ...).
+    pub tasks_terminal: BTreeMap<TaskState, u64>,
 }
 
 /// The master's whole in-memory state.
@@ -478,6 +480,7 @@ impl Master {
             t.statuses.push(status.clone());
         }
         if state.is_terminal() && !t.resources_released {
+            *self.counters.tasks_terminal.entry(state).or_default() += 1;
             t.resources_released = true;
             let (role, res, agent_id) = (t.role.clone(), t.info.resources.clone(), t.info.agent_id.clone());
             f.alloc_sub(&role, &res);

@@ -1,0 +1,267 @@
+//! The pure queries behind the web page and the CLI: a summary, paged task lists, agent and framework tables and one
+//! task's history, computed from the core's registries. No I/O and no clock (the caller passes [`Now`]); the HTTP
+//! handlers in `super` send these to the actor and serve the answers.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use agora_proto::model::{Resources, TaskState};
+
+use crate::core::{AgentState, Master, Now, Task};
+use crate::metrics::RESOURCE_NAMES;
+
+/// The most tasks one page may hold.
+pub const MAX_LIMIT: usize = 500;
+/// Tasks per page when the request does not say.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// `GET /master/tasks` parameters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TaskQuery {
+    #[serde(default)]
+    pub offset: usize,
+    pub limit: Option<usize>,
+    /// `TASK_RUNNING` and the like, or `active` (non-terminal) or `completed` (terminal); empty means all.
+    #[serde(default)]
+    pub state: String,
+    /// A case-insensitive substring of the task's id, name, framework id or name, agent id or hostname.
+    #[serde(default)]
+    pub search: String,
+    #[serde(default)]
+    pub framework_id: String,
+}
+
+fn res(r: &Resources) -> Value {
+    let mut m = serde_json::Map::new();
+    for name in RESOURCE_NAMES {
+        m.insert(name.to_string(), json!(r.scalar(name).as_f64()));
+    }
+    Value::Object(m)
+}
+
+fn agent_state_name(s: AgentState) -> &'static str {
+    match s {
+        AgentState::Active => "active",
+        AgentState::Disconnected => "disconnected",
+        AgentState::Unreachable => "unreachable",
+    }
+}
+
+/// Whether a task counts as completed (terminal) for the page; unreachable tasks stay with the active ones.
+fn completed(t: &Task) -> bool {
+    t.state.is_terminal()
+}
+
+/// Every task the master holds (active, then the completed ones it keeps), with its framework's name.
+fn all_tasks(m: &Master) -> impl Iterator<Item = (&Task, &str)> {
+    m.frameworks
+        .values()
+        .flat_map(|f| f.tasks.values().chain(f.completed_tasks.iter()).map(move |t| (t, f.info.name.as_str())))
+        .chain(
+            m.completed_frameworks
+                .iter()
+                .flat_map(|f| f.tasks.values().chain(f.completed_tasks.iter()).map(move |t| (t, f.info.name.as_str()))),
+        )
+}
+
+fn task_row(m: &Master, t: &Task, framework_name: &str) -> Value {
+    let last = t.statuses.last();
+    json!({
+        "id": t.info.task_id,
+        "name": t.info.name,
+        "framework_id": t.framework_id,
+        "framework_name": framework_name,
+        "agent_id": t.info.agent_id,
+        "agent_hostname": m.agents.get(&t.info.agent_id).map(|a| a.info.hostname.as_str()).unwrap_or(""),
+        "state": t.state.name(),
+        "message": last.map(|s| s.message.as_str()).unwrap_or(""),
+        "reason": last.and_then(|s| s.reason).map(|r| r.name()),
+        "start_time": t.statuses.first().map(|s| s.timestamp),
+        "updated_time": last.map(|s| s.timestamp),
+        "resources": res(&t.info.resources),
+        "role": t.role,
+    })
+}
+
+fn matches(m: &Master, t: &Task, framework_name: &str, q: &TaskQuery, needle: &str) -> bool {
+    let state_ok = match q.state.as_str() {
+        "" => true,
+        "active" => !completed(t),
+        "completed" => completed(t),
+        s => t.state.name().eq_ignore_ascii_case(s),
+    };
+    if !state_ok || (!q.framework_id.is_empty() && t.framework_id != q.framework_id) {
+        return false;
+    }
+    if needle.is_empty() {
+        return true;
+    }
+    let hostname = m.agents.get(&t.info.agent_id).map(|a| a.info.hostname.as_str()).unwrap_or("");
+    [t.info.task_id.as_str(), &t.info.name, &t.framework_id, framework_name, &t.info.agent_id, hostname]
+        .iter()
+        .any(|s| s.to_lowercase().contains(needle))
+}
+
+/// One page of tasks, newest first: `{"total", "offset", "limit", "tasks": [...]}`; `total` counts every match.
+pub fn tasks(m: &Master, q: &TaskQuery) -> Value {
+    let needle = q.search.trim().to_lowercase();
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let mut hits: Vec<(&Task, &str)> = all_tasks(m).filter(|(t, n)| matches(m, t, n, q, &needle)).collect();
+    let start = |t: &Task| t.statuses.first().map(|s| s.timestamp).unwrap_or(0.0);
+    hits.sort_by(|(a, _), (b, _)| start(b).total_cmp(&start(a)).then_with(|| a.info.task_id.cmp(&b.info.task_id)));
+    let page: Vec<Value> = hits.iter().skip(q.offset).take(limit).map(|(t, n)| task_row(m, t, n)).collect();
+    json!({"total": hits.len(), "offset": q.offset, "limit": limit, "tasks": page})
+}
+
+/// One task with its status history, or `None` when the master does not know it. `framework_id` narrows the
+/// search when task ids repeat across frameworks.
+pub fn task(m: &Master, task_id: &str, framework_id: Option<&str>) -> Option<Value> {
+    let (t, name) = all_tasks(m)
+        .filter(|(t, _)| framework_id.is_none_or(|f| t.framework_id == f))
+        .find(|(t, _)| t.info.task_id == task_id)?;
+    let mut v = task_row(m, t, name);
+    v["statuses"] = t
+        .statuses
+        .iter()
+        .map(|s| {
+            json!({
+                "state": s.state.name(),
+                "timestamp": s.timestamp,
+                "message": s.message,
+                "reason": s.reason.map(|r| r.name()),
+                "source": format!("{:?}", s.source),
+            })
+        })
+        .collect();
+    if let Some(c) = &t.info.command {
+        v["command"] = json!(c.value);
+    }
+    if let Some(a) = m.agents.get(&t.info.agent_id) {
+        v["agent_url"] = json!(format!("http://{}:{}", a.info.ip, a.info.port));
+    }
+    Some(v)
+}
+
+/// `http://ip:port` of an agent the master knows.
+pub fn agent_url(m: &Master, agent_id: &str) -> Option<String> {
+    m.agents.get(agent_id).map(|a| format!("http://{}:{}", a.info.ip, a.info.port))
+}
+
+/// The agent and framework a task ran under, for finding its sandbox.
+pub fn task_location(m: &Master, task_id: &str, framework_id: Option<&str>) -> Option<(String, String)> {
+    all_tasks(m)
+        .filter(|(t, _)| framework_id.is_none_or(|f| t.framework_id == f))
+        .find(|(t, _)| t.info.task_id == task_id)
+        .map(|(t, _)| (t.info.agent_id.clone(), t.framework_id.clone()))
+}
+
+/// The agents table.
+pub fn agents(m: &Master) -> Value {
+    let rows: Vec<Value> = m
+        .agents
+        .values()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "hostname": a.info.hostname,
+                "address": format!("{}:{}", a.info.ip, a.info.port),
+                "attributes": Value::Object(a.info.attributes.flat_json()),
+                "resources": res(&a.info.resources),
+                "used": res(&a.used),
+                "offered": res(&a.offered),
+                "registered_time": a.registered_time,
+                "reregistered_time": a.reregistered_time,
+                "state": agent_state_name(a.state),
+                "tasks": a.tasks.len(),
+            })
+        })
+        .collect();
+    json!({"agents": rows})
+}
+
+/// The frameworks table (active and inactive, then the completed ones the master keeps).
+pub fn frameworks(m: &Master) -> Value {
+    let row = |f: &crate::core::Framework, completed: bool| {
+        let mut used = Resources::new();
+        let mut active_tasks = 0;
+        for t in f.tasks.values().filter(|t| !t.state.is_terminal()) {
+            active_tasks += 1;
+            if !t.resources_released {
+                used.add(&t.info.resources);
+            }
+        }
+        let mut offered = Resources::new();
+        for o in f.offers.iter().filter_map(|id| m.offers.get(id)) {
+            offered.add(&o.offer.resources);
+        }
+        json!({
+            "id": f.id,
+            "name": f.info.name,
+            "roles": f.info.roles,
+            "role": f.info.roles.first().cloned().unwrap_or_else(|| "*".into()),
+            "principal": f.info.principal,
+            "user": f.info.user,
+            "used": res(&used),
+            "offered": res(&offered),
+            "active_tasks": active_tasks,
+            "completed_tasks": f.completed_tasks.len(),
+            "registered_time": f.registered_time,
+            "state": if completed { "completed" } else if f.active() { "active" } else { "inactive" },
+        })
+    };
+    let mut rows: Vec<Value> = m.frameworks.values().map(|f| row(f, false)).collect();
+    rows.extend(m.completed_frameworks.iter().map(|f| row(f, true)));
+    json!({"frameworks": rows})
+}
+
+/// The overview: leader, version, uptime, resources (total / used / offered / idle), and counts.
+pub fn summary(m: &Master, now: Now) -> Value {
+    let (mut total, mut used, mut offered) = (Resources::new(), Resources::new(), Resources::new());
+    let mut agents = json!({"active": 0, "disconnected": 0, "unreachable": 0});
+    for a in m.agents.values() {
+        let k = agent_state_name(a.state);
+        agents[k] = json!(agents[k].as_u64().unwrap_or(0) + 1);
+        if a.state != AgentState::Unreachable {
+            total.add(&a.info.resources);
+            used.add(&a.used);
+            offered.add(&a.offered);
+        }
+    }
+    let mut resources = serde_json::Map::new();
+    for name in RESOURCE_NAMES {
+        let (t, u, o) = (total.scalar(name).as_f64(), used.scalar(name).as_f64(), offered.scalar(name).as_f64());
+        resources.insert(name.into(), json!({"total": t, "used": u, "offered": o, "idle": (t - u - o).max(0.0)}));
+    }
+    let mut by_state = serde_json::Map::new();
+    for st in TaskState::ALL {
+        by_state.insert(st.name().into(), json!(0));
+    }
+    let (mut active, mut done) = (0u64, 0u64);
+    for (t, _) in all_tasks(m) {
+        if completed(t) {
+            done += 1;
+        } else {
+            active += 1;
+        }
+        let slot = by_state.entry(t.state.name()).or_insert(json!(0));
+        *slot = json!(slot.as_u64().unwrap_or(0) + 1);
+    }
+    let active_frameworks = m.frameworks.values().filter(|f| f.active()).count();
+    json!({
+        "id": m.info.id,
+        "leader": format!("{}:{}", m.info.hostname, m.info.port),
+        "leader_address": format!("{}:{}", m.info.ip, m.info.port),
+        "hostname": m.info.hostname,
+        "version": m.info.version,
+        "start_time": m.start_time,
+        "uptime_secs": (now.wall - m.start_time).max(0.0),
+        "resources": resources,
+        "agents": agents,
+        "frameworks": {
+            "active": active_frameworks,
+            "inactive": m.frameworks.len() - active_frameworks,
+            "completed": m.completed_frameworks.len(),
+        },
+        "tasks": {"active": active, "completed": done, "by_state": by_state},
+    })
+}
