@@ -4,8 +4,11 @@
 //!   `agora-framework-sdk`; its exit code says whether every task finished.
 //! - `agora local` starts a master (`agora-master`) and an agent (`agora-agent`) in this process, for a cluster
 //!   on one machine.
+//! - `agora state`, `agora agents`, `agora frameworks`, `agora tasks` and `agora task log` look at a running
+//!   cluster through the master's HTTP endpoints (`inspect`).
 
 mod execute;
+mod inspect;
 mod local;
 
 use std::io::IsTerminal;
@@ -30,6 +33,17 @@ enum Command {
     Execute(execute::ExecuteArgs),
     /// Start a master and an agent in this process until Ctrl-C.
     Local(local::LocalArgs),
+    /// The cluster at a glance: leader, uptime, resources, counts (`--json`: all of /master/state).
+    State(inspect::Common),
+    /// The agents, their state and usage.
+    Agents(inspect::Common),
+    /// The frameworks, their roles and what they hold.
+    Frameworks(inspect::Common),
+    /// The active tasks (`--all`: completed ones too).
+    Tasks(inspect::TasksArgs),
+    /// One task: `agora task log TASK_ID [--stderr] [--follow]`.
+    #[command(subcommand)]
+    Task(inspect::TaskCommand),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -47,6 +61,11 @@ fn init_logging(default_filter: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
+/// The exit code of a look at the cluster: 0, or the error `main` prints.
+fn inspect_exit(result: anyhow::Result<()>) -> anyhow::Result<i32> {
+    result.map(|()| execute::EXIT_OK)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -59,6 +78,11 @@ async fn main() {
             init_logging(DEFAULT_LOCAL_LOG_FILTER);
             local::local(args).await
         }
+        Command::State(args) => inspect_exit(inspect::state(args).await),
+        Command::Agents(args) => inspect_exit(inspect::agents(args).await),
+        Command::Frameworks(args) => inspect_exit(inspect::frameworks(args).await),
+        Command::Tasks(args) => inspect_exit(inspect::tasks(args).await),
+        Command::Task(cmd) => inspect_exit(inspect::task(cmd).await),
     };
     let code = match result {
         Ok(code) => code,
