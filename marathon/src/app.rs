@@ -544,10 +544,10 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
             "mem" => app.mem = at_least(v, p, 0.0, errs).unwrap_or(app.mem),
             "disk" => app.disk = at_least(v, p, 0.0, errs).unwrap_or(app.disk),
             "gpus" => {
-                if let Some(n) = integer(v, p, 0, errs) {
-                    if n > 0 {
-                        errs.bad(p, "GPU resources are not supported yet");
-                    }
+                if let Some(n) = integer(v, p, 0, errs)
+                    && n > 0
+                {
+                    errs.bad(p, "GPU resources are not supported yet");
                 }
             }
             "executor" => {
@@ -758,11 +758,11 @@ fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
     }
     let mut names = std::collections::BTreeSet::new();
     for pd in &app.port_definitions {
-        if let Some(n) = &pd.name {
-            if !names.insert(n) {
-                errs.bad("/portDefinitions", "port names must be unique");
-                break;
-            }
+        if let Some(n) = &pd.name
+            && !names.insert(n)
+        {
+            errs.bad("/portDefinitions", "port names must be unique");
+            break;
         }
     }
     if app.require_ports && app.port_definitions.iter().any(|p| p.port == 0) {

@@ -11,10 +11,16 @@
 //! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
 //!   event bus, and the process that ties them together.
 
+pub mod api;
 pub mod app;
 pub mod constraints;
+pub mod core;
 pub mod deploy;
+pub mod events;
 pub mod pathid;
 pub mod planner;
 pub mod regex;
+pub mod scheduler;
+pub mod server;
+pub mod store;
 pub mod time;

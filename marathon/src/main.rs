@@ -1,4 +1,74 @@
-fn main() {
-    eprintln!("agora-marathon: the scheduler shell is not built yet");
-    std::process::exit(2);
+//! `agora-marathon`: Marathon's REST API and scheduler for Agora.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "agora-marathon", about = "Marathon for Agora: keeps long-running apps running")]
+struct Flags {
+    /// The master, as HOST:PORT or http://HOST:PORT.
+    #[arg(long)]
+    master: String,
+    /// The port of the REST API.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// The address the REST API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    http_address: String,
+    /// Where Marathon keeps its state (`marathon-state.json`).
+    #[arg(long, default_value = "./.agora-marathon")]
+    work_dir: PathBuf,
+    /// The hostname Marathon announces (`/v2/leader`, the framework's hostname); by default this machine's.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The framework name.
+    #[arg(long, default_value = "marathon")]
+    framework_name: String,
+    /// ZooKeeper state and leader election (not supported yet).
+    #[arg(long)]
+    zk: Option<String>,
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    if flags.master.starts_with("zk://") || flags.zk.is_some() {
+        anyhow::bail!("ZooKeeper (--master zk://..., --zk) is not supported yet; use --master HOST:PORT");
+    }
+    let listener = tokio::net::TcpListener::bind((flags.http_address.as_str(), flags.http_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", flags.http_address, flags.http_port))?;
+    let config = agora_marathon::server::Config {
+        master: flags.master,
+        work_dir: flags.work_dir,
+        hostname: flags.hostname.unwrap_or_else(default_hostname),
+        framework_name: flags.framework_name,
+    };
+    agora_marathon::server::run(config, listener, shutdown_signal()).await.context("agora-marathon stopped")?;
+    Ok(())
 }

@@ -1,0 +1,631 @@
+//! Marathon's REST API (axum): paths, JSON field names, status codes, headers and error bodies as Marathon's.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::app::{AppDefinition, Invalid};
+use crate::core::{ApiError, Core, DeploymentResult, Instance};
+use crate::events::{event_type, wanted};
+use crate::pathid;
+use crate::scheduler::Shared;
+use crate::time::{Millis, format_iso, now_millis};
+
+type Params = Query<Vec<(String, String)>>;
+type AppState = State<Arc<Shared>>;
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn all<'a>(q: &'a [(String, String)], name: &str) -> impl Iterator<Item = &'a str> + 'a {
+    let name = name.to_string();
+    q.iter().filter(move |(k, _)| *k == name).map(|(_, v)| v.as_str())
+}
+
+/// JAX-RS parses booleans case-insensitively.
+fn flag(q: &[(String, String)], name: &str, default: bool) -> bool {
+    param(q, name).map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(default)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn message(status: StatusCode, msg: impl Into<String>) -> Response {
+    json_response(status, json!({"message": msg.into()}))
+}
+
+fn invalid(e: &Invalid) -> Response {
+    match e {
+        Invalid::Types(d) => json_response(StatusCode::BAD_REQUEST, json!({"message": "Invalid JSON", "details": d})),
+        Invalid::Semantics(d) => {
+            json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Object is not valid", "details": d}))
+        }
+    }
+}
+
+fn error(e: ApiError) -> Response {
+    match e {
+        ApiError::Invalid(i) => invalid(&i),
+        ApiError::NotFound(m) => message(StatusCode::NOT_FOUND, m),
+        ApiError::Exists(m) => message(StatusCode::CONFLICT, m),
+        ApiError::BadRequest(m) => message(StatusCode::BAD_REQUEST, m),
+        ApiError::Locked(ids) => {
+            let details: Vec<String> = ids.iter().map(|id| format!("/v2/deployments/{id}")).collect();
+            json_response(
+                StatusCode::CONFLICT,
+                json!({
+                    "message": format!(
+                        "App is locked by one or more deployments. Override with the option '?force=true'. View details at '{}'.",
+                        details.join(", ")
+                    ),
+                    "deployments": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                }),
+            )
+        }
+    }
+}
+
+/// Malformed JSON is a 400 with the parser's message; the error is the response to return.
+#[allow(clippy::result_large_err)]
+fn parse_body(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Invalid JSON", "details": [{"path": "/", "errors": [e.to_string()]}]}),
+        )
+    })
+}
+
+fn deployment_response(status: StatusCode, r: &DeploymentResult) -> Response {
+    let mut resp = json_response(status, serde_json::to_value(r).unwrap_or_default());
+    if let Ok(v) = HeaderValue::from_str(&r.deployment_id) {
+        resp.headers_mut().insert("Marathon-Deployment-Id", v);
+    }
+    resp
+}
+
+fn new_deployment_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+// ---- JSON views ---------------------------------------------------------------------------------------------
+
+pub fn task_json(i: &Instance) -> Value {
+    let mut t = json!({
+        "id": i.task_id, "appId": i.app_id, "host": i.placement.hostname, "slaveId": i.agent_id,
+        "ipAddresses": [], "ports": i.host_ports, "servicePorts": i.service_ports, "state": i.state.name(),
+        "stagedAt": format_iso(i.staged_at), "version": i.version, "healthCheckResults": [], "localVolumes": [],
+        "role": "*",
+    });
+    if let Some(s) = i.started_at {
+        t["startedAt"] = json!(format_iso(s));
+    }
+    t
+}
+
+struct Embed {
+    tasks: bool,
+    last_task_failure: bool,
+}
+
+fn embed(q: &[(String, String)]) -> Embed {
+    let mut e = Embed { tasks: false, last_task_failure: false };
+    for v in all(q, "embed") {
+        let suffix = v.rsplit('.').next().unwrap_or(v);
+        match suffix {
+            "tasks" => e.tasks = true,
+            "lastTaskFailure" => e.last_task_failure = true,
+            "failures" => {
+                e.tasks = true;
+                e.last_task_failure = true;
+            }
+            _ => {}
+        }
+    }
+    e
+}
+
+/// AppInfo: the app plus counts and deployments (always), tasks and lastTaskFailure when embedded.
+fn app_info(core: &Core, app: &AppDefinition, embed: &Embed) -> Value {
+    let mut v = serde_json::to_value(app).unwrap_or_default();
+    let instances: Vec<&Instance> = core.instances_of(&app.id).collect();
+    let count = |s: agora_proto::model::TaskState| instances.iter().filter(|i| i.state == s).count();
+    use agora_proto::model::TaskState::*;
+    v["tasksStaged"] = json!(count(Staging) + count(Starting));
+    v["tasksRunning"] = json!(count(Running));
+    // Without health checks Marathon reports neither healthy nor unhealthy tasks.
+    v["tasksHealthy"] = json!(0);
+    v["tasksUnhealthy"] = json!(0);
+    v["deployments"] = json!(core.deployments_of(&app.id).iter().map(|id| json!({"id": id})).collect::<Vec<_>>());
+    if embed.tasks {
+        v["tasks"] = json!(instances.iter().map(|i| task_json(i)).collect::<Vec<_>>());
+    }
+    if embed.last_task_failure
+        && let Some(f) = core.last_failure(&app.id)
+    {
+        v["lastTaskFailure"] = serde_json::to_value(f).unwrap_or_default();
+    }
+    v
+}
+
+/// Marathon's label selector: comma = AND; `k`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`.
+pub fn label_matches(selector: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&selector[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).all(|p| {
+        let set = |rest: &str| -> Vec<String> {
+            rest.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|s| s.trim().to_string()).collect()
+        };
+        if let Some((k, v)) = p.split_once("==") {
+            labels.get(k.trim()).is_some_and(|x| x == v.trim())
+        } else if let Some((k, v)) = p.split_once("!=") {
+            labels.get(k.trim()).is_none_or(|x| x != v.trim())
+        } else if let Some((k, rest)) = p.split_once(" notin ") {
+            labels.get(k.trim()).is_none_or(|x| !set(rest).contains(x))
+        } else if let Some((k, rest)) = p.split_once(" in ") {
+            labels.get(k.trim()).is_some_and(|x| set(rest).contains(x))
+        } else {
+            labels.contains_key(p)
+        }
+    })
+}
+
+// ---- handlers -----------------------------------------------------------------------------------------------
+
+async fn ping() -> &'static str {
+    "pong"
+}
+
+async fn info(State(s): AppState) -> Response {
+    let fw = s.lock().state.framework_id.clone();
+    let leader = format!("{}:{}", s.info.hostname, s.info.http_port);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "name": "marathon", "version": env!("CARGO_PKG_VERSION"), "buildref": "agora",
+            "elected": true, "leader": leader, "frameworkId": fw,
+            "marathon_config": {
+                "master": s.info.master, "framework_name": s.info.framework_name, "failover_timeout": s.info.failover_timeout as u64,
+                "hostname": s.info.hostname, "decline_offer_duration": (crate::scheduler::DECLINE_SECONDS * 1000.0) as u64,
+                "local_port_min": crate::core::LOCAL_PORT_MIN, "local_port_max": crate::core::LOCAL_PORT_MAX,
+                "executor": "//cmd", "ha": false, "checkpoint": true, "mesos_role": "*", "features": [],
+            },
+            "zookeeper_config": {},
+            "http_config": {"http_port": s.info.http_port},
+        }),
+    )
+}
+
+async fn leader(State(s): AppState) -> Response {
+    json_response(StatusCode::OK, json!({"leader": format!("{}:{}", s.info.hostname, s.info.http_port)}))
+}
+
+async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
+    let core = s.lock();
+    let e = embed(&q);
+    let id_filter = param(&q, "id").map(str::to_lowercase);
+    let cmd_filter = param(&q, "cmd");
+    let label = param(&q, "label");
+    let apps: Vec<Value> = core
+        .state
+        .apps
+        .values()
+        .filter(|a| id_filter.as_deref().is_none_or(|f| a.id.contains(f)))
+        .filter(|a| cmd_filter.is_none_or(|f| a.cmd.as_deref().is_some_and(|c| c.contains(f))))
+        .filter(|a| label.is_none_or(|l| label_matches(l, &a.labels)))
+        .map(|a| app_info(&core, a, &e))
+        .collect();
+    json_response(StatusCode::OK, json!({"apps": apps}))
+}
+
+async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let result = core.create_app(&body, flag(&q, "force", false), now, new_deployment_id());
+    let resp = match result {
+        Ok((app, r)) => {
+            let info = app_info(&core, &app, &Embed { tasks: false, last_task_failure: false });
+            let mut resp = json_response(StatusCode::CREATED, info);
+            if let Ok(v) = HeaderValue::from_str(&app.id) {
+                resp.headers_mut().insert("Location", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&r.deployment_id) {
+                resp.headers_mut().insert("Marathon-Deployment-Id", v);
+            }
+            resp
+        }
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+/// The sub-resource an `/v2/apps/...` path names.
+enum AppPath {
+    App(String),
+    Restart(String),
+    Tasks(String),
+    Task(String, String),
+    Versions(String),
+    Version(String, String),
+    GroupWildcard(String),
+}
+
+fn app_path(rest: &str) -> AppPath {
+    let path = pathid::normalize(rest, "/");
+    if let Some(group) = path.strip_suffix("/*") {
+        return AppPath::GroupWildcard(if group.is_empty() { "/".into() } else { group.to_string() });
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let n = segs.len();
+    let join = |k: usize| format!("/{}", segs[..k].join("/"));
+    if n >= 2 && segs[n - 1] == "restart" {
+        return AppPath::Restart(join(n - 1));
+    }
+    if n >= 2 && segs[n - 1] == "tasks" {
+        return AppPath::Tasks(join(n - 1));
+    }
+    if n >= 3 && segs[n - 2] == "tasks" {
+        return AppPath::Task(join(n - 2), segs[n - 1].to_string());
+    }
+    if n >= 2 && segs[n - 1] == "versions" {
+        return AppPath::Versions(join(n - 1));
+    }
+    if n >= 3 && segs[n - 2] == "versions" {
+        return AppPath::Version(join(n - 2), segs[n - 1].to_string());
+    }
+    AppPath::App(path)
+}
+
+async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params) -> Response {
+    let core = s.lock();
+    match app_path(&rest) {
+        AppPath::App(id) => match core.app(&id) {
+            Ok(app) => {
+                let e = Embed { tasks: true, last_task_failure: true };
+                json_response(StatusCode::OK, json!({"app": app_info(&core, app, &e)}))
+            }
+            Err(e) => error(e),
+        },
+        AppPath::GroupWildcard(group) => {
+            let e = embed(&q);
+            let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
+            let apps: Vec<Value> = core
+                .state
+                .apps
+                .values()
+                .filter(|a| a.id.starts_with(&prefix))
+                .map(|a| app_info(&core, a, &Embed { tasks: true, ..e }))
+                .collect();
+            json_response(StatusCode::OK, json!({"*": apps}))
+        }
+        AppPath::Tasks(id) => match core.app(&id) {
+            Ok(_) => {
+                let tasks: Vec<Value> = core.instances_of(&id).map(task_json).collect();
+                json_response(StatusCode::OK, json!({"tasks": tasks}))
+            }
+            Err(e) => error(e),
+        },
+        AppPath::Task(id, task) => match core.app(&id) {
+            Ok(_) => match core.state.instances.get(&task).filter(|i| i.app_id == id) {
+                Some(i) => json_response(StatusCode::OK, json!({"task": task_json(i)})),
+                None => message(StatusCode::NOT_FOUND, format!("Task '{task}' does not exist")),
+            },
+            Err(e) => error(e),
+        },
+        AppPath::Versions(id) => match core.app(&id) {
+            Ok(_) => {
+                let mut versions: Vec<&String> =
+                    core.state.versions.get(&id).map(|v| v.keys().collect()).unwrap_or_default();
+                versions.reverse();
+                json_response(StatusCode::OK, json!({"versions": versions}))
+            }
+            Err(e) => error(e),
+        },
+        AppPath::Version(id, version) => match core.app(&id) {
+            Ok(_) => match core.state.versions.get(&id).and_then(|v| v.get(&version)) {
+                Some(app) => json_response(StatusCode::OK, serde_json::to_value(app).unwrap_or_default()),
+                None => message(StatusCode::NOT_FOUND, format!("Version '{version}' of app '{id}' does not exist")),
+            },
+            Err(e) => error(e),
+        },
+        AppPath::Restart(_) => message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed"),
+    }
+}
+
+async fn app_update(
+    State(s): AppState,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let AppPath::App(id) = app_path(&rest) else {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+    };
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    if method == Method::PATCH && core.app(&id).is_err() {
+        return error(ApiError::NotFound(format!("App '{id}' does not exist")));
+    }
+    let partial = method == Method::PATCH || flag(&q, "partialUpdate", true);
+    let result = core.update_app(&id, &body, partial, flag(&q, "force", false), now, new_deployment_id());
+    let resp = match result {
+        Ok((created, r)) => deployment_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &r),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+async fn app_delete(State(s): AppState, Path(rest): Path<String>, Query(q): Params) -> Response {
+    let now = now_millis();
+    let mut core = s.lock();
+    let force = flag(&q, "force", false);
+    let resp = match app_path(&rest) {
+        // Marathon 1.10 defaults `force` to true for app deletion.
+        AppPath::App(id) => match core.delete_app(&id, flag(&q, "force", true), now, new_deployment_id()) {
+            Ok(r) => deployment_response(StatusCode::OK, &r),
+            Err(e) => error(e),
+        },
+        AppPath::Tasks(id) => {
+            let (scale, wipe) = (flag(&q, "scale", false), flag(&q, "wipe", false));
+            if scale && wipe {
+                return message(StatusCode::BAD_REQUEST, "You cannot use scale and wipe at the same time.");
+            }
+            if let Err(e) = core.app(&id) {
+                return error(e);
+            }
+            let host = param(&q, "host");
+            let ids: Vec<String> = core
+                .instances_of(&id)
+                .filter(|i| host.is_none_or(|h| h == "*" || i.placement.hostname == h))
+                .map(|i| i.task_id.clone())
+                .collect();
+            kill_response(&mut core, &ids, scale, force, now)
+        }
+        AppPath::Task(id, task) => {
+            let (scale, wipe) = (flag(&q, "scale", false), flag(&q, "wipe", false));
+            if scale && wipe {
+                return message(StatusCode::BAD_REQUEST, "You cannot use scale and wipe at the same time.");
+            }
+            if let Err(e) = core.app(&id) {
+                return error(e);
+            }
+            if core.state.instances.get(&task).is_none_or(|i| i.app_id != id) {
+                return message(StatusCode::NOT_FOUND, format!("Task '{task}' does not exist"));
+            }
+            match core.kill_tasks(std::slice::from_ref(&task), scale, force, now, new_deployment_id()) {
+                Ok((_, Some(r))) => deployment_response(StatusCode::OK, &r),
+                Ok((killed, None)) => {
+                    json_response(StatusCode::OK, json!({"task": killed.first().map(task_json).unwrap_or(Value::Null)}))
+                }
+                Err(e) => error(e),
+            }
+        }
+        _ => message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed"),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+fn kill_response(core: &mut Core, ids: &[String], scale: bool, force: bool, now: Millis) -> Response {
+    match core.kill_tasks(ids, scale, force, now, new_deployment_id()) {
+        Ok((_, Some(r))) => deployment_response(StatusCode::OK, &r),
+        Ok((killed, None)) => {
+            json_response(StatusCode::OK, json!({"tasks": killed.iter().map(task_json).collect::<Vec<_>>()}))
+        }
+        Err(e) => error(e),
+    }
+}
+
+async fn app_post(State(s): AppState, Path(rest): Path<String>, Query(q): Params) -> Response {
+    let AppPath::Restart(id) = app_path(&rest) else {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.restart_app(&id, flag(&q, "force", false), now, new_deployment_id()) {
+        Ok(r) => deployment_response(StatusCode::OK, &r),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+async fn list_tasks(State(s): AppState, Query(q): Params) -> Response {
+    let core = s.lock();
+    let statuses: Vec<String> =
+        all(&q, "status").chain(all(&q, "status[]")).map(|v| format!("TASK_{}", v.to_ascii_uppercase())).collect();
+    let tasks: Vec<Value> = core
+        .state
+        .instances
+        .values()
+        .filter(|i| statuses.is_empty() || statuses.iter().any(|s| s == i.state.name()))
+        .map(task_json)
+        .collect();
+    json_response(StatusCode::OK, json!({"tasks": tasks}))
+}
+
+async fn delete_tasks(State(s): AppState, Query(q): Params, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (scale, wipe) = (flag(&q, "scale", false), flag(&q, "wipe", false));
+    if scale && wipe {
+        return message(StatusCode::BAD_REQUEST, "You cannot use scale and wipe at the same time.");
+    }
+    let Some(ids) = body.get("ids").and_then(Value::as_array) else {
+        return invalid(&Invalid::Types(vec![crate::app::Detail {
+            path: "/ids".into(),
+            errors: vec!["error.path.missing".into()],
+        }]));
+    };
+    let ids: Vec<String> = ids.iter().filter_map(Value::as_str).map(String::from).collect();
+    if let Some(bad) = ids.iter().find(|id| !id.contains(".instance-") && !id.contains('.')) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid task id '{bad}'. [Task id must be of the form <app>.instance-<uuid>._app.<n>]"),
+        );
+    }
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = kill_response(&mut core, &ids, scale, flag(&q, "force", false), now);
+    s.settle(&mut core, now);
+    resp
+}
+
+async fn list_deployments(State(s): AppState) -> Response {
+    let now = now_millis();
+    json_response(StatusCode::OK, json!(s.lock().deployments_json(now)))
+}
+
+async fn delete_deployment(State(s): AppState, Path(id): Path<String>, Query(q): Params) -> Response {
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.cancel_deployment(&id, flag(&q, "force", false), now, new_deployment_id()) {
+        Ok(Some(r)) => deployment_response(StatusCode::OK, &r),
+        Ok(None) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+async fn queue(State(s): AppState) -> Response {
+    let now = now_millis();
+    json_response(StatusCode::OK, json!({"queue": s.lock().queue_json(now)}))
+}
+
+async fn reset_delay(State(s): AppState, Path(rest): Path<String>) -> Response {
+    let Some(id) = rest.strip_suffix("/delay") else {
+        return message(StatusCode::NOT_FOUND, "URI not found");
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.reset_delay(id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+async fn events(
+    State(s): AppState,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(q): Params,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let filters: Vec<String> = all(&q, "event_type").map(String::from).collect();
+    let rx = s.bus.subscribe();
+    let attached = json!({
+        "eventType": "event_stream_attached", "timestamp": format_iso(now_millis()),
+        "remoteAddress": remote.ip().to_string(),
+    });
+    let first = futures::stream::iter(wanted(&filters, &attached).then_some(attached));
+    let rest = BroadcastStream::new(rx).filter_map(move |e| {
+        let keep = e.ok().filter(|e| wanted(&filters, e));
+        async move { keep }
+    });
+    let stream = first.chain(rest).map(|e| Ok(Event::default().event(event_type(&e)).data(e.to_string())));
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn not_found(uri: Uri) -> Response {
+    tracing::debug!(%uri, "unknown route");
+    message(StatusCode::NOT_FOUND, "URI not found")
+}
+
+async fn no_cache(headers: HeaderMap, mut resp: Response) -> Response {
+    let _ = headers;
+    let h = resp.headers_mut();
+    h.insert("Cache-Control", HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert("Pragma", HeaderValue::from_static("no-cache"));
+    h.insert("Expires", HeaderValue::from_static("0"));
+    resp
+}
+
+/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()` (the event stream reports
+/// the client's address).
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/v2/apps", get(list_apps).post(create_app))
+        .route("/v2/apps/", get(list_apps).post(create_app))
+        .route("/v2/apps/{*rest}", get(app_get).put(app_update).patch(app_update).delete(app_delete).post(app_post))
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/tasks/delete", post(delete_tasks))
+        .route("/v2/deployments", get(list_deployments))
+        .route("/v2/deployments/{id}", delete(delete_deployment))
+        .route("/v2/queue", get(queue))
+        .route("/v2/queue/{*rest}", delete(reset_delay))
+        .route("/v2/events", get(events))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(|resp: Response| async move { no_cache(HeaderMap::new(), resp).await }))
+        .with_state(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors() {
+        let labels =
+            std::collections::BTreeMap::from([("env".to_string(), "prod".to_string()), ("x".into(), "1".into())]);
+        assert!(label_matches("env", &labels));
+        assert!(label_matches("env==prod,x", &labels));
+        assert!(!label_matches("env!=prod", &labels));
+        assert!(label_matches("env in (dev, prod)", &labels));
+        assert!(!label_matches("env notin (dev,prod)", &labels));
+        assert!(!label_matches("missing", &labels));
+    }
+
+    #[test]
+    fn app_paths() {
+        assert!(matches!(app_path("//prod//web"), AppPath::App(id) if id == "/prod/web"));
+        assert!(matches!(app_path("prod/web/restart"), AppPath::Restart(id) if id == "/prod/web"));
+        assert!(matches!(app_path("web/tasks"), AppPath::Tasks(id) if id == "/web"));
+        assert!(
+            matches!(app_path("web/tasks/web.instance-1._app.1"), AppPath::Task(id, t) if id == "/web" && t == "web.instance-1._app.1")
+        );
+        assert!(matches!(app_path("web/versions"), AppPath::Versions(id) if id == "/web"));
+        assert!(matches!(app_path("prod/*"), AppPath::GroupWildcard(g) if g == "/prod"));
+    }
+}

@@ -1,0 +1,868 @@
+//! The core state machine: apps and their versions, instances, deployments, the launch queue and backoff. The
+//! REST API and the scheduler drive it; it never reads a clock (every call takes `now`) and never talks to the
+//! master — it returns what to launch, kill and say, and records events for the event stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agora_proto::model::{Offer, TaskState, TaskStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::{AppDefinition, Invalid, UnreachableStrategy, VersionInfo, parse_app};
+use crate::constraints::Placement;
+use crate::deploy::{self, Member, Step};
+use crate::pathid;
+use crate::planner::{self, Launch, OfferStats, Reason, Request};
+use crate::time::{Millis, format_iso, parse_iso};
+
+/// Versions kept per app (Marathon's `--zk_max_versions`).
+pub const MAX_VERSIONS: usize = 50;
+/// Service ports are allocated from `[LOCAL_PORT_MIN, LOCAL_PORT_MAX)`.
+pub const LOCAL_PORT_MIN: u32 = 10_000;
+pub const LOCAL_PORT_MAX: u32 = 20_000;
+/// A kill without a terminal update is sent again after this long.
+pub const KILL_RETRY_MS: Millis = 10_000;
+
+/// One instance of an app: one Mesos task (an instance is replaced by a new instance, not relaunched).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub task_id: String,
+    pub instance_id: String,
+    pub app_id: String,
+    /// The app version it was launched with.
+    pub version: String,
+    pub state: TaskState,
+    pub healthy: Option<bool>,
+    pub agent_id: String,
+    pub placement: Placement,
+    pub host_ports: Vec<u32>,
+    pub service_ports: Vec<u32>,
+    pub staged_at: Millis,
+    pub started_at: Option<Millis>,
+    /// A kill was sent.
+    pub killing: bool,
+    /// When the kill was last sent (not persisted: a restarted Marathon sends it again).
+    #[serde(skip)]
+    pub kill_sent_at: Option<Millis>,
+    pub unreachable_since: Option<Millis>,
+}
+
+impl Instance {
+    fn rank(&self) -> u8 {
+        match self.state {
+            TaskState::Unreachable => 0,
+            TaskState::Staging => 1,
+            TaskState::Starting => 2,
+            _ => 3,
+        }
+    }
+
+    /// Counted as one of the app's instances: not given up on as unreachable-inactive.
+    fn active(&self, app: Option<&AppDefinition>, now: Millis) -> bool {
+        match (self.unreachable_since, app.map(|a| a.unreachable_strategy)) {
+            (Some(since), Some(UnreachableStrategy::Enabled { inactive_after_seconds, .. })) => {
+                now < since + inactive_after_seconds * 1000
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The last failed task of an app (`lastTaskFailure`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFailure {
+    pub app_id: String,
+    pub host: String,
+    pub message: String,
+    pub state: String,
+    pub task_id: String,
+    pub timestamp: String,
+    pub version: String,
+    pub slave_id: String,
+}
+
+/// A running deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub version: String,
+    pub affected_apps: Vec<String>,
+    pub steps: Vec<Step>,
+    /// The affected apps as they were before (`None`: did not exist), for rollback.
+    pub original: BTreeMap<String, Option<AppDefinition>>,
+}
+
+/// What survives a restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub framework_id: Option<String>,
+    pub apps: BTreeMap<String, AppDefinition>,
+    pub versions: BTreeMap<String, BTreeMap<String, AppDefinition>>,
+    pub instances: BTreeMap<String, Instance>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub failures: BTreeMap<String, TaskFailure>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Backoff {
+    delay_secs: f64,
+    until: Millis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct QueueStats {
+    since: Millis,
+    stats: OfferStats,
+    last_used: Option<Millis>,
+    last_unused: Option<Millis>,
+}
+
+/// API errors, mapped to Marathon's status codes and bodies by the API layer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("App is locked by one or more deployments: {0:?}")]
+    Locked(Vec<String>),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// `{"deploymentId", "version"}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentResult {
+    pub deployment_id: String,
+    pub version: String,
+}
+
+/// What the shell must do after a change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Actions {
+    /// (task id, agent id)
+    pub kills: Vec<(String, String)>,
+    /// Launches still wanted (placed or not): > 0 means offers are needed.
+    pub wanted: u32,
+}
+
+/// The whole state.
+#[derive(Debug, Default)]
+pub struct Core {
+    pub state: Persisted,
+    backoff: BTreeMap<String, Backoff>,
+    queue: BTreeMap<String, QueueStats>,
+    events: Vec<Value>,
+    pub dirty: bool,
+}
+
+fn event(kind: &str, now: Millis, mut body: Value) -> Value {
+    if let Value::Object(m) = &mut body {
+        m.insert("eventType".into(), json!(kind));
+        m.insert("timestamp".into(), json!(format_iso(now)));
+    }
+    body
+}
+
+impl Core {
+    pub fn new(state: Persisted) -> Core {
+        Core { state, dirty: false, ..Core::default() }
+    }
+
+    /// Events recorded since the last call, oldest first.
+    pub fn drain_events(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn emit(&mut self, kind: &str, now: Millis, body: Value) {
+        self.events.push(event(kind, now, body));
+    }
+
+    // ---- queries -------------------------------------------------------------------------------------------
+
+    pub fn app(&self, id: &str) -> Result<&AppDefinition, ApiError> {
+        self.state.apps.get(id).ok_or_else(|| ApiError::NotFound(format!("App '{id}' does not exist")))
+    }
+
+    pub fn instances_of<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.state.instances.values().filter(move |i| i.app_id == app_id)
+    }
+
+    pub fn deployments_of(&self, app_id: &str) -> Vec<String> {
+        self.state
+            .deployments
+            .values()
+            .filter(|d| d.affected_apps.iter().any(|a| a == app_id))
+            .map(|d| d.id.clone())
+            .collect()
+    }
+
+    pub fn last_failure(&self, app_id: &str) -> Option<&TaskFailure> {
+        self.state.failures.get(app_id)
+    }
+
+    /// `/v2/deployments` entries.
+    pub fn deployments_json(&self, now: Millis) -> Vec<Value> {
+        self.state.deployments.values().map(|d| self.deployment_json(d, now)).collect()
+    }
+
+    fn step_done(&self, step: &Step, now: Millis) -> bool {
+        step.actions.iter().all(|a| match a.action.as_str() {
+            "StartApplication" => true,
+            "StopApplication" => self.instances_of(&a.app).next().is_none(),
+            _ => self.app_converged(&a.app, a.action == "RestartApplication", now),
+        })
+    }
+
+    fn current_step(&self, d: &Deployment, now: Millis) -> usize {
+        let done = d.steps.iter().take_while(|s| self.step_done(s, now)).count();
+        (done + 1).min(d.steps.len())
+    }
+
+    fn deployment_json(&self, d: &Deployment, now: Millis) -> Value {
+        let current = self.current_step(d, now);
+        let actions: Vec<Value> = d
+            .steps
+            .get(current.saturating_sub(1))
+            .map(|s| {
+                s.actions
+                    .iter()
+                    .map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "id": d.id, "version": d.version, "affectedApps": d.affected_apps, "affectedPods": [],
+            "steps": d.steps, "currentActions": actions, "currentStep": current, "totalSteps": d.steps.len(),
+        })
+    }
+
+    fn plan_json(d: &Deployment) -> Value {
+        json!({"id": d.id, "steps": d.steps, "version": d.version})
+    }
+
+    /// `/v2/queue` entries: apps waiting for launches, with their delay and offer statistics.
+    pub fn queue_json(&self, now: Millis) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (id, app) in &self.state.apps {
+            let d = self.decision(app, now);
+            if d.launch == 0 {
+                continue;
+            }
+            let q = self.queue.get(id).cloned().unwrap_or(QueueStats { since: now, ..QueueStats::default() });
+            let b = self.backoff.get(id).cloned().unwrap_or_default();
+            let left = b.until.saturating_sub(now);
+            let reasons: Vec<Value> = {
+                let mut processed = q.stats.processed;
+                Reason::ALL
+                    .iter()
+                    .map(|r| {
+                        let declined = q.stats.declined.get(r).copied().unwrap_or(0);
+                        let v = json!({"reason": format!("{r:?}"), "declined": declined, "processed": processed});
+                        processed = processed.saturating_sub(declined);
+                        v
+                    })
+                    .collect()
+            };
+            let mut summary = json!({
+                "processedOffersCount": q.stats.processed,
+                "unusedOffersCount": q.stats.processed.saturating_sub(q.stats.used),
+                "rejectSummaryLastOffers": reasons,
+                "rejectSummaryLaunchAttempt": reasons,
+            });
+            if let Some(t) = q.last_unused {
+                summary["lastUnusedOfferAt"] = json!(format_iso(t));
+            }
+            if let Some(t) = q.last_used {
+                summary["lastUsedOfferAt"] = json!(format_iso(t));
+            }
+            out.push(json!({
+                "count": d.launch,
+                "delay": {"timeLeftSeconds": left.div_ceil(1000), "overdue": left == 0},
+                "since": format_iso(q.since),
+                "processedOffersSummary": summary,
+                "app": app,
+            }));
+        }
+        out
+    }
+
+    // ---- the decision for one app ---------------------------------------------------------------------------
+
+    fn upgrading(&self, app_id: &str) -> bool {
+        self.state.deployments.values().any(|d| {
+            d.steps.iter().flat_map(|s| &s.actions).any(|a| a.app == app_id && a.action == "RestartApplication")
+        })
+    }
+
+    fn members(&self, app: &AppDefinition, now: Millis) -> Vec<Member> {
+        self.instances_of(&app.id)
+            .filter(|i| i.active(Some(app), now))
+            .map(|i| Member {
+                task_id: i.task_id.clone(),
+                new: i.version == app.version,
+                healthy: i.state == TaskState::Running && i.healthy != Some(false),
+                killing: i.killing,
+                rank: i.rank(),
+                staged_at: i.staged_at,
+            })
+            .collect()
+    }
+
+    fn decision(&self, app: &AppDefinition, now: Millis) -> deploy::Decision {
+        deploy::decide(app, &self.members(app, now), self.upgrading(&app.id))
+    }
+
+    fn app_converged(&self, app_id: &str, upgrade: bool, now: Millis) -> bool {
+        let Some(app) = self.state.apps.get(app_id) else { return true };
+        let members = self.members(app, now);
+        if upgrade {
+            return deploy::decide(app, &members, true).complete;
+        }
+        members.iter().all(|m| !m.killing && m.healthy) && members.len() as u32 == app.instances
+    }
+
+    // ---- changes from the API -------------------------------------------------------------------------------
+
+    fn new_version(&self, id: &str, now: Millis) -> String {
+        let mut t = now;
+        if let Some(last) = self.state.versions.get(id).and_then(|v| v.keys().filter_map(|k| parse_iso(k)).max()) {
+            t = t.max(last + 1);
+        }
+        format_iso(t)
+    }
+
+    fn check_lock(&mut self, app_id: &str, force: bool, now: Millis) -> Result<(), ApiError> {
+        let blocking = self.deployments_of(app_id);
+        if blocking.is_empty() {
+            return Ok(());
+        }
+        if !force {
+            return Err(ApiError::Locked(blocking));
+        }
+        for id in blocking {
+            if let Some(d) = self.state.deployments.remove(&id) {
+                self.emit(
+                    "deployment_failed",
+                    now,
+                    json!({"id": d.id, "plan": Self::plan_json(&d), "reason": "canceled by a forced change"}),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn allocate_service_ports(&self, app: &mut AppDefinition, previous: Option<&AppDefinition>) {
+        if app.require_ports {
+            return;
+        }
+        let mut used: BTreeSet<u32> = self
+            .state
+            .apps
+            .values()
+            .filter(|a| a.id != app.id)
+            .flat_map(|a| a.port_definitions.iter().map(|p| p.port))
+            .collect();
+        let old: Vec<u32> = previous.map(|p| p.port_definitions.iter().map(|d| d.port).collect()).unwrap_or_default();
+        let mut candidate = LOCAL_PORT_MIN;
+        for (i, pd) in app.port_definitions.iter_mut().enumerate() {
+            if pd.port != 0 {
+                used.insert(pd.port);
+                continue;
+            }
+            // Keep the port this definition had before, so that updates do not move service ports.
+            if let Some(p) = old.get(i).copied().filter(|p| *p != 0 && !used.contains(p)) {
+                pd.port = p;
+                used.insert(p);
+                continue;
+            }
+            while used.contains(&candidate) && candidate < LOCAL_PORT_MAX {
+                candidate += 1;
+            }
+            if candidate < LOCAL_PORT_MAX {
+                pd.port = candidate;
+                used.insert(candidate);
+            }
+        }
+    }
+
+    fn store_version(&mut self, app: &AppDefinition) {
+        let versions = self.state.versions.entry(app.id.clone()).or_default();
+        versions.insert(app.version.clone(), app.clone());
+        while versions.len() > MAX_VERSIONS {
+            let first = versions.keys().next().cloned();
+            if let Some(k) = first {
+                versions.remove(&k);
+            }
+        }
+    }
+
+    /// Installs `target` (or removes the app when `None`) and starts the deployment for it.
+    fn deploy(
+        &mut self,
+        app_id: &str,
+        target: Option<AppDefinition>,
+        now: Millis,
+        deployment_id: String,
+    ) -> DeploymentResult {
+        let original = self.state.apps.get(app_id).cloned();
+        let current: BTreeMap<String, AppDefinition> = original.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        let wanted: BTreeMap<String, AppDefinition> = target.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        let steps = deploy::plan_steps(&current, &wanted);
+        let version = target.as_ref().map(|a| a.version.clone()).unwrap_or_else(|| format_iso(now));
+        match target {
+            Some(app) => {
+                self.store_version(&app);
+                if original.as_ref().is_none_or(|o| {
+                    o.needs_restart(&app)
+                        || o.version_info.last_config_change_at != app.version_info.last_config_change_at
+                }) {
+                    // A new configuration resets the launch delay.
+                    self.backoff.remove(app_id);
+                }
+                self.state.apps.insert(app_id.to_string(), app);
+            }
+            None => {
+                self.state.apps.remove(app_id);
+                self.backoff.remove(app_id);
+                self.queue.remove(app_id);
+                self.emit("app_terminated_event", now, json!({"appId": app_id}));
+            }
+        }
+        let d = Deployment {
+            id: deployment_id.clone(),
+            version: version.clone(),
+            affected_apps: vec![app_id.to_string()],
+            steps,
+            original: BTreeMap::from([(app_id.to_string(), original)]),
+        };
+        if !d.steps.is_empty() {
+            let first =
+                d.steps[0].actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>();
+            self.emit("deployment_info", now, json!({"plan": Self::plan_json(&d), "currentStep": {"actions": first}}));
+            self.state.deployments.insert(d.id.clone(), d);
+        } else {
+            self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
+        }
+        self.emit("group_change_success", now, json!({"groupId": "/", "version": version}));
+        self.dirty = true;
+        DeploymentResult { deployment_id, version }
+    }
+
+    fn finish_versioning(&self, app: &mut AppDefinition, previous: Option<&AppDefinition>, now: Millis) {
+        app.version = self.new_version(&app.id, now);
+        let config_changed = previous.is_none_or(|p| p.needs_restart(app));
+        app.version_info = VersionInfo {
+            last_scaling_at: app.version.clone(),
+            last_config_change_at: match previous {
+                Some(p) if !config_changed => p.version_info.last_config_change_at.clone(),
+                _ => app.version.clone(),
+            },
+        };
+    }
+
+    /// `POST /v2/apps`.
+    pub fn create_app(
+        &mut self,
+        body: &Value,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<(AppDefinition, DeploymentResult), ApiError> {
+        let mut app = parse_app(body, None, None).map_err(ApiError::Invalid)?;
+        if self.state.apps.contains_key(&app.id) {
+            return Err(ApiError::Exists(format!("An app with id [{}] already exists.", app.id)));
+        }
+        self.check_lock(&app.id, force, now)?;
+        self.allocate_service_ports(&mut app, None);
+        self.finish_versioning(&mut app, None, now);
+        self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
+        let id = app.id.clone();
+        let r = self.deploy(&id, Some(app.clone()), now, deployment_id);
+        Ok((app, r))
+    }
+
+    /// `PUT`/`PATCH /v2/apps/{id}`: partial (or full) update, create-if-missing, or rollback with
+    /// `{"version": ...}`. Returns whether the app was created.
+    pub fn update_app(
+        &mut self,
+        id: &str,
+        body: &Value,
+        partial: bool,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<(bool, DeploymentResult), ApiError> {
+        let id = pathid::validate(id).map_err(|e| ApiError::Invalid(Invalid::one("/id", e)))?;
+        let previous = self.state.apps.get(&id).cloned();
+        let rollback = body.as_object().filter(|m| m.len() == 1).and_then(|m| m.get("version")).and_then(Value::as_str);
+        let mut app =
+            if let Some(version) = rollback {
+                let old =
+                    self.state.versions.get(&id).and_then(|v| v.get(version)).ok_or_else(|| {
+                        ApiError::NotFound(format!("Version '{version}' of app '{id}' does not exist"))
+                    })?;
+                old.clone()
+            } else {
+                let base = if partial { previous.as_ref() } else { None };
+                parse_app(body, base, Some(&id)).map_err(ApiError::Invalid)?
+            };
+        self.check_lock(&id, force, now)?;
+        self.allocate_service_ports(&mut app, previous.as_ref());
+        self.finish_versioning(&mut app, previous.as_ref(), now);
+        self.emit("api_post_event", now, json!({"clientIp": "", "uri": format!("/v2/apps{id}"), "appDefinition": app}));
+        let created = previous.is_none();
+        Ok((created, self.deploy(&id, Some(app), now, deployment_id)))
+    }
+
+    /// `DELETE /v2/apps/{id}`.
+    pub fn delete_app(
+        &mut self,
+        id: &str,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<DeploymentResult, ApiError> {
+        let id = pathid::normalize(id, "/");
+        self.app(&id)?;
+        self.check_lock(&id, force, now)?;
+        Ok(self.deploy(&id, None, now, deployment_id))
+    }
+
+    /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out as an upgrade.
+    pub fn restart_app(
+        &mut self,
+        id: &str,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<DeploymentResult, ApiError> {
+        let id = pathid::normalize(id, "/");
+        let mut app = self.app(&id)?.clone();
+        self.check_lock(&id, force, now)?;
+        app.version = self.new_version(&id, now);
+        app.version_info =
+            VersionInfo { last_scaling_at: app.version.clone(), last_config_change_at: app.version.clone() };
+        Ok(self.deploy(&id, Some(app), now, deployment_id))
+    }
+
+    /// `DELETE /v2/apps/{id}/tasks[/{taskId}]` and `POST /v2/tasks/delete`: kills the tasks (the app's
+    /// self-healing replaces them) or, with `scale`, also lowers `instances` by as many (a deployment).
+    pub fn kill_tasks(
+        &mut self,
+        task_ids: &[String],
+        scale: bool,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<(Vec<Instance>, Option<DeploymentResult>), ApiError> {
+        let found: Vec<Instance> = task_ids.iter().filter_map(|t| self.state.instances.get(t).cloned()).collect();
+        for i in &found {
+            if let Some(inst) = self.state.instances.get_mut(&i.task_id) {
+                inst.killing = true;
+            }
+        }
+        self.dirty = true;
+        if !scale {
+            return Ok((found, None));
+        }
+        let mut per_app: BTreeMap<String, u32> = BTreeMap::new();
+        for i in &found {
+            *per_app.entry(i.app_id.clone()).or_default() += 1;
+        }
+        let mut result = None;
+        for (app_id, n) in per_app {
+            let Ok(app) = self.app(&app_id) else { continue };
+            let mut app = app.clone();
+            self.check_lock(&app_id, force, now)?;
+            let previous = app.clone();
+            app.instances = app.instances.saturating_sub(n);
+            self.finish_versioning(&mut app, Some(&previous), now);
+            result = Some(self.deploy(&app_id, Some(app), now, deployment_id.clone()));
+        }
+        Ok((found, result))
+    }
+
+    /// `DELETE /v2/deployments/{id}`: without `force`, a rollback deployment to the original definitions; with
+    /// it, the deployment is only forgotten (the app stays as it is).
+    pub fn cancel_deployment(
+        &mut self,
+        id: &str,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<Option<DeploymentResult>, ApiError> {
+        let d = self
+            .state
+            .deployments
+            .remove(id)
+            .ok_or_else(|| ApiError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
+        self.emit("deployment_failed", now, json!({"id": d.id, "plan": Self::plan_json(&d), "reason": "canceled"}));
+        self.dirty = true;
+        if force {
+            return Ok(None);
+        }
+        let mut result = None;
+        for (app_id, original) in d.original {
+            let target = original.map(|mut a| {
+                let previous = self.state.apps.get(&app_id).cloned();
+                self.finish_versioning(&mut a, previous.as_ref(), now);
+                a
+            });
+            result = Some(self.deploy(&app_id, target, now, deployment_id.clone()));
+        }
+        Ok(result)
+    }
+
+    /// `DELETE /v2/queue/{id}/delay`.
+    pub fn reset_delay(&mut self, id: &str) -> Result<(), ApiError> {
+        let id = pathid::normalize(id, "/");
+        self.app(&id)?;
+        self.backoff.remove(&id);
+        Ok(())
+    }
+
+    // ---- the scheduler side ---------------------------------------------------------------------------------
+
+    pub fn set_framework_id(&mut self, id: &str) {
+        if self.state.framework_id.as_deref() != Some(id) {
+            self.state.framework_id = Some(id.to_string());
+            self.dirty = true;
+        }
+    }
+
+    /// Every known task, for reconciliation: (task id, agent id).
+    pub fn known_tasks(&self) -> Vec<(String, String)> {
+        self.state.instances.values().map(|i| (i.task_id.clone(), i.agent_id.clone())).collect()
+    }
+
+    /// A status update. Unknown tasks that are not terminal are returned to be killed (they belong to no app).
+    pub fn on_update(&mut self, status: &TaskStatus, now: Millis) -> Option<(String, String)> {
+        let Some(inst) = self.state.instances.get_mut(&status.task_id) else {
+            return (!status.state.is_terminal()).then(|| (status.task_id.clone(), status.agent_id.clone()));
+        };
+        let was = inst.state;
+        inst.state = status.state;
+        if status.healthy.is_some() {
+            inst.healthy = status.healthy;
+        }
+        if !status.agent_id.is_empty() {
+            inst.agent_id = status.agent_id.clone();
+        }
+        if status.state == TaskState::Running && inst.started_at.is_none() {
+            inst.started_at = Some(now);
+        }
+        inst.unreachable_since = match status.state {
+            TaskState::Unreachable => inst.unreachable_since.or(Some(now)),
+            _ => None,
+        };
+        let inst = inst.clone();
+        self.emit(
+            "status_update_event",
+            now,
+            json!({
+                "slaveId": inst.agent_id, "taskId": inst.task_id, "taskStatus": status.state.name(),
+                "message": status.message, "appId": inst.app_id, "host": inst.placement.hostname,
+                "ipAddresses": [], "ports": inst.host_ports, "version": inst.version,
+            }),
+        );
+        // TASK_UNKNOWN (reconciliation: the master does not know the task) ends the instance too.
+        if status.state.is_terminal() || status.state == TaskState::Unknown {
+            self.state.instances.remove(&status.task_id);
+            let failed = matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
+            if matches!(status.state, TaskState::Failed | TaskState::Error | TaskState::Lost) {
+                self.state.failures.insert(
+                    inst.app_id.clone(),
+                    TaskFailure {
+                        app_id: inst.app_id.clone(),
+                        host: inst.placement.hostname.clone(),
+                        message: status.message.clone(),
+                        state: status.state.name().into(),
+                        task_id: inst.task_id.clone(),
+                        timestamp: format_iso(now),
+                        version: inst.version.clone(),
+                        slave_id: inst.agent_id.clone(),
+                    },
+                );
+            }
+            if failed
+                && !inst.killing
+                && let Some(app) = self.state.apps.get(&inst.app_id)
+            {
+                let b = self.backoff.entry(inst.app_id.clone()).or_default();
+                b.delay_secs = if b.delay_secs == 0.0 {
+                    app.backoff_seconds as f64
+                } else {
+                    (b.delay_secs * app.backoff_factor).min(app.max_launch_delay_seconds as f64)
+                };
+                b.until = now + (b.delay_secs * 1000.0) as u64;
+            }
+        }
+        self.dirty =
+            self.dirty || was != status.state || status.state.is_terminal() || status.state == TaskState::Unknown;
+        self.finish_deployments(now);
+        None
+    }
+
+    /// Completes deployments whose steps are all done.
+    fn finish_deployments(&mut self, now: Millis) {
+        let done: Vec<String> = self
+            .state
+            .deployments
+            .values()
+            .filter(|d| d.steps.iter().all(|s| self.step_done(s, now)))
+            .map(|d| d.id.clone())
+            .collect();
+        for id in done {
+            if let Some(d) = self.state.deployments.remove(&id) {
+                if let Some(last) = d.steps.last() {
+                    let actions: Vec<Value> =
+                        last.actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect();
+                    self.emit(
+                        "deployment_step_success",
+                        now,
+                        json!({"plan": Self::plan_json(&d), "currentStep": {"actions": actions}}),
+                    );
+                }
+                self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Kills to send now, and how many launches are wanted. Decided kills are marked; a kill not confirmed by a
+    /// terminal update is sent again after [`KILL_RETRY_MS`].
+    pub fn actions(&mut self, now: Millis) -> Actions {
+        self.finish_deployments(now);
+        let mut out = Actions::default();
+        let mut decided: BTreeSet<String> = BTreeSet::new();
+        let mut expunge = Vec::new();
+        for i in self.state.instances.values() {
+            match self.state.apps.get(&i.app_id) {
+                // Instances of apps that no longer exist.
+                None => {
+                    decided.insert(i.task_id.clone());
+                }
+                Some(app) => {
+                    if let (Some(since), UnreachableStrategy::Enabled { expunge_after_seconds, .. }) =
+                        (i.unreachable_since, app.unreachable_strategy)
+                        && now >= since + expunge_after_seconds * 1000
+                    {
+                        expunge.push((i.task_id.clone(), i.agent_id.clone()));
+                    }
+                }
+            }
+        }
+        // Unreachable instances past expungeAfterSeconds are forgotten; a kill goes out in case they come back.
+        for (task_id, agent_id) in expunge {
+            self.state.instances.remove(&task_id);
+            out.kills.push((task_id, agent_id));
+            self.dirty = true;
+        }
+        for app in self.state.apps.values() {
+            let d = self.decision(app, now);
+            decided.extend(d.kill);
+            if self.backoff.get(&app.id).is_none_or(|b| b.until <= now) {
+                out.wanted += d.launch;
+            }
+        }
+        for id in decided {
+            if let Some(i) = self.state.instances.get_mut(&id)
+                && !i.killing
+            {
+                i.killing = true;
+                self.dirty = true;
+            }
+        }
+        for i in self.state.instances.values_mut() {
+            if i.killing && i.kill_sent_at.is_none_or(|t| now >= t + KILL_RETRY_MS) {
+                i.kill_sent_at = Some(now);
+                out.kills.push((i.task_id.clone(), i.agent_id.clone()));
+            }
+        }
+        out
+    }
+
+    /// Matches offers: records the launched instances (before the shell sends the launch, so a restart never
+    /// launches them twice) and the offer statistics for `/v2/queue`.
+    pub fn match_offers(
+        &mut self,
+        offers: &[Offer],
+        now: Millis,
+        new_id: &mut dyn FnMut(&str) -> String,
+    ) -> planner::Matched {
+        self.finish_deployments(now);
+        let mut decisions = Vec::new();
+        for app in self.state.apps.values() {
+            let delayed = self.backoff.get(&app.id).is_some_and(|b| b.until > now);
+            let d = self.decision(app, now);
+            if d.launch > 0 && !delayed {
+                decisions.push((app.clone(), d.launch));
+            }
+        }
+        let requests: Vec<Request<'_>> = decisions
+            .iter()
+            .map(|(app, n)| Request {
+                app,
+                count: *n,
+                service_ports: app.port_definitions.iter().map(|p| p.port).collect(),
+            })
+            .collect();
+        let mut placed: BTreeMap<String, Vec<Placement>> = BTreeMap::new();
+        for i in self.state.instances.values() {
+            placed.entry(i.app_id.clone()).or_default().push(i.placement.clone());
+        }
+        let matched = planner::match_offers(&requests, &placed, offers, new_id);
+        for Launch { app_id, instance_id, task, placement, host_ports, .. } in &matched.launches {
+            let app = &self.state.apps[app_id];
+            self.state.instances.insert(
+                task.task_id.clone(),
+                Instance {
+                    task_id: task.task_id.clone(),
+                    instance_id: instance_id.clone(),
+                    app_id: app_id.clone(),
+                    version: app.version.clone(),
+                    state: TaskState::Staging,
+                    healthy: None,
+                    agent_id: task.agent_id.clone(),
+                    placement: placement.clone(),
+                    host_ports: host_ports.clone(),
+                    service_ports: app.port_definitions.iter().map(|p| p.port).collect(),
+                    staged_at: now,
+                    started_at: None,
+                    killing: false,
+                    kill_sent_at: None,
+                    unreachable_since: None,
+                },
+            );
+            self.dirty = true;
+        }
+        for (app_id, s) in &matched.stats {
+            let q =
+                self.queue.entry(app_id.clone()).or_insert_with(|| QueueStats { since: now, ..QueueStats::default() });
+            q.stats.processed += s.processed;
+            q.stats.used += s.used;
+            for (r, n) in &s.declined {
+                *q.stats.declined.entry(*r).or_default() += n;
+            }
+            if s.used > 0 {
+                q.last_used = Some(now);
+            }
+            if s.processed > s.used {
+                q.last_unused = Some(now);
+            }
+        }
+        // Apps no longer waiting start a fresh queue entry next time.
+        let waiting: BTreeSet<String> =
+            self.state.apps.values().filter(|a| self.decision(a, now).launch > 0).map(|a| a.id.clone()).collect();
+        self.queue.retain(|id, _| waiting.contains(id));
+        matched
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! Harness tests of the core: a fake cluster of offers and a hand-driven clock, no I/O.
+
+use super::*;
+use agora_proto::model::{Attributes, Source};
+use serde_json::json;
+
+struct Harness {
+    core: Core,
+    now: Millis,
+    next: u64,
+    agents: Vec<(String, String)>,
+}
+
+fn status(task_id: &str, agent_id: &str, state: TaskState) -> TaskStatus {
+    TaskStatus {
+        task_id: task_id.into(),
+        state,
+        reason: None,
+        source: Source::Agent,
+        message: String::new(),
+        uuid: None,
+        timestamp: 0.0,
+        healthy: None,
+        agent_id: agent_id.into(),
+        unreachable_time: None,
+    }
+}
+
+impl Harness {
+    fn new(agents: usize) -> Harness {
+        Harness {
+            core: Core::new(Persisted::default()),
+            now: 1_700_000_000_000,
+            next: 0,
+            agents: (0..agents).map(|i| (format!("agent-{i}"), format!("host{i}"))).collect(),
+        }
+    }
+
+    fn did(&mut self) -> String {
+        self.next += 1;
+        format!("deployment-{}", self.next)
+    }
+
+    fn offers(&self) -> Vec<Offer> {
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, (agent, host))| Offer {
+                id: format!("offer-{i}-{}", self.now),
+                framework_id: "fw".into(),
+                agent_id: agent.clone(),
+                hostname: host.clone(),
+                resources: "cpus:4;mem:4096;ports:[31000-32000]".parse().unwrap(),
+                attributes: Attributes::default(),
+                role: "*".into(),
+                url: String::new(),
+            })
+            .collect()
+    }
+
+    /// One offer round; returns the launched task ids.
+    fn round(&mut self) -> Vec<String> {
+        self.now += 1000;
+        let offers = self.offers();
+        let mut n = self.next;
+        let m = self.core.match_offers(&offers, self.now, &mut |app| {
+            n += 1;
+            format!("{}.instance-{n}", pathid::task_prefix(app))
+        });
+        self.next = n;
+        m.launches.iter().map(|l| l.task.task_id.clone()).collect()
+    }
+
+    fn update(&mut self, task: &str, state: TaskState) {
+        self.now += 10;
+        let agent = self.core.state.instances.get(task).map(|i| i.agent_id.clone()).unwrap_or_default();
+        self.core.on_update(&status(task, &agent, state), self.now);
+    }
+
+    fn run_all(&mut self, tasks: &[String]) {
+        for t in tasks {
+            self.update(t, TaskState::Running);
+        }
+    }
+
+    /// Kills the core asks for complete (the agent reports TASK_KILLED).
+    fn complete_kills(&mut self) -> usize {
+        let kills = self.core.actions(self.now).kills;
+        for (t, _) in &kills {
+            self.update(t, TaskState::Killed);
+        }
+        kills.len()
+    }
+
+    fn live(&self, app: &str) -> usize {
+        self.core.instances_of(app).count()
+    }
+
+    fn running(&self, app: &str, version: &str) -> usize {
+        self.core.instances_of(app).filter(|i| i.state == TaskState::Running && i.version == version).count()
+    }
+
+    fn event_types(&mut self) -> Vec<String> {
+        self.core.drain_events().iter().map(|e| e["eventType"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn create(h: &mut Harness, body: Value) -> AppDefinition {
+    let id = h.did();
+    h.core.create_app(&body, false, h.now, id).unwrap().0
+}
+
+#[test]
+fn create_launch_run_and_complete_the_deployment() {
+    let mut h = Harness::new(2);
+    let app = create(&mut h, json!({"id": "/web", "cmd": "sleep 1000", "instances": 3, "cpus": 0.1, "mem": 32}));
+    assert_eq!(app.port_definitions[0].port, LOCAL_PORT_MIN, "a service port was allocated");
+    assert_eq!(h.core.deployments_json(h.now).len(), 1);
+    assert_eq!(h.core.actions(h.now).wanted, 3);
+    let launched = h.round();
+    assert_eq!(launched.len(), 3);
+    assert_eq!(h.core.queue_json(h.now).len(), 0);
+    assert!(h.round().is_empty(), "no duplicate launches while they stage");
+    h.run_all(&launched);
+    assert!(h.core.deployments_json(h.now).is_empty());
+    let types = h.event_types();
+    assert!(types.contains(&"deployment_info".into()) && types.contains(&"deployment_success".into()), "{types:?}");
+    assert_eq!(types.iter().filter(|t| *t == "status_update_event").count(), 3);
+}
+
+#[test]
+fn failed_instances_are_replaced_after_the_backoff_delay() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/w", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32, "backoffSeconds": 5}));
+    let t = h.round();
+    h.run_all(&t);
+    h.update(&t[0], TaskState::Failed);
+    assert_eq!(h.live("/w"), 0);
+    assert_eq!(h.core.last_failure("/w").unwrap().task_id, t[0]);
+    assert!(h.round().is_empty(), "delayed by backoffSeconds");
+    let q = h.core.queue_json(h.now);
+    assert_eq!(q[0]["delay"]["overdue"], false);
+    h.now += 5_000;
+    assert_eq!(h.round().len(), 1, "replaced once the delay passed");
+    // A kill (not a failure) is replaced without delay.
+    let t2: Vec<String> = h.core.instances_of("/w").map(|i| i.task_id.clone()).collect();
+    h.update(&t2[0], TaskState::Killed);
+    assert_eq!(h.round().len(), 1);
+}
+
+#[test]
+fn rolling_upgrade_keeps_capacity_bounds_and_finishes() {
+    let mut h = Harness::new(2);
+    let app = create(
+        &mut h,
+        json!({"id": "/r", "cmd": "v1", "instances": 3, "cpus": 0.1, "mem": 32,
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}}),
+    );
+    let t = h.round();
+    h.run_all(&t);
+    let id = h.did();
+    let (_, r) = h.core.update_app("/r", &json!({"cmd": "v2"}), true, false, h.now, id).unwrap();
+    assert_ne!(r.version, app.version);
+    let (min_healthy, max_capacity) = (2, 4);
+    for _ in 0..20 {
+        h.complete_kills();
+        let healthy = h.core.instances_of("/r").filter(|i| i.state == TaskState::Running && !i.killing).count();
+        assert!(healthy >= min_healthy, "healthy {healthy}");
+        let launched = h.round();
+        assert!(h.live("/r") <= max_capacity, "live {} > {max_capacity}", h.live("/r"));
+        h.run_all(&launched);
+        if h.core.deployments_json(h.now).is_empty() {
+            break;
+        }
+    }
+    assert!(h.core.deployments_json(h.now).is_empty(), "upgrade finished");
+    assert_eq!(h.running("/r", &r.version), 3);
+    assert_eq!(h.live("/r"), 3, "every old instance is gone");
+}
+
+#[test]
+fn unique_hostname_places_one_per_agent_and_explains_the_rest() {
+    let mut h = Harness::new(2);
+    create(
+        &mut h,
+        json!({"id": "/u", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 32,
+        "constraints": [["hostname", "UNIQUE"]]}),
+    );
+    let t = h.round();
+    assert_eq!(t.len(), 2);
+    h.run_all(&t);
+    assert!(h.round().is_empty());
+    let q = h.core.queue_json(h.now);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["count"], 1);
+    let reasons = q[0]["processedOffersSummary"]["rejectSummaryLastOffers"].as_array().unwrap();
+    let uc = reasons.iter().find(|r| r["reason"] == "UnfulfilledConstraint").unwrap();
+    assert!(uc["declined"].as_u64().unwrap() >= 2, "{uc}");
+}
+
+#[test]
+fn changes_to_a_deploying_app_conflict_unless_forced() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/c", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let id = h.did();
+    let err = h.core.update_app("/c", &json!({"instances": 2}), true, false, h.now, id).unwrap_err();
+    let ApiError::Locked(ids) = err else { panic!("{err:?}") };
+    assert_eq!(ids, vec!["deployment-1".to_string()]);
+    let id = h.did();
+    h.core.update_app("/c", &json!({"instances": 2}), true, true, h.now, id).unwrap();
+    assert_eq!(h.core.deployments_json(h.now).len(), 1);
+}
+
+#[test]
+fn restart_from_persisted_state_does_not_relaunch() {
+    let mut h = Harness::new(2);
+    create(&mut h, json!({"id": "/p", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.run_all(&t);
+    let saved = serde_json::to_string(&h.core.state).unwrap();
+    h.core = Core::new(serde_json::from_str(&saved).unwrap());
+    assert!(h.round().is_empty(), "the reloaded instances count");
+    assert_eq!(h.core.known_tasks().len(), 2, "they are reconciled");
+    // Reconciliation says one is gone: it is replaced.
+    h.update(&t[0], TaskState::Gone);
+    assert_eq!(h.round().len(), 1);
+}
+
+#[test]
+fn scale_down_with_kill_and_scale() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/s", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.run_all(&t);
+    let id = h.did();
+    let (killed, r) = h.core.kill_tasks(&[t[0].clone()], true, false, h.now, id).unwrap();
+    assert_eq!(killed.len(), 1);
+    assert!(r.is_some());
+    assert_eq!(h.core.app("/s").unwrap().instances, 2);
+    assert_eq!(h.complete_kills(), 1);
+    assert!(h.round().is_empty());
+    assert!(h.core.deployments_json(h.now).is_empty());
+}
+
+#[test]
+fn scale_down_by_instances_kills_youngest_first() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/y", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let first = h.round();
+    h.run_all(&first);
+    let id = h.did();
+    h.core.update_app("/y", &json!({"instances": 2}), true, false, h.now, id).unwrap();
+    let second = h.round();
+    h.run_all(&second);
+    let id = h.did();
+    h.core.update_app("/y", &json!({"instances": 1}), true, false, h.now, id).unwrap();
+    let kills = h.core.actions(h.now).kills;
+    assert_eq!(kills, vec![(second[0].clone(), "agent-0".to_string())]);
+}
+
+#[test]
+fn delete_kills_everything_and_cancel_rolls_back() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/d", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.run_all(&t);
+    let id = h.did();
+    h.core.delete_app("/d", false, h.now, id).unwrap();
+    assert!(matches!(h.core.app("/d"), Err(ApiError::NotFound(m)) if m == "App '/d' does not exist"));
+    assert_eq!(h.complete_kills(), 2);
+    assert!(h.core.deployments_json(h.now).is_empty());
+
+    create(&mut h, json!({"id": "/e", "cmd": "v1", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.run_all(&t);
+    let id = h.did();
+    h.core.update_app("/e", &json!({"cmd": "v2", "instances": 1}), true, false, h.now, id.clone()).unwrap();
+    let rb = h.did();
+    let r = h.core.cancel_deployment(&id, false, h.now, rb).unwrap();
+    assert!(r.is_some());
+    assert_eq!(h.core.app("/e").unwrap().cmd.as_deref(), Some("v1"));
+    let err = h.core.cancel_deployment("nope", false, h.now, "x".into()).unwrap_err();
+    assert_eq!(err, ApiError::NotFound("DeploymentPlan nope does not exist".into()));
+}
+
+#[test]
+fn rollback_to_a_stored_version() {
+    let mut h = Harness::new(1);
+    let v1 = create(&mut h, json!({"id": "/v", "cmd": "one", "instances": 0, "cpus": 0.1, "mem": 32}));
+    h.core.actions(h.now);
+    h.now += 1000;
+    let id = h.did();
+    h.core.update_app("/v", &json!({"cmd": "two"}), true, false, h.now, id).unwrap();
+    h.core.actions(h.now);
+    h.now += 1000;
+    let id = h.did();
+    h.core.update_app("/v", &json!({"version": v1.version}), true, false, h.now, id).unwrap();
+    let app = h.core.app("/v").unwrap();
+    assert_eq!(app.cmd.as_deref(), Some("one"));
+    assert_ne!(app.version, v1.version, "a rollback is a new version");
+    assert_eq!(h.core.state.versions["/v"].len(), 3);
+}

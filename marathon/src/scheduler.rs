@@ -1,0 +1,155 @@
+//! The SDK side of the shell: the [`Scheduler`] that feeds offers and status updates to the core, and
+//! [`Shared::settle`], which turns the core's wishes into calls (kills, REVIVE/SUPPRESS), persists the state and
+//! publishes events, after every change whether it came from the master, the API or the clock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use agora_framework_sdk::{MasterInfo, Offer, Scheduler, SchedulerDriver, TaskInfo, TaskStatus};
+use serde_json::json;
+
+use crate::core::Core;
+use crate::events::EventBus;
+use crate::pathid;
+use crate::store::StateStore;
+use crate::time::{Millis, now_millis};
+
+/// Unused offers are declined for this long (Marathon's `--decline_offer_duration`); REVIVE clears the filters
+/// whenever more launches are wanted.
+pub const DECLINE_SECONDS: f64 = 120.0;
+
+/// Facts about this Marathon for `/v2/info` and `/v2/leader`.
+#[derive(Clone, Debug)]
+pub struct Info {
+    pub hostname: String,
+    pub http_port: u16,
+    pub master: String,
+    pub framework_name: String,
+    pub failover_timeout: f64,
+}
+
+#[derive(Default)]
+struct OfferMode {
+    suppressed: bool,
+    last_wanted: u32,
+}
+
+/// What the API handlers and the scheduler share.
+pub struct Shared {
+    core: Mutex<Core>,
+    store: Box<dyn StateStore>,
+    pub bus: EventBus,
+    pub driver: SchedulerDriver,
+    pub info: Info,
+    mode: Mutex<OfferMode>,
+}
+
+impl Shared {
+    pub fn new(core: Core, store: Box<dyn StateStore>, driver: SchedulerDriver, info: Info) -> Shared {
+        Shared { core: Mutex::new(core), store, bus: EventBus::default(), driver, info, mode: Mutex::default() }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// After a change: send the kills the core decided, REVIVE when more launches are wanted than before (or
+    /// offers are suppressed while some are wanted), SUPPRESS when none are, persist, publish events.
+    pub fn settle(&self, core: &mut Core, now: Millis) {
+        let actions = core.actions(now);
+        for (task_id, agent_id) in &actions.kills {
+            tracing::info!(task_id, agent_id, "killing task");
+            self.driver.kill(task_id, agent_id);
+        }
+        {
+            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            if actions.wanted > 0 && (mode.suppressed || actions.wanted > mode.last_wanted) {
+                self.driver.revive(vec![]);
+                mode.suppressed = false;
+            } else if actions.wanted == 0 && !mode.suppressed {
+                self.driver.suppress(vec![]);
+                mode.suppressed = true;
+            }
+            mode.last_wanted = actions.wanted;
+        }
+        if core.dirty {
+            match self.store.save(&core.state) {
+                Ok(()) => core.dirty = false,
+                Err(e) => tracing::error!(error = %e, "cannot persist Marathon's state"),
+            }
+        }
+        for e in core.drain_events() {
+            self.bus.publish(e);
+        }
+    }
+}
+
+/// The framework: callbacks lock the core, apply, settle.
+pub struct MarathonScheduler {
+    pub shared: Arc<Shared>,
+}
+
+impl Scheduler for MarathonScheduler {
+    fn subscribed(&mut self, driver: &SchedulerDriver, framework_id: &str, master: &MasterInfo) {
+        tracing::info!(framework_id, master = %master.id, "subscribed");
+        let now = now_millis();
+        let mut core = self.shared.lock();
+        core.set_framework_id(framework_id);
+        // Reconcile every instance we know of before trusting the records; until the answers come, persisted
+        // instances count as placed, so nothing is launched twice.
+        let known = core.known_tasks();
+        if !known.is_empty() {
+            driver.reconcile(known);
+        }
+        self.shared.bus.publish(json!({
+            "eventType": "scheduler_registered_event", "timestamp": crate::time::format_iso(now),
+            "frameworkId": framework_id, "master": format!("{}:{}", master.hostname, master.port),
+        }));
+        // Offers were suppressed or filtered by an earlier incarnation: start afresh.
+        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) = OfferMode::default();
+        self.shared.settle(&mut core, now);
+    }
+
+    fn offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+        let now = now_millis();
+        let mut core = self.shared.lock();
+        let matched = core.match_offers(&offers, now, &mut |app_id| {
+            format!("{}.instance-{}", pathid::task_prefix(app_id), uuid::Uuid::new_v4())
+        });
+        // Persist the new instances before the launches go out.
+        self.shared.settle(&mut core, now);
+        let mut per_offer: BTreeMap<String, Vec<TaskInfo>> = BTreeMap::new();
+        for l in matched.launches {
+            tracing::info!(task_id = %l.task.task_id, app_id = %l.app_id, agent_id = %l.task.agent_id, "launching");
+            per_offer.entry(l.offer_id).or_default().push(l.task);
+        }
+        for offer in &offers {
+            match per_offer.remove(&offer.id) {
+                Some(tasks) => driver.launch(offer, tasks),
+                None => driver.decline(&offer.id, Some(DECLINE_SECONDS)),
+            }
+        }
+    }
+
+    fn update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+        let now = now_millis();
+        let mut core = self.shared.lock();
+        tracing::info!(task_id = %status.task_id, state = %status.state, "status update");
+        if let Some((task_id, agent_id)) = core.on_update(status, now) {
+            tracing::warn!(task_id, "killing a task that belongs to no app");
+            driver.kill(&task_id, &agent_id);
+        }
+        self.shared.settle(&mut core, now);
+    }
+
+    fn error(&mut self, _driver: &SchedulerDriver, message: &str) {
+        tracing::error!(message, "the master reported a framework error");
+    }
+
+    fn disconnected(&mut self, _driver: &SchedulerDriver) {
+        tracing::warn!("disconnected from the master; resubscribing");
+        self.shared.bus.publish(json!({
+            "eventType": "scheduler_disconnected_event", "timestamp": crate::time::format_iso(now_millis()),
+        }));
+    }
+}
