@@ -1,0 +1,308 @@
+//! Marathon end to end: the real `agora-master`, two `agora-agent`s and `agora-marathon` on loopback, driven
+//! through Marathon's REST API and event stream. Build the binaries first: `cargo build --workspace --bins`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use agora_integration_tests::{Cluster, Proc, WAIT, bin_dir, free_port, wait_for};
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+/// A running `agora-marathon`, killed on drop.
+struct Marathon {
+    proc: Proc,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Marathon {
+    async fn start(cluster: &Cluster, work_dir: &Path, port: u16, log_name: &str) -> Result<Marathon> {
+        assert!(
+            bin_dir().join("agora-marathon").exists(),
+            "agora-marathon not built: run `cargo build --workspace --bins` first"
+        );
+        let args: Vec<String> = vec![
+            "--master".into(),
+            cluster.master_addr.clone(),
+            "--http-port".into(),
+            port.to_string(),
+            "--http-address".into(),
+            "127.0.0.1".into(),
+            "--work-dir".into(),
+            work_dir.display().to_string(),
+            "--hostname".into(),
+            "127.0.0.1".into(),
+        ];
+        let proc = Proc::spawn(log_name, "agora-marathon", &args, cluster.dir.path())?;
+        let m = Marathon { proc, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let ping = format!("{}/ping", m.url);
+        let http = m.http.clone();
+        wait_for("Marathon to answer /ping", WAIT, async || {
+            http.get(&ping).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await?;
+        Ok(m)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("request {path}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, headers, v))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let (status, _, v) = self.call(reqwest::Method::GET, path, None).await?;
+        ensure!(status == 200, "GET {path}: {status} {v}");
+        Ok(v)
+    }
+
+    async fn app(&self, id: &str) -> Option<Value> {
+        self.get(&format!("/v2/apps{id}")).await.ok().map(|v| v["app"].clone())
+    }
+
+    /// Waits until the app has `n` running tasks and no deployment; returns the app.
+    async fn settled(&self, id: &str, n: usize) -> Result<Value> {
+        wait_for(&format!("{id} to settle with {n} running tasks"), WAIT * 2, async || {
+            let app = self.app(id).await?;
+            let tasks = app["tasks"].as_array()?;
+            let running = tasks.iter().filter(|t| t["state"] == "TASK_RUNNING").count();
+            (running == n && tasks.len() == n && app["deployments"].as_array()?.is_empty()).then_some(app)
+        })
+        .await
+    }
+}
+
+fn task_ids(app: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        app["tasks"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str().map(String::from)).collect();
+    ids.sort();
+    ids
+}
+
+/// Collects every event type the SSE stream delivers, in order.
+fn follow_events(url: String) -> Arc<Mutex<Vec<Value>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let Ok(mut resp) = reqwest::Client::new().get(url).header("Accept", "text/event-stream").send().await else {
+            return;
+        };
+        let mut buf = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                        out.lock().unwrap().push(v);
+                    }
+                }
+            }
+        }
+    });
+    seen
+}
+
+fn types(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
+    seen.lock().unwrap().iter().map(|e| e["eventType"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn marathon_tasks_on_master(state: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["name"] == "marathon")
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_runs_heals_upgrades_constrains_and_survives_a_restart() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32100-32199]").await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32200-32299]").await?;
+    let work_dir: PathBuf = cluster.dir.path().join("marathon");
+    let port = free_port();
+    let mut marathon = Marathon::start(&cluster, &work_dir, port, "marathon").await?;
+    let events = follow_events(format!("{}/v2/events", marathon.url));
+    wait_for("the event stream to attach", WAIT, async || (!types(&events).is_empty()).then_some(())).await?;
+    assert_eq!(types(&events)[0], "event_stream_attached");
+
+    // ---- create: 201 with Location and Marathon-Deployment-Id, then 3 running tasks serving on $PORT0 -------
+    let cmd = "exec python3 -m http.server $PORT0 --bind 127.0.0.1";
+    let (status, headers, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "it/web", "cmd": cmd, "instances": 3, "cpus": 0.1, "mem": 32})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers["location"], "/it/web");
+    assert!(headers.contains_key("marathon-deployment-id"));
+    assert_eq!(body["id"], "/it/web");
+    assert_eq!(body["tasksRunning"], 0);
+    let app = marathon.settled("/it/web", 3).await?;
+    let port0 = app["tasks"][0]["ports"][0].as_u64().context("a host port")?;
+    // RUNNING comes when the process started; the server listens a moment later.
+    wait_for(&format!("the task to serve on $PORT0 ({port0})"), WAIT, async || {
+        let r = reqwest::get(format!("http://127.0.0.1:{port0}/")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await?;
+
+    // ---- self-healing: a killed task is replaced ---------------------------------------------------------
+    let victim = task_ids(&app)[0].clone();
+    let (status, _, body) =
+        marathon.call(reqwest::Method::DELETE, &format!("/v2/apps/it/web/tasks/{victim}"), None).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["task"]["id"], victim.as_str());
+    let healed = wait_for("the killed task to be replaced", WAIT * 2, async || {
+        let app = marathon.settled("/it/web", 3).await.ok()?;
+        (!task_ids(&app).contains(&victim)).then_some(app)
+    })
+    .await?;
+    assert_eq!(task_ids(&healed).len(), 3);
+
+    // ---- rolling upgrade: never below minimumHealthCapacity (1.0 → 3 running) while it rolls ---------------
+    let (status, headers, body) =
+        marathon.call(reqwest::Method::PUT, "/v2/apps/it/web", Some(json!({"cmd": format!("{cmd} # v2")}))).await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.contains_key("marathon-deployment-id"));
+    let new_version = body["version"].as_str().context("version")?.to_string();
+    let mut min_running = usize::MAX;
+    let upgraded = wait_for("the rolling upgrade to finish", WAIT * 3, async || {
+        let app = marathon.app("/it/web").await?;
+        let tasks = app["tasks"].as_array()?.clone();
+        let running = tasks.iter().filter(|t| t["state"] == "TASK_RUNNING").count();
+        min_running = min_running.min(running);
+        let all_new = tasks.iter().all(|t| t["version"] == new_version.as_str());
+        (all_new && running == 3 && tasks.len() == 3 && app["deployments"].as_array()?.is_empty()).then_some(app)
+    })
+    .await?;
+    assert!(min_running >= 3, "running dropped to {min_running} during the upgrade");
+    assert_eq!(upgraded["cmd"], format!("{cmd} # v2"));
+    assert!(task_ids(&upgraded).iter().all(|id| !task_ids(&healed).contains(id)), "every task was replaced");
+
+    // ---- UNIQUE hostname: 3 wanted on 2 agents → 2 running, the third explained in /v2/queue --------------
+    let (status, _, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/it/uniq", "cmd": "sleep 3600", "instances": 3, "cpus": 0.1, "mem": 16,
+                        "constraints": [["hostname", "UNIQUE"]]})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let entry = wait_for("the queue to explain the unplaced instance", WAIT * 2, async || {
+        let app = marathon.app("/it/uniq").await?;
+        let running = app["tasks"].as_array()?.iter().filter(|t| t["state"] == "TASK_RUNNING").count();
+        if running != 2 {
+            return None;
+        }
+        let q = marathon.get("/v2/queue").await.ok()?;
+        let entry = q["queue"].as_array()?.iter().find(|e| e["app"]["id"] == "/it/uniq")?.clone();
+        let reasons = entry["processedOffersSummary"]["rejectSummaryLastOffers"].as_array()?;
+        let uc = reasons.iter().find(|r| r["reason"] == "UnfulfilledConstraint")?;
+        (uc["declined"].as_u64()? > 0).then_some(entry)
+    })
+    .await?;
+    assert_eq!(entry["count"], 1);
+    let hosts: std::collections::BTreeSet<String> = marathon.app("/it/uniq").await.context("uniq")?["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["host"].as_str().map(String::from))
+        .collect();
+    assert_eq!(hosts.len(), 2, "one per agent: {hosts:?}");
+
+    // ---- 409 while its deployment cannot finish; force overrides -----------------------------------------
+    let (status, _, body) =
+        marathon.call(reqwest::Method::PUT, "/v2/apps/it/uniq", Some(json!({"instances": 2}))).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap_or("").starts_with("App is locked by one or more deployments."));
+    assert_eq!(body["deployments"].as_array().map(Vec::len), Some(1));
+    let (status, _, body) =
+        marathon.call(reqwest::Method::PUT, "/v2/apps/it/uniq?force=true", Some(json!({"instances": 2}))).await?;
+    assert_eq!(status, 200, "{body}");
+    marathon.settled("/it/uniq", 2).await?;
+
+    // ---- errors: 422 validation, 400 malformed JSON, 404 unknown app -------------------------------------
+    let (status, _, body) = marathon
+        .call(reqwest::Method::POST, "/v2/apps", Some(json!({"id": "/Bad", "cmd": "x", "instances": -1})))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["message"], "Object is not valid");
+    let paths: Vec<&str> =
+        body["details"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
+    assert_eq!(paths, vec!["/id", "/instances"]);
+    let resp = marathon
+        .http
+        .post(format!("{}/v2/apps", marathon.url))
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.json::<Value>().await?["message"], "Invalid JSON");
+    let (status, _, body) = marathon.call(reqwest::Method::GET, "/v2/apps/nope", None).await?;
+    assert_eq!((status, body), (404, json!({"message": "App '/nope' does not exist"})));
+
+    // ---- the event stream saw status updates and deployments -----------------------------------------------
+    let seen = types(&events);
+    for t in ["status_update_event", "deployment_info", "deployment_success", "api_post_event"] {
+        assert!(seen.iter().any(|s| s == t), "no {t} in {seen:?}");
+    }
+
+    // ---- restart: the new Marathon picks up the apps and the running tasks without relaunching -------------
+    let framework_id = marathon.get("/v2/info").await?["frameworkId"].clone();
+    let web_before = task_ids(&marathon.settled("/it/web", 3).await?);
+    let uniq_before = task_ids(&marathon.settled("/it/uniq", 2).await?);
+    let on_master_before = marathon_tasks_on_master(&cluster.state().await?);
+    assert_eq!(on_master_before.len(), 5, "{on_master_before:?}");
+    marathon.proc.terminate();
+    drop(marathon);
+    let marathon = Marathon::start(&cluster, &work_dir, free_port(), "marathon-2").await?;
+    assert_eq!(marathon.get("/v2/info").await?["frameworkId"], framework_id);
+    // Wait for the reconciliation answers (a status update per known task) before comparing.
+    wait_for("the restarted Marathon to reconcile its tasks", WAIT, async || {
+        let log = marathon.proc.log_text();
+        web_before
+            .iter()
+            .chain(&uniq_before)
+            .all(|id| log.contains(&format!("status update task_id={id}")))
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(task_ids(&marathon.settled("/it/web", 3).await?), web_before);
+    assert_eq!(task_ids(&marathon.settled("/it/uniq", 2).await?), uniq_before);
+    assert_eq!(marathon_tasks_on_master(&cluster.state().await?), on_master_before, "nothing was relaunched");
+
+    // ---- delete: every task goes away --------------------------------------------------------------------
+    for id in ["/it/web", "/it/uniq"] {
+        let (status, _, body) = marathon.call(reqwest::Method::DELETE, &format!("/v2/apps{id}"), None).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for("Marathon's tasks to stop", WAIT * 2, async || {
+        marathon_tasks_on_master(&cluster.state().await.ok()?).is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}
