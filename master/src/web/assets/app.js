@@ -85,7 +85,7 @@ function renderAgents(list) {
   const html = list.map((a) => {
     const attrs = Object.entries(a.attributes || {}).map(([k, v]) => `${esc(k)}:${esc(v)}`).join(", ");
     const cell = (n) => `${num(a.used[n])} / ${num(a.resources[n])}` + (a.offered[n] ? ` <span class="muted">(${num(a.offered[n])} offered)</span>` : "");
-    return `<tr data-id="${esc(a.id)}"><td class="id">${esc(a.id)}</td><td>${esc(a.hostname)}<div class="muted small">${esc(a.address)}</div></td>` +
+    return `<tr data-id="${esc(a.id)}"><td class="id">${esc(a.id)}</td><td><span class="hostname">${esc(a.hostname)}</span><div class="muted small">${esc(a.address)}</div></td>` +
       `<td class="agent-state">${badge(a.state)}</td><td class="num">${cell("cpus")}</td><td class="num">${cell("mem")}</td>` +
       `<td class="num">${cell("disk")}</td><td class="num">${a.tasks}</td><td>${attrs}</td><td>${when(a.registered_time)}</td></tr>`;
   });
