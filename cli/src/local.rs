@@ -14,6 +14,8 @@ pub const DEFAULT_WORK_DIR: &str = "./.agora-local";
 pub const DEFAULT_MASTER_PORT: u16 = 5050;
 pub const DEFAULT_AGENT_PORT: u16 = 5051;
 pub const DEFAULT_IP: &str = "127.0.0.1";
+/// Marathon's REST API port; a cluster whose master port is 0 (tests) gives Marathon a free port too.
+pub const DEFAULT_MARATHON_PORT: u16 = 8080;
 /// How long the master and the agent get to stop (the agent kills its tasks) after Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -82,14 +84,23 @@ fn stopped(shutdown: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 
 
 type Component = tokio::task::JoinHandle<Result<(), String>>;
 
-/// A master and an agent running in this process.
+/// The port Marathon listens on: 8080, or a free one when the master's port is 0 (a throwaway cluster).
+pub fn marathon_port(args: &LocalArgs) -> u16 {
+    if args.master_port == 0 { 0 } else { DEFAULT_MARATHON_PORT }
+}
+
+/// A master, an agent and Marathon running in this process.
 pub struct LocalCluster {
     pub master_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    pub marathon_addr: SocketAddr,
     pub work_dir: PathBuf,
     master: Component,
     agent: Component,
-    // Two signals, so that the agent stops (killing its tasks and reporting them) before the master does.
+    marathon: Component,
+    // Three signals, so that Marathon stops first (leaving its tasks running), then the agent (killing its tasks
+    // and reporting them), then the master.
+    stop_marathon: watch::Sender<bool>,
     stop_agent: watch::Sender<bool>,
     stop_master: watch::Sender<bool>,
 }
@@ -129,11 +140,35 @@ impl LocalCluster {
             agora_agent::run(agent_config, agent_listener, agent_stopped).await.map_err(|e| e.to_string())
         });
 
-        // ---- MARATHON: start the in-process Marathon here once it exists. It subscribes to the master at
-        // `master_addr` like any framework, gets its own listener and a stop signal of its own (stopped before the
-        // agent's in `shutdown`), and `local` prints its address. ------------------------------------------------
+        // Marathon subscribes to the master like any framework, with its own listener and stop signal.
+        let marathon_listener = bind(&args.ip, marathon_port(args), "Marathon").await?;
+        let marathon_addr = marathon_listener.local_addr().context("cannot read Marathon's address")?;
+        let marathon_config = agora_marathon::server::Config {
+            master: master_addr.to_string(),
+            work_dir: work_dir.join("marathon"),
+            hostname: args.ip.clone(),
+            framework_name: "marathon".into(),
+        };
+        let (stop_marathon, _) = watch::channel(false);
+        let marathon_stopped = stopped(&stop_marathon);
+        let marathon = tokio::spawn(async move {
+            agora_marathon::server::run(marathon_config, marathon_listener, marathon_stopped)
+                .await
+                .map_err(|e| e.to_string())
+        });
 
-        Ok(LocalCluster { master_addr, agent_addr, work_dir, master, agent, stop_agent, stop_master })
+        Ok(LocalCluster {
+            master_addr,
+            agent_addr,
+            marathon_addr,
+            work_dir,
+            master,
+            agent,
+            marathon,
+            stop_marathon,
+            stop_agent,
+            stop_master,
+        })
     }
 
     /// Resolves when the master or the agent stops on its own, with a description of why.
@@ -141,12 +176,18 @@ impl LocalCluster {
         tokio::select! {
             result = &mut self.master => format!("the master stopped: {}", describe(result)),
             result = &mut self.agent => format!("the agent stopped: {}", describe(result)),
+            result = &mut self.marathon => format!("Marathon stopped: {}", describe(result)),
         }
     }
 
-    /// Stops the agent (which kills its tasks), then the master; false when they did not stop within `grace`.
+    /// Stops Marathon, then the agent (which kills its tasks), then the master; false when they did not stop
+    /// within `grace`.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         let both = async {
+            self.stop_marathon.send_replace(true);
+            if !self.marathon.is_finished() {
+                let _ = (&mut self.marathon).await;
+            }
             self.stop_agent.send_replace(true);
             if !self.agent.is_finished() {
                 let _ = (&mut self.agent).await;
@@ -159,6 +200,7 @@ impl LocalCluster {
         if tokio::time::timeout(grace, both).await.is_ok() {
             return true;
         }
+        self.marathon.abort();
         self.agent.abort();
         self.master.abort();
         false
@@ -170,8 +212,13 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
     let mut cluster = LocalCluster::start(&args).await?;
     println!("master: http://{}", cluster.master_addr);
     println!("agent: http://{}", cluster.agent_addr);
+    println!("marathon: http://{}", cluster.marathon_addr);
     println!("work dir: {}", cluster.work_dir.display());
     println!("try: agora execute --master {} --name hello --command 'echo hello'", cluster.master_addr);
+    println!(
+        "or:  curl -X POST http://{}/v2/apps -H 'Content-Type: application/json' \\\n       -d '{{\"id\":\"/hello\",\"cmd\":\"python3 -m http.server $PORT0\",\"instances\":2,\"cpus\":0.1,\"mem\":32}}'",
+        cluster.marathon_addr
+    );
 
     let mut code = 0;
     tokio::select! {
@@ -219,6 +266,12 @@ mod tests {
         assert_eq!(a.work_dir, PathBuf::from("./.agora-local"));
         assert_eq!((a.master_port, a.agent_port), (5050, 5051));
         assert_eq!(a.resources, None);
+    }
+
+    #[test]
+    fn marathon_gets_8080_or_a_free_port_with_the_master() {
+        assert_eq!(marathon_port(&args(&[])), 8080);
+        assert_eq!(marathon_port(&args(&["--master-port", "0"])), 0);
     }
 
     #[test]

@@ -105,8 +105,8 @@ impl Scheduler for MarathonScheduler {
             "eventType": "scheduler_registered_event", "timestamp": crate::time::format_iso(now),
             "frameworkId": framework_id, "master": format!("{}:{}", master.hostname, master.port),
         }));
-        // Offers were suppressed or filtered by an earlier incarnation: start afresh.
-        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) = OfferMode::default();
+        // The driver (re)subscribes with offers suppressed: REVIVE if anything is wanted.
+        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) = OfferMode { suppressed: true, last_wanted: 0 };
         self.shared.settle(&mut core, now);
     }
 

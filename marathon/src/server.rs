@@ -66,7 +66,10 @@ pub async fn run(
     framework.capabilities = vec![Capability::PartitionAware, Capability::TaskKillingState];
     framework.hostname = Some(config.hostname.clone());
     framework.webui_url = Some(format!("http://{}:{}", config.hostname, addr.port()));
-    let driver = Driver::new(&config.master, framework, DriverOptions::default())?;
+    // Subscribe with offers suppressed: the first settle REVIVEs if anything is to be launched, so an idle
+    // Marathon never holds other frameworks' resources.
+    let options = DriverOptions { suppressed_roles: vec!["*".into()], ..DriverOptions::default() };
+    let driver = Driver::new(&config.master, framework, options)?;
     let info = Info {
         hostname: config.hostname.clone(),
         http_port: addr.port(),
