@@ -360,7 +360,7 @@ async fn task_log_follow_prints_new_output_until_the_task_ends() -> Result<()> {
 /// missing (never skips).
 fn browser_prerequisites() -> (PathBuf, PathBuf) {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    let hint = "install them with `apt-get install -y chromium nodejs npm` and `(cd integration-tests/web && npm ci)`";
+    let hint = "install them with `apt-get install -y chromium nodejs` and `(cd integration-tests/web && npm ci)`";
     let node = std::process::Command::new("node").arg("--version").output();
     assert!(node.is_ok_and(|o| o.status.success()), "the browser test needs node on PATH: {hint}");
     let chromium =
