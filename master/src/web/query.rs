@@ -265,3 +265,183 @@ pub fn summary(m: &Master, now: Now) -> Value {
         "tasks": {"active": active, "completed": done, "by_state": by_state},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use agora_proto::model::{
+        AgentInfo, Attributes, CommandInfo, FrameworkInfo, MasterInfo, Source, TaskInfo, TaskState, TaskStatus,
+    };
+
+    use super::*;
+    use crate::core::{AgentCommand, AgentMessage, Call, ConnId, CoreConfig, Effect, LaunchOp, SchedulerEvent};
+
+    const TASKS: usize = 10_000;
+    const FINISHED: usize = 3_000;
+
+    /// A master with one agent and one framework running [`TASKS`] tasks, the first [`FINISHED`] of them finished,
+    /// driven through the core's public inputs.
+    fn busy_master() -> (Master, Now, String, String) {
+        let mut now = Now { mono: Instant::now(), wall: 1_700_000_000.0 };
+        let info = MasterInfo {
+            id: "m".into(),
+            ip: "127.0.0.1".into(),
+            port: 5050,
+            hostname: "master1".into(),
+            version: "test".into(),
+        };
+        let config = CoreConfig { max_completed_tasks_per_framework: TASKS, ..CoreConfig::default() };
+        let mut m = Master::new(info, config, now);
+        let agent = AgentInfo {
+            id: None,
+            hostname: "node1".into(),
+            ip: "127.0.0.1".into(),
+            port: 5051,
+            resources: "cpus:20000;mem:20000;disk:100".parse().unwrap(),
+            attributes: Attributes::default(),
+        };
+        m.agent_message(ConnId(1), AgentMessage::Register { info: agent }, now);
+        m.subscribe(ConnId(2), FrameworkInfo::new("big"), vec![], now);
+        m.allocate_if_wanted(now);
+        let effects = m.drain_effects();
+        let agent_id = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ToAgent(_, AgentCommand::Registered { agent_id, .. }) => Some(agent_id.clone()),
+                _ => None,
+            })
+            .expect("agent registered");
+        let (framework_id, stream_id) = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ToFramework(_, SchedulerEvent::Subscribed { framework_id, stream_id, .. }) => {
+                    Some((framework_id.clone(), stream_id.clone()))
+                }
+                _ => None,
+            })
+            .expect("subscribed");
+        let offer = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ToFramework(_, SchedulerEvent::Offers(o)) => o.first().cloned(),
+                _ => None,
+            })
+            .expect("an offer");
+        let tasks: Vec<TaskInfo> = (0..TASKS)
+            .map(|i| TaskInfo {
+                name: if i % 2 == 0 { "web".into() } else { "batch".into() },
+                task_id: format!("t{i:05}"),
+                agent_id: agent_id.clone(),
+                resources: "cpus:1;mem:1".parse().unwrap(),
+                command: Some(CommandInfo::shell("true")),
+                container: None,
+                health_check: None,
+                kill_grace_period: None,
+                labels: vec![],
+                discovery: None,
+                data: vec![],
+            })
+            .collect();
+        let accept =
+            Call::Accept { offer_ids: vec![offer.id], operations: vec![LaunchOp { tasks }], refuse_seconds: None };
+        m.call(&framework_id, &stream_id, accept, now).expect("launch accepted");
+        for i in 0..TASKS {
+            now.wall += 0.001;
+            let state = if i < FINISHED { TaskState::Finished } else { TaskState::Running };
+            let status = TaskStatus {
+                task_id: format!("t{i:05}"),
+                state,
+                reason: None,
+                source: Source::Executor,
+                message: if i < FINISHED { "Command exited with status 0".into() } else { String::new() },
+                uuid: Some(vec![(i % 251) as u8; 16]),
+                timestamp: now.wall,
+                healthy: None,
+                agent_id: agent_id.clone(),
+                unreachable_time: None,
+            };
+            let msg = AgentMessage::StatusUpdate { framework_id: framework_id.clone(), status, latest_state: state };
+            m.agent_message(ConnId(1), msg, now);
+        }
+        m.drain_effects();
+        (m, now, agent_id, framework_id)
+    }
+
+    fn q(state: &str, search: &str, offset: usize, limit: Option<usize>) -> TaskQuery {
+        TaskQuery { offset, limit, state: state.into(), search: search.into(), framework_id: String::new() }
+    }
+
+    fn ids(page: &Value) -> Vec<&str> {
+        page["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn task_pages_stay_small_at_ten_thousand_tasks() {
+        let (m, now, agent_id, framework_id) = busy_master();
+        let page = tasks(&m, &q("", "", 0, None));
+        assert_eq!(page["total"], TASKS);
+        assert_eq!(ids(&page).len(), DEFAULT_LIMIT);
+        let active = tasks(&m, &q("active", "", 0, Some(10)));
+        assert_eq!(active["total"], TASKS - FINISHED);
+        assert!(active["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "TASK_RUNNING"));
+        let done = tasks(&m, &q("completed", "", 0, Some(1_000_000)));
+        assert_eq!(done["total"], FINISHED);
+        assert_eq!(done["limit"], MAX_LIMIT);
+        assert_eq!(ids(&done).len(), MAX_LIMIT);
+        let finished = tasks(&m, &q("task_finished", "", 0, Some(1)));
+        assert_eq!(finished["total"], FINISHED);
+        assert_eq!(finished["tasks"][0]["message"], "Command exited with status 0");
+        assert_eq!(finished["tasks"][0]["agent_hostname"], "node1");
+        assert_eq!(finished["tasks"][0]["framework_name"], "big");
+
+        // Pages tile the list without overlap.
+        let first = tasks(&m, &q("active", "", 0, Some(100)));
+        let second = tasks(&m, &q("active", "", 100, Some(100)));
+        let (a, b) = (ids(&first), ids(&second));
+        assert!(a.iter().all(|id| !b.contains(id)));
+        let past = tasks(&m, &q("", "", TASKS + 5, None));
+        assert_eq!((past["total"].as_u64(), ids(&past).len()), (Some(TASKS as u64), 0));
+
+        // Search is a case-insensitive substring of ids, names, framework and agent.
+        assert_eq!(tasks(&m, &q("", "T0999", 0, None))["total"], 10);
+        assert_eq!(tasks(&m, &q("", "BATCH", 0, None))["total"], TASKS / 2);
+        assert_eq!(tasks(&m, &q("", "node1", 0, None))["total"], TASKS);
+        assert_eq!(tasks(&m, &q("", "no-such-thing", 0, None))["total"], 0);
+        let mut by_fw = q("", "", 0, None);
+        by_fw.framework_id = "other".into();
+        assert_eq!(tasks(&m, &by_fw)["total"], 0);
+        by_fw.framework_id = framework_id.clone();
+        assert_eq!(tasks(&m, &by_fw)["total"], TASKS);
+
+        // One task with its history.
+        let t = task(&m, "t00000", None).expect("t00000");
+        let states: Vec<&str> =
+            t["statuses"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+        assert_eq!(states.last(), Some(&"TASK_FINISHED"));
+        assert!(task(&m, "nope", None).is_none());
+        assert_eq!(task_location(&m, "t09999", Some(&framework_id)), Some((agent_id.clone(), framework_id.clone())));
+        assert_eq!(agent_url(&m, &agent_id).as_deref(), Some("http://127.0.0.1:5051"));
+
+        // The summary, the tables and the metrics agree.
+        let s = summary(&m, now);
+        assert_eq!(s["tasks"]["by_state"]["TASK_RUNNING"], TASKS - FINISHED);
+        assert_eq!(s["tasks"]["by_state"]["TASK_FINISHED"], FINISHED);
+        assert_eq!(s["tasks"]["completed"], FINISHED);
+        assert_eq!(s["resources"]["cpus"]["used"], (TASKS - FINISHED) as f64);
+        assert_eq!(s["resources"]["cpus"]["total"], 20000.0);
+        assert_eq!(s["agents"]["active"], 1);
+        let f = frameworks(&m);
+        assert_eq!(f["frameworks"][0]["active_tasks"], TASKS - FINISHED);
+        assert_eq!(f["frameworks"][0]["used"]["cpus"], (TASKS - FINISHED) as f64);
+        let a = agents(&m);
+        assert_eq!(a["agents"][0]["state"], "active");
+        assert_eq!(a["agents"][0]["used"]["cpus"], (TASKS - FINISHED) as f64);
+        let metrics = crate::metrics::snapshot(&m, now);
+        assert_eq!(metrics["master/tasks_running"], (TASKS - FINISHED) as f64);
+        assert_eq!(metrics["master/tasks_finished"], FINISHED as f64);
+        assert_eq!(metrics["master/cpus_used"], (TASKS - FINISHED) as f64);
+        assert_eq!(metrics["master/slaves_active"], 1.0);
+        assert_eq!(metrics["master/frameworks_active"], 1.0);
+    }
+}
