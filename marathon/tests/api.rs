@@ -1,0 +1,236 @@
+//! The REST API over real HTTP, without a master: the router on a loopback port over a core whose driver never
+//! runs (its calls only queue). Status codes, headers and bodies as Marathon's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use agora_framework_sdk::{Driver, DriverOptions, FrameworkInfo};
+use agora_marathon::core::{Core, Persisted};
+use agora_marathon::scheduler::{Info, Shared};
+use agora_marathon::store::MemoryStore;
+use serde_json::{Value, json};
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+    _driver: Driver,
+}
+
+async fn start() -> Api {
+    let driver = Driver::new("127.0.0.1:9", FrameworkInfo::new("marathon"), DriverOptions::default()).unwrap();
+    let info = Info {
+        hostname: "127.0.0.1".into(),
+        http_port: 8080,
+        master: "127.0.0.1:9".into(),
+        framework_name: "marathon".into(),
+        failover_timeout: 604_800.0,
+    };
+    let shared =
+        Arc::new(Shared::new(Core::new(Persisted::default()), Box::new(MemoryStore::default()), driver.handle(), info));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = agora_marathon::api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Api { url: format!("http://{addr}"), http: reqwest::Client::new(), _driver: driver }
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, headers, body }
+    }
+}
+
+fn app(id: &str) -> Value {
+    json!({"id": id, "cmd": "sleep 100", "instances": 2, "cpus": 0.1, "mem": 16, "labels": {"tier": "web"}})
+}
+
+#[tokio::test]
+async fn ping_info_leader_and_unknown_routes() {
+    let api = start().await;
+    let r = api.call("GET", "/ping", None).await;
+    assert_eq!((r.status, r.body), (200, json!("pong")));
+    let r = api.call("GET", "/v2/info", None).await;
+    assert_eq!(r.body["name"], "marathon");
+    assert_eq!(r.body["marathon_config"]["failover_timeout"], 604_800);
+    assert_eq!(r.body["http_config"]["http_port"], 8080);
+    assert_eq!(api.call("GET", "/v2/leader", None).await.body, json!({"leader": "127.0.0.1:8080"}));
+    let r = api.call("GET", "/v2/nothing", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "URI not found"})));
+    assert_eq!(r.headers["cache-control"], "no-cache, no-store, must-revalidate");
+}
+
+#[tokio::test]
+async fn create_get_list_and_conflicts() {
+    let api = start().await;
+    let r = api.call("POST", "/v2/apps", Some(app("prod/web"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.headers["location"], "/prod/web");
+    let deployment = r.headers["marathon-deployment-id"].to_str().unwrap().to_string();
+    assert_eq!(r.body["deployments"], json!([{"id": deployment}]));
+    assert_eq!((r.body["tasksRunning"].clone(), r.body["tasksStaged"].clone()), (json!(0), json!(0)));
+    assert_eq!(r.body["portDefinitions"][0]["port"], 10000, "a service port from [10000, 20000)");
+
+    let r = api.call("POST", "/v2/apps", Some(app("/prod/web"))).await;
+    assert_eq!((r.status, r.body), (409, json!({"message": "An app with id [/prod/web] already exists."})));
+
+    // Double slashes are tolerated; the single app GET embeds tasks.
+    let r = api.call("GET", "/v2/apps//prod//web", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["app"]["id"], "/prod/web");
+    assert_eq!(r.body["app"]["tasks"], json!([]));
+
+    api.call("POST", "/v2/apps", Some(json!({"id": "/db", "cmd": "postgres", "cpus": 0.1, "mem": 16}))).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids(&api.call("GET", "/v2/apps", None).await.body), vec!["/db", "/prod/web"]);
+    assert_eq!(ids(&api.call("GET", "/v2/apps?id=prod", None).await.body), vec!["/prod/web"]);
+    assert_eq!(ids(&api.call("GET", "/v2/apps?cmd=postgres", None).await.body), vec!["/db"]);
+    assert_eq!(ids(&api.call("GET", "/v2/apps?label=tier==web", None).await.body), vec!["/prod/web"]);
+    let embedded = api.call("GET", "/v2/apps?embed=apps.tasks", None).await.body;
+    assert!(embedded["apps"][0].get("tasks").is_some());
+    assert!(api.call("GET", "/v2/apps", None).await.body["apps"][0].get("tasks").is_none());
+    let r = api.call("GET", "/v2/apps/prod/*", None).await;
+    assert_eq!(r.body["*"].as_array().unwrap().len(), 1);
+
+    // No offers ever come, so the deployment stays: a change conflicts unless forced.
+    let r = api.call("PUT", "/v2/apps/prod/web", Some(json!({"instances": 3}))).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.body["message"],
+        format!(
+            "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{deployment}'."
+        )
+    );
+    assert_eq!(r.body["deployments"], json!([{"id": deployment}]));
+    let r = api.call("PUT", "/v2/apps/prod/web?force=true", Some(json!({"instances": 3}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["deploymentId"].is_string() && r.body["version"].is_string());
+    assert_eq!(r.headers["marathon-deployment-id"].to_str().unwrap(), r.body["deploymentId"].as_str().unwrap());
+    assert_eq!(api.call("GET", "/v2/apps/prod/web", None).await.body["app"]["instances"], 3);
+}
+
+#[tokio::test]
+async fn errors_have_marathons_codes_and_bodies() {
+    let api = start().await;
+    let r = api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "instances": 1, "cpus": 0, "mem": 16}))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["message"], "Object is not valid");
+    assert_eq!(
+        r.body["details"],
+        json!([
+            {"path": "/cpus", "errors": ["got 0, expected 0.001 or more"]},
+            {"path": "/", "errors": ["AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."]},
+        ])
+    );
+    let r = api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "healthChecks": [{"path": "/"}]}))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["details"][0]["path"], "/healthChecks");
+
+    let resp = api.http.post(format!("{}/v2/apps", api.url)).body("{\"id\": ").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["message"], "Invalid JSON");
+    let r = api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "instances": "two"}))).await;
+    assert_eq!((r.status, r.body["message"].clone()), (400, json!("Invalid JSON")));
+
+    let r = api.call("GET", "/v2/apps/missing", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "App '/missing' does not exist"})));
+    let r = api.call("PATCH", "/v2/apps/missing", Some(json!({"instances": 1}))).await;
+    assert_eq!(r.status, 404);
+    let r = api.call("DELETE", "/v2/deployments/nope", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "DeploymentPlan nope does not exist"})));
+    let r = api.call("DELETE", "/v2/queue/missing/delay", None).await;
+    assert_eq!(r.status, 404);
+
+    api.call("POST", "/v2/apps", Some(app("/a"))).await;
+    let r = api.call("DELETE", "/v2/apps/a/tasks?scale=true&wipe=true", None).await;
+    assert_eq!((r.status, r.body), (400, json!({"message": "You cannot use scale and wipe at the same time."})));
+    let r = api.call("DELETE", "/v2/apps/a/tasks/a.instance-x._app.1", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "Task 'a.instance-x._app.1' does not exist"})));
+}
+
+#[tokio::test]
+async fn put_creates_versions_roll_back_deployments_cancel_and_delete() {
+    let api = start().await;
+    let r = api.call("PUT", "/v2/apps/svc", Some(json!({"cmd": "v1", "instances": 0, "cpus": 0.1, "mem": 16}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v1 = r.body["version"].as_str().unwrap().to_string();
+    // Zero instances: the deployment finishes on the next settle (the next request).
+    let deployments = api.call("GET", "/v2/deployments", None).await.body;
+    assert!(deployments.as_array().unwrap().is_empty(), "{deployments}");
+
+    let r = api.call("PATCH", "/v2/apps/svc", Some(json!({"cmd": "v2", "id": "/ignored"}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let versions = api.call("GET", "/v2/apps/svc/versions", None).await.body;
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(versions["versions"][1], v1.as_str(), "newest first");
+    let old = api.call("GET", &format!("/v2/apps/svc/versions/{v1}"), None).await;
+    assert_eq!((old.status, old.body["cmd"].clone()), (200, json!("v1")));
+
+    let r = api.call("PUT", "/v2/apps/svc?force=true", Some(json!({"version": v1}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/svc", None).await.body["app"]["cmd"], "v1");
+
+    // A deployment that cannot finish (no offers): listed with its steps, cancelled by force (202, empty).
+    let r = api.call("PUT", "/v2/apps/svc?force=true", Some(json!({"instances": 2}))).await;
+    let id = r.body["deploymentId"].as_str().unwrap().to_string();
+    let list = api.call("GET", "/v2/deployments", None).await.body;
+    let d = list.as_array().unwrap().iter().find(|d| d["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(d["affectedApps"], json!(["/svc"]));
+    assert_eq!(d["steps"], json!([{"actions": [{"action": "ScaleApplication", "app": "/svc"}]}]));
+    assert_eq!((d["currentStep"].clone(), d["totalSteps"].clone()), (json!(1), json!(1)));
+    let q = api.call("GET", "/v2/queue", None).await.body;
+    assert_eq!(q["queue"][0]["count"], 2);
+    assert_eq!(q["queue"][0]["delay"], json!({"timeLeftSeconds": 0, "overdue": true}));
+    assert_eq!(api.call("DELETE", "/v2/queue/svc/delay", None).await.status, 204);
+    let r = api.call("DELETE", &format!("/v2/deployments/{id}?force=true"), None).await;
+    assert_eq!((r.status, r.body), (202, Value::Null));
+
+    // Without force, cancelling rolls back to the definition before the deployment (2 instances).
+    let r = api.call("PUT", "/v2/apps/svc", Some(json!({"instances": 5}))).await;
+    let id = r.body["deploymentId"].as_str().unwrap().to_string();
+    let r = api.call("DELETE", &format!("/v2/deployments/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.contains_key("marathon-deployment-id"));
+    assert_eq!(api.call("GET", "/v2/apps/svc", None).await.body["app"]["instances"], 2);
+
+    let r = api.call("DELETE", "/v2/apps/svc", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains_key("marathon-deployment-id"));
+    assert_eq!(api.call("GET", "/v2/apps/svc", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn the_event_stream_starts_attached_and_filters() {
+    let api = start().await;
+    let mut all = api.http.get(format!("{}/v2/events", api.url)).send().await.unwrap();
+    assert_eq!(all.headers()["content-type"], "text/event-stream");
+    let mut only = api.http.get(format!("{}/v2/events?event_type=deployment_info", api.url)).send().await.unwrap();
+    let first = String::from_utf8_lossy(&all.chunk().await.unwrap().unwrap()).to_string();
+    assert!(first.starts_with("event: event_stream_attached\ndata: "), "{first}");
+    api.call("POST", "/v2/apps", Some(app("/e"))).await;
+    let mut seen = String::new();
+    while !seen.contains("event: deployment_info") {
+        seen.push_str(&String::from_utf8_lossy(&all.chunk().await.unwrap().unwrap()));
+    }
+    assert!(seen.contains("event: api_post_event"), "{seen}");
+    let filtered = String::from_utf8_lossy(&only.chunk().await.unwrap().unwrap()).to_string();
+    assert!(filtered.starts_with("event: deployment_info\n"), "{filtered}");
+}
