@@ -306,3 +306,66 @@ async fn marathon_runs_heals_upgrades_constrains_and_survives_a_restart() -> Res
     .await?;
     Ok(())
 }
+
+/// Like `Cluster::add_agent`, with agent attributes.
+async fn add_agent_with_attributes(cluster: &mut Cluster, resources: &str, attributes: &str) -> Result<String> {
+    let n = cluster.agents.len();
+    let port = free_port();
+    let args: Vec<String> = vec![
+        "--master".into(),
+        cluster.master_addr.clone(),
+        "--ip".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--work-dir".into(),
+        cluster.dir.path().join(format!("agent{n}")).display().to_string(),
+        "--resources".into(),
+        resources.into(),
+        "--attributes".into(),
+        attributes.into(),
+        "--hostname".into(),
+        format!("agent{n}"),
+    ];
+    let before = cluster.agent_ids().await?;
+    cluster.agents.push(Proc::spawn(&format!("agent{n}"), "agora-agent", &args, cluster.dir.path())?);
+    cluster.agent_addrs.push(format!("127.0.0.1:{port}"));
+    wait_for("the agent to register", WAIT, async || {
+        cluster.agent_ids().await.ok()?.into_iter().find(|id| !before.contains(id))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_and_max_per_spread_instances() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    add_agent_with_attributes(&mut cluster, "cpus:2;mem:1024;ports:[32300-32399]", "rack:r1").await?;
+    add_agent_with_attributes(&mut cluster, "cpus:2;mem:1024;ports:[32400-32499]", "rack:r2").await?;
+    add_agent_with_attributes(&mut cluster, "cpus:2;mem:1024;ports:[32500-32599]", "rack:r2").await?;
+    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
+    let (status, _, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/spread", "cmd": "sleep 3600", "instances": 4, "cpus": 0.1, "mem": 16,
+                        "constraints": [["rack", "GROUP_BY", "2"], ["hostname", "MAX_PER", "2"]]})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let app = marathon.settled("/spread", 4).await?;
+    let mut per_host = std::collections::BTreeMap::<String, usize>::new();
+    for t in app["tasks"].as_array().into_iter().flatten() {
+        *per_host.entry(t["host"].as_str().unwrap_or("").to_string()).or_default() += 1;
+    }
+    let r1 = per_host.get("agent0").copied().unwrap_or(0);
+    let r2 = per_host.get("agent1").copied().unwrap_or(0) + per_host.get("agent2").copied().unwrap_or(0);
+    assert_eq!((r1, r2), (2, 2), "GROUP_BY rack spreads evenly: {per_host:?}");
+    assert!(per_host.values().all(|n| *n <= 2), "MAX_PER hostname 2: {per_host:?}");
+    let (status, _, _) = marathon.call(reqwest::Method::DELETE, "/v2/apps/spread", None).await?;
+    assert_eq!(status, 200);
+    wait_for("the tasks to stop", WAIT * 2, async || {
+        marathon_tasks_on_master(&cluster.state().await.ok()?).is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}
