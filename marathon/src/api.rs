@@ -269,6 +269,75 @@ async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Respon
     resp
 }
 
+/// `PUT /v2/apps` (create or update, partial by default) and `PATCH /v2/apps` (update existing): one deployment.
+async fn bulk_update(State(s): AppState, method: Method, Query(q): Params, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(apps) = body.as_array() else {
+        return invalid(&Invalid::Types(vec![crate::app::Detail {
+            path: "/".into(),
+            errors: vec!["error.expected.jsarray".into()],
+        }]));
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let patch = method == Method::PATCH;
+    let partial = patch || flag(&q, "partialUpdate", true);
+    let resp = match core.update_apps(apps, partial, patch, flag(&q, "force", false), now, new_deployment_id()) {
+        Ok(r) => deployment_response(StatusCode::OK, &r),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+/// Every group path in the app ids (`/a/b/c` → `/`, `/a`, `/a/b`).
+fn group_of(app_id: &str) -> String {
+    match app_id.rfind('/') {
+        Some(0) | None => "/".into(),
+        Some(i) => app_id[..i].to_string(),
+    }
+}
+
+fn group_json(core: &Core, id: &str, embed_tasks: bool) -> Value {
+    let e = Embed { tasks: embed_tasks, last_task_failure: false };
+    let apps: Vec<Value> =
+        core.state.apps.values().filter(|a| group_of(&a.id) == id).map(|a| app_info(core, a, &e)).collect();
+    let mut children: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for a in core.state.apps.keys() {
+        let mut g = group_of(a);
+        while g != "/" && g != id {
+            let parent = group_of(&g);
+            if parent == id {
+                children.insert(g.clone());
+                break;
+            }
+            g = parent;
+        }
+    }
+    let groups: Vec<Value> = children.iter().map(|g| group_json(core, g, embed_tasks)).collect();
+    let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
+    let version = core.state.apps.values().filter(|a| a.id.starts_with(&prefix)).map(|a| a.version.clone()).max();
+    json!({
+        "id": id, "apps": apps, "groups": groups, "pods": [], "dependencies": [],
+        "version": version.unwrap_or_else(|| format_iso(now_millis())),
+    })
+}
+
+/// `GET /v2/groups[/{id}]`: the group tree derived from the app ids (read-only for now).
+async fn groups(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
+    let id = pathid::normalize(path.map(|Path(p)| p).as_deref().unwrap_or("/"), "/");
+    let core = s.lock();
+    let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
+    if id != "/" && !core.state.apps.keys().any(|a| a.starts_with(&prefix)) {
+        return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
+    }
+    let embed_tasks = all(&q, "embed").any(|e| e.ends_with("apps.tasks"));
+    json_response(StatusCode::OK, group_json(&core, &id, embed_tasks))
+}
+
 /// The sub-resource an `/v2/apps/...` path names.
 enum AppPath {
     App(String),
@@ -586,8 +655,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ping", get(ping))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
-        .route("/v2/apps", get(list_apps).post(create_app))
-        .route("/v2/apps/", get(list_apps).post(create_app))
+        .route("/v2/apps", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
+        .route("/v2/apps/", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
+        .route("/v2/groups", get(groups))
+        .route("/v2/groups/", get(groups))
+        .route("/v2/groups/{*id}", get(groups))
         .route("/v2/apps/{*rest}", get(app_get).put(app_update).patch(app_update).delete(app_delete).post(app_post))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))

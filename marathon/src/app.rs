@@ -634,7 +634,8 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
             }
             "dependencies" => {
                 if let Some(deps) = if v.is_null() { Some(vec![]) } else { strings(v, p, errs) } {
-                    let parent = app.parent();
+                    // Relative to the app's own id, as Marathon's canonicalPath: `../db` from `/shop/web` is `/shop/db`.
+                    let parent = app.id.clone();
                     let mut out = Vec::new();
                     for (i, d) in deps.iter().enumerate() {
                         let normalized = pathid::normalize(d, &parent);

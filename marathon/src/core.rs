@@ -409,36 +409,70 @@ impl Core {
         now: Millis,
         deployment_id: String,
     ) -> DeploymentResult {
-        let original = self.state.apps.get(app_id).cloned();
-        let current: BTreeMap<String, AppDefinition> = original.iter().map(|a| (a.id.clone(), a.clone())).collect();
-        let wanted: BTreeMap<String, AppDefinition> = target.iter().map(|a| (a.id.clone(), a.clone())).collect();
-        let steps = deploy::plan_steps(&current, &wanted);
-        let version = target.as_ref().map(|a| a.version.clone()).unwrap_or_else(|| format_iso(now));
-        match target {
-            Some(app) => {
-                self.store_version(&app);
-                if original.as_ref().is_none_or(|o| {
-                    o.needs_restart(&app)
-                        || o.version_info.last_config_change_at != app.version_info.last_config_change_at
-                }) {
-                    // A new configuration resets the launch delay.
-                    self.backoff.remove(app_id);
-                }
-                self.state.apps.insert(app_id.to_string(), app);
+        self.deploy_many(vec![(app_id.to_string(), target)], now, deployment_id)
+    }
+
+    /// Installs every change (a target definition, or `None` to remove the app) and starts one deployment for
+    /// all of them, its steps planned by [`deploy::plan_steps`] (stops, starts, then dependency layers).
+    fn deploy_many(
+        &mut self,
+        changes: Vec<(String, Option<AppDefinition>)>,
+        now: Millis,
+        deployment_id: String,
+    ) -> DeploymentResult {
+        let mut original: BTreeMap<String, Option<AppDefinition>> = BTreeMap::new();
+        let mut current = BTreeMap::new();
+        let mut wanted = BTreeMap::new();
+        for (id, target) in &changes {
+            let before = self.state.apps.get(id).cloned();
+            if let Some(b) = &before {
+                current.insert(id.clone(), b.clone());
             }
-            None => {
-                self.state.apps.remove(app_id);
-                self.backoff.remove(app_id);
-                self.queue.remove(app_id);
-                self.emit("app_terminated_event", now, json!({"appId": app_id}));
+            if let Some(t) = target {
+                wanted.insert(id.clone(), t.clone());
+            }
+            original.insert(id.clone(), before);
+        }
+        // Dependencies outside the change still order the layers.
+        for (id, app) in &self.state.apps {
+            if !original.contains_key(id) {
+                current.entry(id.clone()).or_insert_with(|| app.clone());
+                wanted.entry(id.clone()).or_insert_with(|| app.clone());
+            }
+        }
+        let steps = deploy::plan_steps(&current, &wanted);
+        let version = changes
+            .iter()
+            .filter_map(|(_, t)| t.as_ref().map(|a| a.version.clone()))
+            .max()
+            .unwrap_or_else(|| format_iso(now));
+        for (app_id, target) in changes {
+            match target {
+                Some(app) => {
+                    self.store_version(&app);
+                    if original[&app_id].as_ref().is_none_or(|o| {
+                        o.needs_restart(&app)
+                            || o.version_info.last_config_change_at != app.version_info.last_config_change_at
+                    }) {
+                        // A new configuration resets the launch delay.
+                        self.backoff.remove(&app_id);
+                    }
+                    self.state.apps.insert(app_id, app);
+                }
+                None => {
+                    self.state.apps.remove(&app_id);
+                    self.backoff.remove(&app_id);
+                    self.queue.remove(&app_id);
+                    self.emit("app_terminated_event", now, json!({"appId": app_id}));
+                }
             }
         }
         let d = Deployment {
             id: deployment_id.clone(),
             version: version.clone(),
-            affected_apps: vec![app_id.to_string()],
+            affected_apps: original.keys().cloned().collect(),
             steps,
-            original: BTreeMap::from([(app_id.to_string(), original)]),
+            original,
         };
         if !d.steps.is_empty() {
             let first =
@@ -486,17 +520,15 @@ impl Core {
         Ok((app, r))
     }
 
-    /// `PUT`/`PATCH /v2/apps/{id}`: partial (or full) update, create-if-missing, or rollback with
-    /// `{"version": ...}`. Returns whether the app was created.
-    pub fn update_app(
-        &mut self,
+    /// The new definition of `id` for an update body: a partial (or full) update, a create, or a rollback with
+    /// `{"version": ...}`; versioned, service ports allocated. Changes nothing.
+    fn prepare_update(
+        &self,
         id: &str,
         body: &Value,
         partial: bool,
-        force: bool,
         now: Millis,
-        deployment_id: String,
-    ) -> Result<(bool, DeploymentResult), ApiError> {
+    ) -> Result<(AppDefinition, Option<AppDefinition>), ApiError> {
         let id = pathid::validate(id).map_err(|e| ApiError::Invalid(Invalid::one("/id", e)))?;
         let previous = self.state.apps.get(&id).cloned();
         let rollback = body.as_object().filter(|m| m.len() == 1).and_then(|m| m.get("version")).and_then(Value::as_str);
@@ -511,12 +543,62 @@ impl Core {
                 let base = if partial { previous.as_ref() } else { None };
                 parse_app(body, base, Some(&id)).map_err(ApiError::Invalid)?
             };
-        self.check_lock(&id, force, now)?;
         self.allocate_service_ports(&mut app, previous.as_ref());
         self.finish_versioning(&mut app, previous.as_ref(), now);
-        self.emit("api_post_event", now, json!({"clientIp": "", "uri": format!("/v2/apps{id}"), "appDefinition": app}));
-        let created = previous.is_none();
-        Ok((created, self.deploy(&id, Some(app), now, deployment_id)))
+        Ok((app, previous))
+    }
+
+    /// `PUT`/`PATCH /v2/apps/{id}`: partial (or full) update, create-if-missing, or rollback with
+    /// `{"version": ...}`. Returns whether the app was created.
+    pub fn update_app(
+        &mut self,
+        id: &str,
+        body: &Value,
+        partial: bool,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<(bool, DeploymentResult), ApiError> {
+        let (app, previous) = self.prepare_update(id, body, partial, now)?;
+        self.check_lock(&app.id, force, now)?;
+        self.emit(
+            "api_post_event",
+            now,
+            json!({"clientIp": "", "uri": format!("/v2/apps{}", app.id), "appDefinition": app}),
+        );
+        let id = app.id.clone();
+        Ok((previous.is_none(), self.deploy(&id, Some(app), now, deployment_id)))
+    }
+
+    /// `PUT`/`PATCH /v2/apps` with an array: every app (by its `id`) created or updated in one deployment. With
+    /// `must_exist` (PATCH) every app must exist. All bodies are validated before anything changes.
+    pub fn update_apps(
+        &mut self,
+        bodies: &[Value],
+        partial: bool,
+        must_exist: bool,
+        force: bool,
+        now: Millis,
+        deployment_id: String,
+    ) -> Result<DeploymentResult, ApiError> {
+        let mut targets = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let Some(id) = body.get("id").and_then(Value::as_str) else {
+                return Err(ApiError::Invalid(Invalid::one(&format!("/({i})/id"), "is required")));
+            };
+            let normalized = pathid::normalize(id, "/");
+            if must_exist {
+                self.app(&normalized)?;
+            }
+            if targets.iter().any(|(a, _): &(AppDefinition, Option<AppDefinition>)| a.id == normalized) {
+                return Err(ApiError::Invalid(Invalid::one(&format!("/({i})/id"), "appears more than once")));
+            }
+            targets.push(self.prepare_update(id, body, partial, now)?);
+        }
+        for (app, _) in &targets {
+            self.check_lock(&app.id, force, now)?;
+        }
+        Ok(self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id))
     }
 
     /// `DELETE /v2/apps/{id}`.

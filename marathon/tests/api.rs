@@ -234,3 +234,34 @@ async fn the_event_stream_starts_attached_and_filters() {
     let filtered = String::from_utf8_lossy(&only.chunk().await.unwrap().unwrap()).to_string();
     assert!(filtered.starts_with("event: deployment_info\n"), "{filtered}");
 }
+
+#[tokio::test]
+async fn bulk_updates_and_the_group_tree() {
+    let api = start().await;
+    let bodies = json!([
+        {"id": "/shop/db", "cmd": "db", "instances": 0, "cpus": 0.1, "mem": 16},
+        {"id": "/shop/web", "cmd": "web", "instances": 0, "cpus": 0.1, "mem": 16, "dependencies": ["../db"]},
+    ]);
+    let r = api.call("PUT", "/v2/apps", Some(bodies)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.contains_key("marathon-deployment-id"));
+    let web = api.call("GET", "/v2/apps/shop/web", None).await.body;
+    assert_eq!(web["app"]["dependencies"], json!(["/shop/db"]));
+
+    let r = api.call("PATCH", "/v2/apps", Some(json!([{"id": "/shop/web", "instances": 0, "cmd": "web2"}]))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/shop/web", None).await.body["app"]["cmd"], "web2");
+    let r = api.call("PATCH", "/v2/apps", Some(json!([{"id": "/nope", "instances": 1}]))).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "App '/nope' does not exist"})));
+    let r = api.call("PUT", "/v2/apps", Some(json!({"id": "/x"}))).await;
+    assert_eq!(r.status, 400);
+
+    let root = api.call("GET", "/v2/groups", None).await.body;
+    assert_eq!(root["id"], "/");
+    assert_eq!(root["groups"][0]["id"], "/shop");
+    let shop = api.call("GET", "/v2/groups/shop", None).await.body;
+    let ids: Vec<&str> = shop["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["/shop/db", "/shop/web"]);
+    let r = api.call("GET", "/v2/groups/none", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "Group '/none' does not exist"})));
+}

@@ -300,3 +300,57 @@ fn rollback_to_a_stored_version() {
     assert_ne!(app.version, v1.version, "a rollback is a new version");
     assert_eq!(h.core.state.versions["/v"].len(), 3);
 }
+
+#[test]
+fn unreachable_instances_are_replaced_after_inactive_and_forgotten_after_expunge() {
+    let mut h = Harness::new(2);
+    create(
+        &mut h,
+        json!({"id": "/un", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32,
+        "unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}}),
+    );
+    let t = h.round();
+    h.run_all(&t);
+    h.update(&t[0], TaskState::Unreachable);
+    assert!(h.round().is_empty(), "still counted before inactiveAfterSeconds");
+    h.now += 60_000;
+    let replacement = h.round();
+    assert_eq!(replacement.len(), 1, "replaced once inactive");
+    h.run_all(&replacement);
+    assert_eq!(h.live("/un"), 2, "the unreachable one is still known");
+    h.now += 60_000;
+    let kills = h.core.actions(h.now).kills;
+    assert_eq!(kills.iter().map(|k| k.0.clone()).collect::<Vec<_>>(), vec![t[0].clone()], "expunged and killed");
+    assert_eq!(h.live("/un"), 1);
+}
+
+#[test]
+fn disabled_unreachable_strategy_never_replaces() {
+    let mut h = Harness::new(1);
+    create(
+        &mut h,
+        json!({"id": "/nd", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32,
+        "unreachableStrategy": "disabled"}),
+    );
+    let t = h.round();
+    h.run_all(&t);
+    h.update(&t[0], TaskState::Unreachable);
+    h.now += 3_600_000;
+    assert!(h.round().is_empty());
+    assert!(h.core.actions(h.now).kills.is_empty());
+    // It comes back.
+    h.update(&t[0], TaskState::Running);
+    assert_eq!(h.running("/nd", &h.core.app("/nd").unwrap().version.clone()), 1);
+}
+
+#[test]
+fn unknown_tasks_are_killed_and_unknown_state_ends_an_instance() {
+    let mut h = Harness::new(1);
+    let stray = h.core.on_update(&status("ghost.instance-1._app.1", "agent-0", TaskState::Running), h.now);
+    assert_eq!(stray, Some(("ghost.instance-1._app.1".to_string(), "agent-0".to_string())));
+    create(&mut h, json!({"id": "/k", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.update(&t[0], TaskState::Unknown);
+    assert_eq!(h.live("/k"), 0);
+    assert_eq!(h.round().len(), 1);
+}
