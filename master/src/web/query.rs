@@ -102,13 +102,40 @@ fn matches(m: &Master, t: &Task, framework_name: &str, q: &TaskQuery, needle: &s
         .any(|s| s.to_lowercase().contains(needle))
 }
 
-/// One page of tasks, newest first: `{"total", "offset", "limit", "tasks": [...]}`; `total` counts every match.
+/// Orders `web-2` before `web-10`: runs of digits compare as numbers, the rest as text.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a, b);
+    loop {
+        let (dx, dy) = (
+            x.find(|c: char| !c.is_ascii_digit()).unwrap_or(x.len()),
+            y.find(|c: char| !c.is_ascii_digit()).unwrap_or(y.len()),
+        );
+        if dx > 0 && dy > 0 {
+            let (nx, ny) = (x[..dx].trim_start_matches('0'), y[..dy].trim_start_matches('0'));
+            let ord = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
+            if ord.is_ne() {
+                return ord;
+            }
+            (x, y) = (&x[dx..], &y[dy..]);
+            continue;
+        }
+        let (Some(cx), Some(cy)) = (x.chars().next(), y.chars().next()) else { return x.len().cmp(&y.len()) };
+        if cx != cy {
+            return cx.cmp(&cy);
+        }
+        (x, y) = (&x[cx.len_utf8()..], &y[cy.len_utf8()..]);
+    }
+}
+
+/// One page of tasks, newest first (ties in natural order of ids): `{"total", "offset", "limit", "tasks": [...]}`; `total` counts every match.
 pub fn tasks(m: &Master, q: &TaskQuery) -> Value {
     let needle = q.search.trim().to_lowercase();
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let mut hits: Vec<(&Task, &str)> = all_tasks(m).filter(|(t, n)| matches(m, t, n, q, &needle)).collect();
     let start = |t: &Task| t.statuses.first().map(|s| s.timestamp).unwrap_or(0.0);
-    hits.sort_by(|(a, _), (b, _)| start(b).total_cmp(&start(a)).then_with(|| a.info.task_id.cmp(&b.info.task_id)));
+    hits.sort_by(|(a, _), (b, _)| {
+        start(b).total_cmp(&start(a)).then_with(|| natural_cmp(&a.info.task_id, &b.info.task_id))
+    });
     let page: Vec<Value> = hits.iter().skip(q.offset).take(limit).map(|(t, n)| task_row(m, t, n)).collect();
     json!({"total": hits.len(), "offset": q.offset, "limit": limit, "tasks": page})
 }
@@ -374,6 +401,13 @@ mod tests {
 
     fn ids(page: &Value) -> Vec<&str> {
         page["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn ids_sort_naturally() {
+        let mut ids = vec!["web-10", "web-2", "web-1", "a", "web-02x", "web-", "b1", "web-2a"];
+        ids.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(ids, ["a", "b1", "web-", "web-1", "web-2", "web-2a", "web-02x", "web-10"]);
     }
 
     #[test]
