@@ -14,8 +14,8 @@ use agora_proto::model::{Attributes, Resource, Resources, parse_duration};
 pub const DEFAULT_IP: &str = "127.0.0.1";
 /// Default `--port` (Mesos's agent port).
 pub const DEFAULT_PORT: &str = "5051";
-/// Default and only `--isolation` in this version.
-pub const DEFAULT_ISOLATION: &str = "process";
+/// `--isolation` when the agent runs as root; `process` otherwise.
+pub const DEFAULT_ISOLATION: &str = "libcontainer";
 /// Default `--status-update-retry-interval` (Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MIN`).
 pub const DEFAULT_STATUS_UPDATE_RETRY_INTERVAL: &str = "10secs";
 /// Default `--registration-backoff-factor`.
@@ -65,9 +65,18 @@ pub struct Flags {
     #[arg(long)]
     pub hostname: Option<String>,
 
-    /// How tasks are isolated; only `process` in this version.
-    #[arg(long, default_value = DEFAULT_ISOLATION)]
-    pub isolation: String,
+    /// How tasks are isolated: `libcontainer` (containers with cgroups; the default as root) or `process` (plain
+    /// processes; the default otherwise, for development).
+    #[arg(long)]
+    pub isolation: Option<String>,
+
+    /// How often task sandboxes are measured against their `disk` (libcontainer isolation).
+    #[arg(
+        long = "container-disk-watch-interval",
+        visible_alias = "container_disk_watch_interval",
+        default_value = "15secs"
+    )]
+    pub container_disk_watch_interval: String,
 
     /// First retry interval of an unacknowledged status update; doubles up to 10mins.
     #[arg(long = "status-update-retry-interval", visible_alias = "status_update_retry_interval", default_value = DEFAULT_STATUS_UPDATE_RETRY_INTERVAL)]
@@ -87,6 +96,8 @@ pub struct Flags {
 pub enum Isolation {
     /// Plain processes in their own process group.
     Process,
+    /// youki's libcontainer: namespaces, cgroups, a read-only root, a monitor process per container.
+    Libcontainer,
 }
 
 /// A validated agent configuration.
@@ -105,6 +116,7 @@ pub struct Config {
     pub status_update_retry_interval: Duration,
     pub registration_backoff_factor: Duration,
     pub executor_shutdown_grace_period: Duration,
+    pub container_disk_watch_interval: Duration,
 }
 
 impl Config {
@@ -147,6 +159,7 @@ impl Flags {
             status_update_retry_interval: v.status_update_retry_interval,
             registration_backoff_factor: v.registration_backoff_factor,
             executor_shutdown_grace_period: v.executor_shutdown_grace_period,
+            container_disk_watch_interval: v.container_disk_watch_interval,
         })
     }
 
@@ -186,10 +199,14 @@ impl Flags {
                 })
                 .ok(),
         };
-        let isolation = match self.isolation.trim() {
+        let default_isolation = if nix::unistd::Uid::effective().is_root() { DEFAULT_ISOLATION } else { "process" };
+        let isolation = match self.isolation.as_deref().unwrap_or(default_isolation).trim() {
             "process" => Some(Isolation::Process),
+            "libcontainer" => Some(Isolation::Libcontainer),
             other => {
-                errors.push(format!("--isolation: '{other}' is not supported; the only isolation is 'process'"));
+                errors.push(format!(
+                    "--isolation: '{other}' is not supported; the isolations are 'libcontainer' and 'process'"
+                ));
                 None
             }
         };
@@ -210,6 +227,7 @@ impl Flags {
         };
         let retry = duration("status-update-retry-interval", &self.status_update_retry_interval);
         let backoff = duration("registration-backoff-factor", &self.registration_backoff_factor);
+        let disk_watch = duration("container-disk-watch-interval", &self.container_disk_watch_interval);
         let grace = match parse_duration(&self.executor_shutdown_grace_period) {
             Ok(d) if d > MAX_DURATION => {
                 let text = &self.executor_shutdown_grace_period;
@@ -222,7 +240,7 @@ impl Flags {
                 None
             }
         };
-        match (master, ip, port, resources, attributes, isolation, retry, backoff, grace) {
+        match (master, ip, port, resources, attributes, isolation, retry, backoff, (grace, disk_watch)) {
             (
                 Some(master),
                 Some(ip),
@@ -232,7 +250,7 @@ impl Flags {
                 Some(isolation),
                 Some(status_update_retry_interval),
                 Some(registration_backoff_factor),
-                Some(executor_shutdown_grace_period),
+                (Some(executor_shutdown_grace_period), Some(container_disk_watch_interval)),
             ) if errors.is_empty() => Ok(Validated {
                 master,
                 ip,
@@ -243,6 +261,7 @@ impl Flags {
                 status_update_retry_interval,
                 registration_backoff_factor,
                 executor_shutdown_grace_period,
+                container_disk_watch_interval,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -259,6 +278,7 @@ struct Validated {
     status_update_retry_interval: Duration,
     registration_backoff_factor: Duration,
     executor_shutdown_grace_period: Duration,
+    container_disk_watch_interval: Duration,
 }
 
 /// Accepts `host:port` and `http://host:port` (a trailing `/` is fine); returns `host:port`.
@@ -382,7 +402,9 @@ mod tests {
         assert_eq!(c.master_url(), "http://127.0.0.1:5050");
         assert_eq!(c.port, 5051);
         assert_eq!(c.ip.to_string(), "127.0.0.1");
-        assert_eq!(c.isolation, Isolation::Process);
+        let root = nix::unistd::Uid::effective().is_root();
+        assert_eq!(c.isolation, if root { Isolation::Libcontainer } else { Isolation::Process });
+        assert_eq!(c.container_disk_watch_interval, Duration::from_secs(15));
         assert_eq!(c.status_update_retry_interval, Duration::from_secs(10));
         assert_eq!(c.registration_backoff_factor, Duration::from_secs(1));
         assert_eq!(c.executor_shutdown_grace_period, Duration::from_secs(3));
@@ -426,7 +448,7 @@ mod tests {
         assert_eq!(text.lines().count(), 9, "{text}");
         assert!(text.contains("--port: '70000'"), "{text}");
         assert!(text.contains("--ip: 'nowhere'"), "{text}");
-        assert!(text.contains("--isolation: 'cgroups/cpu' is not supported"), "{text}");
+        assert!(text.contains("--isolation: 'cgroups/cpu' is not supported; the isolations are"), "{text}");
         assert!(text.contains("--status-update-retry-interval: '10' has no unit"), "{text}");
         assert!(text.contains("--registration-backoff-factor: '1parsec'"), "{text}");
         assert!(text.contains("--executor-shutdown-grace-period: 'soon'"), "{text}");

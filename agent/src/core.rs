@@ -13,7 +13,8 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tracing::{debug, info, info_span, warn};
 
-use crate::containerizer::{LaunchSpec, Termination};
+use crate::checkpoint::{AgentCheckpoint, TaskCheckpoint};
+use crate::containerizer::{LaunchSpec, Limitation, Limits, Recovered, RecoveredContainer, Termination};
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
 
@@ -116,6 +117,12 @@ pub enum Effect {
     /// Clean up an exited container.
     Destroy {
         task_id: String,
+        container_id: String,
+    },
+    /// Wait again for a container that survived an agent restart; report with `exited`.
+    Reattach {
+        task_id: String,
+        framework_id: String,
         container_id: String,
     },
 }
@@ -329,9 +336,19 @@ impl AgentCore {
             effects.extend(self.update(&task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
             return effects;
         };
-        if t.info.container.is_some() {
-            warn!("task asks for a container; --isolation=process runs it on the host");
-        }
+        let rootfs = t.info.container.as_ref().and_then(|c| c.rootfs.clone()).map(PathBuf::from);
+        let user = command
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.frameworks.get(&framework_id).map(|f| f.user.clone()).filter(|u| !u.is_empty()));
+        let scalar = |name: &str| {
+            let v = t.info.resources.scalar(name).as_f64();
+            (v > 0.0).then_some(v)
+        };
+        let mb = |v: f64| (v * 1024.0 * 1024.0) as u64;
+        let limits =
+            Limits { cpus: scalar("cpus"), mem_bytes: scalar("mem").map(mb), disk_bytes: scalar("disk").map(mb) };
         let ctx = EnvContext {
             framework_id: &framework_id,
             sandbox: &sandbox,
@@ -341,7 +358,17 @@ impl AgentCore {
         let env = task_environment(&t.info, ctx);
         t.container = Container::Launching;
         info!(container_id = %container_id, sandbox = %sandbox.display(), "launching task");
-        effects.push(Effect::Launch(LaunchSpec { container_id, task_id, framework_id, command, env, sandbox }));
+        effects.push(Effect::Launch(LaunchSpec {
+            container_id,
+            task_id,
+            framework_id,
+            command,
+            env,
+            sandbox,
+            limits,
+            user,
+            rootfs,
+        }));
         effects
     }
 
@@ -429,6 +456,13 @@ impl AgentCore {
         let killed = t.kill.is_some();
         let (state, reason, message) = match result {
             Ok(term) if killed => (TaskState::Killed, None, term.message()),
+            Ok(Termination::Limited(l)) => {
+                let reason = match l {
+                    Limitation::Memory { .. } => Reason::ContainerLimitationMemory,
+                    Limitation::Disk { .. } => Reason::ContainerLimitationDisk,
+                };
+                (TaskState::Failed, Some(reason), l.message())
+            }
             Ok(term) if term.success() => (TaskState::Finished, None, term.message()),
             Ok(term) => (TaskState::Failed, Some(Reason::CommandExecutorFailed), term.message()),
             Err(e) if killed => (TaskState::Killed, None, format!("cannot wait for the command: {e}")),
@@ -651,6 +685,135 @@ impl AgentCore {
         info_span!("task", op = name, task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id)
     }
 
+    /// Everything a restarted agent needs to carry on.
+    pub fn checkpoint(&self) -> AgentCheckpoint {
+        let tasks = self
+            .tasks
+            .values()
+            .map(|t| TaskCheckpoint {
+                framework_id: t.framework_id.clone(),
+                info: t.info.clone(),
+                state: t.state,
+                container_id: t.container_id.clone(),
+                sandbox: t.sandbox.clone(),
+                live: t.container != Container::Gone,
+                kill_grace_secs: t.kill.as_ref().map(|k| k.grace.as_secs_f64()),
+                orphaned: t.orphaned,
+            })
+            .collect();
+        AgentCheckpoint {
+            version: crate::checkpoint::VERSION,
+            agent_id: self.agent_id.clone(),
+            frameworks: self.frameworks.values().cloned().collect(),
+            tasks,
+            updates: self.updates.snapshot(),
+        }
+    }
+
+    /// Carries on from a checkpoint after a restart, given what the containerizer recovered. Running containers are
+    /// re-attached; those that ended while the agent was down report their real termination; a live task whose
+    /// container is lost (or unknown) fails with `REASON_EXECUTOR_TERMINATED` and the reason. Recovered containers
+    /// no task claims are destroyed. The agent then re-registers with its old id.
+    pub fn recover(&mut self, cp: AgentCheckpoint, containers: Vec<RecoveredContainer>, now: Instant) -> Vec<Effect> {
+        let _span = info_span!("recover", agent_id = %cp.agent_id.clone().unwrap_or_default()).entered();
+        self.agent_id = cp.agent_id;
+        self.frameworks = cp.frameworks.into_iter().filter_map(|f| f.id.clone().map(|id| (id, f))).collect();
+        self.updates.restore(cp.updates);
+        let mut found: BTreeMap<String, Recovered> =
+            containers.into_iter().map(|c| (c.container_id, c.state)).collect();
+        let mut effects = Vec::new();
+        for t in cp.tasks {
+            let task_id = t.info.task_id.clone();
+            let kill = t.kill_grace_secs.map(|g| Kill {
+                grace: Duration::try_from_secs_f64(g).unwrap_or_default(),
+                escalate_at: Some(now + Duration::try_from_secs_f64(g).unwrap_or_default()),
+            });
+            let recovered = if t.live { found.remove(&t.container_id) } else { None };
+            let container = if t.live { Container::Running } else { Container::Gone };
+            self.tasks.insert(
+                task_id.clone(),
+                TaskRun {
+                    framework_id: t.framework_id.clone(),
+                    info: t.info,
+                    state: t.state,
+                    container_id: t.container_id.clone(),
+                    sandbox: t.sandbox,
+                    container,
+                    kill,
+                    orphaned: t.orphaned,
+                },
+            );
+            if !t.live {
+                continue;
+            }
+            let span = self.span("recover", &task_id);
+            let _task = span.enter();
+            match recovered {
+                Some(Recovered::Running) => {
+                    info!(container_id = %t.container_id, "re-attached to a running container");
+                    effects.push(Effect::Reattach {
+                        task_id: task_id.clone(),
+                        framework_id: t.framework_id.clone(),
+                        container_id: t.container_id.clone(),
+                    });
+                    if t.state == TaskState::Starting && t.kill_grace_secs.is_none() {
+                        effects.extend(self.update(&task_id, TaskState::Running, None, String::new(), now));
+                    }
+                    if t.kill_grace_secs.is_some() {
+                        effects.push(Effect::Signal {
+                            task_id: task_id.clone(),
+                            container_id: t.container_id.clone(),
+                            signal: Signal::SIGTERM,
+                        });
+                    }
+                }
+                Some(Recovered::Ended(term)) => {
+                    info!(container_id = %t.container_id, how = %term.message(), "container ended while the agent was down");
+                    effects.extend(self.exited(&task_id, &t.container_id, Ok(term), now));
+                }
+                lost => {
+                    let why = match lost {
+                        Some(Recovered::Lost(why)) => why,
+                        _ => "the containerizer does not know it".to_string(),
+                    };
+                    let message =
+                        format!("container {} was not recovered after the agent restarted: {why}", t.container_id);
+                    warn!("{message}");
+                    if let Some(run) = self.tasks.get_mut(&task_id) {
+                        run.container = Container::Gone;
+                    }
+                    effects.push(Effect::Destroy { task_id: task_id.clone(), container_id: t.container_id.clone() });
+                    let orphaned = self.tasks.get(&task_id).is_some_and(|r| r.orphaned);
+                    if orphaned {
+                        self.forget(&task_id);
+                    } else {
+                        effects.extend(self.update(
+                            &task_id,
+                            TaskState::Failed,
+                            Some(Reason::ExecutorTerminated),
+                            message,
+                            now,
+                        ));
+                    }
+                }
+            }
+        }
+        for (container_id, _) in found {
+            warn!(container_id = %container_id, "destroying a recovered container no task claims");
+            effects.push(Effect::Destroy { task_id: String::new(), container_id });
+        }
+        effects
+    }
+
+    /// The running tasks' ids for `/monitor/statistics`: (framework id, task id = executor id, container id).
+    pub fn running_containers(&self) -> Vec<(String, String, String)> {
+        self.tasks
+            .values()
+            .filter(|t| t.container == Container::Running)
+            .map(|t| (t.framework_id.clone(), t.info.task_id.clone(), t.container_id.clone()))
+            .collect()
+    }
+
     /// The agent's `/state`, in the Mesos shape.
     pub fn state_json(&self) -> Value {
         let a = &self.settings.agent;
@@ -796,6 +959,94 @@ mod tests {
                 _ => None,
             })
             .expect("a launch")
+    }
+
+    #[test]
+    fn launches_carry_limits_user_and_rootfs() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut f = framework(vec![]);
+        f.user = "fwuser".into();
+        let mut t = task("t", "true");
+        t.resources = Resources::parse("cpus:0.5;mem:64;disk:10").unwrap();
+        let spec = launch_of(&core.handle(FromMaster::run_task(f.clone(), t.clone()), t0));
+        assert_eq!(spec.limits, Limits { cpus: Some(0.5), mem_bytes: Some(64 << 20), disk_bytes: Some(10 << 20) });
+        assert_eq!(spec.user.as_deref(), Some("fwuser"), "the framework's user when the command names none");
+        assert_eq!(spec.rootfs, None);
+        let mut t2 = task("t2", "true");
+        t2.command.as_mut().unwrap().user = Some("cmduser".into());
+        let spec = launch_of(&core.handle(FromMaster::run_task(f, t2), t0));
+        assert_eq!(spec.user.as_deref(), Some("cmduser"));
+    }
+
+    #[test]
+    fn limitations_fail_the_task_with_their_reason() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "x")), t0));
+        core.launched("t", &spec.container_id, Ok(()), t0);
+        let oom = Termination::Limited(Limitation::Memory { limit_bytes: 32 << 20 });
+        let effects = core.exited("t", &spec.container_id, Ok(oom), t0);
+        let status = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(ToMaster::StatusUpdate(o)) => Some(o.status.clone()),
+                _ => None,
+            })
+            .or_else(|| core.updates.snapshot().into_iter().flat_map(|q| q.pending).last())
+            .unwrap();
+        assert_eq!(status.state, TaskState::Failed);
+        assert_eq!(status.reason, Some(Reason::ContainerLimitationMemory));
+        assert!(status.message.contains("32MB"), "{}", status.message);
+    }
+
+    #[test]
+    fn recovery_reattaches_reports_ended_and_fails_lost_containers() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut ids = Vec::new();
+        for id in ["runs", "ended", "lost", "unknown"] {
+            let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task(id, "x")), t0));
+            core.launched(id, &spec.container_id, Ok(()), t0);
+            ids.push(spec.container_id);
+        }
+        let cp = core.checkpoint();
+        // Through JSON, as it is written to disk.
+        let cp: AgentCheckpoint = serde_json::from_slice(&serde_json::to_vec(&cp).unwrap()).unwrap();
+        assert_eq!(cp.agent_id.as_deref(), Some("m-S0"));
+        assert_eq!(cp.updates.len(), 4, "unacknowledged updates are checkpointed");
+
+        let t1 = t0 + 60 * SEC;
+        let mut after = AgentCore::new(settings(t1));
+        let found = vec![
+            RecoveredContainer { container_id: ids[0].clone(), state: Recovered::Running },
+            RecoveredContainer { container_id: ids[1].clone(), state: Recovered::Ended(Termination::Exited(7)) },
+            RecoveredContainer { container_id: ids[2].clone(), state: Recovered::Lost("monitor gone".into()) },
+            RecoveredContainer { container_id: "stray".into(), state: Recovered::Running },
+        ];
+        let effects = after.recover(cp, found, t1);
+        assert!(effects.contains(&Effect::Reattach {
+            task_id: "runs".into(),
+            framework_id: "m-0001".into(),
+            container_id: ids[0].clone(),
+        }));
+        assert!(effects.contains(&Effect::Destroy { task_id: String::new(), container_id: "stray".into() }));
+        assert_eq!(after.task_state("runs"), Some(TaskState::Running));
+        assert_eq!(after.task_state("ended"), Some(TaskState::Failed));
+        assert_eq!(after.task_state("lost"), Some(TaskState::Failed));
+        assert_eq!(after.task_state("unknown"), Some(TaskState::Failed));
+        let pending: Vec<TaskStatus> = after.updates.snapshot().into_iter().flat_map(|q| q.pending).collect();
+        let ended = pending.iter().find(|s| s.task_id == "ended" && s.state == TaskState::Failed).unwrap();
+        assert_eq!(ended.message, "Command exited with status 7");
+        let lost = pending.iter().find(|s| s.task_id == "lost" && s.state == TaskState::Failed).unwrap();
+        assert_eq!(lost.reason, Some(Reason::ExecutorTerminated));
+        assert!(lost.message.contains("monitor gone") && lost.message.contains(&ids[2]), "{}", lost.message);
+        // It re-registers with its old id, reporting its tasks; the old unacknowledged updates go out again.
+        let Registration::Reregister { agent, tasks, .. } = after.connecting() else { panic!("reregister") };
+        assert_eq!(agent.id.as_deref(), Some("m-S0"));
+        assert_eq!(tasks.len(), 4);
+        let resent = after.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t1);
+        assert_eq!(sent(&resent).len(), 4);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
 pub mod core;
@@ -22,8 +23,10 @@ pub mod files;
 mod http;
 mod link;
 pub mod metrics;
+pub mod monitor;
 pub mod sandbox;
 mod shell;
+mod statistics;
 pub mod status_updates;
 
 use std::future::Future;
@@ -41,8 +44,12 @@ pub enum AgentError {
     WorkDir { path: PathBuf, source: std::io::Error },
     #[error("invalid master address {master}: {message}")]
     MasterAddress { master: String, message: String },
+    #[error("cannot recover: {0}")]
+    Checkpoint(checkpoint::CheckpointError),
     #[error("cannot recover containers: {0}")]
     Recover(containerizer::ContainerError),
+    #[error("cannot use --isolation=libcontainer: {0}")]
+    Isolation(String),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
@@ -54,5 +61,21 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    run_with(config, listener, shutdown, containerizer::ProcessContainerizer::new()).await
+    match config.isolation {
+        config::Isolation::Process => {
+            tracing::warn!(
+                "--isolation=process: tasks run as plain processes on the host, with no limits, no filesystem \
+                 isolation and no recovery across agent restarts; use it for development only"
+            );
+            run_with(config, listener, shutdown, containerizer::ProcessContainerizer::new()).await
+        }
+        config::Isolation::Libcontainer => {
+            let mut options =
+                containerizer::LibcontainerOptions::for_work_dir(&config.work_dir).map_err(AgentError::Isolation)?;
+            options.disk_watch_interval = config.container_disk_watch_interval;
+            let c = containerizer::LibcontainerContainerizer::new(options).map_err(AgentError::Isolation)?;
+            tracing::info!("--isolation=libcontainer: every task runs in a container with cgroup limits");
+            run_with(config, listener, shutdown, c).await
+        }
+    }
 }

@@ -58,6 +58,10 @@ struct Shell<C> {
     reconnect_at: Option<Instant>,
     /// While a stream waits for `registered`: when to give up on it.
     registration_deadline: Option<Instant>,
+    /// `<work_dir>/meta/agent.json`; `None` in tests that do not checkpoint.
+    checkpoint_path: Option<std::path::PathBuf>,
+    /// The last checkpoint written, to skip identical writes.
+    last_checkpoint: Vec<u8>,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -77,10 +81,9 @@ pub async fn run_with<C: Containerizer>(
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
     let endpoint = link::endpoint(&config.master_url())
         .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
+    let checkpoint_path = crate::checkpoint::agent_checkpoint_path(&config.work_dir);
+    let checkpoint = crate::checkpoint::read(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
-    if !recovered.is_empty() {
-        warn!(count = recovered.len(), "containers recovered, but recovery is not supported yet; ignoring them");
-    }
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
     let settings = Settings {
         agent: AgentInfo {
@@ -97,11 +100,29 @@ pub async fn run_with<C: Containerizer>(
         path_env: std::env::var("PATH").ok(),
         started: (Instant::now(), started_unix),
     };
-    let core = Arc::new(Mutex::new(AgentCore::new(settings)));
+    let mut core = AgentCore::new(settings);
+    let now = Instant::now();
+    let recovery_effects = match checkpoint {
+        Some(cp) => {
+            info!(agent_id = %cp.agent_id.clone().unwrap_or_default(), tasks = cp.tasks.len(), containers = recovered.len(), "recovering from the checkpoint");
+            core.recover(cp, recovered, now)
+        }
+        None => {
+            // Without a checkpoint no task claims these containers.
+            recovered
+                .into_iter()
+                .map(|c| Effect::Destroy { task_id: String::new(), container_id: c.container_id })
+                .collect()
+        }
+    };
+    let core = Arc::new(Mutex::new(core));
     info!(port, master = %config.master, resources = %config.resources, "agent starting");
+    let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let server = axum::serve(listener, crate::http::router(core.clone(), config.work_dir.clone()))
+    let routes = crate::http::router(core.clone(), config.work_dir.clone())
+        .merge(crate::statistics::router(core.clone(), containerizer.clone()));
+    let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
         })
@@ -111,7 +132,7 @@ pub async fn run_with<C: Containerizer>(
     let (events, mut inbox) = mpsc::unbounded_channel();
     let mut shell = Shell {
         core,
-        containerizer: Arc::new(containerizer),
+        containerizer,
         events,
         endpoint,
         backoff_factor: config.registration_backoff_factor,
@@ -120,7 +141,10 @@ pub async fn run_with<C: Containerizer>(
         attempts: 0,
         reconnect_at: Some(Instant::now()),
         registration_deadline: None,
+        checkpoint_path: Some(checkpoint_path),
+        last_checkpoint: Vec::new(),
     };
+    shell.apply(recovery_effects).await;
 
     let shutdown = std::pin::pin!(shutdown);
     shell.serve(&mut inbox, shutdown).await;
@@ -283,7 +307,28 @@ impl<C: Containerizer> Shell<C> {
         lock(&self.core).disconnected();
     }
 
+    /// Writes the core's checkpoint when it changed; called before effects go out, so nothing is sent or launched
+    /// that a restarted agent would not know about.
+    fn checkpoint(&mut self) {
+        let Some(path) = &self.checkpoint_path else { return };
+        let bytes = match serde_json::to_vec(&lock(&self.core).checkpoint()) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot serialize the checkpoint");
+                return;
+            }
+        };
+        if bytes == self.last_checkpoint {
+            return;
+        }
+        match crate::checkpoint::write_atomically(path, &bytes) {
+            Ok(()) => self.last_checkpoint = bytes,
+            Err(e) => error!(error = %e, "cannot write the checkpoint; an agent restart may lose tasks"),
+        }
+    }
+
     async fn apply(&mut self, effects: Vec<Effect>) {
+        self.checkpoint();
         for effect in effects {
             match effect {
                 Effect::Send(msg) => self.send(link::to_wire(&msg)),
@@ -292,6 +337,9 @@ impl<C: Containerizer> Shell<C> {
                     if let Err(e) = self.containerizer.kill(&container_id, signal).await {
                         warn!(task_id = %task_id, error = %e, "cannot signal the task");
                     }
+                }
+                Effect::Reattach { task_id, framework_id, container_id } => {
+                    self.reattach(task_id, framework_id, container_id)
                 }
                 Effect::Destroy { task_id, container_id } => {
                     if let Err(e) = self.containerizer.destroy(&container_id).await {
@@ -310,6 +358,21 @@ impl<C: Containerizer> Shell<C> {
         if let Err(e) = link.outbound.try_send(msg) {
             warn!(generation = link.generation, error = %e, "cannot queue a message for the master; dropping it");
         }
+    }
+
+    /// Waits again for a container recovered after a restart.
+    fn reattach(&self, task_id: String, framework_id: String, container_id: String) {
+        let containerizer = self.containerizer.clone();
+        let events = self.events.clone();
+        let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
+        let span = info_span!("container", task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id);
+        tokio::spawn(
+            async move {
+                let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                let _ = events.send(Event::Exited { task_id, container_id, result });
+            }
+            .instrument(span),
+        );
     }
 
     /// Creates the sandbox, launches, then waits for the exit in a task of its own.
@@ -376,6 +439,8 @@ mod tests {
             attempts: 0,
             reconnect_at: None,
             registration_deadline: None,
+            checkpoint_path: None,
+            last_checkpoint: Vec::new(),
         };
         (shell, inbox)
     }

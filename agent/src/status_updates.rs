@@ -164,6 +164,44 @@ impl StatusUpdateManager {
     }
 }
 
+/// One task's queue as checkpointed: every unacknowledged update, front first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueuedUpdates {
+    pub task_id: String,
+    pub framework_id: String,
+    pub pending: Vec<TaskStatus>,
+    pub latest_state: TaskState,
+}
+
+impl StatusUpdateManager {
+    /// Every queue, for the checkpoint.
+    pub fn snapshot(&self) -> Vec<QueuedUpdates> {
+        self.streams
+            .iter()
+            .map(|(task_id, s)| QueuedUpdates {
+                task_id: task_id.clone(),
+                framework_id: s.framework_id.clone(),
+                pending: s.pending.iter().cloned().collect(),
+                latest_state: s.latest_state,
+            })
+            .collect()
+    }
+
+    /// Restores checkpointed queues; they wait for the next registration, as after a disconnection.
+    pub fn restore(&mut self, queues: Vec<QueuedUpdates>) {
+        for q in queues.into_iter().filter(|q| !q.pending.is_empty()) {
+            let stream = Stream {
+                framework_id: q.framework_id,
+                pending: q.pending.into(),
+                latest_state: q.latest_state,
+                next_send: None,
+                interval: self.min_interval,
+            };
+            self.streams.insert(q.task_id, stream);
+        }
+    }
+}
+
 fn front(stream: &Stream) -> Option<Outbound> {
     stream.pending.front().map(|status| Outbound {
         framework_id: stream.framework_id.clone(),

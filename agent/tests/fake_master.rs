@@ -167,7 +167,10 @@ impl Harness {
         let work_dir = tempfile::tempdir().expect("tempdir");
         let work = work_dir.path().to_str().expect("utf-8 path").to_string();
         let master = format!("http://{master_addr}");
+        // These tests are about the shell and plain process groups; the containers have their own tests.
         let config = agent_config(&[
+            "--isolation",
+            "process",
             "--master",
             &master,
             "--work-dir",

@@ -350,3 +350,102 @@ pub fn kill_processes_matching(marker: &str) {
         }
     }
 }
+
+/// Container tests need root (cgroups, namespaces) and `libseccomp-dev` (libcontainer links libseccomp): panics
+/// saying how to get them when they are missing, never skips.
+pub fn require_container_prerequisites() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "container tests need root (cgroups and namespaces): run them as root, e.g. `sudo -E cargo test -p \
+         agora-integration-tests --test containers`"
+    );
+    assert!(
+        Path::new("/sys/fs/cgroup").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false),
+        "container tests need cgroups mounted at /sys/fs/cgroup (not inside `ip netns exec`)"
+    );
+    let seccomp = [
+        "/usr/lib/x86_64-linux-gnu/libseccomp.so",
+        "/usr/lib/aarch64-linux-gnu/libseccomp.so",
+        "/usr/lib/libseccomp.so",
+    ];
+    assert!(
+        seccomp.iter().any(|p| Path::new(p).exists()),
+        "container tests need libseccomp-dev: `apt-get install -y libseccomp-dev busybox-static`"
+    );
+}
+
+/// A busybox root filesystem (static busybox and its applet links) under `dir`, for tasks naming a `rootfs`.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "busybox rootfs tests need busybox-static: `apt-get install -y busybox-static`");
+    let root = dir.join("busybox-rootfs");
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "mnt/sandbox"] {
+        std::fs::create_dir_all(root.join(d)).expect("create rootfs dir");
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    let out = Command::new(busybox).arg("--list").output().expect("busybox --list");
+    for applet in String::from_utf8_lossy(&out.stdout).lines().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
+        .expect("write passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("write group");
+    root
+}
+
+/// Cgroup directories left under `/sys/fs/cgroup/<controller>/agora` (cgroup v1) or `/sys/fs/cgroup/agora` (v2).
+pub fn leftover_container_cgroups() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let roots = ["cpu", "cpuacct", "memory", "pids", "freezer", "devices", "blkio", "cpuset", ""];
+    for c in roots {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join("agora");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            out.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Mount points whose path contains `marker` (`/proc/self/mountinfo`).
+pub fn mounts_containing(marker: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.contains(marker))
+        .map(String::from)
+        .collect()
+}
+
+/// Starts an agent process on `work_dir` (as [`Cluster::add_agent`] does, with `extra` flags), for restarts.
+pub fn spawn_agent(
+    cluster: &Cluster,
+    name: &str,
+    port: u16,
+    work_dir: &Path,
+    resources: &str,
+    extra: &[&str],
+) -> Result<Proc> {
+    let mut args: Vec<String> = vec![
+        "--master".into(),
+        cluster.master_addr.clone(),
+        "--ip".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--work-dir".into(),
+        work_dir.display().to_string(),
+        "--resources".into(),
+        resources.into(),
+        "--hostname".into(),
+        name.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let log_name = format!(
+        "{name}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    );
+    Proc::spawn(&log_name, "agora-agent", &args, cluster.dir.path())
+}

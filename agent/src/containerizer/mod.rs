@@ -1,8 +1,12 @@
 //! The seam between the agent and whatever runs tasks: the [`Containerizer`] trait, what a launch needs
 //! ([`LaunchSpec`]), how a container ended ([`Termination`]), and a recording fake for tests.
 //!
-//! [`ProcessContainerizer`] runs a task as a plain process group; an isolating implementation plugs in beside it.
+//! [`ProcessContainerizer`] runs a task as a plain process group; [`LibcontainerContainerizer`] runs it in a
+//! container of its own (youki's libcontainer, cgroups, namespaces) behind a per-container monitor process that
+//! outlives the agent (see [`crate::monitor`]).
 
+pub mod disk;
+mod libcontainer;
 mod process;
 
 use std::future::Future;
@@ -11,6 +15,11 @@ use std::path::PathBuf;
 use agora_proto::model::CommandInfo;
 use nix::sys::signal::Signal;
 
+pub use libcontainer::files as monitor_files;
+pub use libcontainer::{
+    CFS_PERIOD_US, CGROUP_PARENT, LibcontainerContainerizer, LibcontainerOptions, MonitorLaunch, MonitorRecord,
+    SANDBOX_MOUNT, find_monitor, libcontainer_unavailable, lookup_user,
+};
 pub use process::ProcessContainerizer;
 
 /// Everything needed to start one task's container.
@@ -24,6 +33,47 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Created by the agent before `launch`; the working directory, holding `stdout` and `stderr`.
     pub sandbox: PathBuf,
+    /// What the task may use: `cpus`, `mem` (MB) and `disk` (MB) become limits where the containerizer isolates.
+    pub limits: Limits,
+    /// The user to run as (CommandInfo's, else FrameworkInfo's); `None` keeps the agent's user.
+    pub user: Option<String>,
+    /// A root filesystem directory prepared on the agent (`container.rootfs`); `None` is the host's, read-only.
+    pub rootfs: Option<PathBuf>,
+}
+
+/// A task's resource limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub cpus: Option<f64>,
+    pub mem_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+}
+
+/// A limit the container hit, which ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limitation {
+    /// The kernel OOM-killed a process of the container's memory cgroup.
+    Memory { limit_bytes: u64 },
+    /// The sandbox grew beyond the task's `disk`.
+    Disk { limit_bytes: u64, used_bytes: u64 },
+}
+
+impl Limitation {
+    /// Mesos's wording, with the limit.
+    pub fn message(self) -> String {
+        match self {
+            Limitation::Memory { limit_bytes } => format!(
+                "Memory limit exceeded: Requested: {}MB ({limit_bytes} bytes); the kernel killed the task for running \
+                 out of memory",
+                limit_bytes / (1024 * 1024)
+            ),
+            Limitation::Disk { limit_bytes, used_bytes } => format!(
+                "Disk usage ({}MB, {used_bytes} bytes) exceeds quota ({}MB, {limit_bytes} bytes)",
+                used_bytes / (1024 * 1024),
+                limit_bytes / (1024 * 1024)
+            ),
+        }
+    }
 }
 
 /// How a container's main process ended.
@@ -31,6 +81,8 @@ pub struct LaunchSpec {
 pub enum Termination {
     Exited(i32),
     Signaled(i32),
+    /// The container was stopped because it hit a limit.
+    Limited(Limitation),
 }
 
 impl Termination {
@@ -39,6 +91,7 @@ impl Termination {
         match self {
             Termination::Exited(code) => format!("Command exited with status {code}"),
             Termination::Signaled(sig) => format!("Command terminated with signal {}", signal_name(sig)),
+            Termination::Limited(limitation) => limitation.message(),
         }
     }
 
@@ -58,12 +111,26 @@ pub struct Usage {
     pub cpus_user_time_secs: f64,
     pub cpus_system_time_secs: f64,
     pub mem_rss_bytes: u64,
+    pub cpus_limit: Option<f64>,
+    pub mem_limit_bytes: Option<u64>,
 }
 
-/// A container found running when the agent starts.
+/// A container found when the agent starts, as its monitor left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveredContainer {
     pub container_id: String,
+    pub state: Recovered,
+}
+
+/// What became of a container while the agent was away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Still running; `wait` works on it again.
+    Running,
+    /// Ended while the agent was down; the monitor recorded how.
+    Ended(Termination),
+    /// Its monitor is gone without a record, or its checkpoint cannot be read.
+    Lost(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +159,10 @@ pub trait Containerizer: Send + Sync + 'static {
     fn kill(&self, container_id: &str, signal: Signal) -> impl Future<Output = Result<(), ContainerError>> + Send;
     /// Kills what is left of the container and forgets it.
     fn destroy(&self, container_id: &str) -> impl Future<Output = Result<(), ContainerError>> + Send;
-    /// Containers that survived an agent restart (none for plain processes).
+    /// Containers that survived an agent restart (none for plain processes). `wait`, `kill`, `destroy` and `usage`
+    /// work on the `Running` ones afterwards; `destroy` cleans up the others.
     fn recover(&self) -> impl Future<Output = Result<Vec<RecoveredContainer>, ContainerError>> + Send;
-    /// CPU times and resident memory of the container.
+    /// CPU times and resident memory of the container, and its limits where it has any.
     fn usage(&self, container_id: &str) -> impl Future<Output = Result<Usage, ContainerError>> + Send;
 }
 
@@ -120,6 +188,8 @@ pub mod fake {
         pub calls: Mutex<Vec<Call>>,
         /// Launches of these task ids fail.
         pub fail_launch: Mutex<Vec<String>>,
+        /// What `recover` reports.
+        pub recovered: Mutex<Vec<RecoveredContainer>>,
         exits: Mutex<HashMap<String, oneshot::Sender<Termination>>>,
         waits: Mutex<HashMap<String, oneshot::Receiver<Termination>>>,
     }
@@ -178,7 +248,7 @@ pub mod fake {
         }
 
         async fn recover(&self) -> Result<Vec<RecoveredContainer>, ContainerError> {
-            Ok(vec![])
+            Ok(self.recovered.lock().map(|r| r.clone()).unwrap_or_default())
         }
 
         async fn usage(&self, _container_id: &str) -> Result<Usage, ContainerError> {

@@ -146,6 +146,8 @@ fn parse_usage(stat: &str, status: &str) -> Option<Usage> {
         cpus_user_time_secs: utime / USER_HZ,
         cpus_system_time_secs: stime / USER_HZ,
         mem_rss_bytes: rss_kb * 1024,
+        cpus_limit: None,
+        mem_limit_bytes: None,
     })
 }
 
@@ -163,6 +165,9 @@ mod tests {
             command,
             env: vec![("GREETING".into(), "hi there".into()), ("PATH".into(), "/usr/bin:/bin".into())],
             sandbox: dir.to_path_buf(),
+            limits: Default::default(),
+            user: None,
+            rootfs: None,
         }
     }
 

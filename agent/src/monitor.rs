@@ -1,0 +1,139 @@
+//! The per-container monitor (`agora-container-monitor <checkpoint dir>`), which outlives the agent.
+//!
+//! 1. `setsid`, so signals to the agent's process group or session never reach it; records its pid in `monitor.pid`.
+//! 2. Reads `launch.json`, creates and starts the container with libcontainer from `bundle/config.json` (stdout and
+//!    stderr to the sandbox's files); the container's init is its direct child.
+//! 3. Records init's pid in `pid`, prints `started <pid>` on stdout (the agent waits for that line; any failure is
+//!    printed as `error <message>` instead), and closes stdout.
+//! 4. Waits for init; reads the memory cgroup's `oom_kill` count before anything is removed; writes
+//!    `termination.json` atomically; deletes the container (its cgroups and libcontainer state) and exits 0.
+//!
+//! It never reads the agent's state and the agent never needs it alive: if the agent restarts, it finds the record
+//! (the task ended) or a live monitor pid (still running). The monitor holds no lock and touches only its directory.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{WaitStatus, waitpid};
+
+use crate::checkpoint::write_atomically;
+use crate::containerizer::{MonitorLaunch, MonitorRecord, monitor_files as files};
+
+/// Runs the monitor for the container checkpointed in `dir`; returns the process exit code.
+pub fn run(dir: &Path) -> i32 {
+    let _ = nix::unistd::setsid();
+    let _ = write_atomically(&dir.join(files::MONITOR_PID), std::process::id().to_string().as_bytes());
+    let started = start(dir);
+    let mut stdout = std::io::stdout();
+    let (pid, launch) = match started {
+        Ok(ok) => ok,
+        Err(message) => {
+            let _ = writeln!(stdout, "error {}", message.replace('\n', " "));
+            eprintln!("agora-container-monitor: {message}");
+            return 1;
+        }
+    };
+    let _ = writeln!(stdout, "started {pid}");
+    let _ = stdout.flush();
+    // The agent may be gone later; nothing more goes to its pipe.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+    }
+    let status = loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(WaitStatus::Exited(_, code)) => break (Some(code), None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break (None, Some(sig as i32)),
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("agora-container-monitor: cannot wait for pid {pid}: {e}");
+                break (None, None);
+            }
+        }
+    };
+    let record = MonitorRecord { exit_code: status.0, signal: status.1, oom_kills: oom_kills(&launch.cgroup_path) };
+    let text = serde_json::to_vec(&record).unwrap_or_default();
+    if let Err(e) = write_atomically(&dir.join(files::TERMINATION), &text) {
+        eprintln!("agora-container-monitor: {e}");
+    }
+    delete(&launch);
+    0
+}
+
+fn start(dir: &Path) -> Result<(i32, MonitorLaunch), String> {
+    let launch_path = dir.join(files::LAUNCH);
+    let text = std::fs::read(&launch_path).map_err(|e| format!("cannot read {}: {e}", launch_path.display()))?;
+    let launch: MonitorLaunch =
+        serde_json::from_slice(&text).map_err(|e| format!("cannot parse {}: {e}", launch_path.display()))?;
+    let open = |name: &str| -> Result<OwnedFd, String> {
+        let path = launch.sandbox.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(file.into())
+    };
+    let null: OwnedFd = std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?.into();
+    let built = ContainerBuilder::new(launch.container_id.clone(), SyscallType::default())
+        .with_root_path(launch.state_root.clone())
+        .map_err(|e| format!("cannot use state root {}: {e}", launch.state_root.display()))?
+        .with_stdin(null)
+        .with_stdout(open("stdout")?)
+        .with_stderr(open("stderr")?)
+        .validate_id()
+        .map_err(|e| format!("invalid container id {}: {e}", launch.container_id))?
+        .as_init(&launch.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            // A failed build may leave its state behind ("creating"), and cgroups.
+            delete(&launch);
+            return Err(format!("cannot create container {}: {e}", launch.container_id));
+        }
+    };
+    if let Err(e) = container.start() {
+        delete(&launch);
+        return Err(format!("cannot start container {}: {e}", launch.container_id));
+    }
+    let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| "the container has no pid".to_string())?;
+    write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes())?;
+    Ok((pid, launch))
+}
+
+/// The memory cgroup's `oom_kill` counter: v1 `memory.oom_control`, v2 `memory.events`.
+fn oom_kills(cgroup_path: &str) -> u64 {
+    let rel = cgroup_path.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Deletes the container (killing anything left, removing its cgroups and state).
+fn delete(launch: &MonitorLaunch) {
+    let state = launch.state_root.join(&launch.container_id);
+    if !state.exists() {
+        return;
+    }
+    match libcontainer::container::Container::load(state) {
+        Ok(mut c) => {
+            let _ = c.refresh_status();
+            if let Err(e) = c.delete(true) {
+                eprintln!("agora-container-monitor: cannot delete container {}: {e}", launch.container_id);
+            }
+        }
+        Err(e) => eprintln!("agora-container-monitor: cannot load container {}: {e}", launch.container_id),
+    }
+}
