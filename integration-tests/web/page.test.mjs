@@ -41,8 +41,9 @@ const page = context.pages()[0] || (await context.newPage());
 page.setDefaultTimeout(WAIT);
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
-page.on("requestfailed", (r) => {
-  if (!r.url().startsWith(url)) consoleErrors.push("request outside the master: " + r.url());
+// The page must need nothing but the master: no CDN, no agent addressed directly.
+page.on("request", (r) => {
+  if (!r.url().startsWith(url) && !r.url().startsWith("data:")) consoleErrors.push("request outside the master: " + r.url());
 });
 
 async function step(what, fn) {
