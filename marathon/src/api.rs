@@ -634,6 +634,45 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// The gauges behind `/metrics` and `/metrics/prometheus`, with Marathon's metric names.
+fn gauges(core: &Core, now: Millis) -> Vec<(&'static str, u64)> {
+    use agora_proto::model::TaskState;
+    let count = |s: TaskState| core.state.instances.values().filter(|i| i.state == s).count() as u64;
+    vec![
+        ("marathon.apps.active.gauge", core.state.apps.len() as u64),
+        ("marathon.deployments.active.gauge", core.state.deployments.len() as u64),
+        ("marathon.instances.running.gauge", count(TaskState::Running)),
+        ("marathon.instances.staged.gauge", count(TaskState::Staging) + count(TaskState::Starting)),
+        ("marathon.instances.unreachable.gauge", count(TaskState::Unreachable)),
+        (
+            "marathon.launch-queue.size.gauge",
+            core.queue_json(now).iter().filter_map(|q| q["count"].as_u64()).sum::<u64>(),
+        ),
+    ]
+}
+
+async fn metrics(State(s): AppState) -> Response {
+    let now = now_millis();
+    let core = s.lock();
+    let g: serde_json::Map<String, Value> =
+        gauges(&core, now).into_iter().map(|(k, v)| (k.to_string(), json!({"value": v}))).collect();
+    json_response(
+        StatusCode::OK,
+        json!({"version": "4.0.0", "gauges": g, "counters": {}, "histograms": {}, "meters": {}, "timers": {}}),
+    )
+}
+
+async fn metrics_prometheus(State(s): AppState) -> Response {
+    let now = now_millis();
+    let core = s.lock();
+    let mut out = String::new();
+    for (k, v) in gauges(&core, now) {
+        let name = k.replace(['.', '-'], "_");
+        out.push_str(&format!("# TYPE {name} gauge\n{name} {v}\n"));
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
 async fn not_found(uri: Uri) -> Response {
     tracing::debug!(%uri, "unknown route");
     message(StatusCode::NOT_FOUND, "URI not found")
@@ -654,6 +693,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ping", get(ping))
         .route("/v2/info", get(info))
+        .route("/metrics", get(metrics))
+        .route("/metrics/prometheus", get(metrics_prometheus))
         .route("/v2/leader", get(leader))
         .route("/v2/apps", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
         .route("/v2/apps/", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))

@@ -20,6 +20,8 @@ pub const MAX_VERSIONS: usize = 50;
 /// Service ports are allocated from `[LOCAL_PORT_MIN, LOCAL_PORT_MAX)`.
 pub const LOCAL_PORT_MIN: u32 = 10_000;
 pub const LOCAL_PORT_MAX: u32 = 20_000;
+/// An instance that is not RUNNING this long after it was staged is killed (Marathon's `--task_launch_timeout`).
+pub const TASK_LAUNCH_TIMEOUT_MS: Millis = 300_000;
 /// A kill without a terminal update is sent again after this long.
 pub const KILL_RETRY_MS: Millis = 10_000;
 
@@ -844,6 +846,14 @@ impl Core {
             self.state.instances.remove(&task_id);
             out.kills.push((task_id, agent_id));
             self.dirty = true;
+        }
+        // Overdue launches: staged or starting for longer than the launch timeout.
+        for i in self.state.instances.values() {
+            if matches!(i.state, TaskState::Staging | TaskState::Starting)
+                && now >= i.staged_at + TASK_LAUNCH_TIMEOUT_MS
+            {
+                decided.insert(i.task_id.clone());
+            }
         }
         for app in self.state.apps.values() {
             let d = self.decision(app, now);

@@ -18,6 +18,10 @@ use crate::time::{Millis, now_millis};
 /// whenever more launches are wanted.
 pub const DECLINE_SECONDS: f64 = 120.0;
 
+/// Every known task is reconciled this often, and the master asked for every task it knows of ours (implicit
+/// reconciliation; tasks that belong to no app are killed) — Marathon's `--reconciliation_interval`.
+pub const RECONCILIATION_INTERVAL_MS: Millis = 600_000;
+
 /// Facts about this Marathon for `/v2/info` and `/v2/leader`.
 #[derive(Clone, Debug)]
 pub struct Info {
@@ -32,6 +36,7 @@ pub struct Info {
 struct OfferMode {
     suppressed: bool,
     last_wanted: u32,
+    last_reconciliation: Millis,
 }
 
 /// What the API handlers and the scheduler share.
@@ -51,6 +56,27 @@ impl Shared {
 
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The clock ticked: settle, and reconcile every [`RECONCILIATION_INTERVAL_MS`].
+    pub fn tick(&self, now: Millis) {
+        let mut core = self.lock();
+        let due = {
+            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            let due = now >= mode.last_reconciliation + RECONCILIATION_INTERVAL_MS;
+            if due {
+                mode.last_reconciliation = now;
+            }
+            due
+        };
+        if due && self.driver.framework_id().is_some() {
+            let known = core.known_tasks();
+            if !known.is_empty() {
+                self.driver.reconcile(known);
+            }
+            self.driver.reconcile(vec![]);
+        }
+        self.settle(&mut core, now);
     }
 
     /// After a change: send the kills the core decided, REVIVE when more launches are wanted than before (or
@@ -101,12 +127,15 @@ impl Scheduler for MarathonScheduler {
         if !known.is_empty() {
             driver.reconcile(known);
         }
+        // And ask for every task the master knows of ours: one that belongs to no app is killed.
+        driver.reconcile(vec![]);
         self.shared.bus.publish(json!({
             "eventType": "scheduler_registered_event", "timestamp": crate::time::format_iso(now),
             "frameworkId": framework_id, "master": format!("{}:{}", master.hostname, master.port),
         }));
         // The driver (re)subscribes with offers suppressed: REVIVE if anything is wanted.
-        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) = OfferMode { suppressed: true, last_wanted: 0 };
+        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) =
+            OfferMode { suppressed: true, last_wanted: 0, last_reconciliation: now };
         self.shared.settle(&mut core, now);
     }
 

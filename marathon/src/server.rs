@@ -88,8 +88,7 @@ pub async fn run(
             let mut interval = tokio::time::interval(TICK);
             loop {
                 interval.tick().await;
-                let mut core = shared.lock();
-                shared.settle(&mut core, now_millis());
+                shared.tick(now_millis());
             }
         })
     };

@@ -71,6 +71,12 @@ async fn ping_info_leader_and_unknown_routes() {
     assert_eq!(r.body["marathon_config"]["failover_timeout"], 604_800);
     assert_eq!(r.body["http_config"]["http_port"], 8080);
     assert_eq!(api.call("GET", "/v2/leader", None).await.body, json!({"leader": "127.0.0.1:8080"}));
+    api.call("POST", "/v2/apps", Some(app("/m"))).await;
+    let m = api.call("GET", "/metrics", None).await.body;
+    assert_eq!(m["gauges"]["marathon.apps.active.gauge"]["value"], 1);
+    assert_eq!(m["gauges"]["marathon.launch-queue.size.gauge"]["value"], 2);
+    let text = api.http.get(format!("{}/metrics/prometheus", api.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("marathon_apps_active_gauge 1\n"), "{text}");
     let r = api.call("GET", "/v2/nothing", None).await;
     assert_eq!((r.status, r.body), (404, json!({"message": "URI not found"})));
     assert_eq!(r.headers["cache-control"], "no-cache, no-store, must-revalidate");

@@ -354,3 +354,16 @@ fn unknown_tasks_are_killed_and_unknown_state_ends_an_instance() {
     assert_eq!(h.live("/k"), 0);
     assert_eq!(h.round().len(), 1);
 }
+
+#[test]
+fn overdue_launches_are_killed_and_replaced() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/slow", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    h.now += TASK_LAUNCH_TIMEOUT_MS - 2_000;
+    assert!(h.core.actions(h.now).kills.is_empty());
+    h.now += 2_000;
+    assert_eq!(h.complete_kills(), 1);
+    assert!(!h.core.state.instances.contains_key(&t[0]));
+    assert_eq!(h.round().len(), 1);
+}
