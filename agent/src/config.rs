@@ -37,7 +37,8 @@ pub const FALLBACK_DISK_MB: u64 = 10 * 1024;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "agora-agent", version, about = "The Agora agent: runs tasks for the Agora master")]
 pub struct Flags {
-    /// The master to register with, `HOST:PORT` or `http://HOST:PORT`.
+    /// The master to register with, `HOST:PORT` or `http://HOST:PORT`, or `zk://HOST:PORT[,HOST:PORT]/PATH` to
+    /// follow whichever master leads (Mesos's ZooKeeper layout).
     #[arg(long)]
     pub master: String,
 
@@ -281,9 +282,13 @@ struct Validated {
     container_disk_watch_interval: Duration,
 }
 
-/// Accepts `host:port` and `http://host:port` (a trailing `/` is fine); returns `host:port`.
+/// Accepts `host:port` and `http://host:port` (a trailing `/` is fine), returning `host:port`, and
+/// `zk://host:port[,host:port]/path`, returned as given (normalised).
 pub fn parse_master(text: &str) -> Result<String, String> {
     let t = text.trim();
+    if t.starts_with("zk://") {
+        return agora_detector::ZkUrl::parse(t).map(|u| u.to_string()).map_err(|e| e.to_string());
+    }
     let bare = t.strip_prefix("http://").unwrap_or(t).trim_end_matches('/');
     if bare.contains("://") {
         return Err(format!("'{text}' must be HOST:PORT or http://HOST:PORT"));
@@ -417,7 +422,8 @@ mod tests {
         assert_eq!(parse_master("http://m1:5050/"), Ok("m1:5050".to_string()));
         assert_eq!(parse_master("m1:5050"), Ok("m1:5050".to_string()));
         assert!(parse_master("m1").unwrap_err().contains("'m1'"));
-        assert!(parse_master("zk://a:2181/mesos").is_err());
+        assert_eq!(parse_master("zk://a:2181,b:2181/mesos/"), Ok("zk://a:2181,b:2181/mesos".to_string()));
+        assert!(parse_master("zk://a:2181").is_err());
         assert!(parse_master("m1:99999").is_err());
     }
 

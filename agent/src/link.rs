@@ -113,6 +113,54 @@ pub fn endpoint(master_url: &str) -> Result<Endpoint, String> {
         .map_err(|e| format!("'{master_url}' is not a valid master address: {e}"))
 }
 
+/// Where the master is: a fixed address, or whichever master leads according to a ZooKeeper detector.
+pub enum Locator {
+    Fixed(Box<Endpoint>),
+    Detected { detector: agora_detector::Detector, seen: tokio::sync::watch::Receiver<Option<agora_detector::Leader>> },
+}
+
+impl Locator {
+    /// From `--master` (`HOST:PORT`, `http://HOST:PORT` or `zk://HOST:PORT/PATH`); starts the detector for ZooKeeper.
+    pub fn new(master: &str) -> Result<Locator, String> {
+        match agora_detector::MasterSpec::parse(master).map_err(|e| e.to_string())? {
+            agora_detector::MasterSpec::Fixed(addr) => {
+                endpoint(&format!("http://{addr}")).map(|e| Locator::Fixed(Box::new(e)))
+            }
+            spec @ agora_detector::MasterSpec::ZooKeeper(_) => {
+                let detector = agora_detector::Detector::start(&spec);
+                let seen = detector.watch();
+                Ok(Locator::Detected { detector, seen })
+            }
+        }
+    }
+
+    /// The endpoint of the master to connect to now.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        match self {
+            Locator::Fixed(e) => Ok((**e).clone()),
+            Locator::Detected { detector, .. } => match detector.current() {
+                Some(leader) => endpoint(&format!("http://{}", leader.address)),
+                None => Err("no leading master is known yet".into()),
+            },
+        }
+    }
+
+    /// Resolves when a (new) leader is detected; never for a fixed address.
+    pub async fn leader_changed(&mut self) {
+        match self {
+            Locator::Fixed(_) => std::future::pending().await,
+            Locator::Detected { seen, .. } => loop {
+                if seen.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if seen.borrow_and_update().is_some() {
+                    return;
+                }
+            },
+        }
+    }
+}
+
 /// What one stream reports to the shell.
 #[derive(Debug)]
 pub enum LinkEvent {

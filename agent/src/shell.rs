@@ -50,7 +50,8 @@ struct Shell<C> {
     core: Arc<Mutex<AgentCore>>,
     containerizer: Arc<C>,
     events: mpsc::UnboundedSender<Event>,
-    endpoint: tonic::transport::Endpoint,
+    /// The master, fixed or followed through ZooKeeper.
+    endpoint: link::Locator,
     backoff_factor: Duration,
     link: Option<Link>,
     generation: u64,
@@ -79,7 +80,7 @@ pub async fn run_with<C: Containerizer>(
     tokio::fs::create_dir_all(&config.work_dir)
         .await
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
-    let endpoint = link::endpoint(&config.master_url())
+    let endpoint = link::Locator::new(&config.master)
         .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
     let checkpoint_path = crate::checkpoint::agent_checkpoint_path(&config.work_dir);
     let checkpoint = crate::checkpoint::read(&checkpoint_path).map_err(AgentError::Checkpoint)?;
@@ -188,6 +189,13 @@ impl<C: Containerizer> Shell<C> {
                 _ = shutdown.as_mut() => return,
                 Some(event) = inbox.recv() => self.on_event(event).await,
                 _ = sleep_until(deadline) => self.on_timer().await,
+                _ = self.endpoint.leader_changed() => {
+                    // A new leader: re-register with it at once, without waiting out the backoff.
+                    info!("the leading master changed; re-registering with it");
+                    self.attempts = 0;
+                    self.reconnect_at = None;
+                    self.connect();
+                }
             }
         }
     }
@@ -249,10 +257,19 @@ impl<C: Containerizer> Shell<C> {
         // The channel is new and empty, so the first message always fits.
         let _ = outbound.try_send(link::registration_to_wire(registration));
         let events = self.events.clone();
-        let endpoint = self.endpoint.clone();
+        let endpoint = self.endpoint.endpoint();
         let task = tokio::spawn(async move {
-            link::run_stream(endpoint, outbound_rx, |event| events.send(Event::Link { generation, event }).is_ok())
-                .await;
+            match endpoint {
+                Ok(endpoint) => {
+                    link::run_stream(endpoint, outbound_rx, |event| {
+                        events.send(Event::Link { generation, event }).is_ok()
+                    })
+                    .await
+                }
+                Err(why) => {
+                    let _ = events.send(Event::Link { generation, event: LinkEvent::Ended(why) });
+                }
+            }
         });
         self.link = Some(Link { generation, outbound, task });
         self.registration_deadline = Some(Instant::now() + REGISTRATION_TIMEOUT);
@@ -432,7 +449,7 @@ mod tests {
             core: Arc::new(Mutex::new(AgentCore::new(settings))),
             containerizer: Arc::new(FakeContainerizer::default()),
             events,
-            endpoint: tonic::transport::Endpoint::from_static("http://127.0.0.1:1"),
+            endpoint: link::Locator::Fixed(Box::new(tonic::transport::Endpoint::from_static("http://127.0.0.1:1"))),
             backoff_factor: Duration::from_secs(1),
             link: None,
             generation: 0,

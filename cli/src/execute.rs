@@ -41,7 +41,7 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Args, Debug, Clone)]
 pub struct ExecuteArgs {
-    /// The master, as HOST:PORT or http://HOST:PORT.
+    /// The master, as HOST:PORT or http://HOST:PORT, or zk://HOST:PORT[,HOST:PORT]/PATH to follow the leader.
     #[arg(long)]
     pub master: String,
     /// The task name; task ids are NAME-0, NAME-1, ...

@@ -26,7 +26,7 @@ const PAGE: usize = 500;
 /// What every look at the cluster takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// The master, as HOST:PORT or http://HOST:PORT.
+    /// The master, as HOST:PORT or http://HOST:PORT, or zk://HOST:PORT/PATH (the leader is looked up).
     #[arg(long, default_value = DEFAULT_MASTER)]
     pub master: String,
     /// Print the master's JSON instead of a table.
@@ -55,7 +55,7 @@ pub enum TaskCommand {
 #[derive(Args, Debug)]
 pub struct LogArgs {
     pub task_id: String,
-    /// The master, as HOST:PORT or http://HOST:PORT.
+    /// The master, as HOST:PORT or http://HOST:PORT, or zk://HOST:PORT/PATH (the leader is looked up).
     #[arg(long, default_value = DEFAULT_MASTER)]
     pub master: String,
     /// Print stderr instead of stdout.
@@ -229,12 +229,15 @@ struct Master {
 }
 
 impl Master {
-    fn new(address: &str) -> Result<Master> {
-        if address.starts_with("zk://") {
-            bail!(
-                "--master {address}: zk:// addresses are not supported by this command yet; pass the leader's HOST:PORT"
-            );
-        }
+    /// `HOST:PORT`, `http://HOST:PORT`, or `zk://HOST:PORT/PATH` (the leader is looked up in ZooKeeper once).
+    async fn new(address: &str) -> Result<Master> {
+        let address = if address.trim().starts_with("zk://") {
+            let spec = agora_detector::MasterSpec::parse(address).with_context(|| format!("bad --master {address}"))?;
+            agora_detector::resolve(&spec, REQUEST_TIMEOUT).await.map_err(anyhow::Error::msg)?
+        } else {
+            address.to_string()
+        };
+        let address = address.as_str();
         let base = agora_framework_sdk::master_url(address).with_context(|| format!("bad --master {address}"))?;
         let http =
             reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("cannot build an HTTP client")?;
@@ -283,7 +286,7 @@ fn print_json(v: &Value) -> Result<()> {
 }
 
 pub async fn state(args: Common) -> Result<()> {
-    let m = Master::new(&args.master)?;
+    let m = Master::new(&args.master).await?;
     if args.json {
         return print_json(&m.get("/master/state", &[]).await?);
     }
@@ -292,7 +295,7 @@ pub async fn state(args: Common) -> Result<()> {
 }
 
 pub async fn agents(args: Common) -> Result<()> {
-    let m = Master::new(&args.master)?;
+    let m = Master::new(&args.master).await?;
     let v = m.get("/master/agents", &[]).await?;
     if args.json {
         return print_json(&v);
@@ -302,7 +305,7 @@ pub async fn agents(args: Common) -> Result<()> {
 }
 
 pub async fn frameworks(args: Common) -> Result<()> {
-    let m = Master::new(&args.master)?;
+    let m = Master::new(&args.master).await?;
     let v = m.get("/master/frameworks", &[]).await?;
     if args.json {
         return print_json(&v);
@@ -312,7 +315,7 @@ pub async fn frameworks(args: Common) -> Result<()> {
 }
 
 pub async fn tasks(args: TasksArgs) -> Result<()> {
-    let m = Master::new(&args.common.master)?;
+    let m = Master::new(&args.common.master).await?;
     let mut q: Vec<(&str, String)> = vec![("state", if args.all { String::new() } else { "active".into() })];
     if let Some(f) = &args.framework {
         q.push(("framework_id", f.clone()));
@@ -332,7 +335,7 @@ pub async fn task(cmd: TaskCommand) -> Result<()> {
 }
 
 async fn log(args: LogArgs) -> Result<()> {
-    let m = Master::new(&args.master)?;
+    let m = Master::new(&args.master).await?;
     let fw: Vec<(&str, String)> = args.framework.iter().map(|f| ("framework_id", f.clone())).collect();
     let id = &args.task_id;
     let sandbox = m

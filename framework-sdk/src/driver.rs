@@ -222,7 +222,14 @@ fn call_name(c: &call::Call) -> &'static str {
     }
 }
 
-/// Normalises `HOST:PORT` or `http://HOST:PORT` into a URL.
+fn endpoint(url: &str, call_timeout: Duration, master: &str) -> Result<Endpoint, DriverError> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| DriverError::InvalidMaster { address: master.to_string(), reason: e.to_string() })?
+        .connect_timeout(call_timeout)
+        .tcp_nodelay(true))
+}
+
+/// Normalises `HOST:PORT` or `http://HOST:PORT` into a URL (`zk://` addresses are taken by [`Driver::new`]).
 pub fn master_url(master: &str) -> Result<String, DriverError> {
     let trimmed = master.trim().trim_end_matches('/');
     let invalid = |reason: &str| DriverError::InvalidMaster { address: master.to_string(), reason: reason.to_string() };
@@ -235,6 +242,13 @@ pub fn master_url(master: &str) -> Result<String, DriverError> {
     }
     Endpoint::from_shared(url.clone()).map_err(|e| invalid(&e.to_string()))?;
     Ok(url)
+}
+
+/// Where the master is: a fixed endpoint, or the leader under a ZooKeeper path (the detector starts when the driver
+/// runs, inside the runtime).
+enum Locator {
+    Fixed(Box<Endpoint>),
+    ZooKeeper { url: agora_detector::ZkUrl, detector: Option<agora_detector::Detector> },
 }
 
 /// One live subscription.
@@ -270,7 +284,8 @@ enum Flow {
 pub struct Driver {
     handle: SchedulerDriver,
     commands: mpsc::UnboundedReceiver<Command>,
-    endpoint: Endpoint,
+    locator: Locator,
+    call_timeout: Duration,
     master: String,
     framework: FrameworkInfo,
     options: DriverOptions,
@@ -280,11 +295,15 @@ pub struct Driver {
 impl Driver {
     /// Checks the address; connects only in [`Driver::run`]. A `framework.id` resubscribes as that framework.
     pub fn new(master: &str, framework: FrameworkInfo, options: DriverOptions) -> Result<Driver, DriverError> {
-        let url = master_url(master)?;
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| DriverError::InvalidMaster { address: master.to_string(), reason: e.to_string() })?
-            .connect_timeout(options.call_timeout)
-            .tcp_nodelay(true);
+        let (locator, url) = if master.trim().starts_with("zk://") {
+            let zk = agora_detector::ZkUrl::parse(master.trim())
+                .map_err(|e| DriverError::InvalidMaster { address: master.to_string(), reason: e.to_string() })?;
+            let shown = zk.to_string();
+            (Locator::ZooKeeper { url: zk, detector: None }, shown)
+        } else {
+            let url = master_url(master)?;
+            (Locator::Fixed(Box::new(endpoint(&url, options.call_timeout, master)?)), url)
+        };
         let (tx, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             commands: tx,
@@ -295,7 +314,8 @@ impl Driver {
         Ok(Driver {
             handle: SchedulerDriver { shared },
             commands,
-            endpoint,
+            locator,
+            call_timeout: options.call_timeout,
             master: url,
             framework,
             options,
@@ -314,6 +334,9 @@ impl Driver {
         let span = info_span!("scheduler_driver", master = %self.master, framework_id = tracing::field::Empty);
         if let Some(id) = &self.framework.id {
             span.record("framework_id", id.as_str());
+        }
+        if let Locator::ZooKeeper { url, detector } = &mut self.locator {
+            *detector = Some(agora_detector::Detector::start(&agora_detector::MasterSpec::ZooKeeper(url.clone())));
         }
         let result = self.run_loop(&mut scheduler, &span).instrument(span.clone()).await;
         result.map(|()| scheduler)
@@ -423,8 +446,27 @@ impl Driver {
 
     /// Sleeps for `delay` unless stopped first; true when stopped.
     async fn pause(&mut self, stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+        // A newly detected leader ends the pause early: resubscribe with it at once.
+        let mut leader = match &self.locator {
+            Locator::ZooKeeper { detector: Some(d), .. } => Some(d.watch()),
+            _ => None,
+        };
+        let leader_changed = async {
+            match leader.as_mut() {
+                Some(rx) => loop {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if rx.borrow_and_update().is_some() {
+                        return;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
         let stopped = tokio::select! {
             () = sleep(delay) => false,
+            () = leader_changed => false,
             () = stopped(stop) => true,
         };
         if stopped {
@@ -453,8 +495,18 @@ impl Driver {
 
     async fn subscribe(&self) -> Result<Session, Attempt> {
         let limit = self.options.call_timeout;
-        let channel =
-            self.endpoint.connect().await.map_err(|e| Attempt::Retry(format!("cannot connect: {}", chain(&e))))?;
+        let endpoint = match &self.locator {
+            Locator::Fixed(e) => (**e).clone(),
+            Locator::ZooKeeper { detector, .. } => {
+                let leader = detector
+                    .as_ref()
+                    .and_then(|d| d.current())
+                    .ok_or_else(|| Attempt::Retry("no leading master is known in ZooKeeper yet".to_string()))?;
+                let url = format!("http://{}", leader.address);
+                endpoint(&url, self.call_timeout, &url).map_err(|e| Attempt::Retry(e.to_string()))?
+            }
+        };
+        let channel = endpoint.connect().await.map_err(|e| Attempt::Retry(format!("cannot connect: {}", chain(&e))))?;
         let mut client = SchedulerClient::new(channel);
         let request = wire::SubscribeRequest {
             framework_info: Some(wire::FrameworkInfo::from(&self.framework)),

@@ -449,3 +449,179 @@ pub fn spawn_agent(
     );
     Proc::spawn(&log_name, "agora-agent", &args, cluster.dir.path())
 }
+
+// --- ZooKeeper and highly available masters (issue 4) ---------------------------------------------------------------
+
+/// Debian's ZooKeeper server jar and the slf4j binding it logs through.
+pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+pub const SLF4J_SIMPLE_JAR: &str = "/usr/share/java/slf4j-simple.jar";
+
+/// Fails the test loudly, saying how to install ZooKeeper, when it is missing.
+pub fn require_zookeeper() {
+    for jar in [ZOOKEEPER_JAR, SLF4J_SIMPLE_JAR] {
+        assert!(
+            Path::new(jar).exists(),
+            "{jar} not found: the HA tests need a real ZooKeeper server; install it with \
+             `apt-get install -y zookeeper` (Debian's package; Java 11+ is needed too)"
+        );
+    }
+    let java = Command::new("java").arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        java.is_ok_and(|s| s.success()),
+        "`java` not found: install a JRE (`apt-get install -y default-jre-headless`)"
+    );
+}
+
+/// A standalone ZooKeeper server on a free loopback port with its data in `dir`, launched as Debian's package
+/// installs it (the server class straight from the jar, no zkServer.sh); stopped on drop.
+pub struct ZooKeeper {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ZooKeeper {
+    /// Starts a server in `dir` and waits until it answers `ruok` with `imok`.
+    pub async fn start(dir: &Path) -> Result<ZooKeeper> {
+        require_zookeeper();
+        let mut zk =
+            ZooKeeper { port: free_port(), dir: dir.to_path_buf(), child: None, log: dir.join("zookeeper.log") };
+        zk.launch().await?;
+        Ok(zk)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        std::fs::create_dir_all(self.dir.join("data"))?;
+        let cfg = self.dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\nminSessionTimeout=1000\n\
+                 maxSessionTimeout=60000\n",
+                self.dir.join("data").display(),
+                self.port
+            ),
+        )?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new("java")
+            .args(["-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true", "-Djute.maxbuffer=16777216", "-cp"])
+            .arg(format!("{ZOOKEEPER_JAR}:{SLF4J_SIMPLE_JAR}"))
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn java for ZooKeeper")?;
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("ZooKeeper to answer ruok", WAIT, async || zk_ruok(port).await.then_some(())).await
+    }
+
+    /// `zk://127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("zk://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, for a ZooKeeper client.
+    pub fn servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM and wait for the server to exit (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server and starts it again on the same port and data.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch().await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("----- zookeeper log ({}) -----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// ZooKeeper's four-letter `ruok`: true when the server answers `imok`.
+pub async fn zk_ruok(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    if s.write_all(b"ruok").await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    buf.starts_with(b"imok")
+}
+
+/// Starts an `agora-master` contending through `zk_url`, on `port` with `work_dir`; `extra` flags appended.
+pub fn spawn_ha_master(
+    name: &str,
+    port: u16,
+    zk_url: &str,
+    work_dir: &Path,
+    log_dir: &Path,
+    extra: &[&str],
+) -> Result<Proc> {
+    let mut args: Vec<String> = vec![
+        "--ip".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--work-dir".into(),
+        work_dir.display().to_string(),
+        "--zk".into(),
+        zk_url.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let log_name = format!(
+        "{name}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    );
+    Proc::spawn(&log_name, "agora-master", &args, log_dir)
+}
+
+/// How a master answers `GET /master/state` without following redirects: `Ok(true)` if it serves it (it leads),
+/// `Ok(false)` with the `Location` if it redirects, an error if it does not answer.
+pub async fn master_leads(addr: &str) -> Result<(bool, Option<String>, u16)> {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let r = http.get(format!("http://{addr}/master/state")).send().await?;
+    let location = r.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
+    Ok((r.status().is_success(), location, r.status().as_u16()))
+}
+
+/// Waits until exactly one of `addrs` leads and returns it.
+pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> Result<String> {
+    wait_for("one master to lead", timeout, async || {
+        let mut leaders = Vec::new();
+        for a in addrs {
+            if let Ok((true, _, _)) = master_leads(a).await {
+                leaders.push(a.clone());
+            }
+        }
+        (leaders.len() == 1).then(|| leaders.remove(0))
+    })
+    .await
+}

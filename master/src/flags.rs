@@ -19,6 +19,10 @@ pub const DEFAULT_OFFER_TIMEOUT: &str = "1mins";
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "15secs";
 pub const DEFAULT_MAX_COMPLETED_TASKS_PER_FRAMEWORK: usize = 1000;
 pub const DEFAULT_MAX_COMPLETED_FRAMEWORKS: usize = 50;
+/// Mesos's `--zk_session_timeout` default.
+pub const DEFAULT_ZK_SESSION_TIMEOUT: &str = "10secs";
+/// Mesos's `--agent_reregister_timeout` default (also its minimum there; Agora allows less, for tests).
+pub const DEFAULT_AGENT_REREGISTER_TIMEOUT: &str = "10mins";
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "agora-master", version, about = "The Agora master: offers agents' resources to frameworks")]
@@ -59,6 +63,16 @@ pub struct Flags {
     /// Role weights for weighted DRF, e.g. `web=2,batch=1` (roles not listed weigh 1).
     #[arg(long, default_value = "")]
     pub weights: String,
+    /// ZooKeeper URL for leader election and the registry, `zk://HOST:PORT[,HOST:PORT]/PATH`; without it the
+    /// master runs standalone with its registry in the work dir.
+    #[arg(long)]
+    pub zk: Option<String>,
+    /// ZooKeeper session timeout: a leader that loses its session for this long has lost leadership.
+    #[arg(long, default_value = DEFAULT_ZK_SESSION_TIMEOUT)]
+    pub zk_session_timeout: String,
+    /// After a failover, agents in the registry that do not re-register within this time are marked unreachable.
+    #[arg(long, default_value = DEFAULT_AGENT_REREGISTER_TIMEOUT)]
+    pub agent_reregister_timeout: String,
 }
 
 /// The validated configuration.
@@ -76,6 +90,9 @@ pub struct Config {
     pub max_completed_tasks_per_framework: usize,
     pub max_completed_frameworks: usize,
     pub weights: Vec<(String, f64)>,
+    pub zk: Option<agora_detector::ZkUrl>,
+    pub zk_session_timeout: Duration,
+    pub agent_reregister_timeout: Duration,
 }
 
 /// Every bad flag value, one per line.
@@ -133,6 +150,16 @@ impl Flags {
                 _ => errors.push(format!("--weights: '{item}' is not 'role=positive number'")),
             }
         }
+        let zk = self
+            .zk
+            .as_deref()
+            .and_then(|z| agora_detector::ZkUrl::parse(z).map_err(|e| errors.push(format!("--zk: {e}"))).ok());
+        let zk_session_timeout = duration("zk-session-timeout", &self.zk_session_timeout, &mut errors);
+        if zk_session_timeout.is_zero() && parse_duration(&self.zk_session_timeout).is_ok() {
+            errors.push("--zk-session-timeout: must be positive".into());
+        }
+        let agent_reregister_timeout =
+            duration("agent-reregister-timeout", &self.agent_reregister_timeout, &mut errors);
         if let Err(e) = std::fs::create_dir_all(&self.work_dir) {
             errors.push(format!("--work-dir: cannot create '{}': {e}", self.work_dir.display()));
         }
@@ -153,6 +180,9 @@ impl Flags {
             max_completed_tasks_per_framework: self.max_completed_tasks_per_framework,
             max_completed_frameworks: self.max_completed_frameworks,
             weights,
+            zk,
+            zk_session_timeout,
+            agent_reregister_timeout,
         })
     }
 }

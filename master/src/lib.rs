@@ -13,14 +13,22 @@
 //!   protocol and the HTTP endpoints to actor inputs. gRPC and HTTP share one port, as Mesos serves all on 5050.
 //! - [`metrics`]: `/metrics/snapshot` (Mesos's flat JSON) and `/metrics` (Prometheus text) from the core's state;
 //!   `web`: the status page at `/` (assets embedded) and the paged JSON and sandbox proxy it reads.
+//! - [`registry`]: what survives a failover ([`registry::Registry`]) behind the [`registry::StateStore`] seam (a
+//!   file under the work dir standalone, a ZooKeeper node with `--zk`); [`election`]: ZooKeeper leader election;
+//!   `leader`: the layer that sends clients of a non-leading master to the leader.
+//! - [`metrics`]: `/metrics/snapshot` (Mesos's flat JSON) and `/metrics` (Prometheus text) from the core's state;
+//!   `web`: the status page at `/` (assets embedded) and the paged JSON and sandbox proxy it reads.
 //! - [`flags`]: command-line flags with Mesos's names and their validation into [`Config`].
 
 pub mod allocator;
 pub mod core;
+pub mod election;
 pub mod flags;
 mod grpc;
 mod http;
+mod leader;
 pub mod metrics;
+pub mod registry;
 mod server;
 mod web;
 

@@ -11,11 +11,14 @@ use agora_proto::model::{FrameworkInfo, MasterInfo, VERSION};
 use agora_proto::wire;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{
     AgentCommand, AgentMessage, Call, CallError, ConnId, CoreConfig, Effect, Master, Now, SchedulerEvent,
 };
+use crate::election::{self, Role};
+use crate::leader::{self, Leadership};
+use crate::registry::{FileStore, RegistryError, StateStore, ZkStore};
 use crate::{Config, grpc, http};
 
 /// Why the master could not run.
@@ -25,6 +28,10 @@ pub enum MasterError {
     Listener(#[source] std::io::Error),
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The registry could not be read or written (corrupt, or another master wrote it): this master stops rather
+    /// than act on state it cannot make durable, as Mesos's master aborts.
+    #[error("registry: {0}")]
+    Registry(#[source] RegistryError),
 }
 
 /// A read-only query the actor runs on the core (see `crate::web`).
@@ -61,6 +68,17 @@ pub(crate) enum Input {
     Inspect(InspectFn),
 }
 
+impl Input {
+    /// Inputs that change the cluster's state (or open connections that will); a master that is not leading drops
+    /// them, which ends the client's stream or fails its call.
+    fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Input::Subscribe { .. } | Input::Call { .. } | Input::AgentOpen { .. } | Input::AgentMessage { .. }
+        )
+    }
+}
+
 /// What the gRPC and HTTP handlers share.
 #[derive(Clone)]
 pub(crate) struct Handle {
@@ -90,11 +108,25 @@ struct Actor {
     frameworks: HashMap<ConnId, mpsc::UnboundedSender<SchedulerEvent>>,
     agents: HashMap<ConnId, mpsc::UnboundedSender<AgentCommand>>,
     flags: Value,
+    /// True only while this master leads and has loaded the registry.
+    leading: bool,
+    /// The registry's store while leading.
+    store: Option<Box<dyn StateStore>>,
+    info: MasterInfo,
+    core_config: CoreConfig,
+    work_dir: std::path::PathBuf,
+    /// The election path (`--zk`), when not standalone.
+    zk_path: Option<String>,
+    view: watch::Sender<Leadership>,
 }
 
 impl Actor {
     fn handle(&mut self, input: Input) {
         let now = now();
+        if !self.leading && input.changes_state() {
+            // Dropping the input drops its stream sender or reply: the client is refused and looks for the leader.
+            return;
+        }
         match input {
             Input::Subscribe { conn, info, suppressed_roles, tx } => {
                 self.frameworks.insert(conn, tx);
@@ -122,9 +154,72 @@ impl Actor {
         }
     }
 
-    fn apply_effects(&mut self) {
-        for e in self.master.drain_effects() {
+    /// Takes the lead: loads the registry and starts a core recovered from it.
+    async fn take_lead(&mut self, mut store: Box<dyn StateStore>) -> Result<(), MasterError> {
+        let started = Instant::now();
+        let registry = store.fetch().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot load the registry; not taking the lead");
+            MasterError::Registry(e)
+        })?;
+        let agents = registry.agents.len();
+        self.master = Master::recover(self.info.clone(), self.core_config.clone(), registry, now());
+        self.store = Some(store);
+        self.leading = true;
+        self.view.send_replace(Leadership { leading: true, leader: None });
+        tracing::info!(
+            registry = %self.store.as_ref().map(|s| s.location()).unwrap_or_default(),
+            agents,
+            load_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "leading: registry loaded"
+        );
+        Ok(())
+    }
+
+    /// Stops leading at once: the core's state is dropped and every connection closed (clients find the leader).
+    fn step_down(&mut self, leader: Option<String>) {
+        if self.leading {
+            tracing::warn!(leader = ?leader, "no longer the leader: dropping all state and connections");
+            self.leading = false;
+            self.store = None;
+            self.master = Master::new(self.info.clone(), self.core_config.clone(), now());
+            self.frameworks.clear();
+            self.agents.clear();
+        }
+        self.view.send_replace(Leadership { leading: false, leader });
+    }
+
+    async fn on_role(&mut self, role: Role) -> Result<(), MasterError> {
+        match role {
+            Role::Leader { client, .. } if !self.leading => {
+                let path = self.zk_path.clone().unwrap_or_default();
+                self.take_lead(Box::new(ZkStore::new(client, &path))).await
+            }
+            Role::Leader { .. } => Ok(()),
+            Role::Candidate { leader } => {
+                let me = format!("{}:{}", self.info.ip, self.info.port);
+                self.step_down(leader.map(|l| l.address).filter(|a| *a != me));
+                Ok(())
+            }
+        }
+    }
+
+    async fn apply_effects(&mut self) -> Result<(), MasterError> {
+        let effects = self.master.drain_effects();
+        if effects.iter().any(|e| matches!(e, Effect::PersistRegistry)) {
+            // Registry writes precede acknowledgement: nothing of this batch goes out before the write is durable.
+            if let Some(store) = self.store.as_mut()
+                && let Err(e) = store.store(self.master.registry()).await
+            {
+                {
+                    tracing::error!(error = %e, "cannot write the registry; stopping");
+                    self.step_down(None);
+                    return Err(MasterError::Registry(e));
+                }
+            }
+        }
+        for e in effects {
             match e {
+                Effect::PersistRegistry => {}
                 Effect::ToFramework(conn, ev) => {
                     if let Some(tx) = self.frameworks.get(&conn) {
                         let _ = tx.send(ev);
@@ -143,13 +238,37 @@ impl Actor {
                 }
             }
         }
+        Ok(())
     }
 
-    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>, mut stop: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+        mut stop: oneshot::Receiver<()>,
+        mut seat: Option<watch::Receiver<Role>>,
+    ) -> Result<(), MasterError> {
+        let result = self.serve(&mut inputs, &mut stop, &mut seat).await;
+        // Dropping every sender ends every framework stream and agent link.
+        self.frameworks.clear();
+        self.agents.clear();
+        result
+    }
+
+    async fn serve(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+        stop: &mut oneshot::Receiver<()>,
+        seat: &mut Option<watch::Receiver<Role>>,
+    ) -> Result<(), MasterError> {
+        if seat.is_none() {
+            // Standalone: this master is the leader, with the registry in its work dir.
+            self.take_lead(Box::new(FileStore::new(&self.work_dir))).await?;
+        }
         loop {
             let deadline = self.master.next_deadline(now());
             tokio::select! {
-                _ = &mut stop => break,
+                _ = &mut *stop => break,
+                role = role_changed(seat) => self.on_role(role).await?,
                 input = inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
@@ -159,13 +278,22 @@ impl Actor {
                     }
                     self.master.allocate_if_wanted(now());
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => self.master.tick(now()),
+                _ = tokio::time::sleep_until(deadline.into()), if self.leading => self.master.tick(now()),
             }
-            self.apply_effects();
+            self.apply_effects().await?;
         }
-        // Dropping every sender ends every framework stream and agent link.
-        self.frameworks.clear();
-        self.agents.clear();
+        Ok(())
+    }
+}
+
+/// The next role from the election (never resolves when standalone or once the election ended).
+async fn role_changed(seat: &mut Option<watch::Receiver<Role>>) -> Role {
+    match seat {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -196,6 +324,7 @@ pub async fn run(
         max_completed_tasks_per_framework: config.max_completed_tasks_per_framework,
         max_completed_frameworks: config.max_completed_frameworks,
         weights: config.weights.iter().cloned().collect(),
+        agent_reregister_timeout: config.agent_reregister_timeout,
     };
     let flags = serde_json::json!({
         "ip": config.ip.to_string(),
@@ -209,14 +338,37 @@ pub async fn run(
     });
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let handle = Handle { inputs: inputs_tx, next_conn: Arc::new(AtomicU64::new(1)), info: Arc::new(info.clone()) };
+    let (view_tx, view_rx) = watch::channel(Leadership::default());
+    let seat = config.zk.as_ref().map(|url| {
+        tracing::info!(zk = %url, "contending for leadership");
+        let mesos_info =
+            agora_detector::MesosMasterInfo::new(&info.id, addr.ip(), addr.port(), &info.hostname, VERSION);
+        election::start(url.clone(), mesos_info, config.zk_session_timeout)
+    });
     let actor = Actor {
-        master: Master::new(info, core_config, now()),
+        master: Master::new(info.clone(), core_config.clone(), now()),
         frameworks: HashMap::new(),
         agents: HashMap::new(),
         flags,
+        leading: false,
+        store: None,
+        info,
+        core_config,
+        work_dir: config.work_dir.clone(),
+        zk_path: config.zk.as_ref().map(|u| u.path.clone()),
+        view: view_tx,
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let actor_task = tokio::spawn(actor.run(inputs_rx, stop_rx));
+    // If the actor fails (the registry cannot be loaded or written), the whole master stops with its error.
+    let (failed_tx, failed_rx) = oneshot::channel::<()>();
+    let failure: Arc<std::sync::Mutex<Option<MasterError>>> = Arc::default();
+    let failure_slot = failure.clone();
+    let actor_task = tokio::spawn(async move {
+        if let Err(e) = actor.run(inputs_rx, stop_rx, seat).await {
+            *failure_slot.lock().expect("not poisoned") = Some(e);
+            let _ = failed_tx.send(());
+        }
+    });
 
     let grpc_routes =
         tonic::service::Routes::new(wire::scheduler_server::SchedulerServer::new(grpc::SchedulerService {
@@ -224,7 +376,9 @@ pub async fn run(
         }))
         .add_service(wire::agent_link_server::AgentLinkServer::new(grpc::AgentLinkService { handle: handle.clone() }))
         .into_axum_router();
-    let app = http::router(handle.clone()).merge(grpc_routes);
+    let app = http::router(handle.clone())
+        .merge(grpc_routes)
+        .layer(axum::middleware::from_fn_with_state(view_rx, leader::guard));
 
     // On shutdown: stop the actor first (ending every stream), then let axum drain the rest.
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
@@ -235,7 +389,10 @@ pub async fn run(
         let _ = drained_tx.send(());
     });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = drained_rx.await;
+        tokio::select! {
+            _ = drained_rx => {}
+            Ok(()) = failed_rx => {}
+        }
     });
     let result = serve.into_future();
     tokio::pin!(result);
@@ -249,5 +406,8 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Some(e) = failure.lock().expect("not poisoned").take() {
+        return Err(e);
+    }
     outcome.map_err(MasterError::Serve)
 }

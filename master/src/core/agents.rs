@@ -51,6 +51,7 @@ impl Master {
         info.id = Some(id.clone());
         tracing::info!(agent_id = %id, hostname = %info.hostname, resources = %info.resources, "agent registered");
         self.counters.agent_registrations += 1;
+        self.admit_agent(&id, &info);
         self.agents.insert(id.clone(), Agent::new(id.clone(), info, conn, now));
         self.agent_conns.insert(conn, id.clone());
         self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info: self.info.clone() }));
@@ -75,6 +76,15 @@ impl Master {
         };
         let span = tracing::info_span!("reregister", agent_id = %id);
         let _g = span.enter();
+        if !self.readmit_agent(&id, &info) {
+            tracing::warn!("refusing a removed agent; it must register anew");
+            self.emit(Effect::ToAgent(
+                conn,
+                AgentCommand::Error { message: format!("agent {id} was removed; register as a new agent") },
+            ));
+            self.emit(Effect::CloseAgent(conn));
+            return;
+        }
         self.counters.agent_reregistrations += 1;
 
         // Replace an older link of the same agent.
@@ -330,6 +340,7 @@ impl Master {
             self.emit(Effect::CloseAgent(c));
         }
         tracing::warn!(agent_id = %id, missed_pings = missed, "agent is unreachable");
+        self.registry_unreachable(id, now);
         self.counters.agents_unreachable += 1;
         self.rescind_agent_offers(id);
         self.filters.remove_agent(id);

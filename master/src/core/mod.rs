@@ -6,6 +6,7 @@
 //! Connections are named by [`ConnId`]s the shell assigns, so the core never holds a socket.
 
 mod agents;
+mod recovery;
 mod scheduler;
 mod state;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use agora_proto::model::{AgentInfo, FrameworkInfo, MasterInfo, Offer, Resources, TaskInfo, TaskState, TaskStatus};
 
 use crate::allocator::{self, RefusalFilters};
+use crate::registry::{AdmittedAgent, Registry};
 
 pub use agents::{AgentMessage, ReportedTask};
 pub use scheduler::{Call, CallError, LaunchOp};
@@ -64,6 +66,9 @@ pub enum Effect {
     /// End a framework's event stream (after an ERROR, a failover to a new subscription, or a teardown).
     CloseFramework(ConnId),
     CloseAgent(ConnId),
+    /// Write the registry ([`Master::registry`]) before carrying out any other effect of this batch: an agent is
+    /// told it is registered, a framework that it is subscribed, only once that is durable.
+    PersistRegistry,
 }
 
 /// Tunables the core needs (a subset of `crate::Config`).
@@ -77,6 +82,8 @@ pub struct CoreConfig {
     pub max_completed_tasks_per_framework: usize,
     pub max_completed_frameworks: usize,
     pub weights: HashMap<String, f64>,
+    /// After a failover, admitted agents that do not re-register within this time are marked unreachable.
+    pub agent_reregister_timeout: Duration,
 }
 
 impl Default for CoreConfig {
@@ -90,6 +97,7 @@ impl Default for CoreConfig {
             max_completed_tasks_per_framework: 1000,
             max_completed_frameworks: 50,
             weights: HashMap::new(),
+            agent_reregister_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -247,6 +255,14 @@ pub struct Master {
     last_heartbeat: Option<Instant>,
     pub(crate) counters: Counters,
     out: Vec<Effect>,
+    /// What survives a failover; every change is followed by [`Effect::PersistRegistry`].
+    pub(crate) registry: Registry,
+    /// Agents admitted in the registry that have not re-registered with this master yet (after a failover).
+    pub(crate) recovering: BTreeMap<String, AdmittedAgent>,
+    /// When recovering agents that are still away are marked unreachable.
+    pub(crate) recovery_deadline: Option<Instant>,
+    /// Frameworks from the registry that have not re-subscribed, and when they are torn down if they do not.
+    pub(crate) framework_deadlines: BTreeMap<String, Instant>,
 }
 
 impl Master {
@@ -271,6 +287,10 @@ impl Master {
             last_heartbeat: None,
             counters: Counters::default(),
             out: Vec::new(),
+            registry: Registry::default(),
+            recovering: BTreeMap::new(),
+            recovery_deadline: None,
+            framework_deadlines: BTreeMap::new(),
         }
     }
 
@@ -341,6 +361,7 @@ impl Master {
         self.heartbeat(now);
         self.expire_offers(now);
         self.expire_frameworks(now);
+        self.expire_recovery(now);
         self.filters.expire(now.mono);
         if self.next_allocation.is_none_or(|t| now.mono >= t) {
             self.allocation_wanted = true;

@@ -100,6 +100,7 @@ impl Master {
             tracing::info!("framework subscribed");
         }
         self.framework_conns.insert(conn, id.clone());
+        self.note_framework(&id, &info);
         self.out.push(Effect::ToFramework(
             conn,
             SchedulerEvent::Subscribed {
@@ -153,8 +154,12 @@ impl Master {
 
     /// Tears a framework down: its tasks are killed, its offers rescinded, and it moves to the completed list.
     pub(crate) fn remove_framework(&mut self, id: &str, now: Now, why: &str) {
-        let Some(f) = self.frameworks.get(id) else { return };
+        if !self.frameworks.contains_key(id) {
+            return;
+        }
         tracing::info!(framework_id = %id, reason = why, "removing framework");
+        self.forget_framework(id);
+        let Some(f) = self.frameworks.get(id) else { return };
         let agents: BTreeSet<String> = f.tasks.values().map(|t| t.info.agent_id.clone()).collect();
         let offers: Vec<String> = f.offers.iter().cloned().collect();
         let tasks: Vec<String> = f.tasks.keys().cloned().collect();
@@ -519,7 +524,15 @@ impl Master {
                     continue;
                 }
                 let agent_id = agent_id.unwrap_or_default();
+                if self.is_recovering(&agent_id) {
+                    // Mesos: the agent is admitted but has not re-registered since the failover; the task may well
+                    // be running there, so no answer until the agent is back or declared unreachable.
+                    continue;
+                }
                 let (state, message) = match self.agents.get(&agent_id) {
+                    None if self.registry_says_unreachable(&agent_id) => {
+                        (TaskState::Unreachable, format!("Task is unknown; agent '{agent_id}' is unreachable"))
+                    }
                     Some(a) if a.state == AgentState::Unreachable => {
                         (TaskState::Unreachable, format!("Task is unknown; agent '{agent_id}' is unreachable"))
                     }

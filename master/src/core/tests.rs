@@ -504,3 +504,166 @@ fn teardown_keeps_the_state_of_finished_tasks_and_kills_the_rest() {
     assert_eq!(state_of("busy"), Some(TaskState::Killed));
     assert!(h.master.agents[&aid].used.is_empty());
 }
+
+// --- Registry and failover ------------------------------------------------------------------------------------------
+
+fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
+    AgentInfo {
+        id: id.map(String::from),
+        hostname: host.into(),
+        ip: "127.0.0.1".into(),
+        port: 5051,
+        resources: AGENT_RES.parse().unwrap(),
+        attributes: Attributes::default(),
+    }
+}
+
+/// The harness after a failover: a new master recovered from `registry`.
+fn recovered(registry: crate::registry::Registry) -> Harness {
+    let mut h = Harness::new();
+    let info = h.master.info().clone();
+    let config = CoreConfig { agent_reregister_timeout: Duration::from_secs(60), ..CoreConfig::default() };
+    h.master = Master::recover(MasterInfo { id: "m2".into(), ..info }, config, registry, h.now);
+    h
+}
+
+#[test]
+fn an_agent_is_admitted_in_the_registry_before_it_is_told_it_is_registered() {
+    let mut h = Harness::new();
+    let conn = h.conn();
+    h.master.agent_message(conn, AgentMessage::Register { info: agent_info(None, "h1") }, h.now);
+    let effects = h.master.drain_effects();
+    let persist = effects.iter().position(|e| *e == Effect::PersistRegistry).expect("a registry write");
+    let registered = effects
+        .iter()
+        .position(|e| matches!(e, Effect::ToAgent(_, AgentCommand::Registered { .. })))
+        .expect("registered");
+    assert!(persist < registered, "{effects:?}");
+    assert_eq!(h.master.registry().agents.keys().collect::<Vec<_>>(), vec!["m-S0"]);
+
+    // A framework is in the registry with its failover timeout once subscribed; gone once torn down.
+    let mut fi = FrameworkInfo::new("f");
+    fi.failover_timeout = 30.0;
+    let (_fc, fid, sid) = h.subscribe(fi);
+    assert_eq!(h.master.registry().frameworks[&fid].failover_timeout, 30.0);
+    h.call(&fid, &sid, Call::Teardown);
+    assert!(h.master.registry().frameworks.is_empty());
+}
+
+#[test]
+fn after_failover_tasks_come_back_with_their_agents_and_late_agents_become_unreachable() {
+    // The old leader admitted two agents and ran a task on each.
+    let mut old = Harness::new();
+    let (_a1, s0) = old.add_agent();
+    let (_a2, s1) = old.add_agent();
+    let mut fi = FrameworkInfo::new("f");
+    fi.failover_timeout = 3600.0;
+    fi.capabilities.push(Capability::PartitionAware);
+    let (_fc, fid, _) = old.subscribe(fi.clone());
+    let registry = old.master.registry().clone();
+    assert_eq!(registry.agents.len(), 2);
+
+    let mut h = recovered(registry);
+    assert_eq!(h.master.recovering_agents(), 2);
+    fi.id = Some(fid.clone());
+    let (fc, _, sid) = h.subscribe(fi.clone());
+    h.take();
+
+    // Explicit reconciliation of a task on an agent that has not re-registered yet: no answer (Mesos).
+    h.call(&fid, &sid, Call::Reconcile { tasks: vec![("t0".into(), Some(s0.clone()))] });
+    assert!(h.updates_to(fc).is_empty(), "{:?}", h.effects);
+
+    // s0 re-registers with its running task: no registry write is needed (it is admitted), and t0 is RUNNING.
+    let ac = h.conn();
+    let mut f_report = fi.clone();
+    f_report.id = Some(fid.clone());
+    let t0 = task("t0", &s0, "cpus:1;mem:128");
+    h.master.agent_message(
+        ac,
+        AgentMessage::Reregister {
+            info: agent_info(Some(&s0), "host2"),
+            tasks: vec![ReportedTask { framework_id: fid.clone(), task: t0, state: TaskState::Running }],
+            frameworks: vec![f_report],
+        },
+        h.now,
+    );
+    h.settle();
+    assert!(!h.effects.contains(&Effect::PersistRegistry), "{:?}", h.effects);
+    assert!(
+        h.agent_commands(ac).iter().any(|c| matches!(c, AgentCommand::Registered { agent_id, .. } if *agent_id == s0))
+    );
+    assert_eq!(h.master.recovering_agents(), 1);
+    h.take();
+    h.call(&fid, &sid, Call::Reconcile { tasks: vec![] });
+    let ups = h.updates_to(fc);
+    assert_eq!(ups.len(), 1);
+    assert_eq!((ups[0].task_id.as_str(), ups[0].state), ("t0", TaskState::Running));
+    h.take();
+
+    // s1 never comes back: after --agent-reregister-timeout it is unreachable in the registry, the framework gets
+    // FAILURE, and reconciling a task there answers UNREACHABLE (partition-aware).
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.master.recovering_agents(), 0);
+    assert!(h.master.registry().unreachable.contains_key(&s1));
+    assert!(!h.master.registry().agents.contains_key(&s1));
+    assert!(h.effects.contains(&Effect::PersistRegistry));
+    assert!(h.effects.iter().any(
+        |e| matches!(e, Effect::ToFramework(c, SchedulerEvent::Failure { agent_id }) if *c == fc && *agent_id == s1)
+    ));
+    h.take();
+    h.call(&fid, &sid, Call::Reconcile { tasks: vec![("t1".into(), Some(s1.clone()))] });
+    let ups = h.updates_to(fc);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Unreachable);
+}
+
+#[test]
+fn a_framework_that_does_not_return_after_failover_is_torn_down_and_its_tasks_killed() {
+    let mut old = Harness::new();
+    let (_a, s0) = old.add_agent();
+    let mut fi = FrameworkInfo::new("f");
+    fi.failover_timeout = 10.0;
+    let (_fc, fid, _) = old.subscribe(fi.clone());
+    let mut h = recovered(old.master.registry().clone());
+
+    let ac = h.conn();
+    fi.id = Some(fid.clone());
+    h.master.agent_message(
+        ac,
+        AgentMessage::Reregister {
+            info: agent_info(Some(&s0), "h"),
+            tasks: vec![ReportedTask {
+                framework_id: fid.clone(),
+                task: task("t0", &s0, "cpus:1;mem:128"),
+                state: TaskState::Running,
+            }],
+            frameworks: vec![fi],
+        },
+        h.now,
+    );
+    h.settle();
+    h.take();
+    h.advance(Duration::from_secs(11));
+    assert!(
+        h.agent_commands(ac).contains(&AgentCommand::ShutdownFramework { framework_id: fid.clone() }),
+        "{:?}",
+        h.effects
+    );
+    assert!(h.master.registry().frameworks.is_empty());
+}
+
+#[test]
+fn a_removed_agent_is_refused_on_reregistration() {
+    let mut registry = crate::registry::Registry::default();
+    registry.removed.insert("old-S3".into());
+    let mut h = recovered(registry);
+    let ac = h.conn();
+    h.master.agent_message(
+        ac,
+        AgentMessage::Reregister { info: agent_info(Some("old-S3"), "h"), tasks: vec![], frameworks: vec![] },
+        h.now,
+    );
+    h.settle();
+    assert!(h.agent_commands(ac).iter().any(|c| matches!(c, AgentCommand::Error { .. })));
+    assert!(h.effects.contains(&Effect::CloseAgent(ac)));
+}
