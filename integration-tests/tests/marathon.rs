@@ -267,7 +267,14 @@ async fn marathon_runs_heals_upgrades_constrains_and_survives_a_restart() -> Res
 
     // ---- the event stream saw status updates and deployments -----------------------------------------------
     let seen = types(&events);
-    for t in ["status_update_event", "deployment_info", "deployment_success", "api_post_event"] {
+    for t in [
+        "status_update_event",
+        "instance_changed_event",
+        "deployment_info",
+        "deployment_step_success",
+        "deployment_success",
+        "api_post_event",
+    ] {
         assert!(seen.iter().any(|s| s == t), "no {t} in {seen:?}");
     }
 

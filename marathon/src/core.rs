@@ -93,6 +93,27 @@ pub struct Deployment {
     pub steps: Vec<Step>,
     /// The affected apps as they were before (`None`: did not exist), for rollback.
     pub original: BTreeMap<String, Option<AppDefinition>>,
+    /// Steps already reported done (`deployment_step_success`).
+    #[serde(default)]
+    pub reported_steps: usize,
+}
+
+/// Marathon's instance condition for a Mesos task state.
+pub fn condition(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Staging => "Staging",
+        TaskState::Starting => "Starting",
+        TaskState::Running => "Running",
+        TaskState::Killing => "Killing",
+        TaskState::Finished => "Finished",
+        TaskState::Failed => "Failed",
+        TaskState::Killed => "Killed",
+        TaskState::Error => "Error",
+        TaskState::Lost | TaskState::Unreachable => "Unreachable",
+        TaskState::Dropped => "Dropped",
+        TaskState::Gone | TaskState::GoneByOperator => "Gone",
+        TaskState::Unknown => "Unknown",
+    }
 }
 
 /// What survives a restart.
@@ -475,6 +496,7 @@ impl Core {
             affected_apps: original.keys().cloned().collect(),
             steps,
             original,
+            reported_steps: 0,
         };
         if !d.steps.is_empty() {
             let first =
@@ -755,6 +777,14 @@ impl Core {
             }),
         );
         // TASK_UNKNOWN (reconciliation: the master does not know the task) ends the instance too.
+        self.emit(
+            "instance_changed_event",
+            now,
+            json!({
+                "instanceId": inst.instance_id, "condition": condition(status.state), "runSpecId": inst.app_id,
+                "agentId": inst.agent_id, "host": inst.placement.hostname, "runSpecVersion": inst.version,
+            }),
+        );
         if status.state.is_terminal() || status.state == TaskState::Unknown {
             self.state.instances.remove(&status.task_id);
             let failed = matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
@@ -794,24 +824,30 @@ impl Core {
 
     /// Completes deployments whose steps are all done.
     fn finish_deployments(&mut self, now: Millis) {
-        let done: Vec<String> = self
+        // Steps complete in order: report each newly completed one, then the deployment when all are.
+        let progress: Vec<(String, usize)> = self
             .state
             .deployments
             .values()
-            .filter(|d| d.steps.iter().all(|s| self.step_done(s, now)))
-            .map(|d| d.id.clone())
+            .map(|d| (d.id.clone(), d.steps.iter().take_while(|s| self.step_done(s, now)).count()))
             .collect();
-        for id in done {
-            if let Some(d) = self.state.deployments.remove(&id) {
-                if let Some(last) = d.steps.last() {
-                    let actions: Vec<Value> =
-                        last.actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect();
-                    self.emit(
-                        "deployment_step_success",
-                        now,
-                        json!({"plan": Self::plan_json(&d), "currentStep": {"actions": actions}}),
-                    );
-                }
+        for (id, done) in progress {
+            let Some(d) = self.state.deployments.get_mut(&id) else { continue };
+            let newly: Vec<Step> = d.steps.iter().take(done).skip(d.reported_steps).cloned().collect();
+            d.reported_steps = d.reported_steps.max(done);
+            let d = d.clone();
+            for step in newly {
+                let actions: Vec<Value> =
+                    step.actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect();
+                self.emit(
+                    "deployment_step_success",
+                    now,
+                    json!({"plan": Self::plan_json(&d), "currentStep": {"actions": actions}}),
+                );
+                self.dirty = true;
+            }
+            if done == d.steps.len() {
+                self.state.deployments.remove(&id);
                 self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
                 self.dirty = true;
             }

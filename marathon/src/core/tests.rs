@@ -125,6 +125,11 @@ fn create_launch_run_and_complete_the_deployment() {
     assert!(h.core.deployments_json(h.now).is_empty());
     let types = h.event_types();
     assert!(types.contains(&"deployment_info".into()) && types.contains(&"deployment_success".into()), "{types:?}");
+    // Two steps (StartApplication, ScaleApplication), each reported once, before the deployment's success.
+    assert_eq!(types.iter().filter(|t| *t == "deployment_step_success").count(), 2, "{types:?}");
+    let last_step = types.iter().rposition(|t| t == "deployment_step_success").unwrap();
+    assert!(last_step < types.iter().position(|t| t == "deployment_success").unwrap());
+    assert_eq!(types.iter().filter(|t| *t == "instance_changed_event").count(), 3);
     assert_eq!(types.iter().filter(|t| *t == "status_update_event").count(), 3);
 }
 
