@@ -84,6 +84,19 @@ impl Marathon {
     }
 }
 
+/// A tiny HTTP server on `$PORT0`: busybox's httpd (CI installs busybox-static), else Python's.
+fn http_server_cmd() -> String {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if on_path("busybox") {
+        "echo ok > index.html && exec busybox httpd -f -p 127.0.0.1:$PORT0 -h .".into()
+    } else {
+        assert!(on_path("python3"), "the Marathon test needs busybox or python3 on PATH for its HTTP server");
+        "exec python3 -m http.server $PORT0 --bind 127.0.0.1".into()
+    }
+}
+
 fn task_ids(app: &Value) -> Vec<String> {
     let mut ids: Vec<String> =
         app["tasks"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str().map(String::from)).collect();
@@ -104,10 +117,9 @@ fn follow_events(url: String) -> Arc<Mutex<Vec<Value>>> {
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find("\n\n") {
                 let frame: String = buf.drain(..end + 2).collect();
-                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
-                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                        out.lock().unwrap().push(v);
-                    }
+                let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
+                if let Some(v) = data.and_then(|d| serde_json::from_str::<Value>(d.trim()).ok()) {
+                    out.lock().unwrap().push(v);
                 }
             }
         }
@@ -146,12 +158,12 @@ async fn marathon_runs_heals_upgrades_constrains_and_survives_a_restart() -> Res
     assert_eq!(types(&events)[0], "event_stream_attached");
 
     // ---- create: 201 with Location and Marathon-Deployment-Id, then 3 running tasks serving on $PORT0 -------
-    let cmd = "exec python3 -m http.server $PORT0 --bind 127.0.0.1";
+    let cmd = http_server_cmd();
     let (status, headers, body) = marathon
         .call(
             reqwest::Method::POST,
             "/v2/apps",
-            Some(json!({"id": "it/web", "cmd": cmd, "instances": 3, "cpus": 0.1, "mem": 32})),
+            Some(json!({"id": "it/web", "cmd": &cmd, "instances": 3, "cpus": 0.1, "mem": 32})),
         )
         .await?;
     assert_eq!(status, 201, "{body}");
