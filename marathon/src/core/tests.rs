@@ -372,3 +372,60 @@ fn overdue_launches_are_killed_and_replaced() {
     assert!(!h.core.state.instances.contains_key(&t[0]));
     assert_eq!(h.round().len(), 1);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Scale(u32),
+        Run(usize),
+        Fail(usize),
+        CompleteKills,
+        Round,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..6).prop_map(Op::Scale),
+            (0usize..8).prop_map(Op::Run),
+            (0usize..8).prop_map(Op::Fail),
+            Just(Op::CompleteKills),
+            Just(Op::Round),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens to its tasks and however it is scaled, an app never has more live (not being
+        /// killed) instances than it asks for after an offer round, and, with offers to spare and no backoff,
+        /// exactly as many — every failure is replaced, nothing is launched twice.
+        #[test]
+        fn scaling_and_self_healing_converge(ops in prop::collection::vec(op(), 1..60)) {
+            let mut h = Harness::new(3);
+            create(&mut h, json!({"id": "/p", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16, "backoffSeconds": 0}));
+            for op in ops {
+                let tasks: Vec<String> = h.core.instances_of("/p").map(|i| i.task_id.clone()).collect();
+                match op {
+                    Op::Scale(n) => {
+                        let id = h.did();
+                        h.core.update_app("/p", &json!({"instances": n}), true, true, h.now, id).unwrap();
+                    }
+                    Op::Run(k) if !tasks.is_empty() => h.update(&tasks[k % tasks.len()], TaskState::Running),
+                    Op::Fail(k) if !tasks.is_empty() => h.update(&tasks[k % tasks.len()], TaskState::Failed),
+                    Op::CompleteKills => { h.complete_kills(); }
+                    Op::Round => {
+                        h.core.actions(h.now);
+                        h.round();
+                        let wanted = h.core.app("/p").unwrap().instances as usize;
+                        let live = h.core.instances_of("/p").filter(|i| !i.killing).count();
+                        prop_assert_eq!(live, wanted);
+                    }
+                    _ => {}
+                }
+                let ids: BTreeSet<&String> = h.core.state.instances.keys().collect();
+                prop_assert_eq!(ids.len(), h.core.state.instances.len());
+            }
+        }
+    }
+}
