@@ -75,13 +75,16 @@ pub fn read(path: &Path) -> Result<Option<AgentCheckpoint>, CheckpointError> {
     Ok(Some(cp))
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or_else(|| format!("{} has no parent directory", path.display()))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Writes `bytes` to `path` through a temporary file and a rename, so a process killed at any moment leaves the old
+/// or the new content. `durable` also fsyncs the data before the rename, for what must survive a machine crash (the
+/// agent's checkpoint); a container's own files need not, as its container dies with the machine. The directory must
+/// exist: a work dir that vanished is not silently recreated.
+pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_data()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
 }
 
@@ -94,6 +97,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = agent_checkpoint_path(dir.path());
         assert!(read(&path).unwrap().is_none());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let cp = AgentCheckpoint {
             version: VERSION,
             agent_id: Some("a-S1".into()),
@@ -101,7 +105,7 @@ mod tests {
             tasks: vec![],
             updates: vec![],
         };
-        write_atomically(&path, &serde_json::to_vec(&cp).unwrap()).unwrap();
+        write_atomically(&path, &serde_json::to_vec(&cp).unwrap(), true).unwrap();
         assert_eq!(read(&path).unwrap(), Some(cp));
         std::fs::write(&path, "{not json").unwrap();
         let err = read(&path).unwrap_err().to_string();

@@ -25,7 +25,7 @@ use crate::containerizer::{MonitorLaunch, MonitorRecord, monitor_files as files}
 /// Runs the monitor for the container checkpointed in `dir`; returns the process exit code.
 pub fn run(dir: &Path) -> i32 {
     let _ = nix::unistd::setsid();
-    let _ = write_atomically(&dir.join(files::MONITOR_PID), std::process::id().to_string().as_bytes());
+    let _ = write_atomically(&dir.join(files::MONITOR_PID), std::process::id().to_string().as_bytes(), false);
     let started = start(dir);
     let mut stdout = std::io::stdout();
     let (pid, launch) = match started {
@@ -56,7 +56,7 @@ pub fn run(dir: &Path) -> i32 {
     };
     let record = MonitorRecord { exit_code: status.0, signal: status.1, oom_kills: oom_kills(&launch.cgroup_path) };
     let text = serde_json::to_vec(&record).unwrap_or_default();
-    if let Err(e) = write_atomically(&dir.join(files::TERMINATION), &text) {
+    if let Err(e) = write_atomically(&dir.join(files::TERMINATION), &text, false) {
         eprintln!("agora-container-monitor: {e}");
     }
     delete(&launch);
@@ -103,7 +103,7 @@ fn start(dir: &Path) -> Result<(i32, MonitorLaunch), String> {
         return Err(format!("cannot start container {}: {e}", launch.container_id));
     }
     let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| "the container has no pid".to_string())?;
-    write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes())?;
+    write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes(), false)?;
     Ok((pid, launch))
 }
 

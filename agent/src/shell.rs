@@ -83,6 +83,11 @@ pub async fn run_with<C: Containerizer>(
     let endpoint = link::Locator::new(&config.master)
         .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
     let checkpoint_path = crate::checkpoint::agent_checkpoint_path(&config.work_dir);
+    if let Some(meta) = checkpoint_path.parent() {
+        tokio::fs::create_dir_all(meta)
+            .await
+            .map_err(|source| AgentError::WorkDir { path: meta.to_path_buf(), source })?;
+    }
     let checkpoint = crate::checkpoint::read(&checkpoint_path).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
@@ -338,7 +343,7 @@ impl<C: Containerizer> Shell<C> {
         if bytes == self.last_checkpoint {
             return;
         }
-        match crate::checkpoint::write_atomically(path, &bytes) {
+        match crate::checkpoint::write_atomically(path, &bytes, true) {
             Ok(()) => self.last_checkpoint = bytes,
             Err(e) => error!(error = %e, "cannot write the checkpoint; an agent restart may lose tasks"),
         }

@@ -507,7 +507,7 @@ impl Containerizer for LibcontainerContainerizer {
                 .map_err(|e| format!("cannot create {}: {e}", launch.state_root.display()))?;
             oci.save(launch.bundle.join("config.json")).map_err(|e| format!("cannot write the OCI spec: {e}"))?;
             let text = serde_json::to_vec_pretty(&launch).map_err(|e| e.to_string())?;
-            crate::checkpoint::write_atomically(&dir.join(files::LAUNCH), &text)?;
+            crate::checkpoint::write_atomically(&dir.join(files::LAUNCH), &text, false)?;
             if let Some((uid, gid)) = user {
                 for p in [spec.sandbox.clone(), spec.sandbox.join("stdout"), spec.sandbox.join("stderr")] {
                     if !p.exists() {
@@ -628,6 +628,14 @@ impl Containerizer for LibcontainerContainerizer {
             };
             if running {
                 let _ = signal_container(&id, &entry.dir, &entry.launch.cgroup_path, Signal::SIGKILL);
+            }
+            // The usual case: the monitor recorded the end and deleted the container; only its directory is left.
+            let deleted = !entry.dir.join(files::STATE).join(&id).exists();
+            if !running && deleted && entry.dir.join(files::TERMINATION).exists() {
+                if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
+                    warn!(container_id = %id, dir = %entry.dir.display(), error = %e, "cannot remove the container's checkpoint");
+                }
+                return;
             }
             clean_up(&id, &entry.dir, Some(&entry.launch));
         })
