@@ -104,6 +104,9 @@ impl HaCluster {
             &format!("agent{n}"),
             "--registration-backoff-factor",
             "200ms",
+            // Plain processes: these tests are about the masters, not isolation (and need no root).
+            "--isolation",
+            "process",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -134,8 +137,11 @@ async fn launch_two(fw: &mut TestFramework, cmd: &str) -> anyhow::Result<Vec<Str
             }
         }
     }
-    for id in &ids {
-        fw.update_of(id, |s| s.state == TaskState::Running).await?;
+    let running = |seen: &[Event], id: &str| {
+        seen.iter().any(|e| matches!(e, Event::Update(s) if s.task_id == id && s.state == TaskState::Running))
+    };
+    while !ids.iter().all(|id| running(&fw.seen, id)) {
+        fw.next_matching("RUNNING updates", |e| matches!(e, Event::Update(_)).then_some(())).await?;
     }
     Ok(ids)
 }
@@ -184,7 +190,7 @@ async fn killing_the_leader_loses_no_task_and_the_old_leader_returns_as_a_follow
     info.capabilities.push(Capability::PartitionAware);
     let mut fw = TestFramework::start(&c.zk.url(ZK_PATH), info).await?;
     let ids = launch_two(&mut fw, &sleep).await?;
-    assert_eq!(processes_running(&sleep), 2);
+    wait_for("two task processes", WAIT, async || (processes_running(&sleep) == 2).then_some(())).await?;
 
     // kill -9 the leader.
     let old = c.index_of(&leader);

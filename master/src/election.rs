@@ -46,11 +46,22 @@ impl Role {
     }
 }
 
-/// Starts contending; the task ends when every receiver of the returned channel is dropped (closing the session,
-/// which removes this master's member at once).
+/// Starts contending; the election ends when every receiver of the returned channel is dropped (closing the
+/// session, which removes this master's member at once).
+///
+/// The ZooKeeper session runs on a thread of its own with its own runtime, so a master busy with a storm of
+/// re-registering agents never starves its session's heartbeats and loses leadership because of its own load.
 pub fn start(url: ZkUrl, info: MesosMasterInfo, session_timeout: Duration) -> watch::Receiver<Role> {
     let (tx, rx) = watch::channel(Role::Candidate { leader: None });
-    tokio::spawn(contend(url, info, session_timeout, tx));
+    let spawned = std::thread::Builder::new().name("zk-election".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(contend(url, info, session_timeout, tx)),
+            Err(e) => tracing::error!(error = %e, "election: cannot start its runtime; never leading"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "election: cannot start its thread; never leading");
+    }
     rx
 }
 

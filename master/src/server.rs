@@ -272,8 +272,11 @@ impl Actor {
                 input = inputs.recv() => {
                     let Some(input) = input else { break };
                     self.handle(input);
-                    // Drain what else is queued before allocating, so bursts coalesce into one pass.
-                    while let Ok(more) = inputs.try_recv() {
+                    // Drain what else is queued before allocating, so bursts coalesce into one pass; at most
+                    // MAX_DRAIN at a time, so a storm (10,000 agents re-registering) never holds a worker thread
+                    // for long.
+                    for _ in 0..MAX_DRAIN {
+                        let Ok(more) = inputs.try_recv() else { break };
                         self.handle(more);
                     }
                     self.master.allocate_if_wanted(now());
@@ -296,6 +299,9 @@ async fn role_changed(seat: &mut Option<watch::Receiver<Role>>) -> Role {
         None => std::future::pending().await,
     }
 }
+
+/// Inputs handled in one go before the actor yields (and allocates).
+const MAX_DRAIN: usize = 1024;
 
 /// How long in-flight HTTP requests may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
