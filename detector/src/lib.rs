@@ -177,23 +177,34 @@ pub struct Leader {
 #[derive(Clone, Debug)]
 pub struct Detector {
     rx: watch::Receiver<Option<Leader>>,
+    /// For a fixed address: the sender, kept so that waiting for a change waits forever instead of failing.
+    _fixed: Option<std::sync::Arc<watch::Sender<Option<Leader>>>>,
 }
 
 impl Detector {
-    /// Starts detecting. A fixed address is its own leader; a ZooKeeper URL starts a background task (needs a tokio
-    /// runtime) that reconnects on its own whenever ZooKeeper is unreachable.
+    /// Starts detecting. A fixed address is its own leader; a ZooKeeper URL starts a thread with its own runtime
+    /// that follows the group and reconnects on its own whenever ZooKeeper is unreachable. The thread keeps the
+    /// session's heartbeats going however busy the caller's runtime is (a process running thousands of agents, a
+    /// scheduler in a storm of updates), and ends when the last clone of the detector is dropped.
     pub fn start(spec: &MasterSpec) -> Detector {
         match spec {
             MasterSpec::Fixed(a) => {
                 let (tx, rx) = watch::channel(Some(Leader { address: a.clone(), id: String::new() }));
-                // Keep the sender alive so `changed` waits forever instead of failing.
-                tokio::spawn(async move { tx.closed().await });
-                Detector { rx }
+                Detector { rx, _fixed: Some(std::sync::Arc::new(tx)) }
             }
             MasterSpec::ZooKeeper(url) => {
                 let (tx, rx) = watch::channel(None);
-                tokio::spawn(follow(url.clone(), DEFAULT_SESSION_TIMEOUT, tx));
-                Detector { rx }
+                let url = url.clone();
+                let spawned = std::thread::Builder::new().name("zk-detector".into()).spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(follow(url, DEFAULT_SESSION_TIMEOUT, tx)),
+                        Err(e) => tracing::error!(error = %e, "detector: cannot start its runtime"),
+                    }
+                });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "detector: cannot start its thread");
+                }
+                Detector { rx, _fixed: None }
             }
         }
     }

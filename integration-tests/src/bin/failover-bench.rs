@@ -110,6 +110,8 @@ async fn sim_agent(n: usize, group: Arc<Group>, detector: agora_detector::Detect
         attributes: Default::default(),
     };
     let mut id: Option<String> = None;
+    let mut leader_changes = detector.watch();
+    let mut failures: u32 = 0;
     loop {
         let Some(leader) = detector.current() else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -164,10 +166,22 @@ async fn sim_agent(n: usize, group: Arc<Group>, detector: agora_detector::Detect
         .await;
         if outcome.is_err() {
             group.forget();
+            failures = failures.saturating_add(1);
+        } else {
+            failures = 0;
         }
-        // Mesos's agents back off randomly before re-registering; a short jitter spreads the herd.
-        let jitter = (n as u64 * 7919) % 250;
-        tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
+        // As the real agent: back off (doubling from 50 ms, at most 1 s, with jitter to spread the herd), but go at
+        // once when the detector reports a new leader.
+        let jitter = (n as u64 * 7919) % 50;
+        let backoff = Duration::from_millis((50u64 << failures.min(4)).min(1000) + jitter);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            changed = leader_changes.changed() => {
+                if changed.is_ok() {
+                    failures = 0;
+                }
+            }
+        }
     }
 }
 
@@ -254,6 +268,14 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
     Some((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac)
 }
 
+struct KeptDir(PathBuf);
+
+impl KeptDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 fn wall_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
@@ -265,7 +287,10 @@ async fn main() -> Result<()> {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
     };
+    // Kept after the run: the masters' logs are the evidence for the election and registry stages.
     let dir = tempfile::Builder::new().prefix("agora-failover-bench-").tempdir()?;
+    eprintln!("logs in {}", dir.path().display());
+    let dir = KeptDir(dir.keep());
     let zk = ZooKeeper::start(&dir.path().join("zk")).await?;
     let url = zk.url(ZK_PATH);
     let ports = [free_port(), free_port()];
