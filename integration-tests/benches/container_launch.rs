@@ -40,7 +40,16 @@ async fn agent_series(n: usize) -> anyhow::Result<(Value, Value, Value)> {
         let sleep = i % 2 == 1;
         let id = format!("b{i}");
         let cmd = if sleep { "sleep 600" } else { "true" };
-        let offer = fw.next_offers().await?.remove(0);
+        // An offer may have come while waiting for updates; it was kept in `seen`.
+        let kept = fw.seen.iter().position(|e| matches!(e, Event::Offers(_)));
+        let offer = match kept.map(|i| fw.seen.remove(i)) {
+            Some(Event::Offers(mut o)) => o.remove(0),
+            _ => {
+                let o = fw.next_offers().await?.remove(0);
+                fw.seen.retain(|e| !matches!(e, Event::Offers(_)));
+                o
+            }
+        };
         let started = Instant::now();
         fw.driver.launch(&offer, vec![TaskInfo::command(&id, &id, &agent, res.clone(), cmd)]);
         fw.update_of(&id, |s| s.state == TaskState::Running || s.state.is_terminal()).await?;
