@@ -121,19 +121,33 @@ fn oom_kills(cgroup_path: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Deletes the container (killing anything left, removing its cgroups and state).
+/// Deletes the container (killing anything left, removing its cgroups and state). When its state is gone (its
+/// checkpoint directory was removed under it), the cgroups are still removed.
 fn delete(launch: &MonitorLaunch) {
     let state = launch.state_root.join(&launch.container_id);
-    if !state.exists() {
-        return;
-    }
-    match libcontainer::container::Container::load(state) {
-        Ok(mut c) => {
-            let _ = c.refresh_status();
-            if let Err(e) = c.delete(true) {
-                eprintln!("agora-container-monitor: cannot delete container {}: {e}", launch.container_id);
+    if state.exists() {
+        match libcontainer::container::Container::load(state) {
+            Ok(mut c) => {
+                let _ = c.refresh_status();
+                match c.delete(true) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        eprintln!("agora-container-monitor: cannot delete container {}: {e}", launch.container_id)
+                    }
+                }
             }
+            Err(e) => eprintln!("agora-container-monitor: cannot load container {}: {e}", launch.container_id),
         }
-        Err(e) => eprintln!("agora-container-monitor: cannot load container {}: {e}", launch.container_id),
+    }
+    let config = libcgroups::common::CgroupConfig {
+        cgroup_path: launch.cgroup_path.clone().into(),
+        systemd_cgroup: false,
+        container_name: launch.container_id.clone(),
+    };
+    if let Ok(manager) = libcgroups::common::create_cgroup_manager(config) {
+        use libcgroups::common::CgroupManager;
+        if let Err(e) = manager.remove() {
+            eprintln!("agora-container-monitor: cannot remove cgroup {}: {e}", launch.cgroup_path);
+        }
     }
 }
