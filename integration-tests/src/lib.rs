@@ -116,14 +116,16 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
 }
 
 /// A master, the agents that registered with it, and a work dir; everything is torn down on drop.
+// Fields drop in declaration order: agents stop first (killing their tasks), then the master, and the work dir
+// with the logs goes last, so a failing test still prints them.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    pub agents: Vec<Proc>,
     pub master: Proc,
     pub master_addr: String,
-    pub agents: Vec<Proc>,
     /// `127.0.0.1:PORT` of each agent, in the order started.
     pub agent_addrs: Vec<String>,
     pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {

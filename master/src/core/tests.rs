@@ -667,3 +667,27 @@ fn a_removed_agent_is_refused_on_reregistration() {
     assert!(h.agent_commands(ac).iter().any(|c| matches!(c, AgentCommand::Error { .. })));
     assert!(h.effects.contains(&Effect::CloseAgent(ac)));
 }
+
+#[test]
+fn a_task_id_in_use_on_the_agent_by_another_framework_is_refused() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fa, a, asid) = h.subscribe(FrameworkInfo::new("a"));
+    let offer = h.offers_to(fa).remove(0);
+    h.call(
+        &a,
+        &asid,
+        Call::Accept {
+            offer_ids: vec![offer.id],
+            operations: vec![LaunchOp { tasks: vec![task("hello-0", &aid, "cpus:1")] }],
+            refuse_seconds: Some(3600.0),
+        },
+    );
+    let (fb, b, bsid) = h.subscribe(FrameworkInfo::new("b"));
+    let offer = h.offers_to(fb).remove(0);
+    h.take();
+    h.call(&b, &bsid, launch(&offer, vec![task("hello-0", &aid, "cpus:0.5")]));
+    let u = h.updates_to(fb);
+    assert_eq!((u[0].state, u[0].reason), (TaskState::Error, Some(Reason::TaskInvalid)));
+    assert!(u[0].message.contains("already in use"), "{}", u[0].message);
+}
