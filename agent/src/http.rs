@@ -38,7 +38,7 @@ async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<cra
 
 async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl axum::response::IntoResponse {
     let text = crate::metrics::prometheus(&metrics_now(&core));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text)
 }
 
 async fn state(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<serde_json::Value> {

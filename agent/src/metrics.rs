@@ -69,13 +69,7 @@ pub fn snapshot(state: &Value, now_wall: f64) -> Snapshot {
 
 /// Prometheus text exposition: `slave/tasks_running` becomes `slave_tasks_running`, each a gauge.
 pub fn prometheus(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    for (k, v) in snapshot {
-        let name: String =
-            k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
-        out.push_str(&format!("# TYPE {name} gauge\n{name} {v}\n"));
-    }
-    out
+    agora_proto::prometheus::text(snapshot)
 }
 
 #[cfg(test)]

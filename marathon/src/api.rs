@@ -665,12 +665,8 @@ async fn metrics(State(s): AppState) -> Response {
 async fn metrics_prometheus(State(s): AppState) -> Response {
     let now = now_millis();
     let core = s.lock();
-    let mut out = String::new();
-    for (k, v) in gauges(&core, now) {
-        let name = k.replace(['.', '-'], "_");
-        out.push_str(&format!("# TYPE {name} gauge\n{name} {v}\n"));
-    }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let out = agora_proto::prometheus::text(gauges(&core, now));
+    ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], out).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

@@ -86,13 +86,7 @@ pub fn snapshot(m: &Master, now: Now) -> Snapshot {
 /// Prometheus text exposition of a Mesos-style snapshot: `master/tasks_running` becomes `master_tasks_running`
 /// (every character outside `[a-zA-Z0-9_:]` becomes `_`), each a gauge with a `# TYPE` line.
 pub fn prometheus(snapshot: &BTreeMap<String, f64>) -> String {
-    let mut out = String::new();
-    for (k, v) in snapshot {
-        let name: String =
-            k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
-        out.push_str(&format!("# TYPE {name} gauge\n{name} {v}\n"));
-    }
-    out
+    agora_proto::prometheus::text(snapshot)
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! - [`model`]: the domain types every other crate computes with — fixed-point [`model::Resources`] in Mesos's
 //!   syntax, task states and reasons with Mesos's names, task, framework, agent and offer descriptions.
 //! - [`convert`]: `From`/`TryFrom` between the two. Wire → model is fallible and names the bad field.
+//! - [`prometheus`]: the Prometheus text format, which every component's `/metrics` speaks.
 //!
 //! Other crates touch `wire` only in their gRPC shells and convert at once; their cores see only `model`.
 
 pub mod convert;
 pub mod model;
+pub mod prometheus;
 
 /// Generated code for package `agora.v1`.
 pub mod wire {

@@ -86,7 +86,7 @@ async fn metrics_snapshot(State(s): State<WebState>) -> Response {
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
     match inspect(&s.handle, |m, now| crate::metrics::prometheus(&crate::metrics::snapshot(m, now))).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
         Err(r) => r,
     }
 }
