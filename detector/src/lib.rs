@@ -25,7 +25,7 @@ pub const MEMBER_PREFIX: &str = "json.info_";
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay between attempts to reach ZooKeeper.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetectorError {
@@ -286,22 +286,40 @@ async fn leader_from(client: &zk::Client, url: &ZkUrl, children: &[String]) -> R
     }
 }
 
-async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<Leader>>) {
-    loop {
+/// Opens a ZooKeeper session to `url`'s servers, retrying every [`RETRY_DELAY`] until it succeeds (the first
+/// failure is a warning, the rest are debug logs); `None` once `closed` resolves, i.e. nobody wants the session.
+pub async fn connect_retrying(
+    url: &ZkUrl,
+    session_timeout: Duration,
+    purpose: &str,
+    closed: impl std::future::Future<Output = ()>,
+) -> Option<zk::Client> {
+    tokio::pin!(closed);
+    for attempt in 0u64.. {
         let connect = zk::Client::connector().with_session_timeout(session_timeout).connect(&url.servers);
-        let client = tokio::select! {
-            _ = tx.closed() => return,
+        let result = tokio::select! {
+            _ = &mut closed => return None,
             c = connect => c,
         };
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(zk = %url, error = %e, "cannot reach ZooKeeper; retrying");
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                }
+        match result {
+            Ok(client) => return Some(client),
+            Err(e) if attempt == 0 => {
+                tracing::warn!(zk = %url, error = %e, "{purpose}: cannot reach ZooKeeper; retrying")
             }
+            Err(e) => tracing::debug!(zk = %url, error = %e, "{purpose}: cannot reach ZooKeeper; retrying"),
+        }
+        tokio::select! {
+            _ = &mut closed => return None,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+    None
+}
+
+async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<Leader>>) {
+    loop {
+        let Some(client) = connect_retrying(&url, session_timeout, "leader detection", tx.closed()).await else {
+            return;
         };
         // One session: watch the children until the session ends.
         loop {

@@ -79,20 +79,9 @@ fn publish(tx: &watch::Sender<Role>, role: Role) {
 async fn contend(url: ZkUrl, info: MesosMasterInfo, session_timeout: Duration, tx: watch::Sender<Role>) {
     let data = serde_json::to_vec(&info).expect("MasterInfo serialises");
     loop {
-        let connect = zk::Client::connector().with_session_timeout(session_timeout).connect(&url.servers);
-        let client = tokio::select! {
-            _ = tx.closed() => return,
-            c = connect => c,
-        };
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(zk = %url, error = %e, "election: cannot reach ZooKeeper; retrying");
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                }
-            }
+        let Some(client) = agora_detector::connect_retrying(&url, session_timeout, "election", tx.closed()).await
+        else {
+            return;
         };
         let acl = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         if let Err(e) = client.mkdir(&url.path, &acl).await
