@@ -27,7 +27,8 @@ pub struct AgentCheckpoint {
     pub updates: Vec<QueuedUpdates>,
 }
 
-/// One task the agent tracks.
+/// One task the agent tracks, identified by `framework_id` and `info.task_id` together (task ids are unique only per
+/// framework; a list, as JSON map keys cannot be pairs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCheckpoint {
     pub framework_id: String,

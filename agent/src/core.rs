@@ -16,6 +16,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::checkpoint::{AgentCheckpoint, TaskCheckpoint};
 use crate::containerizer::{LaunchSpec, Limitation, Limits, Recovered, RecoveredContainer, Termination};
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
+pub use crate::status_updates::TaskKey;
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
 
 /// The longest grace period a kill policy may ask for; longer ones are cut to it.
@@ -110,19 +111,18 @@ pub enum Effect {
     /// Create the sandbox, launch the container, then wait for it; report with `launched` and `exited`.
     Launch(LaunchSpec),
     Signal {
-        task_id: String,
+        task: TaskKey,
         container_id: String,
         signal: Signal,
     },
-    /// Clean up an exited container.
+    /// Clean up an exited container; `task` is `None` for a recovered container no task claims.
     Destroy {
-        task_id: String,
+        task: Option<TaskKey>,
         container_id: String,
     },
     /// Wait again for a container that survived an agent restart; report with `exited`.
     Reattach {
-        task_id: String,
-        framework_id: String,
+        task: TaskKey,
         container_id: String,
     },
 }
@@ -178,7 +178,8 @@ pub struct AgentCore {
     master: Option<MasterInfo>,
     link: Link,
     shutting_down: bool,
-    tasks: BTreeMap<String, TaskRun>,
+    /// Keyed by framework id and task id: task ids are unique only per framework.
+    tasks: BTreeMap<TaskKey, TaskRun>,
     frameworks: BTreeMap<String, FrameworkInfo>,
     completed: VecDeque<CompletedTask>,
     updates: StatusUpdateManager,
@@ -214,8 +215,8 @@ impl AgentCore {
     }
 
     /// The latest state of a tracked task.
-    pub fn task_state(&self, task_id: &str) -> Option<TaskState> {
-        self.tasks.get(task_id).map(|t| t.state)
+    pub fn task_state(&self, key: &TaskKey) -> Option<TaskState> {
+        self.tasks.get(key).map(|t| t.state)
     }
 
     /// A new stream is opening: its first message.
@@ -294,8 +295,9 @@ impl AgentCore {
             warn!("ignoring run_task without a framework id");
             return vec![];
         }
-        if self.tasks.contains_key(&task.task_id) {
-            warn!("ignoring run_task: task is already on this agent");
+        let key = TaskKey::new(framework_id.clone(), task.task_id.clone());
+        if self.tasks.contains_key(&key) {
+            warn!("ignoring run_task: this framework already has a task with this id on this agent");
             return vec![];
         }
         self.frameworks.insert(framework_id.clone(), framework);
@@ -308,7 +310,7 @@ impl AgentCore {
         };
         let task_id = task.task_id.clone();
         self.tasks.insert(
-            task_id.clone(),
+            key.clone(),
             TaskRun {
                 framework_id: framework_id.clone(),
                 info: task,
@@ -326,14 +328,14 @@ impl AgentCore {
                  ids must be non-empty and hold no '/'"
             );
             warn!("{msg}");
-            return self.update(&task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now);
+            return self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now);
         }
-        let mut effects = self.update(&task_id, TaskState::Starting, None, String::new(), now);
-        let Some(t) = self.tasks.get_mut(&task_id) else { return effects };
+        let mut effects = self.update(&key, TaskState::Starting, None, String::new(), now);
+        let Some(t) = self.tasks.get_mut(&key) else { return effects };
         let Some(command) = t.info.command.clone() else {
             let msg = format!("task '{task_id}' has no command (custom executors are not supported)");
             warn!("{msg}");
-            effects.extend(self.update(&task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
+            effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
             return effects;
         };
         let rootfs = t.info.container.as_ref().and_then(|c| c.rootfs.clone()).map(PathBuf::from);
@@ -375,7 +377,10 @@ impl AgentCore {
     fn invalid_task(&mut self, framework_id: &str, task_id: &str, message: &str, now: Instant) -> Vec<Effect> {
         let _span = info_span!("run_task", task_id = %task_id, framework_id = %framework_id).entered();
         warn!(error = %message, "invalid run_task");
-        if framework_id.is_empty() || task_id.is_empty() || self.tasks.contains_key(task_id) {
+        if framework_id.is_empty()
+            || task_id.is_empty()
+            || self.tasks.contains_key(&TaskKey::new(framework_id, task_id))
+        {
             return vec![];
         }
         let status = self.status(task_id, TaskState::Failed, Some(Reason::TaskInvalid), message.to_string(), now);
@@ -389,15 +394,15 @@ impl AgentCore {
     /// The result of an [`Effect::Launch`].
     pub fn launched(
         &mut self,
-        task_id: &str,
+        key: &TaskKey,
         container_id: &str,
         result: Result<(), String>,
         now: Instant,
     ) -> Vec<Effect> {
-        let span = self.span("launched", task_id);
+        let span = self.span("launched", key);
         let _span = span.entered();
         let known = |t: &&mut TaskRun| t.container_id == container_id && t.container == Container::Launching;
-        let Some(t) = self.tasks.get_mut(task_id).filter(known) else {
+        let Some(t) = self.tasks.get_mut(key).filter(known) else {
             debug!(container_id, "launch result for an unknown container");
             return vec![];
         };
@@ -406,10 +411,10 @@ impl AgentCore {
                 warn!(error = %message, "launch failed");
                 t.container = Container::Gone;
                 if t.orphaned {
-                    self.forget(task_id);
+                    self.forget(key);
                     return vec![];
                 }
-                self.update(task_id, TaskState::Failed, Some(Reason::ContainerLaunchFailed), message, now)
+                self.update(key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), message, now)
             }
             Ok(()) => {
                 t.container = Container::Running;
@@ -418,14 +423,14 @@ impl AgentCore {
                     kill.escalate_at = Some(now + kill.grace);
                     info!("launched while a kill was pending; sending SIGTERM");
                     let signal = Effect::Signal {
-                        task_id: task_id.into(),
+                        task: key.clone(),
                         container_id: container_id.into(),
                         signal: Signal::SIGTERM,
                     };
                     return vec![signal];
                 }
                 info!("task is running");
-                self.update(task_id, TaskState::Running, None, String::new(), now)
+                self.update(key, TaskState::Running, None, String::new(), now)
             }
         }
     }
@@ -433,24 +438,24 @@ impl AgentCore {
     /// The container's main process ended (or could not be waited for).
     pub fn exited(
         &mut self,
-        task_id: &str,
+        key: &TaskKey,
         container_id: &str,
         result: Result<Termination, String>,
         now: Instant,
     ) -> Vec<Effect> {
-        let span = self.span("exited", task_id);
+        let span = self.span("exited", key);
         let _span = span.entered();
         let known = |t: &&mut TaskRun| t.container_id == container_id && t.container != Container::Gone;
-        let Some(t) = self.tasks.get_mut(task_id).filter(known) else {
+        let Some(t) = self.tasks.get_mut(key).filter(known) else {
             debug!(container_id, "exit of an unknown or already ended container");
             return vec![];
         };
         t.container = Container::Gone;
-        let mut effects = vec![Effect::Destroy { task_id: task_id.into(), container_id: container_id.into() }];
+        let mut effects = vec![Effect::Destroy { task: Some(key.clone()), container_id: container_id.into() }];
         if t.orphaned {
             info!("orphaned task ended");
             t.state = TaskState::Killed;
-            self.forget(task_id);
+            self.forget(key);
             return effects;
         }
         let killed = t.kill.is_some();
@@ -471,7 +476,7 @@ impl AgentCore {
             }
         };
         info!(state = %state, message = %message, "task ended");
-        effects.extend(self.update(task_id, state, reason, message, now));
+        effects.extend(self.update(key, state, reason, message, now));
         effects
     }
 
@@ -481,7 +486,8 @@ impl AgentCore {
             info_span!("kill_task", task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id).entered();
         let default_grace = self.settings.executor_shutdown_grace_period;
         let killing_capable = self.frameworks.get(framework_id).is_some_and(|f| f.has(Capability::TaskKillingState));
-        let Some(t) = self.tasks.get_mut(task_id) else {
+        let key = TaskKey::new(framework_id, task_id);
+        let Some(t) = self.tasks.get_mut(&key) else {
             info!("ignoring kill of a task unknown to this agent");
             return vec![];
         };
@@ -504,27 +510,28 @@ impl AgentCore {
         info!(grace_secs = grace.as_secs_f64(), "killing task");
         let mut effects = Vec::new();
         if killing_capable && !orphaned {
-            effects.extend(self.update(task_id, TaskState::Killing, None, String::new(), now));
+            effects.extend(self.update(&key, TaskState::Killing, None, String::new(), now));
         }
         if !launching {
-            effects.push(Effect::Signal { task_id: task_id.into(), container_id, signal: Signal::SIGTERM });
+            effects.push(Effect::Signal { task: key, container_id, signal: Signal::SIGTERM });
         }
         effects
     }
 
     fn acknowledge(&mut self, framework_id: &str, task_id: &str, uuid: &[u8], now: Instant) -> Vec<Effect> {
-        let span = self.span("acknowledge", task_id);
+        let key = TaskKey::new(framework_id, task_id);
+        let span = self.span("acknowledge", &key);
         let _span = span.entered();
         let connected = self.is_registered();
-        match self.updates.acknowledge(task_id, uuid, now, connected) {
+        match self.updates.acknowledge(&key, uuid, now, connected) {
             AckOutcome::Ignored => {
-                debug!(framework_id, "ignoring an acknowledgement that matches no pending update");
+                debug!("ignoring an acknowledgement that matches no pending update");
                 vec![]
             }
             AckOutcome::Acked { next, terminal_done } => {
                 debug!("status update acknowledged");
-                if terminal_done && self.tasks.get(task_id).is_some_and(|t| t.container == Container::Gone) {
-                    self.forget(task_id);
+                if terminal_done && self.tasks.get(&key).is_some_and(|t| t.container == Container::Gone) {
+                    self.forget(&key);
                 }
                 next.map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))]).unwrap_or_default()
             }
@@ -537,16 +544,15 @@ impl AgentCore {
         let _span = info_span!("shutdown_framework", framework_id = %framework_id).entered();
         info!("master asked to shut the framework down; killing its tasks");
         self.updates.remove_framework(framework_id);
-        let ids: Vec<String> =
-            self.tasks.iter().filter(|(_, t)| t.framework_id == framework_id).map(|(id, _)| id.clone()).collect();
+        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.framework_id == framework_id).cloned().collect();
         let mut effects = Vec::new();
-        for id in &ids {
-            let Some(t) = self.tasks.get_mut(id) else { continue };
+        for key in &keys {
+            let Some(t) = self.tasks.get_mut(key) else { continue };
             t.orphaned = true;
             if t.container == Container::Gone {
-                self.forget(id);
+                self.forget(key);
             } else {
-                effects.extend(self.kill_task(framework_id, id, None, now));
+                effects.extend(self.kill_task(&key.framework_id, &key.task_id, None, now));
             }
         }
         effects
@@ -560,10 +566,10 @@ impl AgentCore {
         for t in self.tasks.values_mut() {
             t.orphaned = true;
         }
-        let gone: Vec<String> =
-            self.tasks.iter().filter(|(_, t)| t.container == Container::Gone).map(|(id, _)| id.clone()).collect();
-        for id in gone {
-            self.forget(&id);
+        let gone: Vec<TaskKey> =
+            self.tasks.iter().filter(|(_, t)| t.container == Container::Gone).map(|(key, _)| key.clone()).collect();
+        for key in gone {
+            self.forget(&key);
         }
         self.kill_everything(now)
     }
@@ -576,9 +582,8 @@ impl AgentCore {
     }
 
     fn kill_everything(&mut self, now: Instant) -> Vec<Effect> {
-        let ids: Vec<(String, String)> =
-            self.tasks.iter().map(|(id, t)| (id.clone(), t.framework_id.clone())).collect();
-        ids.iter().flat_map(|(id, fid)| self.kill_task(fid, id, None, now)).collect()
+        let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
+        keys.iter().flat_map(|k| self.kill_task(&k.framework_id, &k.task_id, None, now)).collect()
     }
 
     /// The longest grace period of any kill in progress (at least `--executor-shutdown-grace-period`).
@@ -590,14 +595,14 @@ impl AgentCore {
     /// Timers: SIGKILL after the grace period, status update retries.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
-        for (id, t) in self.tasks.iter_mut() {
+        for (key, t) in self.tasks.iter_mut() {
             let Some(kill) = t.kill.as_mut() else { continue };
             if t.container == Container::Running && kill.escalate_at.is_some_and(|at| at <= now) {
                 kill.escalate_at = None;
-                let _span = info_span!("kill_task", task_id = %id, framework_id = %t.framework_id).entered();
+                let _span = info_span!("kill_task", task_id = %key.task_id, framework_id = %key.framework_id).entered();
                 info!("grace period over; sending SIGKILL");
                 effects.push(Effect::Signal {
-                    task_id: id.clone(),
+                    task: key.clone(),
                     container_id: t.container_id.clone(),
                     signal: Signal::SIGKILL,
                 });
@@ -623,15 +628,15 @@ impl AgentCore {
     /// Records a new state and queues its status update.
     fn update(
         &mut self,
-        task_id: &str,
+        key: &TaskKey,
         state: TaskState,
         reason: Option<Reason>,
         message: String,
         now: Instant,
     ) -> Vec<Effect> {
-        let status = self.status(task_id, state, reason, message, now);
+        let status = self.status(&key.task_id, state, reason, message, now);
         let connected = self.is_registered();
-        let Some(t) = self.tasks.get_mut(task_id) else { return vec![] };
+        let Some(t) = self.tasks.get_mut(key) else { return vec![] };
         t.state = state;
         let framework_id = t.framework_id.clone();
         self.updates
@@ -662,8 +667,8 @@ impl AgentCore {
         }
     }
 
-    fn forget(&mut self, task_id: &str) {
-        let Some(t) = self.tasks.remove(task_id) else { return };
+    fn forget(&mut self, key: &TaskKey) {
+        let Some(t) = self.tasks.remove(key) else { return };
         self.completed.push_back(CompletedTask { framework_id: t.framework_id.clone(), info: t.info, state: t.state });
         while self.completed.len() > MAX_COMPLETED_TASKS {
             self.completed.pop_front();
@@ -679,10 +684,9 @@ impl AgentCore {
         unix + now.saturating_duration_since(at).as_secs_f64()
     }
 
-    fn span(&self, name: &'static str, task_id: &str) -> tracing::Span {
-        let framework_id = self.tasks.get(task_id).map(|t| t.framework_id.as_str()).unwrap_or_default();
+    fn span(&self, name: &'static str, key: &TaskKey) -> tracing::Span {
         let agent_id = self.agent_id.as_deref().unwrap_or_default();
-        info_span!("task", op = name, task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id)
+        info_span!("task", op = name, task_id = %key.task_id, framework_id = %key.framework_id, agent_id = %agent_id)
     }
 
     /// Everything a restarted agent needs to carry on.
@@ -723,7 +727,7 @@ impl AgentCore {
             containers.into_iter().map(|c| (c.container_id, c.state)).collect();
         let mut effects = Vec::new();
         for t in cp.tasks {
-            let task_id = t.info.task_id.clone();
+            let key = TaskKey::new(t.framework_id.clone(), t.info.task_id.clone());
             let kill = t.kill_grace_secs.map(|g| Kill {
                 grace: Duration::try_from_secs_f64(g).unwrap_or_default(),
                 escalate_at: Some(now + Duration::try_from_secs_f64(g).unwrap_or_default()),
@@ -731,7 +735,7 @@ impl AgentCore {
             let recovered = if t.live { found.remove(&t.container_id) } else { None };
             let container = if t.live { Container::Running } else { Container::Gone };
             self.tasks.insert(
-                task_id.clone(),
+                key.clone(),
                 TaskRun {
                     framework_id: t.framework_id.clone(),
                     info: t.info,
@@ -746,22 +750,18 @@ impl AgentCore {
             if !t.live {
                 continue;
             }
-            let span = self.span("recover", &task_id);
+            let span = self.span("recover", &key);
             let _task = span.enter();
             match recovered {
                 Some(Recovered::Running) => {
                     info!(container_id = %t.container_id, "re-attached to a running container");
-                    effects.push(Effect::Reattach {
-                        task_id: task_id.clone(),
-                        framework_id: t.framework_id.clone(),
-                        container_id: t.container_id.clone(),
-                    });
+                    effects.push(Effect::Reattach { task: key.clone(), container_id: t.container_id.clone() });
                     if t.state == TaskState::Starting && t.kill_grace_secs.is_none() {
-                        effects.extend(self.update(&task_id, TaskState::Running, None, String::new(), now));
+                        effects.extend(self.update(&key, TaskState::Running, None, String::new(), now));
                     }
                     if t.kill_grace_secs.is_some() {
                         effects.push(Effect::Signal {
-                            task_id: task_id.clone(),
+                            task: key.clone(),
                             container_id: t.container_id.clone(),
                             signal: Signal::SIGTERM,
                         });
@@ -769,7 +769,7 @@ impl AgentCore {
                 }
                 Some(Recovered::Ended(term)) => {
                     info!(container_id = %t.container_id, how = %term.message(), "container ended while the agent was down");
-                    effects.extend(self.exited(&task_id, &t.container_id, Ok(term), now));
+                    effects.extend(self.exited(&key, &t.container_id, Ok(term), now));
                 }
                 lost => {
                     let why = match lost {
@@ -779,16 +779,16 @@ impl AgentCore {
                     let message =
                         format!("container {} was not recovered after the agent restarted: {why}", t.container_id);
                     warn!("{message}");
-                    if let Some(run) = self.tasks.get_mut(&task_id) {
+                    if let Some(run) = self.tasks.get_mut(&key) {
                         run.container = Container::Gone;
                     }
-                    effects.push(Effect::Destroy { task_id: task_id.clone(), container_id: t.container_id.clone() });
-                    let orphaned = self.tasks.get(&task_id).is_some_and(|r| r.orphaned);
+                    effects.push(Effect::Destroy { task: Some(key.clone()), container_id: t.container_id.clone() });
+                    let orphaned = self.tasks.get(&key).is_some_and(|r| r.orphaned);
                     if orphaned {
-                        self.forget(&task_id);
+                        self.forget(&key);
                     } else {
                         effects.extend(self.update(
-                            &task_id,
+                            &key,
                             TaskState::Failed,
                             Some(Reason::ExecutorTerminated),
                             message,
@@ -800,7 +800,7 @@ impl AgentCore {
         }
         for (container_id, _) in found {
             warn!(container_id = %container_id, "destroying a recovered container no task claims");
-            effects.push(Effect::Destroy { task_id: String::new(), container_id });
+            effects.push(Effect::Destroy { task: None, container_id });
         }
         effects
     }
@@ -924,6 +924,11 @@ mod tests {
         }
     }
 
+    /// A task of the test framework `m-0001`.
+    fn key(task_id: &str) -> TaskKey {
+        TaskKey::new("m-0001", task_id)
+    }
+
     fn registered_core(t0: Instant) -> AgentCore {
         let mut core = AgentCore::new(settings(t0));
         assert!(matches!(core.connecting(), Registration::Register { .. }));
@@ -984,9 +989,9 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "x")), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         let oom = Termination::Limited(Limitation::Memory { limit_bytes: 32 << 20 });
-        let effects = core.exited("t", &spec.container_id, Ok(oom), t0);
+        let effects = core.exited(&key("t"), &spec.container_id, Ok(oom), t0);
         let status = effects
             .iter()
             .find_map(|e| match e {
@@ -1007,7 +1012,7 @@ mod tests {
         let mut ids = Vec::new();
         for id in ["runs", "ended", "lost", "unknown"] {
             let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task(id, "x")), t0));
-            core.launched(id, &spec.container_id, Ok(()), t0);
+            core.launched(&key(id), &spec.container_id, Ok(()), t0);
             ids.push(spec.container_id);
         }
         let cp = core.checkpoint();
@@ -1025,16 +1030,12 @@ mod tests {
             RecoveredContainer { container_id: "stray".into(), state: Recovered::Running },
         ];
         let effects = after.recover(cp, found, t1);
-        assert!(effects.contains(&Effect::Reattach {
-            task_id: "runs".into(),
-            framework_id: "m-0001".into(),
-            container_id: ids[0].clone(),
-        }));
-        assert!(effects.contains(&Effect::Destroy { task_id: String::new(), container_id: "stray".into() }));
-        assert_eq!(after.task_state("runs"), Some(TaskState::Running));
-        assert_eq!(after.task_state("ended"), Some(TaskState::Failed));
-        assert_eq!(after.task_state("lost"), Some(TaskState::Failed));
-        assert_eq!(after.task_state("unknown"), Some(TaskState::Failed));
+        assert!(effects.contains(&Effect::Reattach { task: key("runs"), container_id: ids[0].clone() }));
+        assert!(effects.contains(&Effect::Destroy { task: None, container_id: "stray".into() }));
+        assert_eq!(after.task_state(&key("runs")), Some(TaskState::Running));
+        assert_eq!(after.task_state(&key("ended")), Some(TaskState::Failed));
+        assert_eq!(after.task_state(&key("lost")), Some(TaskState::Failed));
+        assert_eq!(after.task_state(&key("unknown")), Some(TaskState::Failed));
         let pending: Vec<TaskStatus> = after.updates.snapshot().into_iter().flat_map(|q| q.pending).collect();
         let ended = pending.iter().find(|s| s.task_id == "ended" && s.state == TaskState::Failed).unwrap();
         assert_eq!(ended.message, "Command exited with status 7");
@@ -1071,9 +1072,9 @@ mod tests {
         assert_eq!(core.live_containers(), 1);
 
         // RUNNING waits behind the unacknowledged STARTING.
-        let effects = core.launched("t1", &spec.container_id, Ok(()), t0);
+        let effects = core.launched(&key("t1"), &spec.container_id, Ok(()), t0);
         assert!(sent(&effects).is_empty());
-        assert_eq!(core.task_state("t1"), Some(TaskState::Running));
+        assert_eq!(core.task_state(&key("t1")), Some(TaskState::Running));
 
         // A retry of STARTING carries the latest state.
         let effects = core.tick(t0 + 10 * SEC);
@@ -1086,8 +1087,8 @@ mod tests {
         assert_eq!(sent(&effects), vec![(TaskState::Running, TaskState::Running)]);
         let running_uuid = uuid_of(&effects);
 
-        let effects = core.exited("t1", &spec.container_id, Ok(Termination::Exited(0)), t0 + 12 * SEC);
-        assert_eq!(effects[0], Effect::Destroy { task_id: "t1".into(), container_id: spec.container_id.clone() });
+        let effects = core.exited(&key("t1"), &spec.container_id, Ok(Termination::Exited(0)), t0 + 12 * SEC);
+        assert_eq!(effects[0], Effect::Destroy { task: Some(key("t1")), container_id: spec.container_id.clone() });
         assert!(sent(&effects).is_empty());
         let effects = core.handle(
             FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t1".into(), uuid: running_uuid },
@@ -1103,12 +1104,12 @@ mod tests {
         let finished_uuid = uuid_of(&effects);
 
         assert_eq!(core.live_containers(), 0);
-        assert_eq!(core.task_state("t1"), Some(TaskState::Finished));
+        assert_eq!(core.task_state(&key("t1")), Some(TaskState::Finished));
         core.handle(
             FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t1".into(), uuid: finished_uuid },
             t0 + 13 * SEC,
         );
-        assert_eq!(core.task_state("t1"), None, "forgotten once its terminal update is acknowledged");
+        assert_eq!(core.task_state(&key("t1")), None, "forgotten once its terminal update is acknowledged");
         let state = core.state_json();
         assert_eq!(state["frameworks"][0]["completed_tasks"][0]["state"], "TASK_FINISHED");
         assert_eq!(core.next_deadline(), None);
@@ -1119,15 +1120,15 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "exit 3")), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
-        core.exited("t", &spec.container_id, Ok(Termination::Exited(3)), t0);
-        core.exited("t", &spec.container_id, Ok(Termination::Exited(0)), t0);
-        assert_eq!(core.task_state("t"), Some(TaskState::Failed));
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
+        core.exited(&key("t"), &spec.container_id, Ok(Termination::Exited(3)), t0);
+        core.exited(&key("t"), &spec.container_id, Ok(Termination::Exited(0)), t0);
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Failed));
 
         let spec2 = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("u", "x")), t0));
-        let effects = core.launched("u", &spec2.container_id, Err("cannot run 'x': not found".into()), t0);
+        let effects = core.launched(&key("u"), &spec2.container_id, Err("cannot run 'x': not found".into()), t0);
         assert!(sent(&effects).is_empty(), "waits behind STARTING");
-        assert_eq!(core.task_state("u"), Some(TaskState::Failed));
+        assert_eq!(core.task_state(&key("u")), Some(TaskState::Failed));
         assert_eq!(core.live_containers(), 0);
     }
 
@@ -1155,29 +1156,25 @@ mod tests {
         let mut t = task("t", "sleep 60");
         t.kill_grace_period = Some(5.0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), t), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
 
         let kill = FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: None };
         let effects = core.handle(kill.clone(), t0 + SEC);
         assert_eq!(
             effects,
-            vec![Effect::Signal {
-                task_id: "t".into(),
-                container_id: spec.container_id.clone(),
-                signal: Signal::SIGTERM
-            }]
+            vec![Effect::Signal { task: key("t"), container_id: spec.container_id.clone(), signal: Signal::SIGTERM }]
         );
         assert!(core.handle(kill, t0 + SEC).is_empty(), "a second kill changes nothing");
         assert!(core.tick(t0 + 5 * SEC).iter().all(|e| !matches!(e, Effect::Signal { .. })));
         let effects = core.tick(t0 + 6 * SEC);
         assert!(effects.contains(&Effect::Signal {
-            task_id: "t".into(),
+            task: key("t"),
             container_id: spec.container_id.clone(),
             signal: Signal::SIGKILL
         }));
         assert!(core.tick(t0 + 7 * SEC).iter().all(|e| !matches!(e, Effect::Signal { .. })), "SIGKILL goes once");
-        core.exited("t", &spec.container_id, Ok(Termination::Signaled(9)), t0 + 7 * SEC);
-        assert_eq!(core.task_state("t"), Some(TaskState::Killed));
+        core.exited(&key("t"), &spec.container_id, Ok(Termination::Signaled(9)), t0 + 7 * SEC);
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Killed));
 
         let unknown = FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "nope".into(), grace: None };
         assert!(core.handle(unknown, t0).is_empty());
@@ -1191,15 +1188,15 @@ mod tests {
         let effects = core.handle(FromMaster::run_task(fw, task("t", "sleep 60")), t0);
         let starting = uuid_of(&effects);
         let spec = launch_of(&effects);
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         core.handle(FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "t".into(), uuid: starting }, t0);
         let effects = core
             .handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: Some(SEC) }, t0);
-        assert_eq!(core.task_state("t"), Some(TaskState::Killing));
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Killing));
         assert!(effects.iter().any(|e| matches!(e, Effect::Signal { signal: Signal::SIGTERM, .. })));
         assert_eq!(core.next_deadline(), Some(t0 + SEC));
-        let effects = core.exited("t", &spec.container_id, Ok(Termination::Signaled(15)), t0);
-        assert_eq!(core.task_state("t"), Some(TaskState::Killed));
+        let effects = core.exited(&key("t"), &spec.container_id, Ok(Termination::Signaled(15)), t0);
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Killed));
         assert!(sent(&effects).is_empty(), "KILLED waits behind RUNNING and KILLING");
     }
 
@@ -1211,14 +1208,10 @@ mod tests {
         let effects =
             core.handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t".into(), grace: None }, t0);
         assert!(effects.is_empty());
-        let effects = core.launched("t", &spec.container_id, Ok(()), t0);
+        let effects = core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         assert_eq!(
             effects,
-            vec![Effect::Signal {
-                task_id: "t".into(),
-                container_id: spec.container_id.clone(),
-                signal: Signal::SIGTERM
-            }]
+            vec![Effect::Signal { task: key("t"), container_id: spec.container_id.clone(), signal: Signal::SIGTERM }]
         );
         assert_eq!(core.next_deadline(), Some(t0 + 3 * SEC));
     }
@@ -1228,7 +1221,7 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         core.disconnected();
         assert!(!core.is_registered());
         assert!(sent(&core.tick(t0 + 100 * SEC)).is_empty(), "no retries while disconnected");
@@ -1246,16 +1239,16 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         let effects = core.handle(FromMaster::Error { message: "agent removed".into() }, t0);
         assert!(effects.iter().any(|e| matches!(e, Effect::Signal { signal: Signal::SIGTERM, .. })));
         assert!(sent(&effects).is_empty());
         assert_eq!(core.agent_id(), None);
         core.disconnected();
         assert!(matches!(core.connecting(), Registration::Register { .. }));
-        let effects = core.exited("t", &spec.container_id, Ok(Termination::Signaled(15)), t0);
+        let effects = core.exited(&key("t"), &spec.container_id, Ok(Termination::Signaled(15)), t0);
         assert!(sent(&effects).is_empty());
-        assert_eq!(core.task_state("t"), None);
+        assert_eq!(core.task_state(&key("t")), None);
         assert_eq!(core.live_containers(), 0);
     }
 
@@ -1264,12 +1257,12 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let a = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("a", "sleep 60")), t0));
-        core.launched("a", &a.container_id, Ok(()), t0);
+        core.launched(&key("a"), &a.container_id, Ok(()), t0);
         let effects = core.shutdown(t0);
         assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Signal { .. })).count(), 1);
         assert!(core.handle(FromMaster::run_task(framework(vec![]), task("b", "true")), t0).is_empty());
         assert_eq!(core.live_containers(), 1);
-        core.exited("a", &a.container_id, Ok(Termination::Signaled(15)), t0);
+        core.exited(&key("a"), &a.container_id, Ok(Termination::Signaled(15)), t0);
         assert_eq!(core.live_containers(), 0);
     }
 
@@ -1281,17 +1274,21 @@ mod tests {
         other.id = Some("m-0002".into());
         let a = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("a", "sleep 60")), t0));
         let b = launch_of(&core.handle(FromMaster::run_task(other, task("b", "sleep 60")), t0));
-        core.launched("a", &a.container_id, Ok(()), t0);
-        core.launched("b", &b.container_id, Ok(()), t0);
+        core.launched(&key("a"), &a.container_id, Ok(()), t0);
+        core.launched(&TaskKey::new("m-0002", "b"), &b.container_id, Ok(()), t0);
         let effects = core.handle(FromMaster::ShutdownFramework { framework_id: "m-0002".into() }, t0);
         assert_eq!(
             effects,
-            vec![Effect::Signal { task_id: "b".into(), container_id: b.container_id.clone(), signal: Signal::SIGTERM }]
+            vec![Effect::Signal {
+                task: TaskKey::new("m-0002", "b"),
+                container_id: b.container_id.clone(),
+                signal: Signal::SIGTERM
+            }]
         );
         // Its updates are dropped: nothing is retried for it, and it is forgotten once it exits.
-        let effects = core.exited("b", &b.container_id, Ok(Termination::Signaled(15)), t0);
+        let effects = core.exited(&TaskKey::new("m-0002", "b"), &b.container_id, Ok(Termination::Signaled(15)), t0);
         assert!(sent(&effects).is_empty());
-        assert_eq!(core.task_state("b"), None);
+        assert_eq!(core.task_state(&TaskKey::new("m-0002", "b")), None);
         let retried: Vec<String> = core
             .tick(t0 + 60 * SEC)
             .iter()
@@ -1306,11 +1303,95 @@ mod tests {
 
         // A finished task of a torn-down framework is forgotten at once.
         let c = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("c", "true")), t0));
-        core.launched("c", &c.container_id, Ok(()), t0);
-        core.exited("c", &c.container_id, Ok(Termination::Exited(0)), t0);
+        core.launched(&key("c"), &c.container_id, Ok(()), t0);
+        core.exited(&key("c"), &c.container_id, Ok(Termination::Exited(0)), t0);
         core.handle(FromMaster::ShutdownFramework { framework_id: "m-0001".into() }, t0);
-        assert_eq!(core.task_state("c"), None);
+        assert_eq!(core.task_state(&key("c")), None);
         assert_eq!(core.live_containers(), 1, "task a is still being killed");
+    }
+
+    #[test]
+    fn two_frameworks_may_run_the_same_task_id_independently() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut other = FrameworkInfo::new("other");
+        other.id = Some("m-0002".into());
+        let (ka, kb) = (key("hello-0"), TaskKey::new("m-0002", "hello-0"));
+
+        // Both launch, each in its own framework's sandbox.
+        let ea = core.handle(FromMaster::run_task(framework(vec![]), task("hello-0", "sleep 60")), t0);
+        let eb = core.handle(FromMaster::run_task(other.clone(), task("hello-0", "sleep 60")), t0);
+        let (a, b) = (launch_of(&ea), launch_of(&eb));
+        assert_ne!(a.container_id, b.container_id);
+        assert_ne!(a.sandbox, b.sandbox);
+        assert_eq!((a.framework_id.as_str(), b.framework_id.as_str()), ("m-0001", "m-0002"));
+        let (starting_a, starting_b) = (uuid_of(&ea), uuid_of(&eb));
+        assert_eq!(core.live_containers(), 2);
+        // A same-framework duplicate is still ignored.
+        assert!(core.handle(FromMaster::run_task(other, task("hello-0", "sleep 60")), t0).is_empty());
+
+        // Launch results are told apart by framework.
+        core.launched(&ka, &a.container_id, Ok(()), t0);
+        assert_eq!(core.task_state(&ka), Some(TaskState::Running));
+        assert_eq!(core.task_state(&kb), Some(TaskState::Starting));
+        core.launched(&kb, &b.container_id, Ok(()), t0);
+        assert_eq!(core.task_state(&kb), Some(TaskState::Running));
+
+        // Acknowledging one framework's STARTING releases only its RUNNING; the other's queue is untouched, and an
+        // acknowledgement with the other framework's uuid is ignored.
+        let wrong = FromMaster::Acknowledge {
+            framework_id: "m-0001".into(),
+            task_id: "hello-0".into(),
+            uuid: starting_b.clone(),
+        };
+        assert!(core.handle(wrong, t0).is_empty());
+        let ack_a =
+            FromMaster::Acknowledge { framework_id: "m-0001".into(), task_id: "hello-0".into(), uuid: starting_a };
+        let effects = core.handle(ack_a, t0);
+        assert_eq!(sent(&effects), vec![(TaskState::Running, TaskState::Running)]);
+        let Effect::Send(ToMaster::StatusUpdate(o)) = &effects[0] else { panic!() };
+        assert_eq!(o.framework_id, "m-0001");
+        assert_eq!(core.updates.pending_states(&ka), vec![TaskState::Running]);
+        assert_eq!(core.updates.pending_states(&kb), vec![TaskState::Starting, TaskState::Running]);
+
+        // The checkpoint round-trips both.
+        let cp = core.checkpoint();
+        let cp: AgentCheckpoint = serde_json::from_slice(&serde_json::to_vec(&cp).unwrap()).unwrap();
+        assert_eq!(cp.tasks.len(), 2);
+        assert_eq!(cp.updates.len(), 2);
+        let mut after = AgentCore::new(settings(t0));
+        let found = vec![
+            RecoveredContainer { container_id: a.container_id.clone(), state: Recovered::Running },
+            RecoveredContainer { container_id: b.container_id.clone(), state: Recovered::Running },
+        ];
+        let effects = after.recover(cp.clone(), found, t0);
+        assert!(effects.contains(&Effect::Reattach { task: ka.clone(), container_id: a.container_id.clone() }));
+        assert!(effects.contains(&Effect::Reattach { task: kb.clone(), container_id: b.container_id.clone() }));
+        assert_eq!(after.task_state(&ka), Some(TaskState::Running));
+        assert_eq!(after.task_state(&kb), Some(TaskState::Running));
+        assert_eq!(after.updates.pending_states(&ka), vec![TaskState::Running]);
+        assert_eq!(after.updates.pending_states(&kb), vec![TaskState::Starting, TaskState::Running]);
+        assert_eq!(after.checkpoint(), cp);
+
+        // Killing one kills only it.
+        let kill = FromMaster::KillTask { framework_id: "m-0002".into(), task_id: "hello-0".into(), grace: None };
+        let effects = core.handle(kill, t0);
+        assert_eq!(
+            effects,
+            vec![Effect::Signal { task: kb.clone(), container_id: b.container_id.clone(), signal: Signal::SIGTERM }]
+        );
+        let effects = core.exited(&kb, &b.container_id, Ok(Termination::Signaled(15)), t0);
+        assert_eq!(effects[0], Effect::Destroy { task: Some(kb.clone()), container_id: b.container_id.clone() });
+        assert_eq!(core.task_state(&kb), Some(TaskState::Killed));
+        assert_eq!(core.task_state(&ka), Some(TaskState::Running));
+        assert_eq!(core.live_containers(), 1);
+        // An exit reported under the wrong framework's key changes nothing.
+        assert!(core.exited(&kb, &a.container_id, Ok(Termination::Exited(0)), t0).is_empty());
+        assert_eq!(core.task_state(&ka), Some(TaskState::Running));
+
+        let state = core.state_json();
+        assert_eq!(state["frameworks"][0]["executors"][0]["tasks"][0]["state"], "TASK_RUNNING");
+        assert_eq!(state["frameworks"][1]["executors"][0]["tasks"][0]["state"], "TASK_KILLED");
     }
 
     #[test]
@@ -1318,7 +1399,7 @@ mod tests {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
         let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("t", "sleep 60")), t0));
-        core.launched("t", &spec.container_id, Ok(()), t0);
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
         let s = core.state_json();
         assert_eq!(s["id"], "m-S0");
         assert_eq!(s["pid"], "slave(1)@127.0.0.1:5051");

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::AgentError;
 use crate::config::Config;
 use crate::containerizer::{Containerizer, LaunchSpec, Termination};
-use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings};
+use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings, TaskKey};
 use crate::link::{self, LinkEvent};
 
 /// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
@@ -36,8 +36,8 @@ pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
 
 enum Event {
     Link { generation: u64, event: LinkEvent },
-    Launched { task_id: String, container_id: String, result: Result<(), String> },
-    Exited { task_id: String, container_id: String, result: Result<Termination, String> },
+    Launched { task: TaskKey, container_id: String, result: Result<(), String> },
+    Exited { task: TaskKey, container_id: String, result: Result<Termination, String> },
 }
 
 struct Link {
@@ -115,10 +115,7 @@ pub async fn run_with<C: Containerizer>(
         }
         None => {
             // Without a checkpoint no task claims these containers.
-            recovered
-                .into_iter()
-                .map(|c| Effect::Destroy { task_id: String::new(), container_id: c.container_id })
-                .collect()
+            recovered.into_iter().map(|c| Effect::Destroy { task: None, container_id: c.container_id }).collect()
         }
     };
     let core = Arc::new(Mutex::new(core));
@@ -306,12 +303,10 @@ impl<C: Containerizer> Shell<C> {
                 self.link_lost(&why, now);
                 return;
             }
-            Event::Launched { task_id, container_id, result } => {
-                lock(&self.core).launched(&task_id, &container_id, result, now)
+            Event::Launched { task, container_id, result } => {
+                lock(&self.core).launched(&task, &container_id, result, now)
             }
-            Event::Exited { task_id, container_id, result } => {
-                lock(&self.core).exited(&task_id, &container_id, result, now)
-            }
+            Event::Exited { task, container_id, result } => lock(&self.core).exited(&task, &container_id, result, now),
         };
         self.apply(effects).await;
     }
@@ -355,17 +350,16 @@ impl<C: Containerizer> Shell<C> {
             match effect {
                 Effect::Send(msg) => self.send(link::to_wire(&msg)),
                 Effect::Launch(spec) => self.launch(spec),
-                Effect::Signal { task_id, container_id, signal } => {
+                Effect::Signal { task, container_id, signal } => {
                     if let Err(e) = self.containerizer.kill(&container_id, signal).await {
-                        warn!(task_id = %task_id, error = %e, "cannot signal the task");
+                        warn!(task_id = %task.task_id, framework_id = %task.framework_id, error = %e, "cannot signal the task");
                     }
                 }
-                Effect::Reattach { task_id, framework_id, container_id } => {
-                    self.reattach(task_id, framework_id, container_id)
-                }
-                Effect::Destroy { task_id, container_id } => {
+                Effect::Reattach { task, container_id } => self.reattach(task, container_id),
+                Effect::Destroy { task, container_id } => {
                     if let Err(e) = self.containerizer.destroy(&container_id).await {
-                        warn!(task_id = %task_id, error = %e, "cannot destroy the container");
+                        let task = task.unwrap_or_default();
+                        warn!(task_id = %task.task_id, framework_id = %task.framework_id, error = %e, "cannot destroy the container");
                     }
                 }
             }
@@ -383,15 +377,16 @@ impl<C: Containerizer> Shell<C> {
     }
 
     /// Waits again for a container recovered after a restart.
-    fn reattach(&self, task_id: String, framework_id: String, container_id: String) {
+    fn reattach(&self, task: TaskKey, container_id: String) {
         let containerizer = self.containerizer.clone();
         let events = self.events.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
-        let span = info_span!("container", task_id = %task_id, framework_id = %framework_id, agent_id = %agent_id);
+        let span =
+            info_span!("container", task_id = %task.task_id, framework_id = %task.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
                 let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
-                let _ = events.send(Event::Exited { task_id, container_id, result });
+                let _ = events.send(Event::Exited { task, container_id, result });
             }
             .instrument(span),
         );
@@ -406,20 +401,17 @@ impl<C: Containerizer> Shell<C> {
             info_span!("container", task_id = %spec.task_id, framework_id = %spec.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
-                let (task_id, container_id) = (spec.task_id.clone(), spec.container_id.clone());
+                let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
+                let container_id = spec.container_id.clone();
                 let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
                     Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
                     Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
                 };
                 let launched = result.is_ok();
-                let _ = events.send(Event::Launched {
-                    task_id: task_id.clone(),
-                    container_id: container_id.clone(),
-                    result,
-                });
+                let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
                 if launched {
                     let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
-                    let _ = events.send(Event::Exited { task_id, container_id, result });
+                    let _ = events.send(Event::Exited { task, container_id, result });
                 }
             }
             .instrument(span),
@@ -503,12 +495,12 @@ mod tests {
         let sandbox = dir.path().join(format!("slaves/a/frameworks/f/executors/t/runs/{container_id}"));
         assert!(sandbox.is_dir());
         shell.on_event(launched).await;
-        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Running));
+        assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Running));
 
         shell.containerizer.exit(&container_id, Termination::Exited(0));
         let exited = next(&mut inbox).await;
         shell.on_event(exited).await;
-        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Finished));
+        assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Finished));
         let calls = shell.containerizer.calls();
         assert!(matches!(&calls[0], Call::Launch(spec) if spec.sandbox == sandbox));
         assert_eq!(calls[1], Call::Wait(container_id.clone()));
@@ -527,7 +519,7 @@ mod tests {
         let Event::Launched { result: Err(message), .. } = &launched else { panic!("launch should fail") };
         assert!(message.contains("cannot create sandbox") && message.contains("slaves/a/frameworks/f"), "{message}");
         shell.on_event(launched).await;
-        assert_eq!(lock(&shell.core).task_state("t"), Some(TaskState::Failed));
+        assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Failed));
         assert!(shell.containerizer.calls().is_empty(), "the containerizer is never asked");
     }
 

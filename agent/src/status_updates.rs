@@ -1,6 +1,7 @@
 //! Reliable, ordered status updates (Mesos's status update manager), as a plain state machine.
 //!
-//! One stream per task. Only the front update of a stream is in flight; it is re-sent with a doubling backoff until
+//! One stream per task, keyed by [`TaskKey`] (framework id and task id: task ids are unique only per framework).
+//! Only the front update of a stream is in flight; it is re-sent with a doubling backoff until
 //! the master forwards an acknowledgement carrying its uuid, and only then does the next update go out. Nothing here
 //! reads a clock or touches a socket: every method takes `now` and returns the updates to send.
 
@@ -8,6 +9,27 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use agora_proto::model::{TaskState, TaskStatus};
+
+/// A task as the agent tracks it: task ids are unique only within a framework, so two frameworks may both run a
+/// task `hello-0` on one agent. Every per-task structure of the agent is keyed by this pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey {
+    pub framework_id: String,
+    pub task_id: String,
+}
+
+impl TaskKey {
+    pub fn new(framework_id: impl Into<String>, task_id: impl Into<String>) -> TaskKey {
+        TaskKey { framework_id: framework_id.into(), task_id: task_id.into() }
+    }
+}
+
+impl std::fmt::Display for TaskKey {
+    /// `<framework>/<task>`: unambiguous, as neither id may contain '/'.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.framework_id, self.task_id)
+    }
+}
 
 /// Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MAX`.
 pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(600);
@@ -32,7 +54,6 @@ pub enum AckOutcome {
 
 #[derive(Debug)]
 struct Stream {
-    framework_id: String,
     pending: VecDeque<TaskStatus>,
     latest_state: TaskState,
     /// When the front is due to be (re-)sent; `None` while it waits for a connection.
@@ -43,7 +64,7 @@ struct Stream {
 /// Per-task queues of unacknowledged status updates.
 #[derive(Debug)]
 pub struct StatusUpdateManager {
-    streams: BTreeMap<String, Stream>,
+    streams: BTreeMap<TaskKey, Stream>,
     min_interval: Duration,
     max_interval: Duration,
 }
@@ -67,8 +88,8 @@ impl StatusUpdateManager {
         connected: bool,
     ) -> Option<Outbound> {
         let min = self.min_interval;
-        let stream = self.streams.entry(status.task_id.clone()).or_insert_with(|| Stream {
-            framework_id: framework_id.to_string(),
+        let key = TaskKey::new(framework_id, status.task_id.clone());
+        let stream = self.streams.entry(key.clone()).or_insert_with(|| Stream {
             pending: VecDeque::new(),
             latest_state: status.state,
             next_send: None,
@@ -79,15 +100,15 @@ impl StatusUpdateManager {
         if stream.pending.len() == 1 && connected {
             stream.interval = min;
             stream.next_send = Some(now + min);
-            return front(stream);
+            return front(&key, stream);
         }
         // A waiting front now carries a newer latest_state; it goes out at its next retry.
         None
     }
 
     /// Handles an acknowledgement; the acknowledged update leaves its queue and the next one goes out.
-    pub fn acknowledge(&mut self, task_id: &str, uuid: &[u8], now: Instant, connected: bool) -> AckOutcome {
-        let Some(stream) = self.streams.get_mut(task_id) else { return AckOutcome::Ignored };
+    pub fn acknowledge(&mut self, key: &TaskKey, uuid: &[u8], now: Instant, connected: bool) -> AckOutcome {
+        let Some(stream) = self.streams.get_mut(key) else { return AckOutcome::Ignored };
         let matches = stream.pending.front().and_then(|s| s.uuid.as_deref()) == Some(uuid);
         if !matches {
             return AckOutcome::Ignored;
@@ -95,12 +116,12 @@ impl StatusUpdateManager {
         let acked = stream.pending.pop_front();
         let was_terminal = acked.map(|s| s.state.is_terminal()).unwrap_or(false);
         if stream.pending.is_empty() {
-            self.streams.remove(task_id);
+            self.streams.remove(key);
             return AckOutcome::Acked { next: None, terminal_done: was_terminal };
         }
         stream.interval = self.min_interval;
         stream.next_send = connected.then(|| now + self.min_interval);
-        let next = if connected { front(stream) } else { None };
+        let next = if connected { front(key, stream) } else { None };
         AckOutcome::Acked { next, terminal_done: false }
     }
 
@@ -108,11 +129,11 @@ impl StatusUpdateManager {
     pub fn due(&mut self, now: Instant) -> Vec<Outbound> {
         let max = self.max_interval;
         let mut out = Vec::new();
-        for stream in self.streams.values_mut() {
+        for (key, stream) in self.streams.iter_mut() {
             if stream.next_send.is_some_and(|t| t <= now) {
                 stream.interval = (stream.interval * 2).min(max);
                 stream.next_send = Some(now + stream.interval);
-                out.extend(front(stream));
+                out.extend(front(key, stream));
             }
         }
         out
@@ -122,11 +143,11 @@ impl StatusUpdateManager {
     pub fn resend_all(&mut self, now: Instant) -> Vec<Outbound> {
         let min = self.min_interval;
         self.streams
-            .values_mut()
-            .filter_map(|stream| {
+            .iter_mut()
+            .filter_map(|(key, stream)| {
                 stream.interval = min;
                 stream.next_send = Some(now + min);
-                front(stream)
+                front(key, stream)
             })
             .collect()
     }
@@ -144,8 +165,8 @@ impl StatusUpdateManager {
     }
 
     /// True while some update of the task awaits acknowledgement.
-    pub fn has_pending(&self, task_id: &str) -> bool {
-        self.streams.contains_key(task_id)
+    pub fn has_pending(&self, key: &TaskKey) -> bool {
+        self.streams.contains_key(key)
     }
 
     /// Drops every queue (the master removed this agent; nobody will acknowledge them).
@@ -155,12 +176,12 @@ impl StatusUpdateManager {
 
     /// Drops the queues of one framework's tasks (the framework is gone; nobody will acknowledge them).
     pub fn remove_framework(&mut self, framework_id: &str) {
-        self.streams.retain(|_, s| s.framework_id != framework_id);
+        self.streams.retain(|key, _| key.framework_id != framework_id);
     }
 
     /// The queued states of a task, front first.
-    pub fn pending_states(&self, task_id: &str) -> Vec<TaskState> {
-        self.streams.get(task_id).map(|s| s.pending.iter().map(|p| p.state).collect()).unwrap_or_default()
+    pub fn pending_states(&self, key: &TaskKey) -> Vec<TaskState> {
+        self.streams.get(key).map(|s| s.pending.iter().map(|p| p.state).collect()).unwrap_or_default()
     }
 }
 
@@ -178,9 +199,9 @@ impl StatusUpdateManager {
     pub fn snapshot(&self) -> Vec<QueuedUpdates> {
         self.streams
             .iter()
-            .map(|(task_id, s)| QueuedUpdates {
-                task_id: task_id.clone(),
-                framework_id: s.framework_id.clone(),
+            .map(|(key, s)| QueuedUpdates {
+                task_id: key.task_id.clone(),
+                framework_id: key.framework_id.clone(),
                 pending: s.pending.iter().cloned().collect(),
                 latest_state: s.latest_state,
             })
@@ -190,21 +211,21 @@ impl StatusUpdateManager {
     /// Restores checkpointed queues; they wait for the next registration, as after a disconnection.
     pub fn restore(&mut self, queues: Vec<QueuedUpdates>) {
         for q in queues.into_iter().filter(|q| !q.pending.is_empty()) {
+            let key = TaskKey::new(q.framework_id, q.task_id);
             let stream = Stream {
-                framework_id: q.framework_id,
                 pending: q.pending.into(),
                 latest_state: q.latest_state,
                 next_send: None,
                 interval: self.min_interval,
             };
-            self.streams.insert(q.task_id, stream);
+            self.streams.insert(key, stream);
         }
     }
 }
 
-fn front(stream: &Stream) -> Option<Outbound> {
+fn front(key: &TaskKey, stream: &Stream) -> Option<Outbound> {
     stream.pending.front().map(|status| Outbound {
-        framework_id: stream.framework_id.clone(),
+        framework_id: key.framework_id.clone(),
         status: status.clone(),
         latest_state: stream.latest_state,
     })
@@ -230,6 +251,10 @@ mod tests {
         }
     }
 
+    fn key(framework: &str, task: &str) -> TaskKey {
+        TaskKey::new(framework, task)
+    }
+
     const SEC: Duration = Duration::from_secs(1);
 
     #[test]
@@ -241,25 +266,34 @@ mod tests {
         assert_eq!(first.latest_state, TaskState::Starting);
         assert_eq!(m.enqueue("f", status("t", TaskState::Running, 2), t0, true), None);
         assert_eq!(m.enqueue("f", status("t", TaskState::Finished, 3), t0, true), None);
-        assert_eq!(m.pending_states("t"), vec![TaskState::Starting, TaskState::Running, TaskState::Finished]);
+        assert_eq!(
+            m.pending_states(&key("f", "t")),
+            vec![TaskState::Starting, TaskState::Running, TaskState::Finished]
+        );
 
         // A wrong uuid changes nothing.
-        assert_eq!(m.acknowledge("t", &[2; 16], t0, true), AckOutcome::Ignored);
-        assert_eq!(m.acknowledge("other", &[1; 16], t0, true), AckOutcome::Ignored);
+        assert_eq!(m.acknowledge(&key("f", "t"), &[2; 16], t0, true), AckOutcome::Ignored);
+        assert_eq!(m.acknowledge(&key("f", "other"), &[1; 16], t0, true), AckOutcome::Ignored);
 
-        let AckOutcome::Acked { next: Some(next), terminal_done: false } = m.acknowledge("t", &[1; 16], t0, true)
+        let AckOutcome::Acked { next: Some(next), terminal_done: false } =
+            m.acknowledge(&key("f", "t"), &[1; 16], t0, true)
         else {
             panic!("expected the running update next");
         };
         assert_eq!(next.status.state, TaskState::Running);
         assert_eq!(next.latest_state, TaskState::Finished);
-        let AckOutcome::Acked { next: Some(next), .. } = m.acknowledge("t", &[2; 16], t0, true) else { panic!() };
+        let AckOutcome::Acked { next: Some(next), .. } = m.acknowledge(&key("f", "t"), &[2; 16], t0, true) else {
+            panic!()
+        };
         assert_eq!(next.status.state, TaskState::Finished);
-        assert_eq!(m.acknowledge("t", &[3; 16], t0, true), AckOutcome::Acked { next: None, terminal_done: true });
-        assert!(!m.has_pending("t"));
+        assert_eq!(
+            m.acknowledge(&key("f", "t"), &[3; 16], t0, true),
+            AckOutcome::Acked { next: None, terminal_done: true }
+        );
+        assert!(!m.has_pending(&key("f", "t")));
         assert_eq!(m.next_deadline(), None);
         // A duplicate acknowledgement after the stream is gone is ignored.
-        assert_eq!(m.acknowledge("t", &[3; 16], t0, true), AckOutcome::Ignored);
+        assert_eq!(m.acknowledge(&key("f", "t"), &[3; 16], t0, true), AckOutcome::Ignored);
     }
 
     #[test]
@@ -304,7 +338,10 @@ mod tests {
         let mut m = StatusUpdateManager::new(SEC);
         m.enqueue("f", status("t", TaskState::Running, 1), t0, true);
         m.enqueue("f", status("t", TaskState::Failed, 2), t0, true);
-        assert_eq!(m.acknowledge("t", &[1; 16], t0, false), AckOutcome::Acked { next: None, terminal_done: false });
+        assert_eq!(
+            m.acknowledge(&key("f", "t"), &[1; 16], t0, false),
+            AckOutcome::Acked { next: None, terminal_done: false }
+        );
         assert_eq!(m.next_deadline(), None);
         let sent = m.resend_all(t0);
         assert_eq!(sent[0].status.state, TaskState::Failed);
@@ -317,7 +354,34 @@ mod tests {
         m.enqueue("f", status("a", TaskState::Running, 1), t0, true);
         m.enqueue("g", status("b", TaskState::Running, 2), t0, true);
         m.remove_framework("f");
-        assert!(!m.has_pending("a"));
-        assert!(m.has_pending("b"));
+        assert!(!m.has_pending(&key("f", "a")));
+        assert!(m.has_pending(&key("g", "b")));
+    }
+
+    #[test]
+    fn the_same_task_id_of_two_frameworks_has_two_queues() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(SEC);
+        let a = m.enqueue("f", status("t", TaskState::Starting, 1), t0, true).unwrap();
+        let b = m.enqueue("g", status("t", TaskState::Starting, 2), t0, true).unwrap();
+        assert_eq!((a.framework_id.as_str(), b.framework_id.as_str()), ("f", "g"));
+        m.enqueue("f", status("t", TaskState::Running, 3), t0, true);
+        m.enqueue("g", status("t", TaskState::Running, 4), t0, true);
+        // g's uuid does not acknowledge f's front.
+        assert_eq!(m.acknowledge(&key("f", "t"), &[2; 16], t0, true), AckOutcome::Ignored);
+        let AckOutcome::Acked { next: Some(next), .. } = m.acknowledge(&key("f", "t"), &[1; 16], t0, true) else {
+            panic!()
+        };
+        assert_eq!((next.framework_id.as_str(), next.status.state), ("f", TaskState::Running));
+        assert_eq!(m.pending_states(&key("f", "t")), vec![TaskState::Running]);
+        assert_eq!(m.pending_states(&key("g", "t")), vec![TaskState::Starting, TaskState::Running]);
+        let snapshot = m.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        let mut restored = StatusUpdateManager::new(SEC);
+        restored.restore(snapshot.clone());
+        assert_eq!(restored.snapshot(), snapshot);
+        m.remove_framework("g");
+        assert!(m.has_pending(&key("f", "t")));
+        assert!(!m.has_pending(&key("g", "t")));
     }
 }

@@ -290,6 +290,72 @@ async fn launches_that_exceed_their_offer_or_reuse_a_task_id_are_refused() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_frameworks_run_the_same_task_id_on_one_agent() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent(AGENT).await?;
+    let (sleep_a, sleep_b) = (unique_sleep(), unique_sleep());
+    let mut a = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("same-id-a")).await?;
+    let offer = a.next_offers().await?.remove(0);
+    let task = TaskInfo::command("same-id", "a", &agent, res("cpus:1;mem:64"), sleep_a.as_str());
+    a.driver.accept(vec![offer.id.clone()], vec![task], Some(3600.0));
+    a.update_of("same-id", |s| s.state == TaskState::Running).await?;
+
+    // The rest of the agent goes to the second framework, which launches a task of the same id there.
+    let mut b = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("same-id-b")).await?;
+    let offer = b.next_offers().await?.remove(0);
+    assert_eq!(offer.agent_id, agent);
+    let task = TaskInfo::command("same-id", "b", &agent, res("cpus:0.5;mem:64"), sleep_b.as_str());
+    b.driver.launch(&offer, vec![task]);
+    let running = b.update_of("same-id", |s| s.state != TaskState::Staging && s.state != TaskState::Starting).await?;
+    assert_eq!(running.state, TaskState::Running, "{running:?}");
+
+    // The agent runs both, one per framework.
+    let url = format!("http://{}/state", cluster.agent_addrs[0]);
+    let states = wait_for("the agent to run both tasks", WAIT, async || {
+        let s: serde_json::Value = cluster.http.get(&url).send().await.ok()?.json().await.ok()?;
+        let mut states: Vec<(String, String)> = s["frameworks"]
+            .as_array()?
+            .iter()
+            .flat_map(|f| f["executors"].as_array().cloned().unwrap_or_default())
+            .flat_map(|e| e["tasks"].as_array().cloned().unwrap_or_default())
+            .map(|t| (t["framework_id"].as_str().unwrap_or("").to_string(), t["id"].as_str().unwrap_or("").to_string()))
+            .collect();
+        states.sort();
+        (states.len() == 2).then_some(states)
+    })
+    .await?;
+    let mut expected = vec![(a.id.clone(), "same-id".to_string()), (b.id.clone(), "same-id".to_string())];
+    expected.sort();
+    assert_eq!(states, expected);
+
+    // Killing one framework's task kills only it.
+    b.driver.kill("same-id", &agent);
+    b.update_of("same-id", |s| s.state == TaskState::Killed).await?;
+    let a_id = a.id.clone();
+    wait_for("the first framework's task to be running alone", WAIT, async || {
+        let s = cluster.state().await.ok()?;
+        let running: Vec<String> = s["frameworks"]
+            .as_array()?
+            .iter()
+            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .map(|t| format!("{}/{}", t["framework_id"].as_str().unwrap_or(""), t["id"].as_str().unwrap_or("")))
+            .collect();
+        (running == [format!("{a_id}/same-id")]).then_some(())
+    })
+    .await?;
+    assert!(!a.seen.iter().any(|e| matches!(e, Event::Update(s) if s.state == TaskState::Killed)));
+
+    a.driver.kill("same-id", &agent);
+    a.update_of("same-id", |s| s.state == TaskState::Killed).await?;
+    a.teardown().await;
+    b.teardown().await;
+    kill_processes_matching(&sleep_a);
+    kill_processes_matching(&sleep_b);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_are_reported_with_the_bad_item() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let work = dir.path().display().to_string();

