@@ -115,6 +115,32 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
     }
 }
 
+/// The flags of an agent on loopback `port` registering with `master`.
+fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
+    [
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &work_dir.display().to_string(),
+        "--resources",
+        resources,
+        "--hostname",
+        hostname,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Polls `url` until it answers 2xx (bounded by [`WAIT`]).
+pub async fn wait_until_ok(http: &reqwest::Client, url: &str, what: &str) -> Result<()> {
+    wait_for(what, WAIT, async || http.get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())).await
+}
+
 /// A master, the agents that registered with it, and a work dir; everything is torn down on drop.
 // Fields drop in declaration order: agents stop first (killing their tasks), then the master, and the work dir
 // with the logs goes last, so a failing test still prints them.
@@ -152,11 +178,7 @@ impl Cluster {
             dir,
         };
         let url = format!("http://{}/health", cluster.master_addr);
-        let http = cluster.http.clone();
-        wait_for("the master to answer /health", WAIT, async || {
-            http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
-        })
-        .await?;
+        wait_until_ok(&cluster.http, &url, "the master to answer /health").await?;
         Ok(cluster)
     }
 
@@ -165,20 +187,7 @@ impl Cluster {
         let n = self.agents.len();
         let port = free_port();
         let work_dir = self.dir.path().join(format!("agent{n}"));
-        let args: Vec<String> = vec![
-            "--master".into(),
-            self.master_addr.clone(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--work-dir".into(),
-            work_dir.display().to_string(),
-            "--resources".into(),
-            resources.into(),
-            "--hostname".into(),
-            format!("agent{n}"),
-        ];
+        let args = agent_args(&self.master_addr, port, &work_dir, resources, &format!("agent{n}"));
         let before = self.agent_ids().await?;
         let proc = Proc::spawn(&format!("agent{n}"), "agora-agent", &args, self.dir.path())?;
         self.agents.push(proc);
@@ -430,20 +439,7 @@ pub fn spawn_agent(
     resources: &str,
     extra: &[&str],
 ) -> Result<Proc> {
-    let mut args: Vec<String> = vec![
-        "--master".into(),
-        cluster.master_addr.clone(),
-        "--ip".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-        "--work-dir".into(),
-        work_dir.display().to_string(),
-        "--resources".into(),
-        resources.into(),
-        "--hostname".into(),
-        name.into(),
-    ];
+    let mut args = agent_args(&cluster.master_addr, port, work_dir, resources, name);
     args.extend(extra.iter().map(|s| s.to_string()));
     let log_name = format!(
         "{name}-{}",

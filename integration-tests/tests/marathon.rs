@@ -35,12 +35,7 @@ impl Marathon {
         ];
         let proc = Proc::spawn(log_name, "agora-marathon", &args, cluster.dir.path())?;
         let m = Marathon { proc, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
-        let ping = format!("{}/ping", m.url);
-        let http = m.http.clone();
-        wait_for("Marathon to answer /ping", WAIT, async || {
-            http.get(&ping).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
-        })
-        .await?;
+        agora_integration_tests::wait_until_ok(&m.http, &format!("{}/ping", m.url), "Marathon to answer /ping").await?;
         Ok(m)
     }
 
