@@ -18,6 +18,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::app::{AppDefinition, Invalid};
 use crate::core::{ApiError, Core, DeploymentResult, Instance};
 use crate::events::{event_type, wanted};
+use crate::groups::{self, Outcome};
 use crate::pathid;
 use crate::scheduler::Shared;
 use crate::time::{Millis, format_iso, now_millis};
@@ -293,49 +294,134 @@ async fn bulk_update(State(s): AppState, method: Method, Query(q): Params, body:
     resp
 }
 
-/// Every group path in the app ids (`/a/b/c` → `/`, `/a`, `/a/b`).
-fn group_of(app_id: &str) -> String {
-    match app_id.rfind('/') {
-        Some(0) | None => "/".into(),
-        Some(i) => app_id[..i].to_string(),
-    }
-}
-
 fn group_json(core: &Core, id: &str, embed_tasks: bool) -> Value {
     let e = Embed { tasks: embed_tasks, last_task_failure: false };
-    let apps: Vec<Value> =
-        core.state.apps.values().filter(|a| group_of(&a.id) == id).map(|a| app_info(core, a, &e)).collect();
-    let mut children: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for a in core.state.apps.keys() {
-        let mut g = group_of(a);
-        while g != "/" && g != id {
-            let parent = group_of(&g);
-            if parent == id {
-                children.insert(g.clone());
-                break;
-            }
-            g = parent;
-        }
-    }
-    let groups: Vec<Value> = children.iter().map(|g| group_json(core, g, embed_tasks)).collect();
     let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
-    let version = core.state.apps.values().filter(|a| a.id.starts_with(&prefix)).map(|a| a.version.clone()).max();
-    json!({
-        "id": id, "apps": apps, "groups": groups, "pods": [], "dependencies": [],
-        "version": version.unwrap_or_else(|| format_iso(now_millis())),
-    })
+    let apps: Vec<Value> = core
+        .state
+        .apps
+        .range(prefix.clone()..)
+        .take_while(|(a, _)| a.starts_with(&prefix))
+        .filter(|(a, _)| groups::parent(a) == id)
+        .map(|(_, a)| app_info(core, a, &e))
+        .collect();
+    let groups: Vec<Value> = groups::children(&core.state.apps, &core.state.groups, id)
+        .iter()
+        .map(|g| group_json(core, g, embed_tasks))
+        .collect();
+    let mut version = groups::version_of(&core.state.apps, &core.state.groups, id);
+    if version.is_empty() {
+        version = format_iso(now_millis());
+    }
+    groups::group_shape(id, apps, groups, core.state.groups.get(id), version)
 }
 
-/// `GET /v2/groups[/{id}]`: the group tree derived from the app ids (read-only for now).
-async fn groups(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
-    let id = pathid::normalize(path.map(|Path(p)| p).as_deref().unwrap_or("/"), "/");
-    let core = s.lock();
-    let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
-    if id != "/" && !core.state.apps.keys().any(|a| a.starts_with(&prefix)) {
-        return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
+/// The sub-resource a `/v2/groups/...` path names.
+enum GroupPath {
+    Group(String),
+    Versions(String),
+    Version(String, String),
+}
+
+fn group_path(rest: &str) -> GroupPath {
+    let path = pathid::normalize(rest, "/");
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let n = segs.len();
+    let join = |k: usize| format!("/{}", segs[..k].join("/"));
+    if n >= 1 && segs[n - 1] == "versions" {
+        return GroupPath::Versions(join(n - 1));
     }
-    let embed_tasks = all(&q, "embed").any(|e| e.ends_with("apps.tasks"));
-    json_response(StatusCode::OK, group_json(&core, &id, embed_tasks))
+    if n >= 2 && segs[n - 2] == "versions" {
+        return GroupPath::Version(join(n - 2), segs[n - 1].to_string());
+    }
+    GroupPath::Group(path)
+}
+
+fn group_rest(path: Option<Path<String>>) -> String {
+    path.map(|Path(p)| p).unwrap_or_else(|| "/".into())
+}
+
+/// `GET /v2/groups[/{id}]`, `/v2/groups/{id}/versions` and `/v2/groups/{id}/versions/{version}`.
+async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
+    let core = s.lock();
+    match group_path(&group_rest(path)) {
+        GroupPath::Group(id) => {
+            if !core.group_exists(&id) {
+                return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
+            }
+            let embed_tasks = all(&q, "embed").any(|e| e.ends_with("apps.tasks"));
+            json_response(StatusCode::OK, group_json(&core, &id, embed_tasks))
+        }
+        GroupPath::Versions(id) => match core.group_versions(&id) {
+            Ok(v) => json_response(StatusCode::OK, json!(v)),
+            Err(e) => error(e),
+        },
+        GroupPath::Version(id, version) => match core.group_at(&id, &version) {
+            Ok(tree) => json_response(StatusCode::OK, groups::tree_json(&tree, &id)),
+            Err(e) => error(e),
+        },
+    }
+}
+
+/// `POST /v2/groups[/{id}]`: 201 with the deployment, `Location` and `Marathon-Deployment-Id`.
+async fn group_create(State(s): AppState, path: Option<Path<String>>, Query(q): Params, body: Bytes) -> Response {
+    let GroupPath::Group(base) = group_path(&group_rest(path)) else {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+    };
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.create_group(&base, &body, flag(&q, "force", false), now, new_deployment_id()) {
+        Ok((id, r)) => {
+            let mut resp = deployment_response(StatusCode::CREATED, &r);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("Location", v);
+            }
+            resp
+        }
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+/// `PUT /v2/groups[/{id}]`: update or create, `{"version"}` rollback, `{"scaleBy"}`; `dryRun=true` gives the plan.
+async fn group_update(State(s): AppState, path: Option<Path<String>>, Query(q): Params, body: Bytes) -> Response {
+    let GroupPath::Group(id) = group_path(&group_rest(path)) else {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+    };
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let (force, dry_run) = (flag(&q, "force", false), flag(&q, "dryRun", false));
+    let resp = match core.update_group(&id, &body, force, dry_run, now, new_deployment_id()) {
+        Ok((_, Outcome::Deployed(r))) => deployment_response(StatusCode::OK, &r),
+        Ok((_, Outcome::DryRun(steps))) => json_response(StatusCode::OK, json!({"steps": steps})),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+/// `DELETE /v2/groups[/{id}]`: the group and everything below it, as a deployment.
+async fn group_delete(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
+    let GroupPath::Group(id) = group_path(&group_rest(path)) else {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.delete_group(&id, flag(&q, "force", false), now, new_deployment_id()) {
+        Ok(r) => deployment_response(StatusCode::OK, &r),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
 }
 
 /// The sub-resource an `/v2/apps/...` path names.
@@ -694,9 +780,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/leader", get(leader))
         .route("/v2/apps", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
         .route("/v2/apps/", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
-        .route("/v2/groups", get(groups))
-        .route("/v2/groups/", get(groups))
-        .route("/v2/groups/{*id}", get(groups))
+        .route("/v2/groups", get(group_get).post(group_create).put(group_update).delete(group_delete))
+        .route("/v2/groups/", get(group_get).post(group_create).put(group_update).delete(group_delete))
+        .route("/v2/groups/{*id}", get(group_get).post(group_create).put(group_update).delete(group_delete))
         .route("/v2/apps/{*rest}", get(app_get).put(app_update).patch(app_update).delete(app_delete).post(app_post))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::app::{AppDefinition, Invalid, UnreachableStrategy, VersionInfo, parse_app};
 use crate::constraints::Placement;
 use crate::deploy::{self, Member, Step};
+use crate::groups::{GroupMeta, GroupVersion};
 use crate::pathid;
 use crate::planner::{self, Launch, OfferStats, Reason, Request};
 use crate::time::{Millis, format_iso, parse_iso};
@@ -125,6 +126,12 @@ pub struct Persisted {
     pub instances: BTreeMap<String, Instance>,
     pub deployments: BTreeMap<String, Deployment>,
     pub failures: BTreeMap<String, TaskFailure>,
+    /// Groups created through `/v2/groups` (groups implied by app ids need no record).
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupMeta>,
+    /// Group versions by the group written and its version, for `/v2/groups/{id}/versions` and rollback.
+    #[serde(default)]
+    pub group_versions: BTreeMap<String, BTreeMap<String, GroupVersion>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -189,6 +196,19 @@ fn event(kind: &str, now: Millis, mut body: Value) -> Value {
         m.insert("timestamp".into(), json!(format_iso(now)));
     }
     body
+}
+
+/// Gives `app` the version `version`; its `lastConfigChangeAt` moves only if the configuration changed.
+pub(crate) fn set_version(app: &mut AppDefinition, previous: Option<&AppDefinition>, version: String) {
+    app.version = version;
+    let config_changed = previous.is_none_or(|p| p.needs_restart(app));
+    app.version_info = VersionInfo {
+        last_scaling_at: app.version.clone(),
+        last_config_change_at: match previous {
+            Some(p) if !config_changed => p.version_info.last_config_change_at.clone(),
+            _ => app.version.clone(),
+        },
+    };
 }
 
 impl Core {
@@ -337,7 +357,25 @@ impl Core {
     }
 
     fn decision(&self, app: &AppDefinition, now: Millis) -> deploy::Decision {
+        if self.held_back(&app.id, now) {
+            return deploy::Decision::default();
+        }
         deploy::decide(app, &self.members(app, now), self.upgrading(&app.id))
+    }
+
+    /// Whether a deployment holds the app back: its action is in a step after the first unfinished one, so
+    /// the apps it depends on start (and the apps depending on it stop) first.
+    fn held_back(&self, app_id: &str, now: Millis) -> bool {
+        self.state.deployments.values().any(|d| {
+            if d.steps.len() < 2 || !d.affected_apps.iter().any(|a| a == app_id) {
+                return false;
+            }
+            let acts = |s: &Step| s.actions.iter().any(|a| a.app == app_id && a.action != "StartApplication");
+            match d.steps.iter().position(acts) {
+                Some(pos) => !d.steps[..pos].iter().all(|s| self.step_done(s, now)),
+                None => false,
+            }
+        })
     }
 
     fn app_converged(&self, app_id: &str, upgrade: bool, now: Millis) -> bool {
@@ -351,7 +389,7 @@ impl Core {
 
     // ---- changes from the API -------------------------------------------------------------------------------
 
-    fn new_version(&self, id: &str, now: Millis) -> String {
+    pub(crate) fn new_version(&self, id: &str, now: Millis) -> String {
         let mut t = now;
         if let Some(last) = self.state.versions.get(id).and_then(|v| v.keys().filter_map(|k| parse_iso(k)).max()) {
             t = t.max(last + 1);
@@ -359,7 +397,7 @@ impl Core {
         format_iso(t)
     }
 
-    fn check_lock(&mut self, app_id: &str, force: bool, now: Millis) -> Result<(), ApiError> {
+    pub(crate) fn check_lock(&mut self, app_id: &str, force: bool, now: Millis) -> Result<(), ApiError> {
         let blocking = self.deployments_of(app_id);
         if blocking.is_empty() {
             return Ok(());
@@ -379,7 +417,7 @@ impl Core {
         Ok(())
     }
 
-    fn allocate_service_ports(&self, app: &mut AppDefinition, previous: Option<&AppDefinition>) {
+    pub(crate) fn allocate_service_ports(&self, app: &mut AppDefinition, previous: Option<&AppDefinition>) {
         if app.require_ports {
             return;
         }
@@ -435,35 +473,48 @@ impl Core {
         self.deploy_many(vec![(app_id.to_string(), target)], now, deployment_id)
     }
 
-    /// Installs every change (a target definition, or `None` to remove the app) and starts one deployment for
-    /// all of them, its steps planned by [`deploy::plan_steps`] (stops, starts, then dependency layers).
-    fn deploy_many(
-        &mut self,
-        changes: Vec<(String, Option<AppDefinition>)>,
-        now: Millis,
-        deployment_id: String,
-    ) -> DeploymentResult {
-        let mut original: BTreeMap<String, Option<AppDefinition>> = BTreeMap::new();
+    /// The steps of a deployment for `changes` (a target definition, or `None` to remove the app), with
+    /// `groups`' dependencies; changes nothing.
+    pub(crate) fn plan(
+        &self,
+        changes: &[(String, Option<AppDefinition>)],
+        groups: &BTreeMap<String, GroupMeta>,
+    ) -> Vec<Step> {
         let mut current = BTreeMap::new();
         let mut wanted = BTreeMap::new();
-        for (id, target) in &changes {
-            let before = self.state.apps.get(id).cloned();
-            if let Some(b) = &before {
+        for (id, target) in changes {
+            if let Some(b) = self.state.apps.get(id) {
                 current.insert(id.clone(), b.clone());
             }
             if let Some(t) = target {
                 wanted.insert(id.clone(), t.clone());
             }
-            original.insert(id.clone(), before);
         }
         // Dependencies outside the change still order the layers.
+        let changed: BTreeSet<&str> = changes.iter().map(|(c, _)| c.as_str()).collect();
         for (id, app) in &self.state.apps {
-            if !original.contains_key(id) {
+            if !changed.contains(id.as_str()) {
                 current.entry(id.clone()).or_insert_with(|| app.clone());
                 wanted.entry(id.clone()).or_insert_with(|| app.clone());
             }
         }
-        let steps = deploy::plan_steps(&current, &wanted);
+        // Group dependencies are inherited by the apps below, and a dependency on a group means its apps.
+        crate::groups::expand_dependencies(&mut current, groups);
+        crate::groups::expand_dependencies(&mut wanted, groups);
+        deploy::plan_steps(&current, &wanted)
+    }
+
+    /// Installs every change (a target definition, or `None` to remove the app) and starts one deployment for
+    /// all of them, its steps planned by [`deploy::plan_steps`] (stops, starts, then dependency layers).
+    pub(crate) fn deploy_many(
+        &mut self,
+        changes: Vec<(String, Option<AppDefinition>)>,
+        now: Millis,
+        deployment_id: String,
+    ) -> DeploymentResult {
+        let original: BTreeMap<String, Option<AppDefinition>> =
+            changes.iter().map(|(id, _)| (id.clone(), self.state.apps.get(id).cloned())).collect();
+        let steps = self.plan(&changes, &self.state.groups);
         let version = changes
             .iter()
             .filter_map(|(_, t)| t.as_ref().map(|a| a.version.clone()))
@@ -512,15 +563,7 @@ impl Core {
     }
 
     fn finish_versioning(&self, app: &mut AppDefinition, previous: Option<&AppDefinition>, now: Millis) {
-        app.version = self.new_version(&app.id, now);
-        let config_changed = previous.is_none_or(|p| p.needs_restart(app));
-        app.version_info = VersionInfo {
-            last_scaling_at: app.version.clone(),
-            last_config_change_at: match previous {
-                Some(p) if !config_changed => p.version_info.last_config_change_at.clone(),
-                _ => app.version.clone(),
-            },
-        };
+        set_version(app, previous, self.new_version(&app.id, now));
     }
 
     /// `POST /v2/apps`.
@@ -863,9 +906,11 @@ impl Core {
         let mut expunge = Vec::new();
         for i in self.state.instances.values() {
             match self.state.apps.get(&i.app_id) {
-                // Instances of apps that no longer exist.
+                // Instances of apps that no longer exist, once their stop step is due.
                 None => {
-                    decided.insert(i.task_id.clone());
+                    if !self.held_back(&i.app_id, now) {
+                        decided.insert(i.task_id.clone());
+                    }
                 }
                 Some(app) => {
                     if let (Some(since), UnreachableStrategy::Enabled { expunge_after_seconds, .. }) =

@@ -24,27 +24,31 @@ fn action(name: &str, app: &str) -> Action {
     Action { action: name.into(), app: app.into() }
 }
 
-/// Marathon's `DeploymentPlan(original, target)`: stops first, then starts (at 0 instances), then the affected
-/// apps in layers by the length of their longest dependency path (dependencies first); empty steps dropped.
+/// The length of the longest dependency path from `id` among `apps` (cycles are cut by the visited set).
+fn depth(id: &str, apps: &BTreeMap<String, AppDefinition>, seen: &mut BTreeSet<String>) -> usize {
+    let Some(app) = apps.get(id) else { return 0 };
+    if !seen.insert(id.to_string()) {
+        return 0;
+    }
+    let d = app.dependencies.iter().map(|d| 1 + depth(d, apps, seen)).max().unwrap_or(0);
+    seen.remove(id);
+    d
+}
+
+/// Marathon's `DeploymentPlan(original, target)`: stops first (dependents before what they depend on), then
+/// starts (at 0 instances), then the affected apps in layers by the length of their longest dependency path
+/// (dependencies first); empty steps dropped.
 pub fn plan_steps(current: &BTreeMap<String, AppDefinition>, target: &BTreeMap<String, AppDefinition>) -> Vec<Step> {
     let mut steps = Vec::new();
-    let stops: Vec<Action> =
-        current.keys().filter(|id| !target.contains_key(*id)).map(|id| action("StopApplication", id)).collect();
-    steps.push(Step { actions: stops });
+    let mut stops: BTreeMap<usize, Vec<Action>> = BTreeMap::new();
+    for id in current.keys().filter(|id| !target.contains_key(*id)) {
+        stops.entry(depth(id, current, &mut BTreeSet::new())).or_default().push(action("StopApplication", id));
+    }
+    steps.extend(stops.into_values().rev().map(|actions| Step { actions }));
     let starts: Vec<Action> =
         target.keys().filter(|id| !current.contains_key(*id)).map(|id| action("StartApplication", id)).collect();
     steps.push(Step { actions: starts });
 
-    // Layer = longest dependency path among target apps (cycles are cut by the visited set).
-    fn depth(id: &str, target: &BTreeMap<String, AppDefinition>, seen: &mut BTreeSet<String>) -> usize {
-        let Some(app) = target.get(id) else { return 0 };
-        if !seen.insert(id.to_string()) {
-            return 0;
-        }
-        let d = app.dependencies.iter().map(|d| 1 + depth(d, target, seen)).max().unwrap_or(0);
-        seen.remove(id);
-        d
-    }
     let mut layers: BTreeMap<usize, Vec<Action>> = BTreeMap::new();
     for (id, app) in target {
         let a = match current.get(id) {

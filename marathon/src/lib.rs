@@ -7,6 +7,7 @@
 //!   launches, kills and declines with reasons; [`deploy`]: the deployment plan and rolling-upgrade arithmetic.
 //! - [`core`]: the state machine the API and the scheduler drive (apps, versions, instances, deployments, launch
 //!   queue, backoff), with time passed in.
+//! - [`groups`]: the group tree behind `/v2/groups` (group bodies, dependencies, group versions).
 //! - [`store`]: the `StateStore` seam and its file implementation.
 //! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
 //!   event bus, and the process that ties them together.
@@ -17,6 +18,7 @@ pub mod constraints;
 pub mod core;
 pub mod deploy;
 pub mod events;
+pub mod groups;
 pub mod pathid;
 pub mod planner;
 pub mod regex;

@@ -271,3 +271,93 @@ async fn bulk_updates_and_the_group_tree() {
     let r = api.call("GET", "/v2/groups/none", None).await;
     assert_eq!((r.status, r.body), (404, json!({"message": "Group '/none' does not exist"})));
 }
+
+#[tokio::test]
+async fn group_writes_versions_and_errors() {
+    let api = start().await;
+    let body = json!({
+        "id": "/shop",
+        "apps": [{"id": "db", "cmd": "db", "instances": 1, "cpus": 0.1, "mem": 16}],
+        "groups": [{"id": "web", "dependencies": ["../db"],
+                    "apps": [{"id": "front", "cmd": "front", "instances": 2, "cpus": 0.1, "mem": 16}]}],
+    });
+    let r = api.call("POST", "/v2/groups", Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let deployment = r.body["deploymentId"].as_str().unwrap().to_string();
+    let version = r.body["version"].as_str().unwrap().to_string();
+    assert_eq!(r.headers["marathon-deployment-id"], deployment.as_str());
+    assert_eq!(r.headers["location"], "/shop");
+    let r = api.call("POST", "/v2/groups", Some(body)).await;
+    assert_eq!(
+        (r.status, r.body),
+        (409, json!({"message": "Group /shop is already created. Use PUT to change this group."}))
+    );
+
+    // Marathon's group shape, the nested group with its dependencies, apps with their counts.
+    let shop = api.call("GET", "/v2/groups/shop", None).await.body;
+    let mut keys: Vec<&String> = shop.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["apps", "dependencies", "enforceRole", "groups", "id", "pods", "version"]);
+    assert_eq!(shop["version"], version.as_str());
+    assert_eq!(shop["apps"][0]["id"], "/shop/db");
+    assert_eq!(shop["apps"][0]["tasksRunning"], 0);
+    assert_eq!(shop["groups"][0]["id"], "/shop/web");
+    assert_eq!(shop["groups"][0]["dependencies"], json!(["/shop/db"]));
+    assert_eq!(shop["groups"][0]["apps"][0]["id"], "/shop/web/front");
+    let deployments = api.call("GET", "/v2/deployments", None).await.body;
+    assert_eq!(deployments[0]["id"], deployment.as_str());
+    assert_eq!(deployments[0]["totalSteps"], 3);
+
+    // Locked by that deployment, then forced; dry runs change nothing.
+    let r = api.call("PUT", "/v2/groups/shop", Some(json!({"scaleBy": 2}))).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["deployments"][0]["id"], deployment.as_str());
+    let r = api.call("PUT", "/v2/groups/shop?dryRun=true", Some(json!({"scaleBy": 2}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["steps"][0]["actions"].as_array().unwrap().len(), 1, "{}", r.body);
+    let r = api.call("PUT", "/v2/groups/shop?force=true", Some(json!({"scaleBy": 2}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.contains_key("marathon-deployment-id"));
+    assert_eq!(api.call("GET", "/v2/apps/shop/web/front", None).await.body["app"]["instances"], 4);
+
+    // Versions, the group at a version, rollback.
+    let versions = api.call("GET", "/v2/groups/shop/versions", None).await.body;
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    assert_eq!(versions[1], version.as_str());
+    let old = api.call("GET", &format!("/v2/groups/shop/versions/{version}"), None).await;
+    assert_eq!(old.status, 200, "{}", old.body);
+    assert_eq!(old.body["groups"][0]["apps"][0]["instances"], 2);
+    let r = api.call("PUT", "/v2/groups/shop?force=true", Some(json!({"version": version}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/shop/web/front", None).await.body["app"]["instances"], 2);
+
+    // Validation: 422 with JSON paths; malformed JSON 400.
+    let r =
+        api.call("POST", "/v2/groups", Some(json!({"id": "/bad", "apps": [{"id": "/elsewhere/x", "cmd": "x"}]}))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.body,
+        json!({"message": "Object is not valid", "details": [{"path": "/apps(0)/id",
+            "errors": ["identifier /elsewhere/x is not child of /bad. Hint: use relative paths."]}]})
+    );
+    let r = api.http.post(format!("{}/v2/groups", api.url)).body("{").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // POST under a path: the body's id is relative to it; PUT creates a missing group.
+    let r = api.call("POST", "/v2/groups/shop", Some(json!({"id": "tools"}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/groups/shop/tools", None).await.body["id"], "/shop/tools");
+    let r = api.call("PUT", "/v2/groups/lab", Some(json!({"apps": [{"id": "x", "cmd": "x", "cpus": 0.1}]}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/lab/x", None).await.status, 200);
+
+    // Delete: the apps below go with the group.
+    let r = api.call("DELETE", "/v2/groups/shop?force=true", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["deploymentId"].is_string() && r.headers.contains_key("marathon-deployment-id"));
+    assert_eq!(api.call("GET", "/v2/apps/shop/db", None).await.status, 404);
+    let r = api.call("GET", "/v2/groups/shop", None).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "Group '/shop' does not exist"})));
+    let r = api.call("DELETE", "/v2/groups/shop", None).await;
+    assert_eq!(r.status, 404);
+}
