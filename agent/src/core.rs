@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agora_proto::model::{
-    AgentInfo, Capability, FrameworkInfo, MasterInfo, Reason, Source, TaskInfo, TaskState, TaskStatus,
+    AgentInfo, Capability, ContainerInfo, ContainerType, FrameworkInfo, MasterInfo, Reason, Source, TaskInfo,
+    TaskState, TaskStatus,
 };
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -338,7 +339,13 @@ impl AgentCore {
             effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
             return effects;
         };
+        if let Err(msg) = check_container(t.info.container.as_ref(), &sandbox) {
+            warn!("{msg}");
+            effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
+            return effects;
+        }
         let rootfs = t.info.container.as_ref().and_then(|c| c.rootfs.clone()).map(PathBuf::from);
+        let volumes = t.info.container.as_ref().map(|c| c.volumes.clone()).unwrap_or_default();
         let user = command
             .user
             .clone()
@@ -370,6 +377,7 @@ impl AgentCore {
             limits,
             user,
             rootfs,
+            volumes,
         }));
         effects
     }
@@ -876,10 +884,20 @@ impl AgentCore {
     }
 }
 
+/// Refuses, before anything is fetched or launched, a container this agent cannot give the task: a DOCKER container
+/// (there is no Docker engine) or a volume that cannot be bound (see [`crate::containerizer::volumes`]).
+fn check_container(container: Option<&ContainerInfo>, sandbox: &std::path::Path) -> Result<(), String> {
+    let Some(c) = container else { return Ok(()) };
+    if c.kind == ContainerType::Docker {
+        return Err("container type DOCKER is not supported: this agent has no Docker containerizer (use MESOS)".into());
+    }
+    crate::containerizer::volumes::plan(&c.volumes, sandbox).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_proto::model::{Attributes, CommandInfo, Resources};
+    use agora_proto::model::{Attributes, CommandInfo, Resources, Volume};
 
     const SEC: Duration = Duration::from_secs(1);
 
@@ -982,6 +1000,43 @@ mod tests {
         t2.command.as_mut().unwrap().user = Some("cmduser".into());
         let spec = launch_of(&core.handle(FromMaster::run_task(f, t2), t0));
         assert_eq!(spec.user.as_deref(), Some("cmduser"));
+    }
+
+    #[test]
+    fn launches_carry_volumes_and_refuse_docker_or_impossible_volumes() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let container = |kind, volumes| ContainerInfo { kind, rootfs: None, volumes, hostname: None };
+        let data = Volume { container_path: "/data".into(), host_path: "/srv/data".into(), read_only: true };
+        let mut t = task("t", "true");
+        t.container = Some(container(ContainerType::Mesos, vec![data.clone()]));
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), t), t0));
+        assert_eq!(spec.volumes, vec![data]);
+
+        let mut t = task("d", "true");
+        t.container = Some(container(ContainerType::Docker, vec![]));
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), t), t0);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Launch(_))));
+        assert_eq!(core.task_state(&key("d")), Some(TaskState::Failed));
+
+        let mut t = task("v", "true");
+        let escape = Volume { container_path: "x".into(), host_path: "../../etc".into(), read_only: false };
+        t.container = Some(container(ContainerType::Mesos, vec![escape]));
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), t), t0);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Launch(_))));
+        let ack = FromMaster::Acknowledge {
+            framework_id: framework(vec![]).id.unwrap(),
+            task_id: "v".into(),
+            uuid: uuid_of(&effects),
+        };
+        let effects = core.handle(ack, t0);
+        let failed = effects.iter().find_map(|e| match e {
+            Effect::Send(ToMaster::StatusUpdate(o)) if o.status.state == TaskState::Failed => Some(o.status.clone()),
+            _ => None,
+        });
+        let failed = failed.expect("a TASK_FAILED update");
+        assert_eq!(failed.reason, Some(Reason::ContainerLaunchFailed));
+        assert!(failed.message.contains("volume 'x' (host_path '../../etc')"), "{}", failed.message);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`core`]: the pure core — task lifecycles, the link state and the status update manager as one state machine
 //!   whose methods take `now` and return effects. [`status_updates`] is its reliable-delivery queue.
 //! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
-//!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment.
+//!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment; [`fetcher`]: the
+//!   `CommandInfo.uris` fetched into the sandbox before launch.
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
 //! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
 pub mod core;
+pub mod fetcher;
 pub mod files;
 mod http;
 mod link;

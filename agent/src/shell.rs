@@ -63,6 +63,8 @@ struct Shell<C> {
     checkpoint_path: Option<std::path::PathBuf>,
     /// The last checkpoint written, to skip identical writes.
     last_checkpoint: Vec<u8>,
+    /// The fetcher's cache, `<work_dir>/fetch-cache`.
+    fetch_cache: std::path::PathBuf,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -146,6 +148,7 @@ pub async fn run_with<C: Containerizer>(
         registration_deadline: None,
         checkpoint_path: Some(checkpoint_path),
         last_checkpoint: Vec::new(),
+        fetch_cache: config.work_dir.join(crate::fetcher::CACHE_DIR),
     };
     shell.apply(recovery_effects).await;
 
@@ -392,9 +395,10 @@ impl<C: Containerizer> Shell<C> {
         );
     }
 
-    /// Creates the sandbox, launches, then waits for the exit in a task of its own.
+    /// Creates the sandbox, fetches the URIs into it, launches, then waits for the exit in a task of its own.
     fn launch(&self, spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
+        let fetch_cache = self.fetch_cache.clone();
         let events = self.events.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
         let span =
@@ -405,7 +409,10 @@ impl<C: Containerizer> Shell<C> {
                 let container_id = spec.container_id.clone();
                 let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
                     Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
-                    Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                    Ok(()) => match crate::fetcher::fetch_all(&spec.command.uris, &spec.sandbox, &fetch_cache).await {
+                        Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
+                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                    },
                 };
                 let launched = result.is_ok();
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
@@ -455,6 +462,7 @@ mod tests {
             registration_deadline: None,
             checkpoint_path: None,
             last_checkpoint: Vec::new(),
+            fetch_cache: work_dir.join("fetch-cache"),
         };
         (shell, inbox)
     }
@@ -518,6 +526,30 @@ mod tests {
         let launched = next(&mut inbox).await;
         let Event::Launched { result: Err(message), .. } = &launched else { panic!("launch should fail") };
         assert!(message.contains("cannot create sandbox") && message.contains("slaves/a/frameworks/f"), "{message}");
+        shell.on_event(launched).await;
+        assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Failed));
+        assert!(shell.containerizer.calls().is_empty(), "the containerizer is never asked");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_fails_the_task_naming_the_uri_before_any_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shell, mut inbox) = shell(dir.path());
+        let FromMaster::RunTask { framework, mut task } = run_task("t") else { unreachable!() };
+        let missing = dir.path().join("missing.tgz").display().to_string();
+        task.command.as_mut().unwrap().uris.push(agora_proto::model::Uri {
+            value: missing.clone(),
+            executable: false,
+            extract: true,
+            cache: false,
+            output_file: String::new(),
+        });
+        let effects = lock(&shell.core).handle(FromMaster::RunTask { framework, task }, Instant::now());
+        shell.apply(effects).await;
+        let launched = next(&mut inbox).await;
+        let Event::Launched { result: Err(message), container_id, .. } = &launched else { panic!("must fail") };
+        assert!(message.starts_with(&format!("Failed to fetch all URIs for container '{container_id}'")), "{message}");
+        assert!(message.contains(&format!("'{missing}'")), "{message}");
         shell.on_event(launched).await;
         assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Failed));
         assert!(shell.containerizer.calls().is_empty(), "the containerizer is never asked");

@@ -12,7 +12,7 @@
 //! Isolation: pid, mount, ipc, uts and cgroup namespaces (host network); the host filesystem read-only through a
 //! skeleton root (`<work dir>/hostskel`: the host's merged-usr symlinks, `/usr` and `/etc` bound read-only) or a
 //! prepared `container.rootfs`; the sandbox read-write at `/mnt/sandbox`; a private `/tmp`; no_new_privs and the
-//! runtime's minimal capabilities. cgroups: CPU shares and CFS quota, a hard memory limit (swap included), a pids
+//! runtime's minimal capabilities; `ContainerInfo.volumes` bound in as [`volumes`] plans them. cgroups: CPU shares and CFS quota, a hard memory limit (swap included), a pids
 //! limit. `disk` is measured every `disk_watch_interval` (`du`) and a task over it is killed.
 
 use std::collections::HashMap;
@@ -35,6 +35,7 @@ use tracing::{debug, warn};
 
 use super::{
     ContainerError, Containerizer, LaunchSpec, Limitation, Recovered, RecoveredContainer, Termination, Usage, disk,
+    volumes,
 };
 
 /// Where the sandbox appears inside the container (`$AGORA_SANDBOX`, `$MESOS_SANDBOX`).
@@ -234,7 +235,13 @@ impl LibcontainerContainerizer {
     }
 
     /// The OCI spec of a task.
-    fn spec(&self, spec: &LaunchSpec, user: Option<(u32, u32)>, cgroup_path: &str) -> Result<Spec, String> {
+    fn spec(
+        &self,
+        spec: &LaunchSpec,
+        user: Option<(u32, u32)>,
+        cgroup_path: &str,
+        volumes: &[volumes::Bind],
+    ) -> Result<Spec, String> {
         let e = |e: oci_spec::OciSpecError| e.to_string();
         let mut oci = Spec::default();
         let (root, host) = match &spec.rootfs {
@@ -288,6 +295,11 @@ impl LibcontainerContainerizer {
                 .build()
                 .map_err(e)?,
         );
+        // After the sandbox and /tmp, so that volumes inside them are not hidden by them.
+        for v in volumes {
+            let destination = v.destination.to_string_lossy();
+            mounts.push(bind(&v.source, &destination, v.read_only).map_err(e)?);
+        }
         oci.set_mounts(Some(mounts));
 
         let mut resources = LinuxResourcesBuilder::default();
@@ -499,7 +511,10 @@ impl Containerizer for LibcontainerContainerizer {
             disk_limit_bytes: spec.limits.disk_bytes,
             cpus: spec.limits.cpus,
         };
-        let oci = self.spec(spec, user, &cgroup_path).map_err(|e| fail(format!("cannot build the OCI spec: {e}")))?;
+        let binds = volumes::plan(&spec.volumes, &spec.sandbox).map_err(&fail)?;
+        volumes::prepare(&spec.volumes, &binds, &spec.sandbox).map_err(&fail)?;
+        let oci =
+            self.spec(spec, user, &cgroup_path, &binds).map_err(|e| fail(format!("cannot build the OCI spec: {e}")))?;
         let prepare = || -> Result<(), String> {
             std::fs::create_dir_all(&launch.bundle)
                 .map_err(|e| format!("cannot create {}: {e}", launch.bundle.display()))?;

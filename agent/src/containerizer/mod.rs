@@ -8,11 +8,12 @@
 pub mod disk;
 mod libcontainer;
 mod process;
+pub mod volumes;
 
 use std::future::Future;
 use std::path::PathBuf;
 
-use agora_proto::model::CommandInfo;
+use agora_proto::model::{CommandInfo, Volume};
 use nix::sys::signal::Signal;
 
 pub use libcontainer::files as monitor_files;
@@ -39,6 +40,9 @@ pub struct LaunchSpec {
     pub user: Option<String>,
     /// A root filesystem directory prepared on the agent (`container.rootfs`); `None` is the host's, read-only.
     pub rootfs: Option<PathBuf>,
+    /// `ContainerInfo.volumes`, bound into the container ([`volumes`]); only a containerizer that isolates the
+    /// filesystem can honour them.
+    pub volumes: Vec<Volume>,
 }
 
 /// A task's resource limits; `None` is unlimited.

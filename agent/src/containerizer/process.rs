@@ -68,9 +68,21 @@ fn signal_group(container_id: &str, pgid: i32, signal: Signal) -> Result<(), Con
 impl Containerizer for ProcessContainerizer {
     async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
         let fail = |message: String| ContainerError::Launch { container_id: spec.container_id.clone(), message };
+        if let Some(v) = spec.volumes.first() {
+            return Err(fail(format!(
+                "{}: volumes need --isolation=libcontainer; with --isolation=process tasks share the agent's \
+                 filesystem and nothing can be mounted for them",
+                super::volumes::describe(v)
+            )));
+        }
+        // Appended to: the fetcher may already have written to `stderr`.
         let open = |name: &str| {
             let path = spec.sandbox.join(name);
-            std::fs::File::create(&path).map_err(|e| fail(format!("cannot create {}: {e}", path.display())))
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))
         };
         let (stdout, stderr) = (open("stdout")?, open("stderr")?);
         let mut cmd = Self::command(spec);
@@ -168,6 +180,7 @@ mod tests {
             limits: Default::default(),
             user: None,
             rootfs: None,
+            volumes: vec![],
         }
     }
 
@@ -215,6 +228,20 @@ mod tests {
         s.container_id = "c2".into();
         let err = c.launch(&s).await.unwrap_err().to_string();
         assert!(err.contains("c2") && err.contains("'/no/such/program'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn volumes_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new();
+        let mut s = spec(dir.path(), CommandInfo::shell("true"));
+        s.volumes = vec![agora_proto::model::Volume {
+            container_path: "/data".into(),
+            host_path: "/srv".into(),
+            read_only: true,
+        }];
+        let err = c.launch(&s).await.unwrap_err().to_string();
+        assert!(err.contains("volume '/data' (host_path '/srv')") && err.contains("--isolation=libcontainer"), "{err}");
     }
 
     #[tokio::test]

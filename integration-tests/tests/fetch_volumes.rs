@@ -1,0 +1,206 @@
+//! The fetcher and container volumes end to end, as root: a real master and agent (libcontainer isolation, the
+//! default as root) run tasks whose `CommandInfo.uris` are served over loopback HTTP and from local paths, and whose
+//! `ContainerInfo.volumes` bind host directories read-write and read-only; then the same through `agora-marathon`'s
+//! `fetch` and `container.volumes`. Build the binaries first: `cargo build --workspace --bins`. Missing
+//! prerequisites (root, cgroups, libseccomp-dev, tar, unzip) fail the tests with how to install them.
+
+use std::path::{Path, PathBuf};
+
+use agora_framework_sdk::{FrameworkInfo, Reason, Resources, TaskInfo, TaskInfoExt, TaskState, TaskStatus};
+use agora_integration_tests::{Cluster, TestFramework, require_container_prerequisites};
+use agora_proto::model::{ContainerInfo, ContainerType, Uri, Volume};
+use anyhow::{Context, Result};
+
+const AGENT: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
+
+fn res(s: &str) -> Resources {
+    s.parse().expect("test resources")
+}
+
+fn uri(value: &str) -> Uri {
+    Uri { value: value.into(), executable: false, extract: true, cache: false, output_file: String::new() }
+}
+
+fn require_tools() {
+    for tool in ["tar", "gzip", "unzip"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        assert!(found, "'{tool}' is missing: apt-get install tar gzip unzip bzip2 xz-utils");
+    }
+}
+
+/// Serves `dir` at `http://127.0.0.1:PORT/files/...` from this process until the test ends.
+async fn serve(dir: PathBuf) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/files/{name}",
+        axum::routing::get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+            let path = dir.join(name);
+            async move {
+                match std::fs::read(path) {
+                    Ok(bytes) => Ok(bytes),
+                    Err(_) => Err(axum::http::StatusCode::NOT_FOUND),
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}/files"))
+}
+
+/// The latest run directory of a task on the cluster's first agent.
+fn sandbox_of(cluster: &Cluster, framework_id: &str, task_id: &str) -> Option<PathBuf> {
+    let slaves = cluster.dir.path().join("agent0/slaves");
+    for agent in std::fs::read_dir(slaves).ok()?.flatten() {
+        let runs = agent.path().join("frameworks").join(framework_id).join("executors").join(task_id).join("runs");
+        if let Some(run) = std::fs::read_dir(runs).ok()?.flatten().next() {
+            return Some(run.path());
+        }
+    }
+    None
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The terminal update of `task_id`, already seen or still to come.
+async fn terminal(fw: &mut TestFramework, task_id: &str) -> Result<TaskStatus> {
+    let seen = fw.seen.iter().find_map(|e| match e {
+        agora_integration_tests::Event::Update(s) if s.task_id == task_id && s.state.is_terminal() => Some(s.clone()),
+        _ => None,
+    });
+    match seen {
+        Some(s) => Ok(s),
+        None => fw.update_of(task_id, |s| s.state.is_terminal()).await,
+    }
+}
+
+fn tar_czf(dir: &Path, archive: &str, member: &str) {
+    let status =
+        std::process::Command::new("tar").arg("-C").arg(dir).arg("-czf").arg(dir.join(archive)).arg(member).status();
+    assert!(status.expect("tar runs").success(), "tar -czf {archive}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uris_are_fetched_extracted_and_made_executable_and_a_bad_one_fails_the_task() -> Result<()> {
+    require_container_prerequisites();
+    require_tools();
+    let files = tempfile::Builder::new().prefix("agora-fetch-").tempdir()?;
+    let d = files.path();
+    std::fs::write(d.join("tool.sh"), "#!/bin/sh\necho tool ran\n")?;
+    std::fs::create_dir_all(d.join("bundle"))?;
+    std::fs::write(d.join("bundle/hello.txt"), "hello from http\n")?;
+    tar_czf(d, "bundle.tar.gz", "bundle");
+    std::fs::create_dir_all(d.join("localpkg"))?;
+    std::fs::write(d.join("localpkg/x.txt"), "hello from a local archive\n")?;
+    tar_czf(d, "localpkg.tgz", "localpkg");
+    std::fs::write(d.join("plain.txt"), "a plain local file\n")?;
+    let base = serve(d.to_path_buf()).await?;
+
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent(AGENT).await?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("fetch")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+
+    let script = "set -e; ./tool.sh; cat bundle/hello.txt; cat localpkg/x.txt; cat conf/plain.txt; \
+                  test -x tool.sh && echo executable; test -f bundle.tar.gz && echo archive-kept";
+    let mut good = TaskInfo::command("good", "good", &agent, res("cpus:0.5;mem:64"), script);
+    let mut tool = uri(&format!("{base}/tool.sh"));
+    tool.executable = true;
+    let mut local = uri(&format!("file://{}", d.join("plain.txt").display()));
+    local.output_file = "conf/plain.txt".into();
+    let mut cached = uri(&d.join("localpkg.tgz").display().to_string());
+    cached.cache = true;
+    good.command.as_mut().expect("a command").uris = vec![tool, uri(&format!("{base}/bundle.tar.gz")), local, cached];
+
+    let missing = format!("{base}/missing.tgz");
+    let mut bad = TaskInfo::command("bad", "bad", &agent, res("cpus:0.5;mem:64"), "echo must not run");
+    bad.command.as_mut().expect("a command").uris = vec![uri(&missing)];
+    fw.driver.launch(&offer, vec![good, bad]);
+
+    let status = terminal(&mut fw, "good").await?;
+    let sandbox = sandbox_of(&cluster, &fw.id, "good").context("the good task's sandbox")?;
+    let (out, err) = (read(&sandbox.join("stdout")), read(&sandbox.join("stderr")));
+    assert_eq!(status.state, TaskState::Finished, "{status:?}\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        out,
+        "tool ran\nhello from http\nhello from a local archive\na plain local file\nexecutable\narchive-kept\n"
+    );
+    assert!(err.contains(&format!("Fetching URI '{base}/tool.sh'")), "fetcher output goes to stderr: {err}");
+
+    let status = terminal(&mut fw, "bad").await?;
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    assert_eq!(status.reason, Some(Reason::ContainerLaunchFailed), "{status:?}");
+    assert!(status.message.contains(&format!("'{missing}'")) && status.message.contains("HTTP 404"), "{status:?}");
+    let sandbox = sandbox_of(&cluster, &fw.id, "bad").context("the bad task's sandbox")?;
+    assert!(read(&sandbox.join("stderr")).contains(&format!("failed to fetch '{missing}'")));
+    assert!(read(&sandbox.join("stdout")).is_empty(), "the task never ran");
+    fw.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_volumes_are_bound_read_write_and_read_only() -> Result<()> {
+    require_container_prerequisites();
+    let host = tempfile::Builder::new().prefix("agora-vol-").tempdir()?;
+    let rw = host.path().join("rw");
+    let ro = host.path().join("ro");
+    std::fs::create_dir_all(&rw)?;
+    std::fs::create_dir_all(&ro)?;
+    std::fs::write(ro.join("given.txt"), "read me\n")?;
+
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent(AGENT).await?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("volumes")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+    let container = |volumes: Vec<Volume>| {
+        Some(ContainerInfo { kind: ContainerType::Mesos, rootfs: None, volumes, hostname: None })
+    };
+    let vol = |container_path: &str, host_path: &Path, read_only| Volume {
+        container_path: container_path.into(),
+        host_path: host_path.display().to_string(),
+        read_only,
+    };
+
+    let script = "set -e; echo written by the task > /data/out.txt; cat /given/given.txt; echo cached > scratch/x";
+    let mut writer = TaskInfo::command("writer", "writer", &agent, res("cpus:0.3;mem:64"), script);
+    writer.container = container(vec![
+        vol("/data", &rw, false),
+        vol("/given", &ro, true),
+        Volume { container_path: "scratch".into(), host_path: "scratch".into(), read_only: false },
+    ]);
+    let script = "echo nope > /given/new.txt && echo wrote || { echo refused >&2; exit 3; }";
+    let mut reader = TaskInfo::command("reader", "reader", &agent, res("cpus:0.3;mem:64"), script);
+    reader.container = container(vec![vol("/given", &ro, true)]);
+    let gone = host.path().join("not-there");
+    let mut missing = TaskInfo::command("missing", "missing", &agent, res("cpus:0.3;mem:64"), "true");
+    missing.container = container(vec![vol("/data", &gone, false)]);
+    fw.driver.launch(&offer, vec![writer, reader, missing]);
+
+    let status = terminal(&mut fw, "writer").await?;
+    let sandbox = sandbox_of(&cluster, &fw.id, "writer").context("the writer's sandbox")?;
+    let (out, err) = (read(&sandbox.join("stdout")), read(&sandbox.join("stderr")));
+    assert_eq!(status.state, TaskState::Finished, "{status:?}\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(read(&rw.join("out.txt")), "written by the task\n", "the host sees what the task wrote");
+    assert_eq!(out, "read me\n");
+    assert_eq!(read(&sandbox.join("scratch/x")), "cached\n", "a relative host_path is a sandbox directory");
+
+    let status = terminal(&mut fw, "reader").await?;
+    let sandbox = sandbox_of(&cluster, &fw.id, "reader").context("the reader's sandbox")?;
+    let err = read(&sandbox.join("stderr"));
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    assert_eq!(status.message, "Command exited with status 3", "{status:?}");
+    assert!(err.contains("Read-only file system") && err.contains("refused"), "{err}");
+    assert!(!ro.join("new.txt").exists());
+
+    let status = terminal(&mut fw, "missing").await?;
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    assert_eq!(status.reason, Some(Reason::ContainerLaunchFailed), "{status:?}");
+    let named = format!("volume '/data' (host_path '{}')", gone.display());
+    assert!(status.message.contains(&named) && status.message.contains("does not exist"), "{status:?}");
+    fw.teardown().await;
+    Ok(())
+}
