@@ -41,6 +41,9 @@ pub struct TaskCheckpoint {
     /// A kill is in progress, with this grace period.
     pub kill_grace_secs: Option<f64>,
     pub orphaned: bool,
+    /// Killed for failing its health checks, with why (absent in checkpoints of older agents).
+    #[serde(default)]
+    pub unhealthy_kill: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

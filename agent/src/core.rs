@@ -16,6 +16,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::checkpoint::{AgentCheckpoint, TaskCheckpoint};
 use crate::containerizer::{LaunchSpec, Limitation, Limits, Recovered, RecoveredContainer, Termination};
+use crate::health::{CheckSpec, Report};
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
 pub use crate::status_updates::TaskKey;
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
@@ -126,6 +127,12 @@ pub enum Effect {
         task: TaskKey,
         container_id: String,
     },
+    /// Start checking the health of a running task; report with `health`.
+    StartHealthCheck(Box<CheckSpec>),
+    /// Stop checking the task's health (it is being killed, or it ended).
+    StopHealthCheck {
+        task: TaskKey,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +169,8 @@ struct TaskRun {
     kill: Option<Kill>,
     /// The master forgot this agent: no more updates for this task, just stop it.
     orphaned: bool,
+    /// Killed for failing its health checks, with why: its terminal update says `healthy: false` and this.
+    unhealthy_kill: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +330,7 @@ impl AgentCore {
                 container: Container::Gone,
                 kill: None,
                 orphaned: false,
+                unhealthy_kill: None,
             },
         );
         if !ids_ok {
@@ -438,7 +448,9 @@ impl AgentCore {
                     return vec![signal];
                 }
                 info!("task is running");
-                self.update(key, TaskState::Running, None, String::new(), now)
+                let mut effects = self.update(key, TaskState::Running, None, String::new(), now);
+                effects.extend(self.start_health_check(key));
+                effects
             }
         }
     }
@@ -459,7 +471,11 @@ impl AgentCore {
             return vec![];
         };
         t.container = Container::Gone;
+        let unhealthy_kill = t.unhealthy_kill.clone();
         let mut effects = vec![Effect::Destroy { task: Some(key.clone()), container_id: container_id.into() }];
+        if t.info.health_check.is_some() {
+            effects.push(Effect::StopHealthCheck { task: key.clone() });
+        }
         if t.orphaned {
             info!("orphaned task ended");
             t.state = TaskState::Killed;
@@ -484,7 +500,14 @@ impl AgentCore {
             }
         };
         info!(state = %state, message = %message, "task ended");
-        effects.extend(self.update(key, state, reason, message, now));
+        match unhealthy_kill {
+            // As Mesos's executors: the end of a task killed for failing its checks says `healthy: false`.
+            Some(why) => {
+                let message = format!("{why}; {message}");
+                effects.extend(self.update_health(key, state, reason, message, Some(false), now));
+            }
+            None => effects.extend(self.update(key, state, reason, message, now)),
+        }
         effects
     }
 
@@ -517,6 +540,10 @@ impl AgentCore {
         let orphaned = t.orphaned;
         info!(grace_secs = grace.as_secs_f64(), "killing task");
         let mut effects = Vec::new();
+        if t.info.health_check.is_some() {
+            // As Mesos's executors: no more checks once the task is being killed.
+            effects.push(Effect::StopHealthCheck { task: key.clone() });
+        }
         if killing_capable && !orphaned {
             effects.extend(self.update(&key, TaskState::Killing, None, String::new(), now));
         }
@@ -642,7 +669,21 @@ impl AgentCore {
         message: String,
         now: Instant,
     ) -> Vec<Effect> {
-        let status = self.status(&key.task_id, state, reason, message, now);
+        self.update_health(key, state, reason, message, None, now)
+    }
+
+    /// [`Self::update`] with the task's health, for health check results and the end of an unhealthy task.
+    fn update_health(
+        &mut self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: String,
+        healthy: Option<bool>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut status = self.status(&key.task_id, state, reason, message, now);
+        status.healthy = healthy;
         let connected = self.is_registered();
         let Some(t) = self.tasks.get_mut(key) else { return vec![] };
         t.state = state;
@@ -651,6 +692,59 @@ impl AgentCore {
             .enqueue(&framework_id, status, now, connected)
             .map(|o| vec![Effect::Send(ToMaster::StatusUpdate(o))])
             .unwrap_or_default()
+    }
+
+    /// The task's health checking, if it has a check.
+    fn start_health_check(&self, key: &TaskKey) -> Option<Effect> {
+        let t = self.tasks.get(key)?;
+        let check = t.info.health_check.clone()?;
+        let ctx = EnvContext {
+            framework_id: &t.framework_id,
+            sandbox: &t.sandbox,
+            hostname: &self.settings.agent.hostname,
+            agent_path: self.settings.path_env.as_deref(),
+        };
+        Some(Effect::StartHealthCheck(Box::new(CheckSpec {
+            task: key.clone(),
+            container_id: t.container_id.clone(),
+            check,
+            env: task_environment(&t.info, ctx),
+            sandbox: t.sandbox.clone(),
+        })))
+    }
+
+    /// A health check result of a running task: a TASK_RUNNING update with `healthy` and
+    /// `REASON_TASK_HEALTH_CHECK_STATUS_UPDATED`; and when the failures reached the limit, the task is killed through
+    /// the normal kill path (its kill policy, TASK_KILLING), as Mesos's executors kill it without asking anyone.
+    pub fn health(&mut self, key: &TaskKey, container_id: &str, report: Report, now: Instant) -> Vec<Effect> {
+        let span = self.span("health", key);
+        let _span = span.entered();
+        let current = |t: &&mut TaskRun| {
+            t.container_id == container_id
+                && t.container == Container::Running
+                && t.state == TaskState::Running
+                && t.kill.is_none()
+                && !t.orphaned
+        };
+        let Some(t) = self.tasks.get_mut(key).filter(current) else {
+            debug!(container_id, "ignoring a health report for a task that is not running");
+            return vec![];
+        };
+        if report.kill {
+            t.unhealthy_kill = Some(report.message.clone());
+        }
+        if report.healthy {
+            info!("task is healthy");
+        } else {
+            warn!(consecutive_failures = report.consecutive_failures, kill = report.kill, "{}", report.message);
+        }
+        let reason = Some(Reason::TaskHealthCheckStatusUpdated);
+        let mut effects =
+            self.update_health(key, TaskState::Running, reason, report.message, Some(report.healthy), now);
+        if report.kill {
+            effects.extend(self.kill_task(&key.framework_id, &key.task_id, None, now));
+        }
+        effects
     }
 
     fn status(
@@ -711,6 +805,7 @@ impl AgentCore {
                 live: t.container != Container::Gone,
                 kill_grace_secs: t.kill.as_ref().map(|k| k.grace.as_secs_f64()),
                 orphaned: t.orphaned,
+                unhealthy_kill: t.unhealthy_kill.clone(),
             })
             .collect();
         AgentCheckpoint {
@@ -753,6 +848,7 @@ impl AgentCore {
                     container,
                     kill,
                     orphaned: t.orphaned,
+                    unhealthy_kill: t.unhealthy_kill,
                 },
             );
             if !t.live {
@@ -766,6 +862,10 @@ impl AgentCore {
                     effects.push(Effect::Reattach { task: key.clone(), container_id: t.container_id.clone() });
                     if t.state == TaskState::Starting && t.kill_grace_secs.is_none() {
                         effects.extend(self.update(&key, TaskState::Running, None, String::new(), now));
+                    }
+                    if t.kill_grace_secs.is_none() {
+                        // Checking starts afresh (delay and grace period included), as after a launch.
+                        effects.extend(self.start_health_check(&key));
                     }
                     if t.kill_grace_secs.is_some() {
                         effects.push(Effect::Signal {
@@ -1103,6 +1203,128 @@ mod tests {
         assert_eq!(tasks.len(), 4);
         let resent = after.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t1);
         assert_eq!(sent(&resent).len(), 4);
+    }
+
+    fn checked_task(id: &str) -> TaskInfo {
+        let mut t = task(id, "httpd");
+        t.health_check = Some(agora_proto::model::HealthCheck {
+            kind: agora_proto::model::HealthCheckType::Http,
+            port: Some(31000),
+            path: Some("/health".into()),
+            scheme: None,
+            statuses: vec![],
+            command: None,
+            delay_seconds: 0.0,
+            interval_seconds: 1.0,
+            timeout_seconds: 1.0,
+            consecutive_failures: 2,
+            grace_period_seconds: 0.0,
+        });
+        t.kill_grace_period = Some(7.0);
+        t
+    }
+
+    fn pending(core: &AgentCore, task_id: &str) -> Vec<TaskStatus> {
+        core.updates.snapshot().into_iter().flat_map(|q| q.pending).filter(|s| s.task_id == task_id).collect()
+    }
+
+    fn report(healthy: bool, failures: u32, kill: bool) -> Report {
+        let message = if healthy { String::new() } else { format!("HTTP health check failed {failures} times") };
+        Report { healthy, consecutive_failures: failures, kill, message }
+    }
+
+    #[test]
+    fn health_checks_start_when_running_and_report_through_status_updates() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), checked_task("t")), t0));
+        let effects = core.launched(&key("t"), &spec.container_id, Ok(()), t0);
+        let Some(Effect::StartHealthCheck(check)) = effects.iter().find(|e| matches!(e, Effect::StartHealthCheck(_)))
+        else {
+            panic!("no health check started: {effects:?}")
+        };
+        assert_eq!((check.task.clone(), check.container_id.clone()), (key("t"), spec.container_id.clone()));
+        assert!(check.env.contains(&("PORT0".to_string(), "31000".to_string())), "the task's environment");
+
+        // A report for another container (an older run) is ignored.
+        assert!(core.health(&key("t"), "other", report(true, 0, false), t0).is_empty());
+        core.health(&key("t"), &spec.container_id, report(true, 0, false), t0 + SEC);
+        core.health(&key("t"), &spec.container_id, report(false, 1, false), t0 + 2 * SEC);
+        let statuses = pending(&core, "t");
+        let health: Vec<(TaskState, Option<bool>, Option<Reason>)> =
+            statuses.iter().map(|s| (s.state, s.healthy, s.reason)).collect();
+        let updated = Some(Reason::TaskHealthCheckStatusUpdated);
+        assert_eq!(
+            health,
+            vec![
+                (TaskState::Starting, None, None),
+                (TaskState::Running, None, None),
+                (TaskState::Running, Some(true), updated),
+                (TaskState::Running, Some(false), updated),
+            ]
+        );
+        assert_eq!(statuses[3].message, "HTTP health check failed 1 times");
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Running));
+    }
+
+    #[test]
+    fn failing_health_checks_kill_the_task_through_its_kill_policy() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let fw = framework(vec![Capability::TaskKillingState]);
+        let spec = launch_of(&core.handle(FromMaster::run_task(fw, checked_task("t")), t0));
+        core.launched(&key("t"), &spec.container_id, Ok(()), t0);
+        let effects = core.health(&key("t"), &spec.container_id, report(false, 2, true), t0 + SEC);
+        assert!(effects.contains(&Effect::StopHealthCheck { task: key("t") }));
+        assert!(effects.contains(&Effect::Signal {
+            task: key("t"),
+            container_id: spec.container_id.clone(),
+            signal: Signal::SIGTERM
+        }));
+        assert_eq!(core.task_state(&key("t")), Some(TaskState::Killing));
+        assert_eq!(core.longest_grace(), 7 * SEC, "the task's kill policy");
+        // Later reports (a check already under way) change nothing.
+        assert!(core.health(&key("t"), &spec.container_id, report(false, 3, true), t0 + 2 * SEC).is_empty());
+        // Its checkpoint remembers why, so a restarted agent reports the end the same way.
+        let cp = core.checkpoint();
+        assert_eq!(cp.tasks[0].unhealthy_kill.as_deref(), Some("HTTP health check failed 2 times"));
+
+        let effects = core.exited(&key("t"), &spec.container_id, Ok(Termination::Signaled(15)), t0 + 3 * SEC);
+        assert!(effects.contains(&Effect::StopHealthCheck { task: key("t") }));
+        let statuses = pending(&core, "t");
+        let last = statuses.last().unwrap();
+        assert_eq!((last.state, last.healthy, last.reason), (TaskState::Killed, Some(false), None));
+        assert_eq!(last.message, "HTTP health check failed 2 times; Command terminated with signal SIGTERM");
+        let kinds: Vec<(TaskState, Option<bool>)> = statuses.iter().map(|s| (s.state, s.healthy)).collect();
+        assert_eq!(
+            kinds[2..],
+            [(TaskState::Running, Some(false)), (TaskState::Killing, None), (TaskState::Killed, Some(false))]
+        );
+    }
+
+    #[test]
+    fn health_checks_restart_for_recovered_running_tasks_only() {
+        let t0 = Instant::now();
+        let mut core = registered_core(t0);
+        let mut ids = Vec::new();
+        for id in ["runs", "killing"] {
+            let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), checked_task(id)), t0));
+            core.launched(&key(id), &spec.container_id, Ok(()), t0);
+            ids.push(spec.container_id);
+        }
+        core.handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "killing".into(), grace: None }, t0);
+        let cp = core.checkpoint();
+        let mut after = AgentCore::new(settings(t0));
+        let found = ids.iter().map(|id| RecoveredContainer { container_id: id.clone(), state: Recovered::Running });
+        let effects = after.recover(cp, found.collect(), t0 + SEC);
+        let started: Vec<TaskKey> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartHealthCheck(c) => Some(c.task.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, vec![key("runs")]);
     }
 
     #[test]

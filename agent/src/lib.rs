@@ -22,6 +22,7 @@ pub mod containerizer;
 pub mod core;
 pub mod fetcher;
 pub mod files;
+pub mod health;
 mod http;
 mod link;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The tokio shell around [`AgentCore`]: one event loop that feeds the core master messages, container results and
 //! timer ticks, and carries out the effects it returns; plus the HTTP server and the stream to the master.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +39,7 @@ enum Event {
     Link { generation: u64, event: LinkEvent },
     Launched { task: TaskKey, container_id: String, result: Result<(), String> },
     Exited { task: TaskKey, container_id: String, result: Result<Termination, String> },
+    Health { task: TaskKey, container_id: String, report: crate::health::Report },
 }
 
 struct Link {
@@ -65,6 +67,8 @@ struct Shell<C> {
     last_checkpoint: Vec<u8>,
     /// The fetcher's cache, `<work_dir>/fetch-cache`.
     fetch_cache: std::path::PathBuf,
+    /// One health checking task per checked task.
+    health_checks: HashMap<TaskKey, JoinHandle<()>>,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -149,6 +153,7 @@ pub async fn run_with<C: Containerizer>(
         checkpoint_path: Some(checkpoint_path),
         last_checkpoint: Vec::new(),
         fetch_cache: config.work_dir.join(crate::fetcher::CACHE_DIR),
+        health_checks: HashMap::new(),
     };
     shell.apply(recovery_effects).await;
 
@@ -310,6 +315,7 @@ impl<C: Containerizer> Shell<C> {
                 lock(&self.core).launched(&task, &container_id, result, now)
             }
             Event::Exited { task, container_id, result } => lock(&self.core).exited(&task, &container_id, result, now),
+            Event::Health { task, container_id, report } => lock(&self.core).health(&task, &container_id, report, now),
         };
         self.apply(effects).await;
     }
@@ -359,6 +365,12 @@ impl<C: Containerizer> Shell<C> {
                     }
                 }
                 Effect::Reattach { task, container_id } => self.reattach(task, container_id),
+                Effect::StartHealthCheck(spec) => self.start_health_check(*spec),
+                Effect::StopHealthCheck { task } => {
+                    if let Some(checking) = self.health_checks.remove(&task) {
+                        checking.abort();
+                    }
+                }
                 Effect::Destroy { task, container_id } => {
                     if let Err(e) = self.containerizer.destroy(&container_id).await {
                         let task = task.unwrap_or_default();
@@ -376,6 +388,25 @@ impl<C: Containerizer> Shell<C> {
         };
         if let Err(e) = link.outbound.try_send(msg) {
             warn!(generation = link.generation, error = %e, "cannot queue a message for the master; dropping it");
+        }
+    }
+
+    /// Checks a running task's health in a task of its own until told to stop.
+    fn start_health_check(&mut self, spec: crate::health::CheckSpec) {
+        let events = self.events.clone();
+        let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
+        let (task, container_id) = (spec.task.clone(), spec.container_id.clone());
+        let span = info_span!("health_check", task_id = %task.task_id, framework_id = %task.framework_id, agent_id = %agent_id);
+        let report = {
+            let task = task.clone();
+            move |report| {
+                let _ = events.send(Event::Health { task: task.clone(), container_id: container_id.clone(), report });
+            }
+        };
+        let checking =
+            tokio::spawn(crate::health::run(spec, self.containerizer.clone(), Instant::now(), report).instrument(span));
+        if let Some(old) = self.health_checks.insert(task, checking) {
+            old.abort();
         }
     }
 
@@ -463,6 +494,7 @@ mod tests {
             checkpoint_path: None,
             last_checkpoint: Vec::new(),
             fetch_cache: work_dir.join("fetch-cache"),
+            health_checks: HashMap::new(),
         };
         (shell, inbox)
     }

@@ -728,6 +728,50 @@ impl Containerizer for LibcontainerContainerizer {
             mem_limit_bytes: mem,
         })
     }
+
+    /// `nsenter` into the container's init: its mount (and so its root), pid, ipc, uts and cgroup namespaces, its
+    /// working directory (the sandbox mount) and its user, with the task's environment as the container sees it.
+    /// The check is not put under the container's cgroup limits; it is short and the agent kills its process group
+    /// when it times out.
+    fn check_command(
+        &self,
+        container_id: &str,
+        command: &agora_proto::model::CommandInfo,
+        env: &[(String, String)],
+        _sandbox: &Path,
+    ) -> Result<tokio::process::Command, ContainerError> {
+        let dir = self.with_entry(container_id, |e| e.dir.clone())?;
+        let pid_file = dir.join(files::INIT_PID);
+        let init: i32 =
+            std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok()).ok_or_else(|| {
+                ContainerError::Unknown(format!("{container_id} (no init pid in {})", pid_file.display()))
+            })?;
+        let ids = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap_or_default();
+        let id_of = |field: &str| -> Option<String> {
+            ids.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(String::from)
+        };
+        let mut cmd = tokio::process::Command::new("nsenter");
+        cmd.arg(format!("--target={init}"));
+        cmd.args(["--mount", "--uts", "--ipc", "--pid", "--cgroup", "--root", "--wd"]);
+        if let (Some(uid), Some(gid)) = (id_of("Uid:"), id_of("Gid:")) {
+            cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
+        }
+        cmd.arg("--");
+        if command.shell {
+            cmd.args(["/bin/sh", "-c", &command.value]);
+        } else {
+            cmd.arg(&command.value).args(command.arguments.iter().skip(1));
+        }
+        let env = env.iter().map(|(k, v)| match k.as_str() {
+            "AGORA_SANDBOX" | "MESOS_SANDBOX" => (k.clone(), SANDBOX_MOUNT.to_string()),
+            _ => (k.clone(), v.clone()),
+        });
+        cmd.env_clear().envs(env);
+        Ok(cmd)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod process;
 pub mod volumes;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use agora_proto::model::{CommandInfo, Volume};
 use nix::sys::signal::Signal;
@@ -168,6 +168,34 @@ pub trait Containerizer: Send + Sync + 'static {
     fn recover(&self) -> impl Future<Output = Result<Vec<RecoveredContainer>, ContainerError>> + Send;
     /// CPU times and resident memory of the container, and its limits where it has any.
     fn usage(&self, container_id: &str) -> impl Future<Output = Result<Usage, ContainerError>> + Send;
+    /// A command that runs `command` in the context of the running container — its namespaces, root, working
+    /// directory and user where it has them — with exactly `env` (the task's, with `sandbox` its host path): a
+    /// COMMAND health check, which Mesos also runs inside the task's container.
+    fn check_command(
+        &self,
+        container_id: &str,
+        command: &CommandInfo,
+        env: &[(String, String)],
+        sandbox: &Path,
+    ) -> Result<tokio::process::Command, ContainerError>;
+}
+
+/// `command` as a plain host process in `cwd` with exactly `env`: `/bin/sh -c value` for a shell command, otherwise
+/// `value` with `arguments` as its whole argv (argv[0] included, as in Mesos).
+pub fn host_command(command: &CommandInfo, env: &[(String, String)], cwd: &Path) -> tokio::process::Command {
+    let mut cmd = if command.shell {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&command.value);
+        cmd
+    } else {
+        let mut cmd = tokio::process::Command::new(&command.value);
+        if let Some((argv0, rest)) = command.arguments.split_first() {
+            cmd.arg0(argv0).args(rest);
+        }
+        cmd
+    };
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v))).current_dir(cwd);
+    cmd
 }
 
 /// A recording fake: every call is logged; `wait` resolves when the test calls [`FakeContainerizer::exit`].
@@ -257,6 +285,16 @@ pub mod fake {
 
         async fn usage(&self, _container_id: &str) -> Result<Usage, ContainerError> {
             Ok(Usage::default())
+        }
+
+        fn check_command(
+            &self,
+            _container_id: &str,
+            command: &CommandInfo,
+            env: &[(String, String)],
+            sandbox: &Path,
+        ) -> Result<tokio::process::Command, ContainerError> {
+            Ok(host_command(command, env, sandbox))
         }
     }
 }

@@ -40,20 +40,8 @@ impl ProcessContainerizer {
     }
 
     fn command(spec: &LaunchSpec) -> Command {
-        let c = &spec.command;
-        let mut cmd = if c.shell {
-            let mut cmd = Command::new("/bin/sh");
-            cmd.arg("-c").arg(&c.value);
-            cmd
-        } else {
-            // As in Mesos, `arguments` is the whole argv, argv[0] included.
-            let mut cmd = Command::new(&c.value);
-            if let Some((argv0, rest)) = c.arguments.split_first() {
-                cmd.arg0(argv0).args(rest);
-            }
-            cmd
-        };
-        cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).current_dir(&spec.sandbox).process_group(0);
+        let mut cmd = super::host_command(&spec.command, &spec.env, &spec.sandbox);
+        cmd.process_group(0);
         cmd
     }
 }
@@ -139,6 +127,17 @@ impl Containerizer for ProcessContainerizer {
         let stat = std::fs::read_to_string(format!("/proc/{pgid}/stat")).map_err(|e| fail(e.to_string()))?;
         let status = std::fs::read_to_string(format!("/proc/{pgid}/status")).map_err(|e| fail(e.to_string()))?;
         parse_usage(&stat, &status).ok_or_else(|| fail(format!("cannot parse /proc/{pgid}/stat")))
+    }
+
+    fn check_command(
+        &self,
+        _container_id: &str,
+        command: &agora_proto::model::CommandInfo,
+        env: &[(String, String)],
+        sandbox: &std::path::Path,
+    ) -> Result<Command, ContainerError> {
+        // No container to enter: the check runs like the task, a plain process in the sandbox.
+        Ok(super::host_command(command, env, sandbox))
     }
 }
 

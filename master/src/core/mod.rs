@@ -497,8 +497,11 @@ impl Master {
         let Some(f) = self.frameworks.get_mut(framework_id) else { return };
         let Some(t) = f.tasks.get_mut(task_id) else { return };
         t.state = state;
-        if t.statuses.last().is_none_or(|last| last.state != status.state || last.uuid != status.uuid) {
-            t.statuses.push(status.clone());
+        // As Mesos's master: a status of the same state as the latest replaces it (so a health update keeps one
+        // RUNNING status, with its latest `healthy`).
+        match t.statuses.last_mut() {
+            Some(last) if last.state == status.state => *last = status.clone(),
+            _ => t.statuses.push(status.clone()),
         }
         if state.is_terminal() && !t.resources_released {
             *self.counters.tasks_terminal.entry(state).or_default() += 1;

@@ -400,6 +400,9 @@ impl Master {
         if task.command.as_ref().is_none_or(|c| c.value.is_empty()) {
             return Err("Task has no command to run".into());
         }
+        if let Some(check) = &task.health_check {
+            check.validate()?;
+        }
         if task.resources.is_empty() {
             return Err("Task uses no resources".into());
         }

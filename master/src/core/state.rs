@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use agora_proto::model::{Resources, TaskState};
+use agora_proto::model::{HealthCheck, HealthCheckType, Resources, TaskState};
 
 use super::{Agent, AgentState, Framework, Master, Now, Task};
 
@@ -45,6 +45,47 @@ fn task_json(t: &Task) -> Value {
     }
     if let Some(c) = &t.info.command {
         v["command"] = json!({"shell": c.shell, "value": c.value});
+    }
+    if let Some(h) = &t.info.health_check {
+        v["health_check"] = health_check_json(h);
+    }
+    v
+}
+
+/// A task's `health_check` as Mesos's JSON renders the `HealthCheck` message.
+fn health_check_json(h: &HealthCheck) -> Value {
+    let mut v = json!({
+        "type": match h.kind {
+            HealthCheckType::Command => "COMMAND",
+            HealthCheckType::Http => "HTTP",
+            HealthCheckType::Tcp => "TCP",
+        },
+        "delay_seconds": h.delay_seconds,
+        "interval_seconds": h.interval_seconds,
+        "timeout_seconds": h.timeout_seconds,
+        "consecutive_failures": h.consecutive_failures,
+        "grace_period_seconds": h.grace_period_seconds,
+    });
+    match h.kind {
+        HealthCheckType::Http => {
+            let mut http = json!({"port": h.port.unwrap_or_default()});
+            if let Some(p) = &h.path {
+                http["path"] = json!(p);
+            }
+            if let Some(s) = &h.scheme {
+                http["scheme"] = json!(s);
+            }
+            if !h.statuses.is_empty() {
+                http["statuses"] = json!(h.statuses);
+            }
+            v["http"] = http;
+        }
+        HealthCheckType::Tcp => v["tcp"] = json!({"port": h.port.unwrap_or_default()}),
+        HealthCheckType::Command => {
+            if let Some(c) = &h.command {
+                v["command"] = json!({"shell": c.shell, "value": c.value});
+            }
+        }
     }
     v
 }

@@ -489,6 +489,83 @@ fn state_json_has_mesos_shape() {
 }
 
 #[test]
+fn health_updates_replace_the_running_status_and_show_healthy() {
+    let mut h = Harness::new();
+    let (ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    let mut t = task("t1", &aid, "cpus:1;ports:[31000-31000]");
+    t.health_check = Some(agora_proto::model::HealthCheck {
+        kind: agora_proto::model::HealthCheckType::Http,
+        port: Some(31000),
+        path: Some("/health".into()),
+        scheme: None,
+        statuses: vec![],
+        command: None,
+        delay_seconds: 15.0,
+        interval_seconds: 10.0,
+        timeout_seconds: 20.0,
+        consecutive_failures: 3,
+        grace_period_seconds: 10.0,
+    });
+    h.call(&fid, &sid, launch(&offer, vec![t]));
+    h.agent_update(ac, &fid, "t1", TaskState::Running, 1);
+    for (uuid, healthy) in [(2, true), (3, false)] {
+        let status = TaskStatus {
+            task_id: "t1".into(),
+            state: TaskState::Running,
+            reason: Some(Reason::TaskHealthCheckStatusUpdated),
+            source: Source::Executor,
+            message: String::new(),
+            uuid: Some(vec![uuid; 16]),
+            timestamp: h.now.wall,
+            healthy: Some(healthy),
+            agent_id: String::new(),
+            unreachable_time: None,
+        };
+        let msg = AgentMessage::StatusUpdate { framework_id: fid.clone(), status, latest_state: TaskState::Running };
+        h.master.agent_message(ac, msg, h.now);
+        h.settle();
+    }
+    let forwarded: Vec<Option<bool>> = h.updates_to(fc).iter().map(|u| u.healthy).collect();
+    assert_eq!(forwarded, vec![None, Some(true), Some(false)], "every health update reaches the framework");
+    let s = h.master.state_json(h.now, serde_json::json!({}));
+    let t = &s["frameworks"][0]["tasks"][0];
+    let statuses = t["statuses"].as_array().unwrap();
+    assert_eq!(statuses.len(), 2, "STAGING, then one RUNNING status, the latest: {statuses:?}");
+    assert_eq!(statuses[1]["state"], "TASK_RUNNING");
+    assert_eq!(statuses[1]["healthy"], false);
+    assert_eq!(t["health_check"]["type"], "HTTP");
+    assert_eq!(t["health_check"]["http"]["port"], 31000);
+}
+
+#[test]
+fn an_invalid_health_check_is_a_task_error_naming_the_field() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    let mut t = task("t1", &aid, "cpus:1");
+    t.health_check = Some(agora_proto::model::HealthCheck {
+        kind: agora_proto::model::HealthCheckType::Http,
+        port: Some(0),
+        path: None,
+        scheme: None,
+        statuses: vec![],
+        command: None,
+        delay_seconds: 0.0,
+        interval_seconds: 10.0,
+        timeout_seconds: 20.0,
+        consecutive_failures: 3,
+        grace_period_seconds: 0.0,
+    });
+    h.call(&fid, &sid, launch(&offer, vec![t]));
+    let u = &h.updates_to(fc)[0];
+    assert_eq!((u.state, u.reason), (TaskState::Error, Some(Reason::TaskInvalid)));
+    assert!(u.message.contains("health_check.http.port"), "{}", u.message);
+}
+
+#[test]
 fn teardown_keeps_the_state_of_finished_tasks_and_kills_the_rest() {
     let mut h = Harness::new();
     let (ac, aid) = h.add_agent();

@@ -318,6 +318,51 @@ pub struct HealthCheck {
     pub grace_period_seconds: f64,
 }
 
+impl HealthCheck {
+    /// Mesos's `validateHealthCheck`: what the check needs for its type, non-negative durations, a path that starts
+    /// with `/`, an `http` or `https` scheme, statuses that are HTTP status codes. The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let durations = [
+            ("delay_seconds", self.delay_seconds),
+            ("interval_seconds", self.interval_seconds),
+            ("timeout_seconds", self.timeout_seconds),
+            ("grace_period_seconds", self.grace_period_seconds),
+        ];
+        if let Some((name, v)) = durations.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+            return Err(format!("Expecting 'health_check.{name}' to be non-negative, got {v}"));
+        }
+        let port_ok = self.port.is_some_and(|p| (1..=65535).contains(&p));
+        match self.kind {
+            HealthCheckType::Command => {
+                if self.command.as_ref().is_none_or(|c| c.value.is_empty()) {
+                    return Err("Expecting 'health_check.command' to be set for a COMMAND health check".into());
+                }
+            }
+            HealthCheckType::Tcp if !port_ok => {
+                return Err("Expecting 'health_check.tcp.port' to be a port (1-65535) for a TCP health check".into());
+            }
+            HealthCheckType::Tcp => {}
+            HealthCheckType::Http => {
+                if !port_ok {
+                    return Err(
+                        "Expecting 'health_check.http.port' to be a port (1-65535) for an HTTP health check".into()
+                    );
+                }
+                if let Some(path) = self.path.as_deref().filter(|p| !p.starts_with('/')) {
+                    return Err(format!("The path '{path}' of 'health_check.http.path' must start with '/'"));
+                }
+                if let Some(scheme) = self.scheme.as_deref().filter(|s| !matches!(*s, "http" | "https")) {
+                    return Err(format!("Unsupported 'health_check.http.scheme' '{scheme}': use 'http' or 'https'"));
+                }
+                if let Some(s) = self.statuses.iter().find(|s| !(100..=599).contains(*s)) {
+                    return Err(format!("Invalid HTTP status code {s} in 'health_check.http.statuses'"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscoveryPort {
     pub number: u32,
