@@ -108,8 +108,8 @@ pub fn task_json(i: &Instance) -> Value {
     let mut t = json!({
         "id": i.task_id, "appId": i.app_id, "host": i.placement.hostname, "slaveId": i.agent_id,
         "ipAddresses": [], "ports": i.host_ports, "servicePorts": i.service_ports, "state": i.state.name(),
-        "stagedAt": format_iso(i.staged_at), "version": i.version, "healthCheckResults": [], "localVolumes": [],
-        "role": "*",
+        "stagedAt": format_iso(i.staged_at), "version": i.version, "localVolumes": [], "role": "*",
+        "healthCheckResults": i.health.iter().map(|h| h.json(&i.instance_id)).collect::<Vec<_>>(),
     });
     if let Some(s) = i.started_at {
         t["startedAt"] = json!(format_iso(s));
@@ -147,9 +147,11 @@ fn app_info(core: &Core, app: &AppDefinition, embed: &Embed) -> Value {
     use agora_proto::model::TaskState::*;
     v["tasksStaged"] = json!(count(Staging) + count(Starting));
     v["tasksRunning"] = json!(count(Running));
-    // Without health checks Marathon reports neither healthy nor unhealthy tasks.
-    v["tasksHealthy"] = json!(0);
-    v["tasksUnhealthy"] = json!(0);
+    // Without health checks Marathon reports neither healthy nor unhealthy tasks; with them, what the agents said.
+    let checked = !app.health_checks.is_empty();
+    let health = |h: bool| instances.iter().filter(|i| checked && i.healthy == Some(h) && i.state == Running).count();
+    v["tasksHealthy"] = json!(health(true));
+    v["tasksUnhealthy"] = json!(health(false));
     v["deployments"] = json!(core.deployments_of(&app.id).iter().map(|id| json!({"id": id})).collect::<Vec<_>>());
     if embed.tasks {
         v["tasks"] = json!(instances.iter().map(|i| task_json(i)).collect::<Vec<_>>());

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::constraints::{Constraint, Operator};
+use crate::health::AppHealthCheck;
 use crate::pathid;
 
 /// One path's validation errors, as Marathon's `details` entries.
@@ -39,8 +40,9 @@ impl Invalid {
     }
 }
 
+/// Problems found while parsing, by JSON path.
 #[derive(Default)]
-struct Errors {
+pub(crate) struct Errors {
     types: Vec<(String, String)>,
     semantic: Vec<(String, String)>,
 }
@@ -57,10 +59,10 @@ fn group(list: Vec<(String, String)>) -> Vec<Detail> {
 }
 
 impl Errors {
-    fn ty(&mut self, path: impl Into<String>, expected: &str) {
+    pub(crate) fn ty(&mut self, path: impl Into<String>, expected: &str) {
         self.types.push((path.into(), format!("error.expected.{expected}")));
     }
-    fn bad(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    pub(crate) fn bad(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.semantic.push((path.into(), msg.into()));
     }
     fn finish(self) -> Result<(), Invalid> {
@@ -182,6 +184,8 @@ pub struct AppDefinition {
     pub networks: Vec<Network>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<AppHealthCheck>,
     pub upgrade_strategy: UpgradeStrategy,
     pub labels: BTreeMap<String, String>,
     pub backoff_seconds: u64,
@@ -222,6 +226,7 @@ impl AppDefinition {
             require_ports: false,
             networks: vec![Network { mode: "host".into() }],
             dependencies: vec![],
+            health_checks: vec![],
             upgrade_strategy: UpgradeStrategy::default(),
             labels: BTreeMap::new(),
             backoff_seconds: 1,
@@ -277,7 +282,6 @@ const READ_ONLY: &[&str] = &[
 /// Marathon fields this version cannot honour yet: accepted only when absent, null or empty.
 const NOT_YET: &[(&str, &str)] = &[
     ("container", "containers are not supported yet"),
-    ("healthChecks", "health checks are not supported yet (they need agent-side checks)"),
     ("readinessChecks", "readiness checks are not supported yet"),
     ("check", "Mesos checks are not supported yet"),
     ("secrets", "secrets are not supported yet"),
@@ -677,6 +681,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                     errs.ty(p, "jsobject");
                 }
             }
+            "healthChecks" => app.health_checks = crate::health::parse(v, p, errs),
             "backoffSeconds" => app.backoff_seconds = integer(v, p, 0, errs).unwrap_or(app.backoff_seconds),
             "backoffFactor" => app.backoff_factor = at_least(v, p, 1.0, errs).unwrap_or(app.backoff_factor),
             "maxLaunchDelaySeconds" => {
@@ -775,6 +780,7 @@ fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
     if app.dependencies.contains(&app.id) {
         errs.bad("/dependencies", "an app cannot depend on itself");
     }
+    crate::health::validate(app, errs);
 }
 
 #[cfg(test)]
@@ -837,10 +843,10 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_named() {
-        let err = parse(json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTP"}], "frobnicate": 1}))
-            .unwrap_err();
+        let err =
+            parse(json!({"id": "/a", "cmd": "x", "readinessChecks": [{"name": "r"}], "frobnicate": 1})).unwrap_err();
         let paths: Vec<_> = err.details().iter().map(|d| d.path.clone()).collect();
-        assert_eq!(paths, vec!["/frobnicate", "/healthChecks"]);
+        assert_eq!(paths, vec!["/frobnicate", "/readinessChecks"]);
         // Empty values of those fields are fine, as are echoed read-only fields.
         parse(json!({"id": "/a", "cmd": "x", "healthChecks": [], "container": null, "tasksRunning": 3})).unwrap();
     }

@@ -12,6 +12,7 @@ use crate::app::{AppDefinition, Invalid, UnreachableStrategy, VersionInfo, parse
 use crate::constraints::Placement;
 use crate::deploy::{self, Member, Step};
 use crate::groups::{GroupMeta, GroupVersion};
+use crate::health::HealthRecord;
 use crate::pathid;
 use crate::planner::{self, Launch, OfferStats, Reason, Request};
 use crate::time::{Millis, format_iso, parse_iso};
@@ -48,6 +49,9 @@ pub struct Instance {
     #[serde(skip)]
     pub kill_sent_at: Option<Millis>,
     pub unreachable_since: Option<Millis>,
+    /// The agent's health check results (apps with health checks), for `healthCheckResults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
 }
 
 impl Instance {
@@ -342,13 +346,21 @@ impl Core {
         })
     }
 
+    /// Whether the instance counts as healthy: RUNNING, and reported healthy by its agent when the app version it
+    /// runs has health checks (RUNNING alone otherwise), as Marathon counts.
+    fn healthy(&self, i: &Instance, app: &AppDefinition) -> bool {
+        let own = self.state.versions.get(&i.app_id).and_then(|v| v.get(&i.version)).unwrap_or(app);
+        let checked = !own.health_checks.is_empty();
+        i.state == TaskState::Running && if checked { i.healthy == Some(true) } else { i.healthy != Some(false) }
+    }
+
     fn members(&self, app: &AppDefinition, now: Millis) -> Vec<Member> {
         self.instances_of(&app.id)
             .filter(|i| i.active(Some(app), now))
             .map(|i| Member {
                 task_id: i.task_id.clone(),
                 new: i.version == app.version,
-                healthy: i.state == TaskState::Running && i.healthy != Some(false),
+                healthy: self.healthy(i, app),
                 killing: i.killing,
                 rank: i.rank(),
                 staged_at: i.staged_at,
@@ -795,9 +807,15 @@ impl Core {
             return (!status.state.is_terminal()).then(|| (status.task_id.clone(), status.agent_id.clone()));
         };
         let was = inst.state;
+        let was_healthy = inst.healthy;
         inst.state = status.state;
-        if status.healthy.is_some() {
-            inst.healthy = status.healthy;
+        // A health report (not the healthy=false of an unhealthy task's end, which is no new check result).
+        let report = status.reason == Some(agora_proto::model::Reason::TaskHealthCheckStatusUpdated);
+        if let Some(h) = status.healthy {
+            inst.healthy = Some(h);
+            if report {
+                inst.health.get_or_insert_with(HealthRecord::default).record(h, &status.message, now);
+            }
         }
         if !status.agent_id.is_empty() {
             inst.agent_id = status.agent_id.clone();
@@ -819,6 +837,22 @@ impl Core {
                 "ipAddresses": [], "ports": inst.host_ports, "version": inst.version,
             }),
         );
+        if let (Some(h), true) = (status.healthy, report) {
+            self.health_events(&inst, h, was_healthy, now);
+        }
+        // Killed by its agent for failing its health checks (not by us): Marathon's unhealthy kill.
+        let unhealthy_kill = status.state.is_terminal() && status.healthy == Some(false) && !inst.killing;
+        if unhealthy_kill {
+            self.emit(
+                "unhealthy_instance_kill_event",
+                now,
+                json!({
+                    "appId": inst.app_id, "taskId": inst.task_id, "instanceId": inst.instance_id,
+                    "version": inst.version, "reason": status.message, "host": inst.placement.hostname,
+                    "slaveId": inst.agent_id,
+                }),
+            );
+        }
         // TASK_UNKNOWN (reconciliation: the master does not know the task) ends the instance too.
         self.emit(
             "instance_changed_event",
@@ -830,8 +864,10 @@ impl Core {
         );
         if status.state.is_terminal() || status.state == TaskState::Unknown {
             self.state.instances.remove(&status.task_id);
-            let failed = matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
-            if matches!(status.state, TaskState::Failed | TaskState::Error | TaskState::Lost) {
+            // Health check kills count as failures for backoff, as in Marathon.
+            let failed =
+                unhealthy_kill || matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
+            if unhealthy_kill || matches!(status.state, TaskState::Failed | TaskState::Error | TaskState::Lost) {
                 self.state.failures.insert(
                     inst.app_id.clone(),
                     TaskFailure {
@@ -859,10 +895,50 @@ impl Core {
                 b.until = now + (b.delay_secs * 1000.0) as u64;
             }
         }
-        self.dirty =
-            self.dirty || was != status.state || status.state.is_terminal() || status.state == TaskState::Unknown;
+        self.dirty = self.dirty
+            || was != status.state
+            || report
+            || status.state.is_terminal()
+            || status.state == TaskState::Unknown;
         self.finish_deployments(now);
         None
+    }
+
+    /// Marathon's events for a health report: `failed_health_check_event` for a failure, and on a change
+    /// `health_status_changed_event` and `instance_health_changed_event`.
+    fn health_events(&mut self, inst: &Instance, healthy: bool, was: Option<bool>, now: Millis) {
+        if !healthy {
+            let check = self
+                .state
+                .versions
+                .get(&inst.app_id)
+                .and_then(|v| v.get(&inst.version))
+                .or_else(|| self.state.apps.get(&inst.app_id))
+                .and_then(|a| a.health_checks.first())
+                .map(|h| serde_json::to_value(h).unwrap_or_default())
+                .unwrap_or_default();
+            self.emit(
+                "failed_health_check_event",
+                now,
+                json!({"appId": inst.app_id, "taskId": inst.task_id, "instanceId": inst.instance_id,
+                       "version": inst.version, "healthCheck": check}),
+            );
+        }
+        if was == Some(healthy) {
+            return;
+        }
+        self.emit(
+            "health_status_changed_event",
+            now,
+            json!({"appId": inst.app_id, "instanceId": inst.instance_id, "taskId": inst.task_id,
+                   "version": inst.version, "alive": healthy}),
+        );
+        self.emit(
+            "instance_health_changed_event",
+            now,
+            json!({"instanceId": inst.instance_id, "runSpecId": inst.app_id, "runSpecVersion": inst.version,
+                   "healthy": healthy}),
+        );
     }
 
     /// Completes deployments whose steps are all done.
@@ -1010,6 +1086,7 @@ impl Core {
                     killing: false,
                     kill_sent_at: None,
                     unreachable_since: None,
+                    health: None,
                 },
             );
             self.dirty = true;

@@ -2,7 +2,8 @@
 //! Marathon's REST API.
 //!
 //! Pure core, thin shell:
-//! - [`app`], [`pathid`], [`time`], [`constraints`]: the app definition model and its validation.
+//! - [`app`], [`pathid`], [`time`], [`constraints`]: the app definition model and its validation; [`health`]: health
+//!   checks (definition, translation into the Mesos check a task carries, results).
 //! - [`planner`]: the offer planner, a pure function from app specs + observed instances + offers + now to
 //!   launches, kills and declines with reasons; [`deploy`]: the deployment plan and rolling-upgrade arithmetic.
 //! - [`core`]: the state machine the API and the scheduler drive (apps, versions, instances, deployments, launch
@@ -19,6 +20,7 @@ pub mod core;
 pub mod deploy;
 pub mod events;
 pub mod groups;
+pub mod health;
 pub mod pathid;
 pub mod planner;
 pub mod regex;

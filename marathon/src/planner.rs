@@ -191,6 +191,8 @@ pub fn build_task(
             })
             .collect();
     }
+    // A task carries one check (validation allows no more); its port index becomes this instance's host port.
+    task.health_check = app.health_checks.first().map(|h| h.to_mesos(&host_ports));
     (task, host_ports)
 }
 

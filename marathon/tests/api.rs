@@ -146,9 +146,14 @@ async fn errors_have_marathons_codes_and_bodies() {
             {"path": "/", "errors": ["AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."]},
         ])
     );
-    let r = api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "healthChecks": [{"path": "/"}]}))).await;
+    let two = json!([{"protocol": "MESOS_HTTP"}, {"protocol": "MESOS_TCP"}]);
+    let r = api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "healthChecks": two}))).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.body["details"][0]["path"], "/healthChecks");
+    let r =
+        api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "readinessChecks": [{"name": "r"}]}))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["details"][0]["path"], "/readinessChecks");
 
     let resp = api.http.post(format!("{}/v2/apps", api.url)).body("{\"id\": ").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);

@@ -429,3 +429,124 @@ mod properties {
         }
     }
 }
+
+fn health(task_id: &str, healthy: bool, message: &str) -> TaskStatus {
+    TaskStatus {
+        reason: Some(agora_proto::model::Reason::TaskHealthCheckStatusUpdated),
+        healthy: Some(healthy),
+        message: message.into(),
+        ..status(task_id, "agent-0", TaskState::Running)
+    }
+}
+
+const CHECKED: &str = r#"{"id": "/hc", "cmd": "httpd", "instances": 2, "cpus": 0.1, "mem": 32,
+    "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/health", "intervalSeconds": 1, "timeoutSeconds": 1}]}"#;
+
+#[test]
+fn health_checked_instances_count_only_once_their_agent_reports_healthy() {
+    let mut h = Harness::new(1);
+    create(&mut h, serde_json::from_str(CHECKED).unwrap());
+    let t = h.round();
+    h.run_all(&t);
+    assert_eq!(h.core.deployments_json(h.now).len(), 1, "RUNNING is not healthy for an app with health checks");
+    h.event_types();
+    h.now += 10;
+    h.core.on_update(&health(&t[0], true, ""), h.now);
+    h.core.on_update(&health(&t[1], true, ""), h.now);
+    assert!(h.core.deployments_json(h.now).is_empty(), "healthy instances finish the deployment");
+    let types = h.event_types();
+    assert_eq!(types.iter().filter(|t| *t == "health_status_changed_event").count(), 2, "{types:?}");
+    assert_eq!(types.iter().filter(|t| *t == "instance_health_changed_event").count(), 2, "{types:?}");
+    let record = h.core.state.instances[&t[0]].health.clone().unwrap();
+    assert!(record.alive && record.first_success.is_some());
+
+    // A failure is reported (failed_health_check_event) and changes the health once.
+    h.core.on_update(&health(&t[0], false, "HTTP health check failed once: GET answered 503"), h.now);
+    h.core.on_update(&health(&t[0], false, "HTTP health check failed 2 times"), h.now);
+    let types = h.event_types();
+    assert_eq!(types.iter().filter(|t| *t == "failed_health_check_event").count(), 2, "{types:?}");
+    assert_eq!(types.iter().filter(|t| *t == "health_status_changed_event").count(), 1, "{types:?}");
+    let record = h.core.state.instances[&t[0]].health.clone().unwrap();
+    assert_eq!((record.alive, record.consecutive_failures), (false, 2));
+    assert_eq!(record.last_failure_cause.as_deref(), Some("HTTP health check failed 2 times"));
+}
+
+#[test]
+fn launched_tasks_carry_the_check_on_their_own_host_port() {
+    let mut h = Harness::new(1);
+    create(&mut h, serde_json::from_str(CHECKED).unwrap());
+    let offers = h.offers();
+    let m = h.core.match_offers(&offers, h.now, &mut |app| format!("{}.instance-x{}", pathid::task_prefix(app), 0));
+    let l = &m.launches[0];
+    let check = l.task.health_check.as_ref().expect("the task carries the check");
+    assert_eq!(check.port, Some(l.host_ports[0]));
+    assert_eq!((check.path.as_deref(), check.interval_seconds), (Some("/health"), 1.0));
+}
+
+#[test]
+fn an_instance_its_agent_killed_as_unhealthy_is_replaced_with_backoff() {
+    let mut h = Harness::new(1);
+    let mut body: Value = serde_json::from_str(CHECKED).unwrap();
+    body["instances"] = json!(1);
+    body["backoffSeconds"] = json!(3);
+    create(&mut h, body);
+    let t = h.round();
+    h.run_all(&t);
+    h.core.on_update(&health(&t[0], true, ""), h.now);
+    h.event_types();
+    let why =
+        "HTTP health check failed 3 times consecutively: GET answered 503; Command terminated with signal SIGTERM";
+    h.now += 10;
+    h.core.on_update(
+        &TaskStatus { healthy: Some(false), message: why.into(), ..status(&t[0], "agent-0", TaskState::Killed) },
+        h.now,
+    );
+    let events = h.core.drain_events();
+    let kill =
+        events.iter().find(|e| e["eventType"] == "unhealthy_instance_kill_event").expect("an unhealthy kill event");
+    assert_eq!(kill["taskId"], t[0].as_str());
+    assert_eq!(kill["reason"], why);
+    assert_eq!(h.core.last_failure("/hc").unwrap().message, why);
+    assert!(h.round().is_empty(), "replaced after the backoff, as a failure");
+    h.now += 3_000;
+    assert_eq!(h.round().len(), 1, "replaced");
+}
+
+#[test]
+fn rolling_upgrade_replaces_old_instances_only_as_new_ones_become_healthy() {
+    let mut h = Harness::new(1);
+    let mut body: Value = serde_json::from_str(CHECKED).unwrap();
+    body["instances"] = json!(3);
+    body["upgradeStrategy"] = json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.34});
+    create(&mut h, body);
+    let t = h.round();
+    h.run_all(&t);
+    for id in &t {
+        h.core.on_update(&health(id, true, ""), h.now);
+    }
+    let id = h.did();
+    let (_, r) = h.core.update_app("/hc", &json!({"cmd": "httpd v2"}), true, false, h.now, id).unwrap();
+    let healthy = |h: &Harness| {
+        h.core
+            .instances_of("/hc")
+            .filter(|i| i.state == TaskState::Running && !i.killing && i.healthy == Some(true))
+            .count()
+    };
+    for _ in 0..20 {
+        assert!(h.complete_kills() <= 1);
+        assert!(healthy(&h) >= 3, "healthy {}", healthy(&h));
+        let launched = h.round();
+        assert!(h.live("/hc") <= 4, "live {}", h.live("/hc"));
+        h.run_all(&launched);
+        // RUNNING but not yet healthy: no old instance may go.
+        assert!(h.core.actions(h.now).kills.is_empty(), "an old instance killed before a new one is healthy");
+        for id in &launched {
+            h.core.on_update(&health(id, true, ""), h.now);
+        }
+        if h.core.deployments_json(h.now).is_empty() {
+            break;
+        }
+    }
+    assert!(h.core.deployments_json(h.now).is_empty(), "upgrade finished");
+    assert_eq!(h.running("/hc", &r.version), 3);
+}
