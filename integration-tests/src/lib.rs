@@ -5,6 +5,8 @@
 //! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
 //! missing. Every wait is bounded, so a broken cluster fails a test instead of hanging it.
 
+pub mod marathon;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,172 @@
+//! Marathon health checks end to end: the real `agora-master`, two `agora-agent`s (containers) and
+//! `agora-marathon` on loopback. Checks run on the agents beside the tasks and come back as `healthy` in status
+//! updates; Marathon counts them, replaces what dies or fails its checks, and rolls upgrades on health. Build the
+//! binaries first: `cargo build --workspace --bins`.
+
+use agora_integration_tests::marathon::{Marathon, follow_events, http_server_cmd, task_ids, types};
+use agora_integration_tests::{Cluster, WAIT, free_port, wait_for};
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+/// The pid of the host process whose command line holds every one of `needles`.
+fn pid_of(needles: &[&str]) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
+    })
+}
+
+fn count(app: &Value, key: &str) -> u64 {
+    app[key].as_u64().unwrap_or(0)
+}
+
+fn events_of(events: &[Value], kind: &str) -> Vec<Value> {
+    events.iter().filter(|e| e["eventType"] == kind).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checked_apps_heal_roll_on_health_and_replace_failing_instances() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32300-32399]").await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32400-32499]").await?;
+    let work_dir = cluster.dir.path().join("marathon");
+    let marathon = Marathon::start(&cluster, &work_dir, free_port(), "marathon").await?;
+    let events = follow_events(format!("{}/v2/events", marathon.url));
+    wait_for("the event stream to attach", WAIT, async || (!types(&events).is_empty()).then_some(())).await?;
+
+    // ---- 3 instances of an HTTP server with a MESOS_HTTP check on $PORT0 → 3 healthy ------------------------
+    let cmd = http_server_cmd();
+    let check = json!({"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 30,
+                       "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0, "maxConsecutiveFailures": 3});
+    let (status, _, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/hc/web", "cmd": &cmd, "instances": 3, "cpus": 0.1, "mem": 32,
+                        "healthChecks": [check],
+                        "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.34}})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["healthChecks"][0]["protocol"], "MESOS_HTTP");
+    let healthy = async |what: &str, exclude: &[String]| {
+        wait_for(what, WAIT * 3, async || {
+            let app = marathon.app("/hc/web").await?;
+            let ids = task_ids(&app);
+            let settled = count(&app, "tasksHealthy") == 3
+                && ids.len() == 3
+                && !ids.iter().any(|id| exclude.contains(id))
+                && app["deployments"].as_array()?.is_empty();
+            settled.then_some(app)
+        })
+        .await
+    };
+    let app = healthy("3 healthy instances", &[]).await?;
+    assert_eq!(count(&app, "tasksUnhealthy"), 0);
+    for t in app["tasks"].as_array().context("tasks")? {
+        let r = &t["healthCheckResults"][0];
+        assert_eq!(r["alive"], true, "{t:#}");
+        assert!(r["firstSuccess"].is_string(), "{t:#}");
+        assert!(t["id"].as_str().unwrap().starts_with(r["instanceId"].as_str().unwrap()), "{t:#}");
+    }
+    // The master keeps `healthy` in the task's statuses and shows the task's check.
+    let state = cluster.state().await?;
+    let on_master: Vec<Value> = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let first = on_master.iter().find(|t| t["id"] == task_ids(&app)[0].as_str()).context("the task on the master")?;
+    assert_eq!(first["statuses"].as_array().and_then(|s| s.last()).map(|s| s["healthy"].clone()), Some(json!(true)));
+    assert_eq!(first["health_check"]["type"], "HTTP");
+    assert_eq!(first["health_check"]["http"]["port"], app["tasks"][0]["ports"][0]);
+    let seen = events.lock().unwrap().clone();
+    let changed = events_of(&seen, "health_status_changed_event");
+    assert!(changed.len() >= 3 && changed.iter().all(|e| e["appId"] == "/hc/web"), "{changed:#?}");
+    assert!(!events_of(&seen, "instance_health_changed_event").is_empty());
+
+    // ---- kill one task's process → it is replaced, back to 3 healthy ------------------------------------
+    let victim = app["tasks"][0].clone();
+    let victim_id = victim["id"].as_str().context("task id")?.to_string();
+    let port0 = victim["ports"][0].as_u64().context("a host port")?;
+    let pid = pid_of(&["httpd", &format!("127.0.0.1:{port0}")])
+        .with_context(|| format!("no httpd process serving on port {port0}"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+    let healed = healthy("the killed task to be replaced by a healthy one", std::slice::from_ref(&victim_id)).await?;
+    assert!(!task_ids(&healed).contains(&victim_id));
+
+    // ---- rolling upgrade: tasksHealthy never below ceil(3 × 1.0) while it rolls, and the version changes -----
+    let old_version = healed["version"].as_str().context("version")?.to_string();
+    let (status, _, body) =
+        marathon.call(reqwest::Method::PUT, "/v2/apps/hc/web", Some(json!({"cmd": format!("{cmd} # v2")}))).await?;
+    assert_eq!(status, 200, "{body}");
+    let new_version = body["version"].as_str().context("version")?.to_string();
+    assert_ne!(new_version, old_version);
+    let mut samples = Vec::new();
+    let upgraded = wait_for("the rolling upgrade to finish", WAIT * 4, async || {
+        let app = marathon.app("/hc/web").await?;
+        samples.push(count(&app, "tasksHealthy"));
+        let tasks = app["tasks"].as_array()?.clone();
+        let all_new = tasks.iter().all(|t| t["version"] == new_version.as_str());
+        let done = all_new && tasks.len() == 3 && count(&app, "tasksHealthy") == 3;
+        (done && app["deployments"].as_array()?.is_empty()).then_some(app)
+    })
+    .await?;
+    assert!(samples.len() > 3, "sampled the rollout {} times", samples.len());
+    let lowest = samples.iter().min().copied().unwrap_or_default();
+    assert!(lowest >= 3, "tasksHealthy dropped to {lowest} during the upgrade: {samples:?}");
+    assert_eq!(upgraded["version"], new_version.as_str());
+    assert!(task_ids(&upgraded).iter().all(|id| !task_ids(&healed).contains(id)), "every task was replaced");
+
+    // ---- a COMMAND check that passes, then fails: the agent kills the task, Marathon replaces it ----------
+    // The check runs inside the task's container: it sees the sandbox at /mnt/sandbox.
+    let sick = json!({"id": "/hc/sick", "cmd": "sleep 4 && touch broken && exec sleep 3600", "instances": 1,
+        "cpus": 0.1, "mem": 16, "backoffSeconds": 1,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test ! -e /mnt/sandbox/broken"},
+                          "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0,
+                          "maxConsecutiveFailures": 2}]});
+    let (status, _, body) = marathon.call(reqwest::Method::POST, "/v2/apps", Some(sick)).await?;
+    assert_eq!(status, 201, "{body}");
+    let killed = wait_for("the failing instance to be killed for its health", WAIT * 3, async || {
+        let seen = events.lock().unwrap().clone();
+        events_of(&seen, "unhealthy_instance_kill_event").into_iter().find(|e| e["appId"] == "/hc/sick")
+    })
+    .await?;
+    let sick_task = killed["taskId"].as_str().context("taskId")?.to_string();
+    let reason = killed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("COMMAND health check failed 2 times consecutively"), "{killed:#}");
+    let seen = events.lock().unwrap().clone();
+    let sick_health: Vec<bool> = events_of(&seen, "health_status_changed_event")
+        .iter()
+        .filter(|e| e["taskId"] == sick_task.as_str())
+        .filter_map(|e| e["alive"].as_bool())
+        .collect();
+    assert_eq!(sick_health, vec![true, false], "healthy in its container first, then failing");
+    let failures = events_of(&seen, "failed_health_check_event");
+    assert!(failures.iter().filter(|e| e["taskId"] == sick_task.as_str()).count() >= 2, "{failures:#?}");
+    let replaced = wait_for("the unhealthy instance to be replaced", WAIT * 2, async || {
+        let app = marathon.app("/hc/sick").await?;
+        let ids = task_ids(&app);
+        (ids.len() == 1 && ids[0] != sick_task).then_some(ids)
+    })
+    .await?;
+    assert_ne!(replaced[0], sick_task);
+    let app = marathon.get("/v2/apps/hc/sick?embed=app.lastTaskFailure").await?;
+    assert_eq!(app["app"]["lastTaskFailure"]["taskId"], sick_task.as_str(), "{app:#}");
+    // The master ended it TASK_KILLED with healthy=false, as Mesos's executors report it.
+    let state = cluster.state().await?;
+    let ended = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["completed_tasks"].as_array().cloned().unwrap_or_default())
+        .find(|t| t["id"] == sick_task.as_str())
+        .context("the killed task among the master's completed tasks")?;
+    assert_eq!(ended["state"], "TASK_KILLED", "{ended:#}");
+    let last = ended["statuses"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    assert_eq!(last["healthy"], false, "{ended:#}");
+    Ok(())
+}
