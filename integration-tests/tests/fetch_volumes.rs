@@ -7,9 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use agora_framework_sdk::{FrameworkInfo, Reason, Resources, TaskInfo, TaskInfoExt, TaskState, TaskStatus};
-use agora_integration_tests::{Cluster, TestFramework, require_container_prerequisites};
+use agora_integration_tests::{
+    Cluster, Proc, TestFramework, WAIT, bin_dir, free_port, require_container_prerequisites, wait_for, wait_until_ok,
+};
 use agora_proto::model::{ContainerInfo, ContainerType, Uri, Volume};
 use anyhow::{Context, Result};
+use serde_json::{Value, json};
 
 const AGENT: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
 
@@ -202,5 +205,86 @@ async fn host_volumes_are_bound_read_write_and_read_only() -> Result<()> {
     let named = format!("volume '/data' (host_path '{}')", gone.display());
     assert!(status.message.contains(&named) && status.message.contains("does not exist"), "{status:?}");
     fw.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<()> {
+    require_container_prerequisites();
+    require_tools();
+    assert!(bin_dir().join("agora-marathon").exists(), "agora-marathon not built: `cargo build --workspace --bins`");
+    let files = tempfile::Builder::new().prefix("agora-mfetch-").tempdir()?;
+    let d = files.path();
+    std::fs::write(d.join("greeting.txt"), "hello from fetch\n")?;
+    std::fs::create_dir_all(d.join("bundle"))?;
+    std::fs::write(d.join("bundle/part.txt"), "and from an archive\n")?;
+    tar_czf(d, "bundle.tgz", "bundle");
+    let base = serve(d.to_path_buf()).await?;
+    let out = d.join("volume");
+    std::fs::create_dir_all(&out)?;
+
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    cluster.add_agent(AGENT).await?;
+    let port = free_port();
+    let args: Vec<String> = [
+        "--master",
+        &cluster.master_addr,
+        "--http-port",
+        &port.to_string(),
+        "--http-address",
+        "127.0.0.1",
+        "--work-dir",
+        &cluster.dir.path().join("marathon").display().to_string(),
+        "--hostname",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _marathon = Proc::spawn("marathon", "agora-marathon", &args, cluster.dir.path())?;
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until_ok(&http, &format!("{url}/ping"), "Marathon to answer /ping").await?;
+
+    // What cannot be honoured is refused with the field's path.
+    let refused = json!({"id": "/nope", "cmd": "true", "fetch": [{"uri": "https://example.org/a.tgz"}],
+        "container": {"type": "DOCKER", "docker": {"image": "nginx:1.19"}}});
+    let resp = http.post(format!("{url}/v2/apps")).json(&refused).send().await?;
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: Value = resp.json().await?;
+    let paths: Vec<&str> =
+        body["details"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
+    for p in ["/fetch(0)/uri", "/container/type", "/container/docker"] {
+        assert!(paths.contains(&p), "{p} in {body}");
+    }
+
+    let app = json!({
+        "id": "/fetcher",
+        "cmd": "cat greeting.txt bundle/part.txt > /out/$MESOS_TASK_ID.txt && exec sleep 600",
+        "cpus": 0.2, "mem": 64, "instances": 1,
+        "fetch": [{"uri": format!("{base}/greeting.txt")}, {"uri": format!("{base}/bundle.tgz"), "cache": true}],
+        "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "/out", "hostPath": out.display().to_string(), "mode": "RW"}
+        ]}
+    });
+    let resp = http.post(format!("{url}/v2/apps")).json(&app).send().await?;
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    let shown: Value = http.get(format!("{url}/v2/apps/fetcher")).send().await?.json().await?;
+    assert_eq!(shown["app"]["container"]["volumes"][0]["mode"], "RW", "{shown}");
+    assert_eq!(shown["app"]["fetch"][1]["cache"], true, "{shown}");
+
+    let written = wait_for("the app's task to write into the host volume", WAIT * 2, async || {
+        let entry = std::fs::read_dir(&out).ok()?.flatten().next()?;
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        text.ends_with("archive\n").then_some((entry.file_name().to_string_lossy().into_owned(), text))
+    })
+    .await?;
+    assert_eq!(written.1, "hello from fetch\nand from an archive\n");
+    let tasks: Value = http.get(format!("{url}/v2/apps/fetcher/tasks")).send().await?.json().await?;
+    let task_id = tasks["tasks"][0]["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(written.0, format!("{task_id}.txt"), "{tasks}");
+    assert_eq!(tasks["tasks"][0]["state"], "TASK_RUNNING", "{tasks}");
+    let resp = http.delete(format!("{url}/v2/apps/fetcher")).send().await?;
+    assert_eq!(resp.status().as_u16(), 200);
     Ok(())
 }

@@ -97,6 +97,26 @@ pub struct FetchUri {
     pub dest_path: Option<String>,
 }
 
+/// `container.volumes[]`: a host volume (Mesos's host-path or sandbox-path volume on the agent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppVolume {
+    pub container_path: String,
+    pub host_path: String,
+    /// `RO` or `RW`.
+    pub mode: String,
+}
+
+/// `container`: only `"type": "MESOS"` without an image (the task runs on the agent's read-only host filesystem),
+/// with host volumes. Docker, images (no registry), persistent/external volumes and port mappings are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppContainer {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub volumes: Vec<AppVolume>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStrategy {
@@ -179,6 +199,8 @@ pub struct AppDefinition {
     pub constraints: Vec<Constraint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fetch: Vec<FetchUri>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<AppContainer>,
     pub port_definitions: Vec<PortDefinition>,
     pub require_ports: bool,
     pub networks: Vec<Network>,
@@ -217,6 +239,7 @@ impl AppDefinition {
             executor: String::new(),
             constraints: vec![],
             fetch: vec![],
+            container: None,
             port_definitions: vec![PortDefinition {
                 port: 0,
                 protocol: "tcp".into(),
@@ -281,7 +304,6 @@ const READ_ONLY: &[&str] = &[
 
 /// Marathon fields this version cannot honour yet: accepted only when absent, null or empty.
 const NOT_YET: &[(&str, &str)] = &[
-    ("container", "containers are not supported yet"),
     ("readinessChecks", "readiness checks are not supported yet"),
     ("check", "Mesos checks are not supported yet"),
     ("secrets", "secrets are not supported yet"),
@@ -458,20 +480,172 @@ fn fetch(v: &Value, errs: &mut Errors) -> Option<Vec<FetchUri>> {
             errs.ty(&path, "jsobject");
             continue;
         };
-        let Some(uri) = m.get("uri").and_then(Value::as_str) else {
+        let mut f = FetchUri { uri: String::new(), extract: true, executable: false, cache: false, dest_path: None };
+        let mut has_uri = false;
+        for (k, val) in m {
+            let p = format!("{path}/{k}");
+            match k.as_str() {
+                "uri" => {
+                    has_uri = true;
+                    f.uri = string(val, &p, errs).unwrap_or_default();
+                }
+                "extract" | "executable" | "cache" => match val.as_bool() {
+                    Some(b) if k == "extract" => f.extract = b,
+                    Some(b) if k == "executable" => f.executable = b,
+                    Some(b) => f.cache = b,
+                    None if val.is_null() => {}
+                    None => errs.ty(&p, "jsboolean"),
+                },
+                "destPath" => f.dest_path = if val.is_null() { None } else { string(val, &p, errs) },
+                _ => errs.bad(&p, format!("'{k}' is not a known field")),
+            }
+        }
+        if !has_uri {
             errs.bad(format!("{path}/uri"), "is required");
             continue;
-        };
-        let flag = |k: &str, default: bool| m.get(k).and_then(Value::as_bool).unwrap_or(default);
-        out.push(FetchUri {
-            uri: uri.into(),
-            extract: flag("extract", true),
-            executable: flag("executable", false),
-            cache: flag("cache", false),
-            dest_path: m.get("destPath").and_then(Value::as_str).map(String::from),
-        });
+        }
+        out.push(f);
     }
     Some(out)
+}
+
+/// Why the agents cannot fetch `uri`, if they cannot: they fetch `http://` URLs, `file://` URIs and absolute paths.
+fn unfetchable(uri: &str) -> Option<String> {
+    if uri.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if uri.starts_with('/') || uri.starts_with("file:///") || uri.starts_with("file://localhost/") {
+        return None;
+    }
+    match uri.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") && !rest.is_empty() => None,
+        Some((scheme, _)) => Some(format!(
+            "the scheme '{scheme}' cannot be fetched: the agents fetch http:// URLs, file:/// URIs and absolute paths \
+             (https needs TLS, which they are built without)"
+        )),
+        None => Some("must be an http:// URL, a file:/// URI or an absolute path on the agent".into()),
+    }
+}
+
+/// Whether `path` is relative and stays inside the sandbox (no `..`), as a `destPath` or a sandbox volume must.
+fn inside_sandbox(path: &str) -> bool {
+    !path.starts_with('/')
+        && !path.split('/').any(|seg| seg == "..")
+        && path.split('/').any(|s| !s.is_empty() && s != ".")
+}
+
+fn container(v: &Value, errs: &mut Errors) -> Option<AppContainer> {
+    let Value::Object(m) = v else {
+        errs.ty("/container", "jsobject");
+        return None;
+    };
+    // Marathon's RAML default is DOCKER.
+    let kind = match m.get("type") {
+        None | Some(Value::Null) => "DOCKER".to_string(),
+        Some(t) => string(t, "/container/type", errs)?,
+    };
+    match kind.as_str() {
+        "MESOS" => {}
+        "DOCKER" => errs.bad(
+            "/container/type",
+            "DOCKER containers are not supported: the agents have no Docker engine; use \"type\": \"MESOS\" (the \
+             task then runs on the agent's read-only host filesystem)",
+        ),
+        other => errs.bad("/container/type", format!("'{other}' is not one of MESOS, DOCKER")),
+    }
+    let mut volumes = Vec::new();
+    for (k, val) in m {
+        let p = format!("/container/{k}");
+        match k.as_str() {
+            "type" => {}
+            "volumes" => match val {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(v) = volume(item, &format!("/container/volumes({i})"), errs) {
+                            volumes.push(v);
+                        }
+                    }
+                }
+                Value::Null => {}
+                _ => errs.ty(&p, "jsarray"),
+            },
+            "docker" | "appc" if !is_empty_value(val) => errs.bad(
+                &p,
+                "container images are not supported: this cluster has no image registry, and Marathon's app \
+                 definition has no field for a root filesystem prepared on the agents; leave it out and the task \
+                 runs on the agent's read-only host filesystem",
+            ),
+            "portMappings" if !is_empty_value(val) => errs.bad(
+                &p,
+                "port mappings need container networking, which is not supported yet; use portDefinitions \
+                 (host networking)",
+            ),
+            "linuxInfo" if !is_empty_value(val) => errs.bad(&p, "linuxInfo is not supported yet"),
+            "docker" | "appc" | "portMappings" | "linuxInfo" => {}
+            _ => errs.bad(&p, format!("'{k}' is not a known field")),
+        }
+    }
+    Some(AppContainer { kind, volumes })
+}
+
+fn volume(v: &Value, path: &str, errs: &mut Errors) -> Option<AppVolume> {
+    let Value::Object(m) = v else {
+        errs.ty(path, "jsobject");
+        return None;
+    };
+    for (kind, why) in [
+        ("persistent", "local persistent volumes are not supported yet (they need reservations)"),
+        ("external", "external volumes are not supported (no volume driver)"),
+        ("secret", "secret volumes are not supported yet"),
+        ("image", "image volumes are not supported: there is no image registry"),
+    ] {
+        if m.get(kind).is_some_and(|x| !x.is_null()) {
+            errs.bad(format!("{path}/{kind}"), why);
+            return None;
+        }
+    }
+    let mut text = |key: &str| -> Option<String> {
+        let p = format!("{path}/{key}");
+        match m.get(key) {
+            None | Some(Value::Null) => {
+                errs.bad(&p, "is required");
+                None
+            }
+            Some(x) => string(x, &p, errs),
+        }
+    };
+    let (container_path, host_path, mode) = (text("containerPath"), text("hostPath"), text("mode"));
+    for key in m.keys() {
+        if !["containerPath", "hostPath", "mode"].contains(&key.as_str()) {
+            errs.bad(format!("{path}/{key}"), format!("'{key}' is not a known field"));
+        }
+    }
+    let (container_path, host_path, mode) = (container_path?, host_path?, mode?);
+    let mut ok = true;
+    if !["RO", "RW"].contains(&mode.as_str()) {
+        errs.bad(format!("{path}/mode"), "must be one of RO, RW");
+        ok = false;
+    }
+    let absolute_ok = |p: &str| p.len() > 1 && !p.split('/').any(|seg| seg == "..");
+    if !(if container_path.starts_with('/') { absolute_ok(&container_path) } else { inside_sandbox(&container_path) }) {
+        errs.bad(
+            format!("{path}/containerPath"),
+            "must be an absolute path other than / or a path relative to the sandbox, without '..'",
+        );
+        ok = false;
+    }
+    if !(if host_path.starts_with('/') {
+        absolute_ok(&host_path) || host_path == "/"
+    } else {
+        inside_sandbox(&host_path)
+    }) {
+        errs.bad(
+            format!("{path}/hostPath"),
+            "must be an absolute path on the agent or a path relative to the sandbox, without '..'",
+        );
+        ok = false;
+    }
+    ok.then_some(AppVolume { container_path, host_path, mode })
 }
 
 /// Parses an app body. `base` is the current definition for a partial update (absent fields keep its values),
@@ -596,6 +770,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                     app.fetch = f;
                 }
             }
+            "container" => app.container = if v.is_null() { None } else { container(v, errs) },
             "ports" => {
                 if let Value::Array(items) = v {
                     let mut defs = Vec::new();
@@ -774,8 +949,15 @@ fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
     if app.require_ports && app.port_definitions.iter().any(|p| p.port == 0) {
         errs.bad("/requirePorts", "requirePorts needs every port to be set (non-zero)");
     }
-    if !app.fetch.is_empty() {
-        errs.bad("/fetch", "fetching URIs is not supported yet (the agent has no fetcher)");
+    for (i, f) in app.fetch.iter().enumerate() {
+        if let Some(why) = unfetchable(&f.uri) {
+            errs.bad(format!("/fetch({i})/uri"), why);
+        }
+        if let Some(dest) = &f.dest_path
+            && !inside_sandbox(dest)
+        {
+            errs.bad(format!("/fetch({i})/destPath"), "must be a path relative to the sandbox, without '..'");
+        }
     }
     if app.dependencies.contains(&app.id) {
         errs.bad("/dependencies", "an app cannot depend on itself");
@@ -812,13 +994,111 @@ mod tests {
         let app = parse(json!({"id": "/a", "cmd": "x", "ports": [0, 0]})).unwrap();
         assert_eq!(app.port_definitions.len(), 2);
         assert!(app.port_definitions.iter().all(|p| p.port == 0 && p.name.is_none()));
-        // uris become fetch entries, which are refused (under their normalised name) until the agent fetches.
-        let err = parse(json!({"id": "/a", "cmd": "x", "uris": ["http://h/app.tgz"]})).unwrap_err();
-        assert_eq!(err.details()[0].path, "/fetch");
+        // uris become fetch entries, extracted when they name an archive.
+        let app = parse(json!({"id": "/a", "cmd": "x", "uris": ["http://h/app.tgz", "/opt/run.sh"]})).unwrap();
+        let fetch_json = serde_json::to_value(&app.fetch).unwrap();
+        assert_eq!(
+            fetch_json,
+            json!([
+                {"uri": "http://h/app.tgz", "extract": true, "executable": false, "cache": false},
+                {"uri": "/opt/run.sh", "extract": false, "executable": false, "cache": false}
+            ])
+        );
+        let err = parse(json!({"id": "/a", "cmd": "x", "uris": ["https://h/app.tgz"]})).unwrap_err();
+        assert_eq!(err.details()[0].path, "/fetch(0)/uri");
         let mut errs = Errors::default();
         let f = fetch(&json!([{"uri": "http://h/app.tgz"}, {"uri": "x", "extract": false}]), &mut errs).unwrap();
         assert_eq!(f.iter().map(|f| f.extract).collect::<Vec<_>>(), vec![true, false]);
         assert!(archive("a.tar.gz") && !archive("a.bin"));
+    }
+
+    #[test]
+    fn fetch_is_validated_with_paths() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "fetch": [
+            {"uri": "http://h/tool", "executable": true, "extract": false, "cache": true, "destPath": "bin/tool"},
+            {"uri": "file:///srv/a.zip"}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            app.fetch[0],
+            FetchUri {
+                uri: "http://h/tool".into(),
+                extract: false,
+                executable: true,
+                cache: true,
+                dest_path: Some("bin/tool".into())
+            }
+        );
+        assert!(app.fetch[1].extract && !app.fetch[1].executable);
+        let err = parse(json!({"id": "/a", "cmd": "x", "fetch": [
+            {"uri": "s3://bucket/a"}, {"uri": "relative/a"}, {"uri": "/ok", "destPath": "../out"},
+            {"uri": "/ok", "destPath": "/abs"}, {"extract": true}, {"uri": "/ok", "bogus": 1}
+        ]}))
+        .unwrap_err();
+        let paths: Vec<_> = err.details().iter().map(|d| d.path.as_str()).collect();
+        for p in [
+            "/fetch(0)/uri",
+            "/fetch(1)/uri",
+            "/fetch(2)/destPath",
+            "/fetch(3)/destPath",
+            "/fetch(4)/uri",
+            "/fetch(5)/bogus",
+        ] {
+            assert!(paths.contains(&p), "{p} in {paths:?}");
+        }
+        let s3 = err.details().iter().find(|d| d.path == "/fetch(0)/uri").unwrap();
+        assert!(s3.errors[0].contains("'s3'"), "{s3:?}");
+        let err = parse(json!({"id": "/a", "cmd": "x", "fetch": [{"uri": "/ok", "cache": "yes"}]})).unwrap_err();
+        assert!(matches!(err, Invalid::Types(_)), "{err:?}");
+    }
+
+    #[test]
+    fn mesos_containers_with_host_volumes_are_accepted_and_the_rest_refused_by_name() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "/data", "hostPath": "/srv/data", "mode": "RW"},
+            {"containerPath": "cache", "hostPath": "cache", "mode": "RO"}
+        ], "docker": null, "portMappings": []}}))
+        .unwrap();
+        let out = serde_json::to_value(&app).unwrap();
+        assert_eq!(
+            out["container"],
+            json!({"type": "MESOS", "volumes": [
+                {"containerPath": "/data", "hostPath": "/srv/data", "mode": "RW"},
+                {"containerPath": "cache", "hostPath": "cache", "mode": "RO"}
+            ]})
+        );
+        let refused = |body: Value| -> Vec<String> {
+            let err = parse(body).unwrap_err();
+            assert!(matches!(err, Invalid::Semantics(_)), "{err:?}");
+            err.details().iter().map(|d| d.path.clone()).collect()
+        };
+        assert_eq!(
+            refused(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": "nginx"}}})),
+            vec!["/container/type", "/container/docker"]
+        );
+        assert_eq!(
+            refused(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "nginx"}}})),
+            vec!["/container/docker"]
+        );
+        let body = json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "mode": "RW", "persistent": {"size": 10}},
+            {"containerPath": "/ext", "mode": "RW", "external": {"name": "v"}},
+            {"containerPath": "/x", "hostPath": "/srv", "mode": "RX"},
+            {"containerPath": "../up", "hostPath": "/srv", "mode": "RO"},
+            {"containerPath": "/y", "mode": "RO"}
+        ], "portMappings": [{"containerPort": 80}]}});
+        assert_eq!(
+            refused(body),
+            vec![
+                // Keys in JSON object order (sorted).
+                "/container/portMappings",
+                "/container/volumes(0)/persistent",
+                "/container/volumes(1)/external",
+                "/container/volumes(2)/mode",
+                "/container/volumes(3)/containerPath",
+                "/container/volumes(4)/hostPath"
+            ]
+        );
     }
 
     #[test]

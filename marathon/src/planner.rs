@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use agora_framework_sdk::{OfferPacker, PORTS, TaskBuilder, TaskRequest};
-use agora_proto::model::{Offer, Ranges, Resource, Resources, TaskInfo, Uri};
+use agora_proto::model::{ContainerInfo, ContainerType, Offer, Ranges, Resource, Resources, TaskInfo, Uri, Volume};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
@@ -193,6 +193,20 @@ pub fn build_task(
     }
     // A task carries one check (validation allows no more); its port index becomes this instance's host port.
     task.health_check = app.health_checks.first().map(|h| h.to_mesos(&host_ports));
+    task.container = app.container.as_ref().map(|c| ContainerInfo {
+        kind: ContainerType::Mesos,
+        rootfs: None,
+        volumes: c
+            .volumes
+            .iter()
+            .map(|v| Volume {
+                container_path: v.container_path.clone(),
+                host_path: v.host_path.clone(),
+                read_only: v.mode == "RO",
+            })
+            .collect(),
+        hostname: None,
+    });
     (task, host_ports)
 }
 
@@ -332,6 +346,39 @@ mod tests {
         assert_eq!(env["MARATHON_APP_LABEL_TEAM"], "a");
         assert_ne!(m.launches[0].host_ports, m.launches[1].host_ports);
         assert!(m.unused.is_empty() && m.unplaced.is_empty());
+    }
+
+    #[test]
+    fn fetch_and_volumes_become_uris_and_a_mesos_container() {
+        let a = app(json!({"id": "/f", "cmd": "./run", "cpus": 0.1, "mem": 32,
+            "fetch": [{"uri": "http://h/run", "executable": true, "destPath": "run"}, {"uri": "/srv/a.tgz"}],
+            "container": {"type": "MESOS", "volumes": [{"containerPath": "/data", "hostPath": "/srv", "mode": "RO"}]}}));
+        let reqs = [Request { app: &a, count: 1, service_ports: vec![10001] }];
+        let o = offer("o1", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");
+        let m = match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids());
+        let task = &m.launches[0].task;
+        let uris = &task.command.as_ref().unwrap().uris;
+        assert_eq!(
+            uris[0],
+            Uri {
+                value: "http://h/run".into(),
+                executable: true,
+                extract: true,
+                cache: false,
+                output_file: "run".into()
+            }
+        );
+        assert_eq!((uris[1].value.as_str(), uris[1].output_file.as_str()), ("/srv/a.tgz", ""));
+        let c = task.container.as_ref().expect("a container");
+        assert_eq!((c.kind, c.rootfs.as_deref()), (ContainerType::Mesos, None));
+        assert_eq!(
+            c.volumes,
+            vec![Volume { container_path: "/data".into(), host_path: "/srv".into(), read_only: true }]
+        );
+        let plain = app(json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 32}));
+        let reqs = [Request { app: &plain, count: 1, service_ports: vec![10002] }];
+        let o = offer("o2", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");
+        assert_eq!(match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids()).launches[0].task.container, None);
     }
 
     #[test]
