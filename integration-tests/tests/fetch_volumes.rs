@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use agora_framework_sdk::{FrameworkInfo, Reason, Resources, TaskInfo, TaskInfoExt, TaskState, TaskStatus};
-use agora_integration_tests::{
-    Cluster, Proc, TestFramework, WAIT, bin_dir, free_port, require_container_prerequisites, wait_for, wait_until_ok,
-};
+use agora_integration_tests::marathon::Marathon;
+use agora_integration_tests::{Cluster, TestFramework, WAIT, free_port, require_container_prerequisites, wait_for};
 use agora_proto::model::{ContainerInfo, ContainerType, Uri, Volume};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -212,7 +211,6 @@ async fn host_volumes_are_bound_read_write_and_read_only() -> Result<()> {
 async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<()> {
     require_container_prerequisites();
     require_tools();
-    assert!(bin_dir().join("agora-marathon").exists(), "agora-marathon not built: `cargo build --workspace --bins`");
     let files = tempfile::Builder::new().prefix("agora-mfetch-").tempdir()?;
     let d = files.path();
     std::fs::write(d.join("greeting.txt"), "hello from fetch\n")?;
@@ -225,26 +223,8 @@ async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<(
 
     let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
     cluster.add_agent(AGENT).await?;
-    let port = free_port();
-    let args: Vec<String> = [
-        "--master",
-        &cluster.master_addr,
-        "--http-port",
-        &port.to_string(),
-        "--http-address",
-        "127.0.0.1",
-        "--work-dir",
-        &cluster.dir.path().join("marathon").display().to_string(),
-        "--hostname",
-        "127.0.0.1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _marathon = Proc::spawn("marathon", "agora-marathon", &args, cluster.dir.path())?;
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    wait_until_ok(&http, &format!("{url}/ping"), "Marathon to answer /ping").await?;
+    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
+    let (url, http) = (marathon.url.clone(), marathon.http.clone());
 
     // What cannot be honoured is refused with the field's path.
     let refused = json!({"id": "/nope", "cmd": "true", "fetch": [{"uri": "https://example.org/a.tgz"}],
@@ -269,9 +249,9 @@ async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<(
     });
     let resp = http.post(format!("{url}/v2/apps")).json(&app).send().await?;
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
-    let shown: Value = http.get(format!("{url}/v2/apps/fetcher")).send().await?.json().await?;
-    assert_eq!(shown["app"]["container"]["volumes"][0]["mode"], "RW", "{shown}");
-    assert_eq!(shown["app"]["fetch"][1]["cache"], true, "{shown}");
+    let shown = marathon.app("/fetcher").await.context("GET /v2/apps/fetcher")?;
+    assert_eq!(shown["container"]["volumes"][0]["mode"], "RW", "{shown}");
+    assert_eq!(shown["fetch"][1]["cache"], true, "{shown}");
 
     let written = wait_for("the app's task to write into the host volume", WAIT * 2, async || {
         let entry = std::fs::read_dir(&out).ok()?.flatten().next()?;
