@@ -118,10 +118,17 @@ async fn uris_are_fetched_extracted_and_made_executable_and_a_bad_one_fails_the_
     cached.cache = true;
     good.command.as_mut().expect("a command").uris = vec![tool, uri(&format!("{base}/bundle.tar.gz")), local, cached];
 
+    // As another user, the fetched files are the task's own.
+    let script = "id -u; echo more >> plain.txt && cat plain.txt";
+    let mut as_nobody = TaskInfo::command("nobody", "nobody", &agent, res("cpus:0.2;mem:32"), script);
+    let command = as_nobody.command.as_mut().expect("a command");
+    command.user = Some("nobody".into());
+    command.uris = vec![uri(&d.join("plain.txt").display().to_string())];
+
     let missing = format!("{base}/missing.tgz");
     let mut bad = TaskInfo::command("bad", "bad", &agent, res("cpus:0.5;mem:64"), "echo must not run");
     bad.command.as_mut().expect("a command").uris = vec![uri(&missing)];
-    fw.driver.launch(&offer, vec![good, bad]);
+    fw.driver.launch(&offer, vec![good, bad, as_nobody]);
 
     let status = terminal(&mut fw, "good").await?;
     let sandbox = sandbox_of(&cluster, &fw.id, "good").context("the good task's sandbox")?;
@@ -140,6 +147,12 @@ async fn uris_are_fetched_extracted_and_made_executable_and_a_bad_one_fails_the_
     let sandbox = sandbox_of(&cluster, &fw.id, "bad").context("the bad task's sandbox")?;
     assert!(read(&sandbox.join("stderr")).contains(&format!("failed to fetch '{missing}'")));
     assert!(read(&sandbox.join("stdout")).is_empty(), "the task never ran");
+
+    let status = terminal(&mut fw, "nobody").await?;
+    let sandbox = sandbox_of(&cluster, &fw.id, "nobody").context("the nobody task's sandbox")?;
+    let (out, err) = (read(&sandbox.join("stdout")), read(&sandbox.join("stderr")));
+    assert_eq!(status.state, TaskState::Finished, "{status:?}\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out, "65534\na plain local file\nmore\n");
     fw.teardown().await;
     Ok(())
 }

@@ -374,6 +374,26 @@ fn prepare_hostskel(skel: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Gives everything under `dir` to `uid:gid`, without following symlinks.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?.path();
+        nix::unistd::fchownat(
+            None,
+            &path,
+            Some(uid.into()),
+            Some(gid.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("cannot give {} to uid {uid}: {e}", path.display()))?;
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            chown_tree(&path, uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// `name`'s uid and gid in a passwd file.
 pub fn lookup_user(passwd: &str, name: &str) -> Option<(u32, u32)> {
     passwd.lines().find_map(|line| {
@@ -531,6 +551,9 @@ impl Containerizer for LibcontainerContainerizer {
                     nix::unistd::chown(&p, Some(uid.into()), Some(gid.into()))
                         .map_err(|e| format!("cannot give {} to uid {uid}: {e}", p.display()))?;
                 }
+                // What the fetcher put there and the sandbox-path volumes belong to the task's user, as Mesos
+                // chowns the sandbox (symlinks themselves, never what they point to).
+                chown_tree(&spec.sandbox, uid, gid)?;
             }
             Ok(())
         };
