@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
+pub mod election;
+
 /// Mesos's label for the JSON `MasterInfo` members (`MASTER_INFO_JSON_LABEL`), followed by `_` and the sequence.
 pub const MEMBER_PREFIX: &str = "json.info_";
 
@@ -157,11 +159,27 @@ impl MesosMasterInfo {
 /// The leading member among `children` (names without the parent path): the `json.info_` member with the lowest
 /// sequence number. Other children are ignored.
 pub fn leading_member(children: &[String]) -> Option<&String> {
+    lowest_member(children, MEMBER_PREFIX)
+}
+
+/// The member `<prefix>NNNN` with the lowest sequence among `children`; other children are ignored.
+pub fn lowest_member<'a>(children: &'a [String], prefix: &str) -> Option<&'a String> {
     children
         .iter()
-        .filter_map(|c| c.strip_prefix(MEMBER_PREFIX).and_then(|s| s.parse::<u64>().ok()).map(|seq| (seq, c)))
+        .filter_map(|c| c.strip_prefix(prefix).and_then(|s| s.parse::<u64>().ok()).map(|seq| (seq, c)))
         .min()
         .map(|(_, c)| c)
+}
+
+/// A master's member data: Mesos's `MasterInfo` JSON.
+pub fn decode_master_info(data: &[u8]) -> Option<Leader> {
+    match serde_json::from_slice::<MesosMasterInfo>(data) {
+        Ok(info) => Some(Leader { address: info.connect_address(), id: info.id }),
+        Err(e) => {
+            tracing::warn!(error = %e, "leading member holds no MasterInfo JSON; ignoring it");
+            None
+        }
+    }
 }
 
 /// The leader as a detector last saw it.
@@ -269,6 +287,26 @@ pub async fn read_leader(client: &zk::Client, url: &ZkUrl) -> Result<Option<Lead
     leader_from(client, url, &children).await
 }
 
+/// Reads the leader of a group of `<prefix>` members under `url`, decoding its data with `decode`.
+pub async fn read_leader_with(
+    client: &zk::Client,
+    url: &ZkUrl,
+    prefix: &str,
+    decode: fn(&[u8]) -> Option<Leader>,
+) -> Result<Option<Leader>, zk::Error> {
+    let children = match client.list_children(&url.path).await {
+        Ok(c) => c,
+        Err(zk::Error::NoNode) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(member) = lowest_member(&children, prefix) else { return Ok(None) };
+    match client.get_data(&url.member_path(member)).await {
+        Ok((d, _)) => Ok(decode(&d)),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 async fn leader_from(client: &zk::Client, url: &ZkUrl, children: &[String]) -> Result<Option<Leader>, zk::Error> {
     let Some(member) = leading_member(children) else { return Ok(None) };
     let data = match client.get_data(&url.member_path(member)).await {
@@ -277,13 +315,7 @@ async fn leader_from(client: &zk::Client, url: &ZkUrl, children: &[String]) -> R
         Err(zk::Error::NoNode) => return Ok(None),
         Err(e) => return Err(e),
     };
-    match serde_json::from_slice::<MesosMasterInfo>(&data) {
-        Ok(info) => Ok(Some(Leader { address: info.connect_address(), id: info.id })),
-        Err(e) => {
-            tracing::warn!(member = %member, error = %e, "leading member holds no MasterInfo JSON; ignoring it");
-            Ok(None)
-        }
-    }
+    Ok(decode_master_info(&data))
 }
 
 /// Opens a ZooKeeper session to `url`'s servers, retrying every [`RETRY_DELAY`] until it succeeds (the first
