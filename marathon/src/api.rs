@@ -228,6 +228,13 @@ async fn leader(State(s): AppState) -> Response {
     json_response(StatusCode::OK, json!({"leader": format!("{}:{}", s.info.hostname, s.info.http_port)}))
 }
 
+/// `DELETE /v2/leader`: this instance stops leading; with `--zk` another one takes over.
+async fn abdicate(State(s): AppState) -> Response {
+    tracing::warn!("leadership abdicated through DELETE /v2/leader");
+    s.abdicated.notify_one();
+    message(StatusCode::OK, "Leadership abdicated")
+}
+
 async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
     let core = s.lock();
     let e = embed(&q);
@@ -779,7 +786,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/info", get(info))
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(metrics_prometheus))
-        .route("/v2/leader", get(leader))
+        .route("/v2/leader", get(leader).delete(abdicate))
         .route("/v2/apps", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
         .route("/v2/apps/", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
         .route("/v2/groups", get(group_get).post(group_create).put(group_update).delete(group_delete))

@@ -11,7 +11,7 @@
 //! - [`groups`]: the group tree behind `/v2/groups` (group bodies, dependencies, group versions).
 //! - [`store`]: the `StateStore` seam and its file implementation.
 //! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
-//!   event bus, and the process that ties them together.
+//!   event bus, and the process that ties them together; [`proxy`]: the HTTP front of a standby with `--zk`.
 
 pub mod api;
 pub mod app;
@@ -23,6 +23,7 @@ pub mod groups;
 pub mod health;
 pub mod pathid;
 pub mod planner;
+pub mod proxy;
 pub mod regex;
 pub mod scheduler;
 pub mod server;

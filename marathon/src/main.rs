@@ -8,7 +8,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "agora-marathon", about = "Marathon for Agora: keeps long-running apps running")]
 struct Flags {
-    /// The master, as HOST:PORT or http://HOST:PORT.
+    /// The master, as HOST:PORT, http://HOST:PORT or zk://HOST:PORT[,HOST:PORT]/PATH.
     #[arg(long)]
     master: String,
     /// The port of the REST API.
@@ -26,9 +26,13 @@ struct Flags {
     /// The framework name.
     #[arg(long, default_value = "marathon")]
     framework_name: String,
-    /// ZooKeeper state and leader election (not supported yet).
+    /// ZooKeeper for state and leader election, zk://HOST:PORT[,HOST:PORT]/PATH (e.g. /marathon): instances with
+    /// the same path elect one leader, the others proxy the API to it.
     #[arg(long)]
     zk: Option<String>,
+    /// The ZooKeeper session timeout in milliseconds (Marathon's `--zk_session_timeout`).
+    #[arg(long, alias = "zk_session_timeout", default_value_t = 10_000)]
+    zk_session_timeout: u64,
 }
 
 fn default_hostname() -> String {
@@ -58,9 +62,13 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let flags = Flags::parse();
-    if flags.master.starts_with("zk://") || flags.zk.is_some() {
-        anyhow::bail!("ZooKeeper (--master zk://..., --zk) is not supported yet; use --master HOST:PORT");
-    }
+    let ha = match &flags.zk {
+        None => None,
+        Some(url) => Some(agora_marathon::server::HaConfig {
+            zk: agora_detector::ZkUrl::parse(url).context("--zk")?,
+            session_timeout: std::time::Duration::from_millis(flags.zk_session_timeout),
+        }),
+    };
     let listener = tokio::net::TcpListener::bind((flags.http_address.as_str(), flags.http_port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", flags.http_address, flags.http_port))?;
@@ -70,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         hostname: flags.hostname.unwrap_or_else(default_hostname),
         framework_name: flags.framework_name,
     };
-    agora_marathon::server::run(config, listener, shutdown_signal()).await.context("agora-marathon stopped")?;
+    match ha {
+        None => agora_marathon::server::run(config, listener, shutdown_signal()).await,
+        Some(ha) => agora_marathon::server::run_ha(config, ha, listener, shutdown_signal()).await,
+    }
+    .context("agora-marathon stopped")?;
     Ok(())
 }

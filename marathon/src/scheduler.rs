@@ -47,11 +47,24 @@ pub struct Shared {
     pub driver: SchedulerDriver,
     pub info: Info,
     mode: Mutex<OfferMode>,
+    /// `DELETE /v2/leader`: the server stops leading (and the process ends, as Marathon's does).
+    pub abdicated: tokio::sync::Notify,
+    /// The store refused a write because another Marathon wrote there: the server stops at once.
+    pub overtaken: tokio::sync::Notify,
 }
 
 impl Shared {
     pub fn new(core: Core, store: Box<dyn StateStore>, driver: SchedulerDriver, info: Info) -> Shared {
-        Shared { core: Mutex::new(core), store, bus: EventBus::default(), driver, info, mode: Mutex::default() }
+        Shared {
+            core: Mutex::new(core),
+            store,
+            bus: EventBus::default(),
+            driver,
+            info,
+            mode: Mutex::default(),
+            abdicated: tokio::sync::Notify::new(),
+            overtaken: tokio::sync::Notify::new(),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Core> {
@@ -101,6 +114,10 @@ impl Shared {
         if core.dirty {
             match self.store.save(&core.state) {
                 Ok(()) => core.dirty = false,
+                Err(e @ crate::store::StoreError::Conflict { .. }) => {
+                    tracing::error!(error = %e, "another Marathon leads: stopping");
+                    self.overtaken.notify_one();
+                }
                 Err(e) => tracing::error!(error = %e, "cannot persist Marathon's state"),
             }
         }

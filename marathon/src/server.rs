@@ -1,6 +1,6 @@
 //! The process: load the state, subscribe to the master through the SDK driver, serve the REST API, tick the
 //! clock; stop on the shutdown signal without tearing the framework down (its tasks keep running for the next
-//! Marathon to pick up).
+//! Marathon to pick up). Standalone ([`run`]) or highly available with ZooKeeper ([`run_ha`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,12 +8,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_detector::election::{self, Contender, Role};
+use agora_detector::{Leader, ZkUrl};
 use agora_framework_sdk::{Driver, DriverError, DriverOptions, FrameworkInfo};
 use agora_proto::model::Capability;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::core::Core;
+use crate::proxy::Front;
 use crate::scheduler::{Info, MarathonScheduler, Shared};
+use crate::store::zk::ZkStore;
 use crate::store::{FileStore, StateStore, StoreError};
 use crate::time::now_millis;
 
@@ -41,9 +47,12 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("cannot read the HTTP listener's address: {0}")]
     Address(std::io::Error),
+    #[error("lost leadership in ZooKeeper; stopping so that only the new leader acts")]
+    LostLeadership,
 }
 
-/// Runs Marathon until `shutdown` resolves or the driver stops on a fatal error.
+/// Runs Marathon standalone (state in `<work_dir>/marathon-state.json`) until `shutdown` resolves, the driver
+/// stops on a fatal error, or leadership is abdicated (`DELETE /v2/leader`).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -52,11 +61,155 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServerError::Address)?;
     let store = FileStore::new(&config.work_dir)?;
     let state = store.load()?.unwrap_or_default();
+    tracing::info!(path = %store.path().display(), "state file");
+    let mut leading = start_leading(&config, addr.port(), state, Box::new(store))?;
+
+    let app = crate::api::router(leading.shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_http, mut http) = serve(listener, app);
+    tracing::info!(%addr, master = %config.master, "Marathon is serving its API");
+
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        _ = leading.shared.abdicated.notified() => Ok(()),
+        r = &mut leading.driver_task => driver_result(r),
+        r = &mut http => http_result(r),
+    };
+    stop_serving(stop_http, http).await;
+    leading.stop(true).await;
+    result
+}
+
+/// High availability (`--zk`): where the instances meet and how long their ZooKeeper sessions live.
+#[derive(Clone, Debug)]
+pub struct HaConfig {
+    /// `zk://HOST:PORT[,HOST:PORT]/PATH`: the election under `PATH/leader`, the state under `PATH/state`.
+    pub zk: ZkUrl,
+    pub session_timeout: Duration,
+}
+
+/// The election members' prefix (their data is the instance's `host:port`).
+const MEMBER_PREFIX: &str = "member_";
+
+fn decode_member(data: &[u8]) -> Option<Leader> {
+    let address = std::str::from_utf8(data).ok()?.trim().to_string();
+    (!address.is_empty()).then_some(Leader { address, id: String::new() })
+}
+
+/// Runs Marathon with ZooKeeper: it contends for leadership with the other instances on the same path and, while
+/// standing by, proxies the API to the leader ([`crate::proxy`]). Once elected it loads the state from ZooKeeper
+/// and subscribes with the stored framework id; the first thing it does as the framework is reconcile every task
+/// it knows of with the master, and its recorded instances count as placed meanwhile, so nothing is launched or
+/// killed twice. It never goes back to standing by: when it loses leadership (its session disconnected or
+/// expired) it stops at once with [`ServerError::LostLeadership`], writing nothing more, as Marathon exits.
+pub async fn run_ha(
+    config: Config,
+    ha: HaConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Address)?;
+    let me = format!("{}:{}", config.hostname, addr.port());
+    let mut role = election::start(Contender {
+        url: ZkUrl { servers: ha.zk.servers.clone(), path: format!("{}/leader", ha.zk.path) },
+        member_prefix: MEMBER_PREFIX.into(),
+        data: me.clone().into_bytes(),
+        decode: decode_member,
+        session_timeout: ha.session_timeout,
+    });
+    let front = Arc::new(Front::new(me.clone()));
+    let app = crate::proxy::router(front.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_http, mut http) = serve(listener, app);
+    tracing::info!(%addr, zk = %ha.zk, "Marathon is standing by for leadership");
+    tokio::pin!(shutdown);
+
+    let member = loop {
+        let current = role.borrow_and_update().clone();
+        match current {
+            Role::Leader { client, member } => break Some((client, member)),
+            Role::Candidate { leader } => front.set_leader(leader.map(|l| l.address)),
+        }
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            r = role.changed() => if r.is_err() { break None },
+            r = &mut http => return http_result(r),
+        }
+    };
+    let Some((client, member)) = member else {
+        stop_serving(stop_http, http).await;
+        return Ok(());
+    };
+    tracing::info!(%me, member, "elected: loading the state from ZooKeeper; reconciling before acting");
+    let store = ZkStore::new(client, &format!("{}/state", ha.zk.path))?;
+    let state = match store.load() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            stop_serving(stop_http, http).await;
+            return Err(e.into());
+        }
+    };
+    let mut leading = start_leading(&config, addr.port(), state, Box::new(store))?;
+    front.lead(crate::api::router(leading.shared.clone()));
+
+    let result = tokio::select! {
+        _ = &mut shutdown => Ok(()),
+        _ = leading.shared.abdicated.notified() => Ok(()),
+        () = lost(&mut role, &member) => Err(ServerError::LostLeadership),
+        _ = leading.shared.overtaken.notified() => Err(ServerError::LostLeadership),
+        r = &mut leading.driver_task => driver_result(r),
+        r = &mut http => http_result(r),
+    };
+    // After losing leadership nothing more is written: another leader may own the state by now.
+    leading.stop(result.is_ok()).await;
+    stop_serving(stop_http, http).await;
+    drop(role);
+    result
+}
+
+/// Resolves when the election no longer names `member` the leader.
+async fn lost(role: &mut watch::Receiver<Role>, member: &str) {
+    loop {
+        if role.changed().await.is_err() {
+            return;
+        }
+        if !matches!(&*role.borrow(), Role::Leader { member: m, .. } if m == member) {
+            tracing::error!(member, "lost leadership: stopping, as Marathon does");
+            return;
+        }
+    }
+}
+
+/// A leading Marathon: the shared state, its driver and its clock.
+struct Leading {
+    shared: Arc<Shared>,
+    driver_task: JoinHandle<Result<MarathonScheduler, DriverError>>,
+    ticker: JoinHandle<()>,
+}
+
+impl Leading {
+    /// Stops the clock and the driver (without tearing the framework down), then persists once more if `persist`.
+    async fn stop(mut self, persist: bool) {
+        self.ticker.abort();
+        self.shared.driver.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.driver_task).await;
+        if persist {
+            let mut core = self.shared.lock();
+            core.dirty = true;
+            self.shared.settle(&mut core, now_millis());
+        }
+    }
+}
+
+/// Subscribes to the master with the state's framework id and starts the clock.
+fn start_leading(
+    config: &Config,
+    http_port: u16,
+    state: crate::core::Persisted,
+    store: Box<dyn StateStore>,
+) -> Result<Leading, ServerError> {
     tracing::info!(
         apps = state.apps.len(),
         instances = state.instances.len(),
         framework_id = ?state.framework_id,
-        path = %store.path().display(),
         "loaded state"
     );
     let mut framework = FrameworkInfo::new(config.framework_name.clone());
@@ -65,22 +218,22 @@ pub async fn run(
     framework.checkpoint = true;
     framework.capabilities = vec![Capability::PartitionAware, Capability::TaskKillingState];
     framework.hostname = Some(config.hostname.clone());
-    framework.webui_url = Some(format!("http://{}:{}", config.hostname, addr.port()));
+    framework.webui_url = Some(format!("http://{}:{}", config.hostname, http_port));
     // Subscribe with offers suppressed: the first settle REVIVEs if anything is to be launched, so an idle
     // Marathon never holds other frameworks' resources.
     let options = DriverOptions { suppressed_roles: vec!["*".into()], ..DriverOptions::default() };
     let driver = Driver::new(&config.master, framework, options)?;
     let info = Info {
         hostname: config.hostname.clone(),
-        http_port: addr.port(),
+        http_port,
         master: config.master.clone(),
         framework_name: config.framework_name.clone(),
         failover_timeout: FAILOVER_TIMEOUT_SECONDS,
     };
-    let shared = Arc::new(Shared::new(Core::new(state), Box::new(store) as Box<dyn StateStore>, driver.handle(), info));
+    let shared = Arc::new(Shared::new(Core::new(state), store, driver.handle(), info));
 
     let scheduler = MarathonScheduler { shared: shared.clone() };
-    let mut driver_task = tokio::spawn(driver.run(scheduler));
+    let driver_task = tokio::spawn(driver.run(scheduler));
 
     let ticker = {
         let shared = shared.clone();
@@ -92,42 +245,45 @@ pub async fn run(
             }
         })
     };
+    Ok(Leading { shared, driver_task, ticker })
+}
 
-    let app = crate::api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+type Http = JoinHandle<std::io::Result<()>>;
+
+fn serve(
+    listener: TcpListener,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+) -> (tokio::sync::oneshot::Sender<()>, Http) {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut http = tokio::spawn(async move {
+    let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             })
             .await
     });
-    tracing::info!(%addr, master = %config.master, "Marathon is serving its API");
+    (stop_http, http)
+}
 
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        r = &mut driver_task => match r {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(ServerError::Driver(e)),
-            Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
-        },
-        r = &mut http => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ServerError::Http(e)),
-            Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
-        },
-    };
-    ticker.abort();
-    shared.driver.stop();
+async fn stop_serving(stop_http: tokio::sync::oneshot::Sender<()>, mut http: Http) {
     let _ = stop_http.send(());
     // SSE streams never end on their own; do not wait for them long.
     let _ = tokio::time::timeout(Duration::from_secs(2), &mut http).await;
     http.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut driver_task).await;
-    {
-        let mut core = shared.lock();
-        core.dirty = true;
-        shared.settle(&mut core, now_millis());
+}
+
+fn driver_result(r: Result<Result<MarathonScheduler, DriverError>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ServerError::Driver(e)),
+        Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
     }
-    result
+}
+
+fn http_result(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServerError::Http(e)),
+        Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+    }
 }

@@ -1,4 +1,7 @@
-//! Persistence behind the [`StateStore`] seam: a JSON file under `--work-dir` now, ZooKeeper later.
+//! Persistence behind the [`StateStore`] seam: a JSON file under `--work-dir` standalone ([`FileStore`]), ZooKeeper
+//! with `--zk` ([`zk::ZkStore`]), memory in tests ([`MemoryStore`]).
+
+pub mod zk;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,12 @@ pub enum StoreError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid Marathon state file: {source}")]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("ZooKeeper failed at {path}: {message}")]
+    Zk { path: String, message: String },
+    #[error("{path} was changed by another Marathon (a newer leader?); this one must stop")]
+    Conflict { path: String },
+    #[error("{path} would hold {bytes} bytes, over ZooKeeper's node limit")]
+    TooLarge { path: String, bytes: usize },
 }
 
 /// Where Marathon keeps apps, versions, instances, deployments and its framework id.

@@ -71,6 +71,8 @@ async fn ping_info_leader_and_unknown_routes() {
     assert_eq!(r.body["marathon_config"]["failover_timeout"], 604_800);
     assert_eq!(r.body["http_config"]["http_port"], 8080);
     assert_eq!(api.call("GET", "/v2/leader", None).await.body, json!({"leader": "127.0.0.1:8080"}));
+    let r = api.call("DELETE", "/v2/leader", None).await;
+    assert_eq!((r.status, r.body), (200, json!({"message": "Leadership abdicated"})));
     api.call("POST", "/v2/apps", Some(app("/m"))).await;
     let m = api.call("GET", "/metrics", None).await.body;
     assert_eq!(m["gauges"]["marathon.apps.active.gauge"]["value"], 1);

@@ -1,0 +1,176 @@
+//! Marathon with ZooKeeper end to end: two real `agora-marathon` with `--zk` on one path against a real master, an
+//! agent and the harness's ZooKeeper. The standby proxies the API to the leader; `kill -9` of the leader hands the
+//! lead to the other, which reloads the state from ZooKeeper and keeps the running tasks (same ids, nothing
+//! launched twice); `DELETE /v2/leader` abdicates. Build the binaries first: `cargo build --workspace --bins`.
+
+use agora_integration_tests::{Cluster, Proc, WAIT, ZooKeeper, bin_dir, free_port, wait_for};
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+/// The Marathon instances' ZooKeeper session timeout (ms): a killed leader's member is gone about this long after.
+const SESSION_MS: &str = "2000";
+
+struct Instance {
+    proc: Proc,
+    port: u16,
+}
+
+fn spawn(cluster: &Cluster, zk: &ZooKeeper, port: u16, name: &str) -> Result<Instance> {
+    assert!(
+        bin_dir().join("agora-marathon").exists(),
+        "agora-marathon not built: run `cargo build --workspace --bins` first"
+    );
+    let args: Vec<String> = [
+        "--master",
+        &cluster.master_addr,
+        "--zk",
+        &zk.url("/marathon"),
+        "--zk-session-timeout",
+        SESSION_MS,
+        "--http-port",
+        &port.to_string(),
+        "--http-address",
+        "127.0.0.1",
+        "--hostname",
+        "127.0.0.1",
+        "--work-dir",
+        &cluster.dir.path().join(name).display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Ok(Instance { proc: Proc::spawn(name, "agora-marathon", &args, cluster.dir.path())?, port })
+}
+
+async fn call(port: u16, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+    let mut req = reqwest::Client::new().request(method, format!("http://127.0.0.1:{port}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("{path} on port {port}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+async fn leader_seen_by(port: u16) -> Option<String> {
+    let (status, v) = call(port, reqwest::Method::GET, "/v2/leader", None).await.ok()?;
+    (status == 200).then(|| v["leader"].as_str().map(String::from)).flatten()
+}
+
+/// Running task ids of `/ha/sleepy` as the Marathon on `port` reports them (a standby proxies the question).
+async fn running_tasks(port: u16) -> Option<Vec<String>> {
+    let (status, v) = call(port, reqwest::Method::GET, "/v2/apps/ha/sleepy", None).await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let tasks = v["app"]["tasks"].as_array()?;
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    (ids.len() == tasks.len()).then_some(ids)
+}
+
+/// The Marathon framework on the master: (id, active, running task ids, every task id it ever had there).
+async fn on_master(cluster: &Cluster) -> Option<(String, bool, Vec<String>, usize)> {
+    let s = cluster.state().await.ok()?;
+    let f = s["frameworks"].as_array()?.iter().find(|f| f["name"] == "marathon")?.clone();
+    let mut running: Vec<String> = f["tasks"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    running.sort();
+    let all = f["tasks"].as_array()?.len() + f["completed_tasks"].as_array().map_or(0, Vec::len);
+    Some((f["id"].as_str()?.to_string(), f["active"] == true, running, all))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:1024;ports:[32300-32399]").await?;
+    let zk = ZooKeeper::start(&cluster.dir.path().join("zk")).await?;
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn(&cluster, &zk, port_a, "marathon-a")?;
+    let mut b = spawn(&cluster, &zk, port_b, "marathon-b")?;
+
+    // One leader, named alike by both; /ping is answered by each.
+    let leader = wait_for("both instances to name one leader", WAIT, async || {
+        let (la, lb) = (leader_seen_by(port_a).await?, leader_seen_by(port_b).await?);
+        (la == lb).then_some(la)
+    })
+    .await?;
+    for port in [port_a, port_b] {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/ping")).await?;
+        ensure!(r.status().is_success() && r.text().await? == "pong");
+    }
+    let (leading, standby) = if leader == format!("127.0.0.1:{port_a}") { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    ensure!(leader == format!("127.0.0.1:{}", leading.port), "leader {leader} is neither instance");
+
+    // Create through the standby: proxied to the leader.
+    let app = json!({"id": "/ha/sleepy", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
+    let (status, body) = call(standby.port, reqwest::Method::POST, "/v2/apps", Some(app)).await?;
+    ensure!(status == 201, "POST through the standby: {status} {body}");
+    ensure!(body["id"] == "/ha/sleepy", "{body}");
+    let before =
+        wait_for("2 running tasks", WAIT * 2, async || running_tasks(standby.port).await.filter(|ids| ids.len() == 2))
+            .await?;
+    let (framework_id, _, on_master_before, _) = wait_for("the master to list both tasks running", WAIT, async || {
+        on_master(&cluster).await.filter(|(_, _, running, _)| *running == before)
+    })
+    .await?;
+
+    // kill -9 the leader: the standby takes over, reloads the state, keeps the tasks.
+    leading.proc.kill9();
+    let new_leader = format!("127.0.0.1:{}", standby.port);
+    wait_for("the standby to take the lead", WAIT * 2, async || {
+        (leader_seen_by(standby.port).await? == new_leader).then_some(())
+    })
+    .await?;
+    let after = wait_for("the new leader to show the app with its tasks", WAIT, async || {
+        running_tasks(standby.port).await.filter(|ids| ids.len() == 2)
+    })
+    .await?;
+    assert_eq!(after, before, "the same tasks, not new ones");
+    // The new leader subscribed with the same framework id; the master still has exactly the two tasks.
+    wait_for("the new leader to resubscribe as the same framework", WAIT * 2, async || {
+        on_master(&cluster).await.filter(|(id, active, _, _)| *id == framework_id && *active)
+    })
+    .await?;
+    let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
+    assert_eq!(running, on_master_before, "the tasks kept running");
+    assert_eq!(all, 2, "nothing was launched or killed again");
+    let (_, queue) = call(standby.port, reqwest::Method::GET, "/v2/queue", None).await?;
+    assert_eq!(queue["queue"], json!([]), "nothing waits to be launched");
+
+    // The old leader comes back as a standby; DELETE /v2/leader through it makes the leader abdicate and exit.
+    let port_old = leading.port;
+    let name = if port_old == port_a { "marathon-a2" } else { "marathon-b2" };
+    let mut back = spawn(&cluster, &zk, port_old, name)?;
+    wait_for("the old leader to come back as a standby", WAIT, async || {
+        (leader_seen_by(port_old).await? == new_leader).then_some(())
+    })
+    .await?;
+    let (status, body) = call(port_old, reqwest::Method::DELETE, "/v2/leader", None).await?;
+    assert_eq!((status, body), (200, json!({"message": "Leadership abdicated"})));
+    let exit =
+        wait_for("the abdicated leader to exit", WAIT, async || standby.proc.child.try_wait().ok().flatten()).await?;
+    assert!(exit.success(), "abdication is a clean exit: {exit}");
+    wait_for("the restarted instance to lead", WAIT * 2, async || {
+        (leader_seen_by(port_old).await? == format!("127.0.0.1:{port_old}")).then_some(())
+    })
+    .await?;
+    let again = wait_for("the app and its tasks on the third leader", WAIT, async || {
+        running_tasks(port_old).await.filter(|ids| ids.len() == 2)
+    })
+    .await?;
+    assert_eq!(again, before);
+    let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
+    assert_eq!((running, all), (on_master_before, 2));
+    back.proc.terminate();
+    Ok(())
+}
