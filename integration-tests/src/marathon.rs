@@ -18,6 +18,17 @@ pub struct Marathon {
 
 impl Marathon {
     pub async fn start(cluster: &Cluster, work_dir: &Path, port: u16, log_name: &str) -> Result<Marathon> {
+        Marathon::start_with(cluster, work_dir, port, log_name, &[]).await
+    }
+
+    /// [`Marathon::start`] with more flags (e.g. `--zk`).
+    pub async fn start_with(
+        cluster: &Cluster,
+        work_dir: &Path,
+        port: u16,
+        log_name: &str,
+        flags: &[&str],
+    ) -> Result<Marathon> {
         assert!(
             bin_dir().join("agora-marathon").exists(),
             "agora-marathon not built: run `cargo build --workspace --bins` first"
@@ -34,6 +45,7 @@ impl Marathon {
             "--hostname".into(),
             "127.0.0.1".into(),
         ];
+        let args: Vec<String> = args.into_iter().chain(flags.iter().map(|f| f.to_string())).collect();
         let proc = Proc::spawn(log_name, "agora-marathon", &args, cluster.dir.path())?;
         let m = Marathon { proc, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
         crate::wait_until_ok(&m.http, &format!("{}/ping", m.url), "Marathon to answer /ping").await?;

@@ -3,68 +3,30 @@
 //! lead to the other, which reloads the state from ZooKeeper and keeps the running tasks (same ids, nothing
 //! launched twice); `DELETE /v2/leader` abdicates. Build the binaries first: `cargo build --workspace --bins`.
 
-use agora_integration_tests::{Cluster, Proc, WAIT, ZooKeeper, bin_dir, free_port, wait_for};
+use agora_integration_tests::marathon::Marathon;
+use agora_integration_tests::{Cluster, WAIT, ZooKeeper, free_port, wait_for};
 use anyhow::{Context, Result, ensure};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
 /// The Marathon instances' ZooKeeper session timeout (ms): a killed leader's member is gone about this long after.
 const SESSION_MS: &str = "2000";
 
-struct Instance {
-    proc: Proc,
-    port: u16,
+async fn start(cluster: &Cluster, zk: &ZooKeeper, port: u16, name: &str) -> Result<Marathon> {
+    let url = zk.url("/marathon");
+    let flags = ["--zk", url.as_str(), "--zk-session-timeout", SESSION_MS];
+    Marathon::start_with(cluster, &cluster.dir.path().join(name), port, name, &flags).await
 }
 
-fn spawn(cluster: &Cluster, zk: &ZooKeeper, port: u16, name: &str) -> Result<Instance> {
-    assert!(
-        bin_dir().join("agora-marathon").exists(),
-        "agora-marathon not built: run `cargo build --workspace --bins` first"
-    );
-    let args: Vec<String> = [
-        "--master",
-        &cluster.master_addr,
-        "--zk",
-        &zk.url("/marathon"),
-        "--zk-session-timeout",
-        SESSION_MS,
-        "--http-port",
-        &port.to_string(),
-        "--http-address",
-        "127.0.0.1",
-        "--hostname",
-        "127.0.0.1",
-        "--work-dir",
-        &cluster.dir.path().join(name).display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Ok(Instance { proc: Proc::spawn(name, "agora-marathon", &args, cluster.dir.path())?, port })
-}
-
-async fn call(port: u16, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
-    let mut req = reqwest::Client::new().request(method, format!("http://127.0.0.1:{port}{path}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.with_context(|| format!("{path} on port {port}"))?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-}
-
-async fn leader_seen_by(port: u16) -> Option<String> {
-    let (status, v) = call(port, reqwest::Method::GET, "/v2/leader", None).await.ok()?;
+async fn leader_seen_by(m: &Marathon) -> Option<String> {
+    let (status, _, v) = m.call(Method::GET, "/v2/leader", None).await.ok()?;
     (status == 200).then(|| v["leader"].as_str().map(String::from)).flatten()
 }
 
-/// Running task ids of `/ha/sleepy` as the Marathon on `port` reports them (a standby proxies the question).
-async fn running_tasks(port: u16) -> Option<Vec<String>> {
-    let (status, v) = call(port, reqwest::Method::GET, "/v2/apps/ha/sleepy", None).await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    let tasks = v["app"]["tasks"].as_array()?;
+/// Running task ids of `/ha/sleepy` as `m` reports them (a standby proxies the question), once all run.
+async fn running_tasks(m: &Marathon) -> Option<Vec<String>> {
+    let app = m.app("/ha/sleepy").await?;
+    let tasks = app["tasks"].as_array()?;
     let mut ids: Vec<String> = tasks
         .iter()
         .filter(|t| t["state"] == "TASK_RUNNING")
@@ -95,44 +57,40 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
     cluster.add_agent("cpus:2;mem:1024;ports:[32300-32399]").await?;
     let zk = ZooKeeper::start(&cluster.dir.path().join("zk")).await?;
     let (port_a, port_b) = (free_port(), free_port());
-    let mut a = spawn(&cluster, &zk, port_a, "marathon-a")?;
-    let mut b = spawn(&cluster, &zk, port_b, "marathon-b")?;
+    let a = start(&cluster, &zk, port_a, "marathon-a").await?;
+    let b = start(&cluster, &zk, port_b, "marathon-b").await?;
 
-    // One leader, named alike by both; /ping is answered by each.
+    // One leader, named alike by both (each answers /ping on its own: start waited for it).
     let leader = wait_for("both instances to name one leader", WAIT, async || {
-        let (la, lb) = (leader_seen_by(port_a).await?, leader_seen_by(port_b).await?);
+        let (la, lb) = (leader_seen_by(&a).await?, leader_seen_by(&b).await?);
         (la == lb).then_some(la)
     })
     .await?;
-    for port in [port_a, port_b] {
-        let r = reqwest::get(format!("http://127.0.0.1:{port}/ping")).await?;
-        ensure!(r.status().is_success() && r.text().await? == "pong");
-    }
-    let (leading, standby) = if leader == format!("127.0.0.1:{port_a}") { (&mut a, &mut b) } else { (&mut b, &mut a) };
-    ensure!(leader == format!("127.0.0.1:{}", leading.port), "leader {leader} is neither instance");
+    let (mut leading, standby) = if leader == format!("127.0.0.1:{port_a}") { (a, b) } else { (b, a) };
+    ensure!(leading.url == format!("http://{leader}"), "leader {leader} is neither instance");
 
     // Create through the standby: proxied to the leader.
     let app = json!({"id": "/ha/sleepy", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
-    let (status, body) = call(standby.port, reqwest::Method::POST, "/v2/apps", Some(app)).await?;
+    let (status, _, body) = standby.call(Method::POST, "/v2/apps", Some(app)).await?;
     ensure!(status == 201, "POST through the standby: {status} {body}");
     ensure!(body["id"] == "/ha/sleepy", "{body}");
     let before =
-        wait_for("2 running tasks", WAIT * 2, async || running_tasks(standby.port).await.filter(|ids| ids.len() == 2))
+        wait_for("2 running tasks", WAIT * 2, async || running_tasks(&standby).await.filter(|ids| ids.len() == 2))
             .await?;
     let (framework_id, _, on_master_before, _) = wait_for("the master to list both tasks running", WAIT, async || {
         on_master(&cluster).await.filter(|(_, _, running, _)| *running == before)
     })
     .await?;
 
-    // kill -9 the leader: the standby takes over, reloads the state, keeps the tasks.
+    // kill -9 the leader: the standby takes over, reloads the state from ZooKeeper, keeps the tasks.
     leading.proc.kill9();
-    let new_leader = format!("127.0.0.1:{}", standby.port);
+    let new_leader = standby.url.trim_start_matches("http://").to_string();
     wait_for("the standby to take the lead", WAIT * 2, async || {
-        (leader_seen_by(standby.port).await? == new_leader).then_some(())
+        (leader_seen_by(&standby).await? == new_leader).then_some(())
     })
     .await?;
     let after = wait_for("the new leader to show the app with its tasks", WAIT, async || {
-        running_tasks(standby.port).await.filter(|ids| ids.len() == 2)
+        running_tasks(&standby).await.filter(|ids| ids.len() == 2)
     })
     .await?;
     assert_eq!(after, before, "the same tasks, not new ones");
@@ -144,33 +102,32 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
     let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
     assert_eq!(running, on_master_before, "the tasks kept running");
     assert_eq!(all, 2, "nothing was launched or killed again");
-    let (_, queue) = call(standby.port, reqwest::Method::GET, "/v2/queue", None).await?;
-    assert_eq!(queue["queue"], json!([]), "nothing waits to be launched");
+    assert_eq!(standby.get("/v2/queue").await?["queue"], json!([]), "nothing waits to be launched");
 
     // The old leader comes back as a standby; DELETE /v2/leader through it makes the leader abdicate and exit.
-    let port_old = leading.port;
-    let name = if port_old == port_a { "marathon-a2" } else { "marathon-b2" };
-    let mut back = spawn(&cluster, &zk, port_old, name)?;
+    let port_old = leading.url.rsplit(':').next().context("a port")?.parse::<u16>()?;
+    drop(leading);
+    let mut standby = standby;
+    let back = start(&cluster, &zk, port_old, "marathon-back").await?;
     wait_for("the old leader to come back as a standby", WAIT, async || {
-        (leader_seen_by(port_old).await? == new_leader).then_some(())
+        (leader_seen_by(&back).await? == new_leader).then_some(())
     })
     .await?;
-    let (status, body) = call(port_old, reqwest::Method::DELETE, "/v2/leader", None).await?;
+    let (status, _, body) = back.call(Method::DELETE, "/v2/leader", None).await?;
     assert_eq!((status, body), (200, json!({"message": "Leadership abdicated"})));
     let exit =
         wait_for("the abdicated leader to exit", WAIT, async || standby.proc.child.try_wait().ok().flatten()).await?;
     assert!(exit.success(), "abdication is a clean exit: {exit}");
     wait_for("the restarted instance to lead", WAIT * 2, async || {
-        (leader_seen_by(port_old).await? == format!("127.0.0.1:{port_old}")).then_some(())
+        (leader_seen_by(&back).await? == format!("127.0.0.1:{port_old}")).then_some(())
     })
     .await?;
     let again = wait_for("the app and its tasks on the third leader", WAIT, async || {
-        running_tasks(port_old).await.filter(|ids| ids.len() == 2)
+        running_tasks(&back).await.filter(|ids| ids.len() == 2)
     })
     .await?;
     assert_eq!(again, before);
     let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
     assert_eq!((running, all), (on_master_before, 2));
-    back.proc.terminate();
     Ok(())
 }
