@@ -131,3 +131,36 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
     assert_eq!((running, all), (on_master_before, 2));
     Ok(())
 }
+
+/// Standalone, `DELETE /v2/leader` is an election this lone instance wins again: it keeps serving, reloads its
+/// state and resubscribes as the same framework, and its tasks run on untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_abdication_is_won_again_without_touching_the_tasks() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:1024;ports:[32400-32499]").await?;
+    let m = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
+    let app = json!({"id": "/ha/sleepy", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
+    let (status, _, body) = m.call(Method::POST, "/v2/apps", Some(app)).await?;
+    ensure!(status == 201, "{status} {body}");
+    let before =
+        wait_for("2 running tasks", WAIT * 2, async || running_tasks(&m).await.filter(|ids| ids.len() == 2)).await?;
+    let (framework_id, _, _, _) = on_master(&cluster).await.context("the master's state")?;
+
+    let (status, _, body) = m.call(Method::DELETE, "/v2/leader", None).await?;
+    assert_eq!((status, body), (200, json!({"message": "Leadership abdicated"})));
+    let me = m.url.trim_start_matches("http://").to_string();
+    wait_for("the instance to lead again", WAIT, async || (leader_seen_by(&m).await? == me).then_some(())).await?;
+    let again = wait_for("the app with its tasks", WAIT, async || running_tasks(&m).await).await?;
+    assert_eq!(again, before);
+    let mut m = m;
+    assert!(m.proc.child.try_wait()?.is_none(), "a lone instance keeps running");
+    let log = m.proc.log_text();
+    assert!(log.contains("this one leads again"), "the instance stepped down and led anew:\n{log}");
+    wait_for("the framework to be subscribed again", WAIT, async || {
+        on_master(&cluster).await.filter(|(id, active, _, _)| *id == framework_id && *active)
+    })
+    .await?;
+    let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
+    assert_eq!((running, all), (before, 2), "nothing launched or killed");
+    Ok(())
+}

@@ -1,8 +1,8 @@
-//! The HTTP front of a Marathon running with `--zk`, as Marathon's `LeaderProxyFilter`: while this instance leads,
-//! every request goes to its own API; while it stands by, `/ping` is answered here, `GET /v2/leader` names the
-//! leader (404 `There is no leader` when none is known), `/v2/events` is redirected to the leader, and every other
-//! request is proxied to the leader with `X-Marathon-Via` (a request that already passed a standby is refused, so
-//! two standbys with stale views never bounce it between them).
+//! The HTTP front of a Marathon, as Marathon's `LeaderProxyFilter`: while this instance leads, every request goes to
+//! its own API; while it stands by (with `--zk`, or standalone for the moment of a re-election), `/ping` is answered
+//! here, `GET /v2/leader` names the leader (404 `There is no leader` when none is known), `/v2/events` is redirected
+//! to the leader, and every other request is proxied to the leader with `X-Marathon-Via` (a request that already
+//! passed a standby is refused, so two standbys with stale views never bounce it between them).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -60,9 +60,15 @@ impl Front {
         self.set_leader(Some(self.me.clone()));
     }
 
+    /// Stops answering with this instance's API (while it hands over or is elected anew).
+    pub fn stand_by(&self) {
+        *self.leading.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.set_leader(None);
+    }
+
     async fn wait_for_leader(&self) -> Option<String> {
         let mut rx = self.leader.subscribe();
-        let known = tokio::time::timeout(LEADER_WAIT, rx.wait_for(|l| l.as_ref().is_some_and(|l| *l != self.me)));
+        let known = tokio::time::timeout(LEADER_WAIT, rx.wait_for(|l| l.is_some()));
         known.await.ok().and_then(|r| r.ok().and_then(|l| l.clone()))
     }
 }
@@ -71,9 +77,14 @@ fn message(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(json!({"message": msg.into()}))).into_response()
 }
 
+impl Front {
+    fn api(&self) -> Option<Router> {
+        self.leading.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
-    let api = front.leading.read().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(mut api) = api {
+    if let Some(mut api) = front.api() {
         let Ok(resp) = tower::Service::call(&mut api, req).await;
         return resp;
     }
@@ -94,6 +105,14 @@ async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
     let Some(leader) = front.wait_for_leader().await else {
         return message(StatusCode::BAD_GATEWAY, "Could not determine the current leader");
     };
+    if leader == front.me {
+        // Elected while the request waited.
+        let Some(mut api) = front.api() else {
+            return message(StatusCode::BAD_GATEWAY, "Could not determine the current leader");
+        };
+        let Ok(resp) = tower::Service::call(&mut api, req).await;
+        return resp;
+    }
     let target = format!("http://{leader}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     if path == "/v2/events" {
         let mut resp = StatusCode::FOUND.into_response();

@@ -51,31 +51,45 @@ pub enum ServerError {
     LostLeadership,
 }
 
-/// Runs Marathon standalone (state in `<work_dir>/marathon-state.json`) until `shutdown` resolves, the driver
-/// stops on a fatal error, or leadership is abdicated (`DELETE /v2/leader`).
+/// Runs Marathon standalone (state in `<work_dir>/marathon-state.json`) until `shutdown` resolves or the driver
+/// stops on a fatal error. `DELETE /v2/leader` is a new election that this lone instance wins again: it stops
+/// leading (persisting), reloads its state and subscribes anew with its framework id, reconciling first.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Address)?;
-    let store = FileStore::new(&config.work_dir)?;
-    let state = store.load()?.unwrap_or_default();
-    tracing::info!(path = %store.path().display(), "state file");
-    let mut leading = start_leading(&config, addr.port(), state, Box::new(store))?;
-
-    let app = crate::api::router(leading.shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let front = Arc::new(Front::new(format!("{}:{}", config.hostname, addr.port())));
+    let app = crate::proxy::router(front.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, mut http) = serve(listener, app);
-    tracing::info!(%addr, master = %config.master, "Marathon is serving its API");
-
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        _ = leading.shared.abdicated.notified() => Ok(()),
-        r = &mut leading.driver_task => driver_result(r),
-        r = &mut http => http_result(r),
+    tokio::pin!(shutdown);
+    let result = loop {
+        let leading = FileStore::new(&config.work_dir).map_err(ServerError::from).and_then(|store| {
+            let state = store.load()?.unwrap_or_default();
+            tracing::info!(path = %store.path().display(), "state file");
+            start_leading(&config, addr.port(), state, Box::new(store))
+        });
+        let mut leading = match leading {
+            Ok(l) => l,
+            Err(e) => break Err(e),
+        };
+        front.lead(crate::api::router(leading.shared.clone()));
+        tracing::info!(%addr, master = %config.master, "Marathon is serving its API");
+        let outcome = tokio::select! {
+            _ = &mut shutdown => Ok(false),
+            _ = leading.shared.abdicated.notified() => Ok(true),
+            r = &mut leading.driver_task => driver_result(r).map(|()| false),
+            r = &mut http => http_result(r).map(|()| false),
+        };
+        front.stand_by();
+        leading.stop(true).await;
+        match outcome {
+            Ok(true) => tracing::warn!("abdicated; no other instance to elect, so this one leads again"),
+            other => break other.map(|_| ()),
+        }
     };
     stop_serving(stop_http, http).await;
-    leading.stop(true).await;
     result
 }
 
