@@ -71,8 +71,15 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
 
     // Create through the standby: proxied to the leader.
     let app = json!({"id": "/ha/sleepy", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
-    let (status, _, body) = standby.call(Method::POST, "/v2/apps", Some(app)).await?;
+    let (status, headers, body) = standby.call(Method::POST, "/v2/apps", Some(app)).await?;
     ensure!(status == 201, "POST through the standby: {status} {body}");
+    assert_eq!(headers["x-marathon-leader"], leading.url.as_str(), "answered by the leader");
+    assert!(headers.contains_key("marathon-deployment-id") && headers.contains_key("location"));
+    // The event stream is not proxied: a standby redirects it to the leader.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let r = no_redirects.get(format!("{}/v2/events?event_type=deployment_info", standby.url)).send().await?;
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(r.headers()["location"], format!("{}/v2/events?event_type=deployment_info", leading.url).as_str());
     ensure!(body["id"] == "/ha/sleepy", "{body}");
     let before =
         wait_for("2 running tasks", WAIT * 2, async || running_tasks(&standby).await.filter(|ids| ids.len() == 2))

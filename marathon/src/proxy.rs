@@ -1,8 +1,9 @@
 //! The HTTP front of a Marathon, as Marathon's `LeaderProxyFilter`: while this instance leads, every request goes to
-//! its own API; while it stands by (with `--zk`, or standalone for the moment of a re-election), `/ping` is answered
-//! here, `GET /v2/leader` names the leader (404 `There is no leader` when none is known), `/v2/events` is redirected
-//! to the leader, and every other request is proxied to the leader with `X-Marathon-Via` (a request that already
-//! passed a standby is refused, so two standbys with stale views never bounce it between them).
+//! its own API (answers carry `X-Marathon-Leader`); while it stands by (with `--zk`, or standalone for the moment
+//! of a re-election), `/ping` is answered here, `GET /v2/leader` names the leader (404 `There is no leader` when
+//! none is known), `/v2/events` is redirected to the leader, and every other request is proxied to the leader with
+//! `X-Marathon-Via` (a request that already passed a standby is refused, so two standbys with stale views never
+//! bounce it between them).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -83,10 +84,18 @@ impl Front {
     }
 }
 
+/// The leader's own answer, with `X-Marathon-Leader` as Marathon's leader responses carry it.
+async fn answer(front: &Front, mut api: Router, req: Request) -> Response {
+    let Ok(mut resp) = tower::Service::call(&mut api, req).await;
+    if let Ok(v) = HeaderValue::from_str(&format!("http://{}", front.me)) {
+        resp.headers_mut().insert("X-Marathon-Leader", v);
+    }
+    resp
+}
+
 async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
-    if let Some(mut api) = front.api() {
-        let Ok(resp) = tower::Service::call(&mut api, req).await;
-        return resp;
+    if let Some(api) = front.api() {
+        return answer(&front, api, req).await;
     }
     let path = req.uri().path().to_string();
     if path == "/ping" {
@@ -107,11 +116,10 @@ async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
     };
     if leader == front.me {
         // Elected while the request waited.
-        let Some(mut api) = front.api() else {
+        let Some(api) = front.api() else {
             return message(StatusCode::BAD_GATEWAY, "Could not determine the current leader");
         };
-        let Ok(resp) = tower::Service::call(&mut api, req).await;
-        return resp;
+        return answer(&front, api, req).await;
     }
     let target = format!("http://{leader}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     if path == "/v2/events" {
