@@ -170,3 +170,54 @@ async fn health_checked_apps_heal_roll_on_health_and_replace_failing_instances()
     assert_eq!(last["healthy"], false, "{ended:#}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_waits_for_its_readiness_check() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32500-32599]").await?;
+    let work_dir = cluster.dir.path().join("marathon");
+    let marathon = Marathon::start(&cluster, &work_dir, free_port(), "marathon").await?;
+    assert!(http_server_cmd().contains("busybox"), "this test needs busybox on PATH (apt-get install busybox-static)");
+    // The server answers /ready with 404 for its first 3 seconds, then 200.
+    let cmd = "echo ok > index.html; (sleep 3; echo yes > ready) & exec busybox httpd -f -p 127.0.0.1:$PORT0 -h .";
+    let (status, _, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/rd/web", "cmd": cmd, "instances": 1, "cpus": 0.1, "mem": 32,
+                        "portDefinitions": [{"port": 0, "name": "http"}],
+                        "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
+                                             "intervalSeconds": 1, "timeoutSeconds": 0, "preserveLastResponse": true}]})),
+        )
+        .await?;
+    assert_eq!(status, 422, "timeoutSeconds 0 is refused: {body}");
+    let (status, _, body) = marathon
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/rd/web", "cmd": cmd, "instances": 1, "cpus": 0.1, "mem": 32,
+                        "portDefinitions": [{"port": 0, "name": "http"}],
+                        "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
+                                             "intervalSeconds": 2, "timeoutSeconds": 1, "preserveLastResponse": true}]})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    // While the task runs but is not ready, the deployment stays, showing the probe's last answer.
+    let waiting = wait_for("a running task the deployment waits for", WAIT * 2, async || {
+        let deployments = marathon.get("/v2/deployments").await.ok()?;
+        let results = deployments[0]["currentActions"][0]["readinessCheckResults"].as_array()?.clone();
+        let r = results.first()?.clone();
+        (r["ready"] == false && r["lastResponse"]["status"] == 404).then_some(r)
+    })
+    .await?;
+    assert_eq!(waiting["name"], "ready");
+    let app = marathon.app("/rd/web").await.context("the app")?;
+    assert_eq!(app["tasks"][0]["state"], "TASK_RUNNING", "{app:#}");
+    assert_eq!(app["tasks"][0]["ipAddresses"], json!([{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]));
+    wait_for("the deployment to finish once the task is ready", WAIT * 2, async || {
+        let deployments = marathon.get("/v2/deployments").await.ok()?;
+        deployments.as_array()?.is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -107,7 +107,8 @@ fn new_deployment_id() -> String {
 pub fn task_json(i: &Instance) -> Value {
     let mut t = json!({
         "id": i.task_id, "appId": i.app_id, "host": i.placement.hostname, "slaveId": i.agent_id,
-        "ipAddresses": [], "ports": i.host_ports, "servicePorts": i.service_ports, "state": i.state.name(),
+        "ipAddresses": i.agent_ip.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
+        "ports": i.host_ports, "servicePorts": i.service_ports, "state": i.state.name(),
         "stagedAt": format_iso(i.staged_at), "version": i.version, "localVolumes": [], "role": "*",
         "healthCheckResults": i.health.iter().map(|h| h.json(&i.instance_id)).collect::<Vec<_>>(),
     });
@@ -120,15 +121,17 @@ pub fn task_json(i: &Instance) -> Value {
 struct Embed {
     tasks: bool,
     last_task_failure: bool,
+    readiness: bool,
 }
 
 fn embed(q: &[(String, String)]) -> Embed {
-    let mut e = Embed { tasks: false, last_task_failure: false };
+    let mut e = Embed { tasks: false, last_task_failure: false, readiness: false };
     for v in all(q, "embed") {
         let suffix = v.rsplit('.').next().unwrap_or(v);
         match suffix {
             "tasks" => e.tasks = true,
             "lastTaskFailure" => e.last_task_failure = true,
+            "readiness" => e.readiness = true,
             "failures" => {
                 e.tasks = true;
                 e.last_task_failure = true;
@@ -155,6 +158,9 @@ fn app_info(core: &Core, app: &AppDefinition, embed: &Embed) -> Value {
     v["deployments"] = json!(core.deployments_of(&app.id).iter().map(|id| json!({"id": id})).collect::<Vec<_>>());
     if embed.tasks {
         v["tasks"] = json!(instances.iter().map(|i| task_json(i)).collect::<Vec<_>>());
+    }
+    if embed.readiness {
+        v["readinessCheckResults"] = json!(core.readiness_results(&app.id));
     }
     if embed.last_task_failure
         && let Some(f) = core.last_failure(&app.id)
@@ -263,7 +269,7 @@ async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Respon
     let result = core.create_app(&body, flag(&q, "force", false), now, new_deployment_id());
     let resp = match result {
         Ok((app, r)) => {
-            let info = app_info(&core, &app, &Embed { tasks: false, last_task_failure: false });
+            let info = app_info(&core, &app, &Embed { tasks: false, last_task_failure: false, readiness: false });
             let mut resp = json_response(StatusCode::CREATED, info);
             if let Ok(v) = HeaderValue::from_str(&app.id) {
                 resp.headers_mut().insert("Location", v);
@@ -304,7 +310,7 @@ async fn bulk_update(State(s): AppState, method: Method, Query(q): Params, body:
 }
 
 fn group_json(core: &Core, id: &str, embed_tasks: bool) -> Value {
-    let e = Embed { tasks: embed_tasks, last_task_failure: false };
+    let e = Embed { tasks: embed_tasks, last_task_failure: false, readiness: false };
     let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
     let apps: Vec<Value> = core
         .state
@@ -475,7 +481,7 @@ async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params)
     match app_path(&rest) {
         AppPath::App(id) => match core.app(&id) {
             Ok(app) => {
-                let e = Embed { tasks: true, last_task_failure: true };
+                let e = Embed { tasks: true, last_task_failure: true, readiness: true };
                 json_response(StatusCode::OK, json!({"app": app_info(&core, app, &e)}))
             }
             Err(e) => error(e),

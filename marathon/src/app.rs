@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::constraints::{Constraint, Operator};
 use crate::health::AppHealthCheck;
 use crate::pathid;
+use crate::readiness::ReadinessCheck;
 
 /// One path's validation errors, as Marathon's `details` entries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,6 +209,8 @@ pub struct AppDefinition {
     pub dependencies: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<AppHealthCheck>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness_checks: Vec<ReadinessCheck>,
     pub upgrade_strategy: UpgradeStrategy,
     pub labels: BTreeMap<String, String>,
     pub backoff_seconds: u64,
@@ -250,6 +253,7 @@ impl AppDefinition {
             networks: vec![Network { mode: "host".into() }],
             dependencies: vec![],
             health_checks: vec![],
+            readiness_checks: vec![],
             upgrade_strategy: UpgradeStrategy::default(),
             labels: BTreeMap::new(),
             backoff_seconds: 1,
@@ -304,7 +308,6 @@ const READ_ONLY: &[&str] = &[
 
 /// Marathon fields this version cannot honour yet: accepted only when absent, null or empty.
 const NOT_YET: &[(&str, &str)] = &[
-    ("readinessChecks", "readiness checks are not supported yet"),
     ("check", "Mesos checks are not supported yet"),
     ("secrets", "secrets are not supported yet"),
     ("executorResources", "executorResources is not supported yet"),
@@ -857,6 +860,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                 }
             }
             "healthChecks" => app.health_checks = crate::health::parse(v, p, errs),
+            "readinessChecks" => app.readiness_checks = crate::readiness::parse(v, p, errs),
             "backoffSeconds" => app.backoff_seconds = integer(v, p, 0, errs).unwrap_or(app.backoff_seconds),
             "backoffFactor" => app.backoff_factor = at_least(v, p, 1.0, errs).unwrap_or(app.backoff_factor),
             "maxLaunchDelaySeconds" => {
@@ -963,6 +967,7 @@ fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
         errs.bad("/dependencies", "an app cannot depend on itself");
     }
     crate::health::validate(app, errs);
+    crate::readiness::validate(app, errs);
 }
 
 #[cfg(test)]
@@ -1124,9 +1129,9 @@ mod tests {
     #[test]
     fn unsupported_fields_are_named() {
         let err =
-            parse(json!({"id": "/a", "cmd": "x", "readinessChecks": [{"name": "r"}], "frobnicate": 1})).unwrap_err();
+            parse(json!({"id": "/a", "cmd": "x", "secrets": {"s": {"source": "x"}}, "frobnicate": 1})).unwrap_err();
         let paths: Vec<_> = err.details().iter().map(|d| d.path.clone()).collect();
-        assert_eq!(paths, vec!["/frobnicate", "/readinessChecks"]);
+        assert_eq!(paths, vec!["/frobnicate", "/secrets"]);
         // Empty values of those fields are fine, as are echoed read-only fields.
         parse(json!({"id": "/a", "cmd": "x", "healthChecks": [], "container": null, "tasksRunning": 3})).unwrap();
     }

@@ -49,6 +49,9 @@ pub struct Instance {
     #[serde(skip)]
     pub kill_sent_at: Option<Millis>,
     pub unreachable_since: Option<Millis>,
+    /// The agent's IP (from its offer), which readiness probes address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ip: Option<String>,
     /// The agent's health check results (apps with health checks), for `healthCheckResults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthRecord>,
@@ -192,6 +195,8 @@ pub struct Core {
     queue: BTreeMap<String, QueueStats>,
     events: Vec<Value>,
     pub dirty: bool,
+    /// Readiness of new instances during deployments, by task id (not persisted, as in Marathon).
+    pub(crate) readiness: BTreeMap<String, crate::readiness::Readiness>,
 }
 
 fn event(kind: &str, now: Millis, mut body: Value) -> Value {
@@ -278,7 +283,10 @@ impl Core {
             .map(|s| {
                 s.actions
                     .iter()
-                    .map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []}))
+                    .map(|a| {
+                        json!({"action": a.action, "app": a.app,
+                               "readinessCheckResults": self.readiness_results(&a.app)})
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -348,7 +356,7 @@ impl Core {
 
     /// Whether the instance counts as healthy: RUNNING, and reported healthy by its agent when the app version it
     /// runs has health checks (RUNNING alone otherwise), as Marathon counts.
-    fn healthy(&self, i: &Instance, app: &AppDefinition) -> bool {
+    pub(crate) fn counts_healthy(&self, i: &Instance, app: &AppDefinition) -> bool {
         let own = self.state.versions.get(&i.app_id).and_then(|v| v.get(&i.version)).unwrap_or(app);
         let checked = !own.health_checks.is_empty();
         i.state == TaskState::Running && if checked { i.healthy == Some(true) } else { i.healthy != Some(false) }
@@ -360,7 +368,8 @@ impl Core {
             .map(|i| Member {
                 task_id: i.task_id.clone(),
                 new: i.version == app.version,
-                healthy: self.healthy(i, app),
+                // During a deployment a new instance with a readiness check counts once it is also ready.
+                healthy: self.counts_healthy(i, app) && self.ready(i),
                 killing: i.killing,
                 rank: i.rank(),
                 staged_at: i.staged_at,
@@ -942,7 +951,7 @@ impl Core {
     }
 
     /// Completes deployments whose steps are all done.
-    fn finish_deployments(&mut self, now: Millis) {
+    pub(crate) fn finish_deployments(&mut self, now: Millis) {
         // Steps complete in order: report each newly completed one, then the deployment when all are.
         let progress: Vec<(String, usize)> = self
             .state
@@ -1066,6 +1075,13 @@ impl Core {
             placed.entry(i.app_id.clone()).or_default().push(i.placement.clone());
         }
         let matched = planner::match_offers(&requests, &placed, offers, new_id);
+        let agent_ips: BTreeMap<String, String> = offers
+            .iter()
+            .filter_map(|o| {
+                let host = o.url.strip_prefix("http://")?.rsplit_once(':')?.0;
+                (!host.is_empty()).then(|| (o.agent_id.clone(), host.to_string()))
+            })
+            .collect();
         for Launch { app_id, instance_id, task, placement, host_ports, .. } in &matched.launches {
             let app = &self.state.apps[app_id];
             self.state.instances.insert(
@@ -1086,6 +1102,7 @@ impl Core {
                     killing: false,
                     kill_sent_at: None,
                     unreachable_since: None,
+                    agent_ip: agent_ips.get(&task.agent_id).cloned(),
                     health: None,
                 },
             );

@@ -3,7 +3,8 @@
 //!
 //! Pure core, thin shell:
 //! - [`app`], [`pathid`], [`time`], [`constraints`]: the app definition model and its validation; [`health`]: health
-//!   checks (definition, translation into the Mesos check a task carries, results).
+//!   checks (definition, translation into the Mesos check a task carries, results); [`readiness`]: readiness
+//!   checks (definition, Marathon-side probes of new instances during deployments).
 //! - [`planner`]: the offer planner, a pure function from app specs + observed instances + offers + now to
 //!   launches, kills and declines with reasons; [`deploy`]: the deployment plan and rolling-upgrade arithmetic.
 //! - [`core`]: the state machine the API and the scheduler drive (apps, versions, instances, deployments, launch
@@ -24,6 +25,7 @@ pub mod health;
 pub mod pathid;
 pub mod planner;
 pub mod proxy;
+pub mod readiness;
 pub mod regex;
 pub mod scheduler;
 pub mod server;

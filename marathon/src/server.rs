@@ -253,9 +253,11 @@ fn start_leading(
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
+            let probes = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
             loop {
                 interval.tick().await;
                 shared.tick(now_millis());
+                crate::readiness::send_due_probes(&shared, &probes, now_millis());
             }
         })
     };

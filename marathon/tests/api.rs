@@ -155,7 +155,7 @@ async fn errors_have_marathons_codes_and_bodies() {
     let r =
         api.call("POST", "/v2/apps", Some(json!({"id": "/ok", "cmd": "x", "readinessChecks": [{"name": "r"}]}))).await;
     assert_eq!(r.status, 422);
-    assert_eq!(r.body["details"][0]["path"], "/readinessChecks");
+    assert_eq!(r.body["details"][0]["path"], "/readinessChecks(0)/portName", "http-api names no port of the app");
 
     let resp = api.http.post(format!("{}/v2/apps", api.url)).body("{\"id\": ").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);

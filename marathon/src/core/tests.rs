@@ -550,3 +550,58 @@ fn rolling_upgrade_replaces_old_instances_only_as_new_ones_become_healthy() {
     assert!(h.core.deployments_json(h.now).is_empty(), "upgrade finished");
     assert_eq!(h.running("/hc", &r.version), 3);
 }
+
+fn answer(status: u16) -> Result<crate::readiness::HttpResponse, String> {
+    Ok(crate::readiness::HttpResponse { status, content_type: "text/plain".into(), body: format!("{status}") })
+}
+
+#[test]
+fn readiness_probes_gate_deployments_until_new_instances_are_ready() {
+    let mut h = Harness::new(1);
+    create(
+        &mut h,
+        json!({"id": "/rd", "cmd": "httpd", "instances": 1, "cpus": 0.1, "mem": 32,
+               "portDefinitions": [{"port": 0, "name": "http"}],
+               "readinessChecks": [{"portName": "http", "path": "/ready", "intervalSeconds": 2, "timeoutSeconds": 1,
+                                    "preserveLastResponse": true}],
+               "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}}),
+    );
+    let offers = h.offers();
+    let mut n = 0;
+    h.core.match_offers(&offers, h.now, &mut |app| {
+        n += 1;
+        format!("{}.instance-r{n}", pathid::task_prefix(app))
+    });
+    let t: Vec<String> = h.core.instances_of("/rd").map(|i| i.task_id.clone()).collect();
+    assert!(h.core.readiness_probes(h.now).is_empty(), "no probe before RUNNING");
+    h.run_all(&t);
+    let probes = h.core.readiness_probes(h.now);
+    assert_eq!(probes.len(), 1);
+    let port = h.core.state.instances[&t[0]].host_ports[0];
+    assert_eq!(probes[0].url, format!("http://host0:{port}/ready"), "the agent's hostname when its offer has no ip");
+    assert!(h.core.readiness_probes(h.now).is_empty(), "one probe in flight at a time");
+    h.core.readiness_result(&t[0], answer(503), h.now);
+    assert_eq!(h.core.deployments_json(h.now).len(), 1, "not ready: the deployment waits");
+    let d = &h.core.deployments_json(h.now)[0];
+    let results = &d["currentActions"][0]["readinessCheckResults"];
+    assert_eq!(results[0]["ready"], false, "{d:#}");
+    assert_eq!(results[0]["lastResponse"]["status"], 503, "{d:#}");
+    assert!(h.core.readiness_probes(h.now + 1_000).is_empty(), "the next probe after intervalSeconds");
+    assert_eq!(h.core.readiness_probes(h.now + 2_000).len(), 1);
+    h.core.readiness_result(&t[0], answer(200), h.now + 2_000);
+    assert!(h.core.deployments_json(h.now).is_empty(), "ready: the deployment is done");
+
+    // A restart keeps the old instance until the new one is ready.
+    let id = h.did();
+    h.core.update_app("/rd", &json!({"cmd": "httpd v2"}), true, false, h.now, id).unwrap();
+    let launched = h.round();
+    assert_eq!(launched.len(), 1);
+    h.run_all(&launched);
+    assert!(h.core.actions(h.now).kills.is_empty(), "RUNNING is not ready");
+    let probes = h.core.readiness_probes(h.now);
+    assert_eq!(probes.iter().map(|p| p.task_id.clone()).collect::<Vec<_>>(), launched, "only new instances");
+    h.core.readiness_result(&launched[0], answer(200), h.now);
+    assert_eq!(h.core.actions(h.now).kills, vec![(t[0].clone(), "agent-0".to_string())], "the old one goes");
+    h.update(&t[0], TaskState::Killed);
+    assert!(h.core.deployments_json(h.now).is_empty());
+}
