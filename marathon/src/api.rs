@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -98,6 +98,12 @@ fn deployment_response(status: StatusCode, r: &DeploymentResult) -> Response {
     resp
 }
 
+/// `api_post_event` says who asked (`clientIp`) and what (`uri`, the request path).
+fn stamp_origin(core: &mut Core, ext: &Extensions, uri: &Uri) {
+    let ip = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    core.stamp_api_events(&ip, uri.path());
+}
+
 fn new_deployment_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -118,20 +124,26 @@ pub fn task_json(i: &Instance) -> Value {
     t
 }
 
+/// What an AppInfo carries besides the app, counts and deployments (which Marathon always embeds).
+#[derive(Clone, Copy, Default)]
 struct Embed {
     tasks: bool,
     last_task_failure: bool,
     readiness: bool,
+    task_stats: bool,
 }
 
+/// Marathon's `InfoEmbedResolver`: the prefixes `apps.`, `app.`, `group.apps.` (or none) are interchangeable;
+/// `counts` and `deployments` are always there; unknown values are ignored.
 fn embed(q: &[(String, String)]) -> Embed {
-    let mut e = Embed { tasks: false, last_task_failure: false, readiness: false };
+    let mut e = Embed::default();
     for v in all(q, "embed") {
         let suffix = v.rsplit('.').next().unwrap_or(v);
         match suffix {
             "tasks" => e.tasks = true,
             "lastTaskFailure" => e.last_task_failure = true,
             "readiness" => e.readiness = true,
+            "taskStats" => e.task_stats = true,
             "failures" => {
                 e.tasks = true;
                 e.last_task_failure = true;
@@ -140,6 +152,50 @@ fn embed(q: &[(String, String)]) -> Embed {
         }
     }
     e
+}
+
+/// `tasksStats` (Marathon's key; the embed is named `taskStats`): counts and life times of the app's tasks in
+/// the buckets Marathon reports, each omitted when it holds no task.
+fn tasks_stats(app: &AppDefinition, instances: &[&Instance], checked: bool, now: Millis) -> Value {
+    use agora_proto::model::TaskState::*;
+    let stats = |set: Vec<&&Instance>| -> Option<Value> {
+        if set.is_empty() {
+            return None;
+        }
+        let count = |f: &dyn Fn(&Instance) -> bool| set.iter().filter(|i| f(i)).count();
+        let mut v = json!({"counts": {
+            "staged": count(&|i| matches!(i.state, Staging | Starting)),
+            "running": count(&|i| i.state == Running),
+            "healthy": count(&|i| checked && i.state == Running && i.healthy == Some(true)),
+            "unhealthy": count(&|i| checked && i.state == Running && i.healthy == Some(false)),
+        }});
+        let mut lives: Vec<f64> =
+            set.iter().filter_map(|i| i.started_at).map(|s| now.saturating_sub(s) as f64 / 1000.0).collect();
+        if !lives.is_empty() {
+            lives.sort_by(f64::total_cmp);
+            let n = lives.len();
+            let median = if n % 2 == 1 { lives[n / 2] } else { (lives[n / 2 - 1] + lives[n / 2]) / 2.0 };
+            v["lifeTime"] = json!({"averageSeconds": lives.iter().sum::<f64>() / n as f64, "medianSeconds": median});
+        }
+        Some(json!({"stats": v}))
+    };
+    let info = &app.version_info;
+    let mut out = serde_json::Map::new();
+    let buckets: [(&str, Vec<&&Instance>); 4] = [
+        (
+            "startedAfterLastScaling",
+            instances.iter().filter(|i| format_iso(i.staged_at) >= info.last_scaling_at).collect(),
+        ),
+        ("withLatestConfig", instances.iter().filter(|i| i.version >= info.last_config_change_at).collect()),
+        ("withOutdatedConfig", instances.iter().filter(|i| i.version < info.last_config_change_at).collect()),
+        ("totalSummary", instances.iter().collect()),
+    ];
+    for (name, set) in buckets {
+        if let Some(v) = stats(set) {
+            out.insert(name.into(), v);
+        }
+    }
+    Value::Object(out)
 }
 
 /// AppInfo: the app plus counts and deployments (always), tasks and lastTaskFailure when embedded.
@@ -166,6 +222,9 @@ fn app_info(core: &Core, app: &AppDefinition, embed: &Embed) -> Value {
         && let Some(f) = core.last_failure(&app.id)
     {
         v["lastTaskFailure"] = serde_json::to_value(f).unwrap_or_default();
+    }
+    if embed.task_stats {
+        v["tasksStats"] = tasks_stats(app, &instances, checked, now_millis());
     }
     v
 }
@@ -223,6 +282,7 @@ async fn info(State(s): AppState) -> Response {
                 "hostname": s.info.hostname, "decline_offer_duration": (crate::scheduler::DECLINE_SECONDS * 1000.0) as u64,
                 "local_port_min": crate::core::LOCAL_PORT_MIN, "local_port_max": crate::core::LOCAL_PORT_MAX,
                 "executor": "//cmd", "ha": false, "checkpoint": true, "mesos_role": "*", "features": [],
+                "reconciliation_interval": crate::scheduler::RECONCILIATION_INTERVAL_MS,
             },
             "zookeeper_config": {},
             "http_config": {"http_port": s.info.http_port},
@@ -259,7 +319,7 @@ async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
     json_response(StatusCode::OK, json!({"apps": apps}))
 }
 
-async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Response {
+async fn create_app(State(s): AppState, ext: Extensions, uri: Uri, Query(q): Params, body: Bytes) -> Response {
     let body = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -269,7 +329,7 @@ async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Respon
     let result = core.create_app(&body, flag(&q, "force", false), now, new_deployment_id());
     let resp = match result {
         Ok((app, r)) => {
-            let info = app_info(&core, &app, &Embed { tasks: false, last_task_failure: false, readiness: false });
+            let info = app_info(&core, &app, &Embed::default());
             let mut resp = json_response(StatusCode::CREATED, info);
             if let Ok(v) = HeaderValue::from_str(&app.id) {
                 resp.headers_mut().insert("Location", v);
@@ -281,12 +341,20 @@ async fn create_app(State(s): AppState, Query(q): Params, body: Bytes) -> Respon
         }
         Err(e) => error(e),
     };
+    stamp_origin(&mut core, &ext, &uri);
     s.settle(&mut core, now);
     resp
 }
 
 /// `PUT /v2/apps` (create or update, partial by default) and `PATCH /v2/apps` (update existing): one deployment.
-async fn bulk_update(State(s): AppState, method: Method, Query(q): Params, body: Bytes) -> Response {
+async fn bulk_update(
+    State(s): AppState,
+    method: Method,
+    ext: Extensions,
+    uri: Uri,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
     let body = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -305,12 +373,12 @@ async fn bulk_update(State(s): AppState, method: Method, Query(q): Params, body:
         Ok(r) => deployment_response(StatusCode::OK, &r),
         Err(e) => error(e),
     };
+    stamp_origin(&mut core, &ext, &uri);
     s.settle(&mut core, now);
     resp
 }
 
-fn group_json(core: &Core, id: &str, embed_tasks: bool) -> Value {
-    let e = Embed { tasks: embed_tasks, last_task_failure: false, readiness: false };
+fn group_json(core: &Core, id: &str, e: Embed) -> Value {
     let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
     let apps: Vec<Value> = core
         .state
@@ -320,10 +388,8 @@ fn group_json(core: &Core, id: &str, embed_tasks: bool) -> Value {
         .filter(|(a, _)| groups::parent(a) == id)
         .map(|(_, a)| app_info(core, a, &e))
         .collect();
-    let groups: Vec<Value> = groups::children(&core.state.apps, &core.state.groups, id)
-        .iter()
-        .map(|g| group_json(core, g, embed_tasks))
-        .collect();
+    let groups: Vec<Value> =
+        groups::children(&core.state.apps, &core.state.groups, id).iter().map(|g| group_json(core, g, e)).collect();
     let mut version = groups::version_of(&core.state.apps, &core.state.groups, id);
     if version.is_empty() {
         version = format_iso(now_millis());
@@ -364,8 +430,7 @@ async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Par
             if !core.group_exists(&id) {
                 return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
             }
-            let embed_tasks = all(&q, "embed").any(|e| e.ends_with("apps.tasks"));
-            json_response(StatusCode::OK, group_json(&core, &id, embed_tasks))
+            json_response(StatusCode::OK, group_json(&core, &id, embed(&q)))
         }
         GroupPath::Versions(id) => match core.group_versions(&id) {
             Ok(v) => json_response(StatusCode::OK, json!(v)),
@@ -481,7 +546,8 @@ async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params)
     match app_path(&rest) {
         AppPath::App(id) => match core.app(&id) {
             Ok(app) => {
-                let e = Embed { tasks: true, last_task_failure: true, readiness: true };
+                // Marathon always embeds tasks, lastTaskFailure and readiness results here (compatibility), and honours `embed`.
+                let e = Embed { tasks: true, last_task_failure: true, readiness: true, ..embed(&q) };
                 json_response(StatusCode::OK, json!({"app": app_info(&core, app, &e)}))
             }
             Err(e) => error(e),
@@ -535,6 +601,8 @@ async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params)
 async fn app_update(
     State(s): AppState,
     method: Method,
+    ext: Extensions,
+    uri: Uri,
     Path(rest): Path<String>,
     Query(q): Params,
     body: Bytes,
@@ -557,6 +625,7 @@ async fn app_update(
         Ok((created, r)) => deployment_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &r),
         Err(e) => error(e),
     };
+    stamp_origin(&mut core, &ext, &uri);
     s.settle(&mut core, now);
     resp
 }
@@ -636,8 +705,51 @@ async fn app_post(State(s): AppState, Path(rest): Path<String>, Query(q): Params
     resp
 }
 
-async fn list_tasks(State(s): AppState, Query(q): Params) -> Response {
+/// Whether the client asked for `text/plain` rather than JSON (old scripts and the haproxy bridge do).
+fn wants_text(headers: &HeaderMap) -> bool {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("text/plain") && !accept.contains("json")
+}
+
+/// Marathon's text endpoint list: per app and service port one line
+/// `<id with / as _>\t<servicePort>\t<host:hostPort>\t…` over its running tasks; an app without service ports
+/// gets one line with a blank port and the bare hosts.
+fn tasks_text(core: &Core) -> String {
+    use agora_proto::model::TaskState;
+    let mut out = String::new();
+    for app in core.state.apps.values() {
+        let clean = app.id.trim_start_matches('/').replace('/', "_");
+        let running: Vec<&Instance> = core.instances_of(&app.id).filter(|i| i.state == TaskState::Running).collect();
+        let service_ports: Vec<u32> = running.first().map(|i| i.service_ports.clone()).unwrap_or_default();
+        let service_ports = if service_ports.is_empty() {
+            app.port_definitions.iter().map(|p| p.port).collect()
+        } else {
+            service_ports
+        };
+        if service_ports.is_empty() {
+            out.push_str(&format!("{clean}\t \t"));
+            for i in &running {
+                out.push_str(&format!("{} \t", i.placement.hostname));
+            }
+            out.push('\n');
+            continue;
+        }
+        for (n, port) in service_ports.iter().enumerate() {
+            out.push_str(&format!("{clean}\t{port}\t"));
+            for i in &running {
+                out.push_str(&format!("{}:{}\t", i.placement.hostname, i.host_ports.get(n).copied().unwrap_or(0)));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn list_tasks(State(s): AppState, headers: HeaderMap, Query(q): Params) -> Response {
     let core = s.lock();
+    if wants_text(&headers) {
+        return ([(axum::http::header::CONTENT_TYPE, "text/plain")], tasks_text(&core)).into_response();
+    }
     let statuses: Vec<String> =
         all(&q, "status").chain(all(&q, "status[]")).map(|v| format!("TASK_{}", v.to_ascii_uppercase())).collect();
     let tasks: Vec<Value> = core

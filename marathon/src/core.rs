@@ -234,6 +234,15 @@ impl Core {
         self.events.push(event(kind, now, body));
     }
 
+    /// The shell knows who asked: fills `clientIp` and `uri` of the `api_post_event`s recorded since the last
+    /// [`Core::drain_events`] (the core itself never sees the request).
+    pub fn stamp_api_events(&mut self, client_ip: &str, uri: &str) {
+        for e in self.events.iter_mut().filter(|e| e["eventType"] == "api_post_event") {
+            e["clientIp"] = json!(client_ip);
+            e["uri"] = json!(uri);
+        }
+    }
+
     // ---- queries -------------------------------------------------------------------------------------------
 
     pub fn app(&self, id: &str) -> Result<&AppDefinition, ApiError> {
@@ -685,6 +694,9 @@ impl Core {
         }
         for (app, _) in &targets {
             self.check_lock(&app.id, force, now)?;
+        }
+        for (app, _) in &targets {
+            self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
         }
         Ok(self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id))
     }

@@ -17,6 +17,10 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(Core::new(Persisted::default())).await
+}
+
+async fn start_with(core: Core) -> Api {
     let driver = Driver::new("127.0.0.1:9", FrameworkInfo::new("marathon"), DriverOptions::default()).unwrap();
     let info = Info {
         hostname: "127.0.0.1".into(),
@@ -25,8 +29,7 @@ async fn start() -> Api {
         framework_name: "marathon".into(),
         failover_timeout: 604_800.0,
     };
-    let shared =
-        Arc::new(Shared::new(Core::new(Persisted::default()), Box::new(MemoryStore::default()), driver.handle(), info));
+    let shared = Arc::new(Shared::new(core, Box::new(MemoryStore::default()), driver.handle(), info));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = agora_marathon::api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
@@ -367,4 +370,109 @@ async fn group_writes_versions_and_errors() {
     assert_eq!((r.status, r.body), (404, json!({"message": "Group '/shop' does not exist"})));
     let r = api.call("DELETE", "/v2/groups/shop", None).await;
     assert_eq!(r.status, 404);
+}
+
+/// A core holding app `/prod/web` (service port 10000) with one running and one staging task on `host-a`.
+fn core_with_tasks() -> Core {
+    use agora_marathon::constraints::Placement;
+    use agora_marathon::core::Instance;
+    use agora_marathon::time::now_millis;
+    use agora_proto::model::TaskState;
+    let now = now_millis();
+    let mut core = Core::new(Persisted::default());
+    let body = json!({"id": "/prod/web", "cmd": "sleep 100", "instances": 2, "cpus": 0.1, "mem": 16,
+                      "portDefinitions": [{"port": 10000}]});
+    let (app, _) = core.create_app(&body, false, now - 60_000, "d-1".into()).unwrap();
+    for (n, state) in [(1, TaskState::Running), (2, TaskState::Staging)] {
+        let task_id = format!("prod_web.instance-{n}._app.1");
+        core.state.instances.insert(
+            task_id.clone(),
+            Instance {
+                task_id,
+                instance_id: format!("prod_web.instance-{n}"),
+                app_id: app.id.clone(),
+                version: app.version.clone(),
+                state,
+                healthy: None,
+                agent_id: "agent-1".into(),
+                agent_ip: None,
+                placement: Placement { hostname: "host-a".into(), ..Placement::default() },
+                host_ports: vec![31000 + n],
+                service_ports: vec![10000],
+                staged_at: now - 30_000,
+                started_at: (state == TaskState::Running).then_some(now - 20_000),
+                killing: false,
+                kill_sent_at: None,
+                unreachable_since: None,
+                health: None,
+            },
+        );
+    }
+    core.state.deployments.clear();
+    core
+}
+
+#[tokio::test]
+async fn embeds_task_stats_and_the_text_task_list() {
+    let api = start_with(core_with_tasks()).await;
+    let apps = api.call("GET", "/v2/apps?embed=apps.taskStats", None).await.body;
+    let app = &apps["apps"][0];
+    assert!(app.get("tasks").is_none(), "{app}");
+    let total = &app["tasksStats"]["totalSummary"]["stats"];
+    assert_eq!(total["counts"], json!({"staged": 1, "running": 1, "healthy": 0, "unhealthy": 0}));
+    let life = total["lifeTime"]["averageSeconds"].as_f64().unwrap();
+    assert!((20.0..60.0).contains(&life), "{life}");
+    assert_eq!(app["tasksStats"]["withLatestConfig"]["stats"]["counts"]["running"], 1);
+    assert!(app["tasksStats"].get("withOutdatedConfig").is_none(), "{app}");
+
+    // The one-app view always has tasks and honours embed as well; `app.` and `group.apps.` prefixes work.
+    let one = api.call("GET", "/v2/apps/prod/web?embed=app.taskStats", None).await.body;
+    assert_eq!(one["app"]["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(one["app"]["tasksStats"]["totalSummary"]["stats"]["counts"]["staged"], 1);
+    let plain = api.call("GET", "/v2/apps/prod/web", None).await.body;
+    assert!(plain["app"].get("tasksStats").is_none());
+    let tree = api.call("GET", "/v2/groups?embed=group.apps.tasks&embed=group.apps.taskStats", None).await.body;
+    let web = &tree["groups"][0]["apps"][0];
+    assert_eq!((web["id"].as_str(), web["tasks"].as_array().map(Vec::len)), (Some("/prod/web"), Some(2)));
+    assert_eq!(web["tasksStats"]["totalSummary"]["stats"]["counts"]["running"], 1);
+
+    // `Accept: text/plain` gives Marathon's endpoint lines (running tasks only).
+    let resp = api.http.get(format!("{}/v2/tasks", api.url)).header("Accept", "text/plain").send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.text().await.unwrap(), "prod_web\t10000\thost-a:31001\t\n");
+    let json = api.call("GET", "/v2/tasks?status=staging", None).await.body;
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 1);
+}
+
+/// The next `data:` of an SSE stream, `buf` keeping what arrived beyond it.
+async fn next_event(stream: &mut reqwest::Response, buf: &mut String) -> Value {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+            continue;
+        }
+        buf.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn api_post_events_name_the_client_and_the_uri() {
+    let api = start().await;
+    let mut events = api.http.get(format!("{}/v2/events?event_type=api_post_event", api.url)).send().await.unwrap();
+    let mut buf = String::new();
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/a"))).await.status, 201);
+    let e = next_event(&mut events, &mut buf).await;
+    assert_eq!((e["clientIp"].as_str(), e["uri"].as_str()), (Some("127.0.0.1"), Some("/v2/apps")), "{e}");
+    assert_eq!(e["appDefinition"]["id"], "/a");
+    assert!(e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+    api.call("PUT", "/v2/apps/a?force=true", Some(json!({"instances": 1}))).await;
+    assert_eq!(next_event(&mut events, &mut buf).await["uri"], "/v2/apps/a");
+    // Bulk updates post one event per app, as Marathon does.
+    api.call("PUT", "/v2/apps?force=true", Some(json!([app("/b"), app("/c")]))).await;
+    let (b, c) = (next_event(&mut events, &mut buf).await, next_event(&mut events, &mut buf).await);
+    assert_eq!((b["appDefinition"]["id"].as_str(), c["appDefinition"]["id"].as_str()), (Some("/b"), Some("/c")));
+    assert_eq!(c["uri"], "/v2/apps");
 }
