@@ -63,6 +63,15 @@ fn error(e: ApiError) -> Response {
         ApiError::NotFound(m) => message(StatusCode::NOT_FOUND, m),
         ApiError::Exists(m) => message(StatusCode::CONFLICT, m),
         ApiError::BadRequest(m) => message(StatusCode::BAD_REQUEST, m),
+        ApiError::TooManyDeployments(max) => message(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Max number ({max}) of running deployments is achieved. Wait for existing deployments to complete or \
+                 cancel one using force=true parameter. You can increase max deployment number by using \
+                 --max_running_deployments parameter but be advised that this can have negative effects on the \
+                 performance."
+            ),
+        ),
         ApiError::Locked(ids) => {
             let details: Vec<String> = ids.iter().map(|id| format!("/v2/deployments/{id}")).collect();
             json_response(

@@ -20,6 +20,8 @@ use crate::time::{Millis, format_iso, parse_iso};
 /// Versions kept per app (Marathon's `--zk_max_versions`).
 pub const MAX_VERSIONS: usize = 50;
 /// Service ports are allocated from `[LOCAL_PORT_MIN, LOCAL_PORT_MAX)`.
+/// Marathon's `--max_running_deployments` default: a change that would start one more is refused with 403.
+pub const MAX_RUNNING_DEPLOYMENTS: usize = 100;
 pub const LOCAL_PORT_MIN: u32 = 10_000;
 pub const LOCAL_PORT_MAX: u32 = 20_000;
 /// An instance that is not RUNNING this long after it was staged is killed (Marathon's `--task_launch_timeout`).
@@ -168,6 +170,8 @@ pub enum ApiError {
     Locked(Vec<String>),
     #[error("{0}")]
     BadRequest(String),
+    #[error("Max number ({0}) of running deployments is achieved")]
+    TooManyDeployments(usize),
 }
 
 /// `{"deploymentId", "version"}`.
@@ -191,6 +195,8 @@ pub struct Actions {
 #[derive(Debug, Default)]
 pub struct Core {
     pub state: Persisted,
+    /// At most this many deployments run at once (`None`: [`MAX_RUNNING_DEPLOYMENTS`]).
+    pub max_running_deployments: Option<usize>,
     backoff: BTreeMap<String, Backoff>,
     queue: BTreeMap<String, QueueStats>,
     events: Vec<Value>,
@@ -427,6 +433,25 @@ impl Core {
         format_iso(t)
     }
 
+    /// Refuses a change to `app_ids` that would start a deployment beyond the limit; with `force` the deployments
+    /// it would cancel make room.
+    pub(crate) fn check_capacity<'a>(
+        &self,
+        app_ids: impl IntoIterator<Item = &'a str>,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        let limit = self.max_running_deployments.unwrap_or(MAX_RUNNING_DEPLOYMENTS);
+        let mut running = self.state.deployments.len();
+        if running < limit {
+            return Ok(());
+        }
+        if force {
+            let cancelled: BTreeSet<String> = app_ids.into_iter().flat_map(|id| self.deployments_of(id)).collect();
+            running -= cancelled.len();
+        }
+        if running >= limit { Err(ApiError::TooManyDeployments(limit)) } else { Ok(()) }
+    }
+
     pub(crate) fn check_lock(&mut self, app_id: &str, force: bool, now: Millis) -> Result<(), ApiError> {
         let blocking = self.deployments_of(app_id);
         if blocking.is_empty() {
@@ -608,6 +633,7 @@ impl Core {
         if self.state.apps.contains_key(&app.id) {
             return Err(ApiError::Exists(format!("An app with id [{}] already exists.", app.id)));
         }
+        self.check_capacity([app.id.as_str()], force)?;
         self.check_lock(&app.id, force, now)?;
         self.allocate_service_ports(&mut app, None);
         self.finish_versioning(&mut app, None, now);
@@ -657,6 +683,7 @@ impl Core {
         deployment_id: String,
     ) -> Result<(bool, DeploymentResult), ApiError> {
         let (app, previous) = self.prepare_update(id, body, partial, now)?;
+        self.check_capacity([app.id.as_str()], force)?;
         self.check_lock(&app.id, force, now)?;
         self.emit(
             "api_post_event",
@@ -692,6 +719,7 @@ impl Core {
             }
             targets.push(self.prepare_update(id, body, partial, now)?);
         }
+        self.check_capacity(targets.iter().map(|(a, _)| a.id.as_str()), force)?;
         for (app, _) in &targets {
             self.check_lock(&app.id, force, now)?;
         }
@@ -711,6 +739,7 @@ impl Core {
     ) -> Result<DeploymentResult, ApiError> {
         let id = pathid::normalize(id, "/");
         self.app(&id)?;
+        self.check_capacity([id.as_str()], force)?;
         self.check_lock(&id, force, now)?;
         Ok(self.deploy(&id, None, now, deployment_id))
     }
@@ -725,6 +754,7 @@ impl Core {
     ) -> Result<DeploymentResult, ApiError> {
         let id = pathid::normalize(id, "/");
         let mut app = self.app(&id)?.clone();
+        self.check_capacity([id.as_str()], force)?;
         self.check_lock(&id, force, now)?;
         app.version = self.new_version(&id, now);
         app.version_info =
@@ -756,6 +786,7 @@ impl Core {
         for i in &found {
             *per_app.entry(i.app_id.clone()).or_default() += 1;
         }
+        self.check_capacity(per_app.keys().map(String::as_str), force)?;
         let mut result = None;
         for (app_id, n) in per_app {
             let Ok(app) = self.app(&app_id) else { continue };

@@ -686,6 +686,7 @@ impl Core {
             let groups = if deleting { &self.state.groups } else { &tree.groups };
             return Ok(Outcome::DryRun(self.plan(&changes, groups)));
         }
+        self.check_capacity(changes.iter().map(|(id, _)| id.as_str()), force)?;
         let blocking: BTreeSet<String> = changes.iter().flat_map(|(id, _)| self.deployments_of(id)).collect();
         if !blocking.is_empty() {
             if !force {

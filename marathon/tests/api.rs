@@ -476,3 +476,31 @@ async fn api_post_events_name_the_client_and_the_uri() {
     assert_eq!((b["appDefinition"]["id"].as_str(), c["appDefinition"]["id"].as_str()), (Some("/b"), Some("/c")));
     assert_eq!(c["uri"], "/v2/apps");
 }
+
+#[tokio::test]
+async fn too_many_running_deployments_is_403_unless_force_makes_room() {
+    let mut core = Core::new(Persisted::default());
+    core.max_running_deployments = Some(2);
+    let api = start_with(core).await;
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/a"))).await.status, 201);
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/b"))).await.status, 201);
+    let r = api.call("POST", "/v2/apps", Some(app("/c"))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let msg = r.body["message"].as_str().unwrap();
+    assert!(msg.starts_with("Max number (2) of running deployments is achieved."), "{msg}");
+    assert_eq!(api.call("GET", "/v2/apps/c", None).await.status, 404, "nothing half-applied");
+    for (method, path, body) in [
+        ("PUT", "/v2/apps/c", Some(json!({"cmd": "sleep 1"}))),
+        ("PUT", "/v2/apps", Some(json!([app("/c")]))),
+        ("POST", "/v2/groups", Some(json!({"id": "/g", "apps": [app("/g/x")]}))),
+    ] {
+        assert_eq!(api.call(method, path, body).await.status, 403, "{method} {path}");
+    }
+    // A forced change cancels the app's own deployment, which makes room for its new one.
+    let r = api.call("PUT", "/v2/apps/a?force=true", Some(json!({"instances": 1}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/deployments", None).await.body.as_array().unwrap().len(), 2);
+    // force on an app without a deployment frees nothing.
+    assert_eq!(api.call("DELETE", "/v2/apps/c?force=true", None).await.status, 404);
+    assert_eq!(api.call("POST", "/v2/apps/b/restart?force=true", None).await.status, 200);
+}
