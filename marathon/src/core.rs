@@ -886,7 +886,8 @@ impl Core {
             json!({
                 "slaveId": inst.agent_id, "taskId": inst.task_id, "taskStatus": status.state.name(),
                 "message": status.message, "appId": inst.app_id, "host": inst.placement.hostname,
-                "ipAddresses": [], "ports": inst.host_ports, "version": inst.version,
+                "ipAddresses": inst.agent_ip.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
+                "ports": inst.host_ports, "version": inst.version,
             }),
         );
         if let (Some(h), true) = (status.healthy, report) {

@@ -605,3 +605,26 @@ fn readiness_probes_gate_deployments_until_new_instances_are_ready() {
     h.update(&t[0], TaskState::Killed);
     assert!(h.core.deployments_json(h.now).is_empty());
 }
+
+#[test]
+fn status_update_events_carry_marathons_fields_and_the_agents_address() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1, "mem": 32}));
+    h.now += 1000;
+    let mut offers = h.offers();
+    offers[0].url = "http://10.0.0.7:5051/slave(1)".into();
+    let launched = h.core.match_offers(&offers, h.now, &mut |_| "web.instance-1".into()).launches;
+    let task = launched[0].task.task_id.clone();
+    h.core.drain_events();
+    h.update(&task, TaskState::Running);
+    let events = h.core.drain_events();
+    let e = events.iter().find(|e| e["eventType"] == "status_update_event").unwrap();
+    assert_eq!(e["ipAddresses"], json!([{"ipAddress": "10.0.0.7", "protocol": "IPv4"}]));
+    assert_eq!((e["taskId"].as_str(), e["taskStatus"].as_str()), (Some(task.as_str()), Some("TASK_RUNNING")));
+    assert_eq!(
+        (e["appId"].as_str(), e["host"].as_str(), e["slaveId"].as_str()),
+        (Some("/web"), Some("host0"), Some("agent-0"))
+    );
+    assert_eq!(e["ports"].as_array().map(Vec::len), Some(1));
+    assert!(e["version"].as_str().is_some_and(|v| v.ends_with('Z')) && e["timestamp"].as_str().is_some(), "{e}");
+}
