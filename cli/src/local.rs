@@ -148,6 +148,7 @@ impl LocalCluster {
             work_dir: work_dir.join("marathon"),
             hostname: args.ip.clone(),
             framework_name: "marathon".into(),
+            max_running_deployments: agora_marathon::core::MAX_RUNNING_DEPLOYMENTS,
         };
         let (stop_marathon, _) = watch::channel(false);
         let marathon_stopped = stopped(&stop_marathon);

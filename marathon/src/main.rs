@@ -33,6 +33,10 @@ struct Flags {
     /// The ZooKeeper session timeout in milliseconds (Marathon's `--zk_session_timeout`).
     #[arg(long, alias = "zk_session_timeout", default_value_t = 10_000)]
     zk_session_timeout: u64,
+    /// At most this many deployments run at once; one more is refused with 403 (Marathon's
+    /// `--max_running_deployments`).
+    #[arg(long, alias = "max_running_deployments", default_value_t = agora_marathon::core::MAX_RUNNING_DEPLOYMENTS)]
+    max_running_deployments: usize,
 }
 
 fn default_hostname() -> String {
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         work_dir: flags.work_dir,
         hostname: flags.hostname.unwrap_or_else(default_hostname),
         framework_name: flags.framework_name,
+        max_running_deployments: flags.max_running_deployments,
     };
     match ha {
         None => agora_marathon::server::run(config, listener, shutdown_signal()).await,

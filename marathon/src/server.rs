@@ -35,6 +35,8 @@ pub struct Config {
     /// The name this Marathon announces (`/v2/leader`, the framework's hostname).
     pub hostname: String,
     pub framework_name: String,
+    /// Marathon's `--max_running_deployments`: a change that would start one more is refused with 403.
+    pub max_running_deployments: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +246,9 @@ fn start_leading(
         framework_name: config.framework_name.clone(),
         failover_timeout: FAILOVER_TIMEOUT_SECONDS,
     };
-    let shared = Arc::new(Shared::new(Core::new(state), store, driver.handle(), info));
+    let mut core = Core::new(state);
+    core.max_running_deployments = Some(config.max_running_deployments);
+    let shared = Arc::new(Shared::new(core, store, driver.handle(), info));
 
     let scheduler = MarathonScheduler { shared: shared.clone() };
     let driver_task = tokio::spawn(driver.run(scheduler));
