@@ -110,6 +110,11 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
     assert_eq!(running, on_master_before, "the tasks kept running");
     assert_eq!(all, 2, "nothing was launched or killed again");
     assert_eq!(standby.get("/v2/queue").await?["queue"], json!([]), "nothing waits to be launched");
+    let info = standby.get("/v2/info").await?;
+    assert_eq!(info["marathon_config"]["ha"], json!(true), "{info}");
+    assert_eq!(info["leader"], json!(new_leader), "{info}");
+    let zk_url = info["zookeeper_config"]["zk"].as_str().context("zookeeper_config.zk")?;
+    assert_eq!(zk_url, zk.url("/marathon"), "{info}");
 
     // The old leader comes back as a standby; DELETE /v2/leader through it makes the leader abdicate and exit.
     let port_old = leading.url.rsplit(':').next().context("a port")?.parse::<u16>()?;

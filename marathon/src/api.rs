@@ -281,6 +281,14 @@ async fn ping() -> &'static str {
 async fn info(State(s): AppState) -> Response {
     let fw = s.lock().state.framework_id.clone();
     let leader = format!("{}:{}", s.info.hostname, s.info.http_port);
+    // Only the leader answers (standbys proxy), so `elected` is true; with `--zk` it says where the state is.
+    let zookeeper_config = match &s.info.zk {
+        Some((url, timeout)) => json!({
+            "zk": url, "zk_session_timeout": timeout, "zk_timeout": timeout,
+            "zk_max_versions": crate::core::MAX_VERSIONS,
+        }),
+        None => json!({}),
+    };
     json_response(
         StatusCode::OK,
         json!({
@@ -290,10 +298,10 @@ async fn info(State(s): AppState) -> Response {
                 "master": s.info.master, "framework_name": s.info.framework_name, "failover_timeout": s.info.failover_timeout as u64,
                 "hostname": s.info.hostname, "decline_offer_duration": (crate::scheduler::DECLINE_SECONDS * 1000.0) as u64,
                 "local_port_min": crate::core::LOCAL_PORT_MIN, "local_port_max": crate::core::LOCAL_PORT_MAX,
-                "executor": "//cmd", "ha": false, "checkpoint": true, "mesos_role": "*", "features": [],
+                "executor": "//cmd", "ha": s.info.zk.is_some(), "checkpoint": true, "mesos_role": "*", "features": [],
                 "reconciliation_interval": crate::scheduler::RECONCILIATION_INTERVAL_MS,
             },
-            "zookeeper_config": {},
+            "zookeeper_config": zookeeper_config,
             "http_config": {"http_port": s.info.http_port},
         }),
     )

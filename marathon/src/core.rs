@@ -452,6 +452,27 @@ impl Core {
         if running >= limit { Err(ApiError::TooManyDeployments(limit)) } else { Ok(()) }
     }
 
+    /// [`Core::check_lock`] for several apps at once: without `force`, every blocking deployment is named in
+    /// one 409 and nothing is cancelled.
+    pub(crate) fn check_locks<'a>(
+        &mut self,
+        app_ids: impl IntoIterator<Item = &'a str> + Clone,
+        force: bool,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        if !force {
+            let blocking: BTreeSet<String> =
+                app_ids.clone().into_iter().flat_map(|id| self.deployments_of(id)).collect();
+            if !blocking.is_empty() {
+                return Err(ApiError::Locked(blocking.into_iter().collect()));
+            }
+        }
+        for id in app_ids {
+            self.check_lock(id, force, now)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_lock(&mut self, app_id: &str, force: bool, now: Millis) -> Result<(), ApiError> {
         let blocking = self.deployments_of(app_id);
         if blocking.is_empty() {
@@ -604,6 +625,7 @@ impl Core {
             original,
             reported_steps: 0,
         };
+        let group_id = pathid::common_group(d.affected_apps.iter().map(String::as_str));
         if !d.steps.is_empty() {
             let first =
                 d.steps[0].actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>();
@@ -612,7 +634,7 @@ impl Core {
         } else {
             self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
         }
-        self.emit("group_change_success", now, json!({"groupId": "/", "version": version}));
+        self.emit("group_change_success", now, json!({"groupId": group_id, "version": version}));
         self.dirty = true;
         DeploymentResult { deployment_id, version }
     }
@@ -719,10 +741,9 @@ impl Core {
             }
             targets.push(self.prepare_update(id, body, partial, now)?);
         }
-        self.check_capacity(targets.iter().map(|(a, _)| a.id.as_str()), force)?;
-        for (app, _) in &targets {
-            self.check_lock(&app.id, force, now)?;
-        }
+        let ids: Vec<String> = targets.iter().map(|(a, _)| a.id.clone()).collect();
+        self.check_capacity(ids.iter().map(String::as_str), force)?;
+        self.check_locks(ids.iter().map(String::as_str), force, now)?;
         for (app, _) in &targets {
             self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
         }
@@ -773,6 +794,15 @@ impl Core {
         deployment_id: String,
     ) -> Result<(Vec<Instance>, Option<DeploymentResult>), ApiError> {
         let found: Vec<Instance> = task_ids.iter().filter_map(|t| self.state.instances.get(t).cloned()).collect();
+        let mut per_app: BTreeMap<String, u32> = BTreeMap::new();
+        for i in &found {
+            *per_app.entry(i.app_id.clone()).or_default() += 1;
+        }
+        if scale {
+            // Refuse before marking anything, so a 403 or 409 leaves every task running.
+            self.check_capacity(per_app.keys().map(String::as_str), force)?;
+            self.check_locks(per_app.keys().map(String::as_str), force, now)?;
+        }
         for i in &found {
             if let Some(inst) = self.state.instances.get_mut(&i.task_id) {
                 inst.killing = true;
@@ -782,16 +812,10 @@ impl Core {
         if !scale {
             return Ok((found, None));
         }
-        let mut per_app: BTreeMap<String, u32> = BTreeMap::new();
-        for i in &found {
-            *per_app.entry(i.app_id.clone()).or_default() += 1;
-        }
-        self.check_capacity(per_app.keys().map(String::as_str), force)?;
         let mut result = None;
         for (app_id, n) in per_app {
             let Ok(app) = self.app(&app_id) else { continue };
             let mut app = app.clone();
-            self.check_lock(&app_id, force, now)?;
             let previous = app.clone();
             app.instances = app.instances.saturating_sub(n);
             self.finish_versioning(&mut app, Some(&previous), now);

@@ -63,9 +63,32 @@ pub fn task_name(id: &str) -> String {
     parts.join(".")
 }
 
+/// The deepest group holding every app id given (`/prod/web` and `/prod/db/pg` → `/prod`; none → `/`): the
+/// `groupId` of a change's `group_change_success` event.
+pub fn common_group<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut common: Option<Vec<&str>> = None;
+    for id in ids {
+        let mut parent: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
+        parent.pop();
+        common = Some(match common {
+            None => parent,
+            Some(c) => c.iter().zip(&parent).take_while(|(a, b)| a == b).map(|(a, _)| *a).collect(),
+        });
+    }
+    format!("/{}", common.unwrap_or_default().join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_group_is_the_deepest_shared_parent() {
+        assert_eq!(common_group(["/prod/web", "/prod/db/pg"]), "/prod");
+        assert_eq!(common_group(["/prod/web"]), "/prod");
+        assert_eq!(common_group(["/web", "/prod/db"]), "/");
+        assert_eq!(common_group([]), "/");
+    }
 
     #[test]
     fn normalizes_slashes_and_relative_ids() {

@@ -30,6 +30,8 @@ pub struct Info {
     pub master: String,
     pub framework_name: String,
     pub failover_timeout: f64,
+    /// `--zk` and its session timeout, shown by `/v2/info` (`None` standalone).
+    pub zk: Option<(String, u64)>,
 }
 
 #[derive(Default)]

@@ -70,7 +70,7 @@ pub async fn run(
         let leading = FileStore::new(&config.work_dir).map_err(ServerError::from).and_then(|store| {
             let state = store.load()?.unwrap_or_default();
             tracing::info!(path = %store.path().display(), "state file");
-            start_leading(&config, addr.port(), state, Box::new(store))
+            start_leading(&config, addr.port(), state, Box::new(store), None)
         });
         let mut leading = match leading {
             Ok(l) => l,
@@ -163,7 +163,7 @@ pub async fn run_ha(
             return Err(e.into());
         }
     };
-    let mut leading = start_leading(&config, addr.port(), state, Box::new(store))?;
+    let mut leading = start_leading(&config, addr.port(), state, Box::new(store), Some(&ha))?;
     front.lead(crate::api::router(leading.shared.clone()));
 
     let result = tokio::select! {
@@ -221,6 +221,7 @@ fn start_leading(
     http_port: u16,
     state: crate::core::Persisted,
     store: Box<dyn StateStore>,
+    ha: Option<&HaConfig>,
 ) -> Result<Leading, ServerError> {
     tracing::info!(
         apps = state.apps.len(),
@@ -245,6 +246,7 @@ fn start_leading(
         master: config.master.clone(),
         framework_name: config.framework_name.clone(),
         failover_timeout: FAILOVER_TIMEOUT_SECONDS,
+        zk: ha.map(|h| (h.zk.to_string(), h.session_timeout.as_millis() as u64)),
     };
     let mut core = Core::new(state);
     core.max_running_deployments = Some(config.max_running_deployments);

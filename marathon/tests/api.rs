@@ -28,6 +28,7 @@ async fn start_with(core: Core) -> Api {
         master: "127.0.0.1:9".into(),
         framework_name: "marathon".into(),
         failover_timeout: 604_800.0,
+        zk: None,
     };
     let shared = Arc::new(Shared::new(core, Box::new(MemoryStore::default()), driver.handle(), info));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -73,6 +74,7 @@ async fn ping_info_leader_and_unknown_routes() {
     assert_eq!(r.body["name"], "marathon");
     assert_eq!(r.body["marathon_config"]["failover_timeout"], 604_800);
     assert_eq!(r.body["http_config"]["http_port"], 8080);
+    assert_eq!((&r.body["marathon_config"]["ha"], &r.body["zookeeper_config"]), (&json!(false), &json!({})));
     assert_eq!(api.call("GET", "/v2/leader", None).await.body, json!({"leader": "127.0.0.1:8080"}));
     let r = api.call("DELETE", "/v2/leader", None).await;
     assert_eq!((r.status, r.body), (200, json!({"message": "Leadership abdicated"})));

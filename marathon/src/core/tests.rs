@@ -217,6 +217,27 @@ fn changes_to_a_deploying_app_conflict_unless_forced() {
 }
 
 #[test]
+fn a_refused_kill_and_scale_kills_nothing() {
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/g/k", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 32}));
+    let t = h.round();
+    assert_eq!(t.len(), 2);
+    // The create's deployment still runs (the tasks are not RUNNING yet): kill with scale conflicts.
+    let id = h.did();
+    let err = h.core.kill_tasks(&t[..1], true, false, h.now, id).unwrap_err();
+    assert!(matches!(err, ApiError::Locked(_)), "{err:?}");
+    assert!(h.core.instances_of("/g/k").all(|i| !i.killing), "a 409 leaves every task running");
+    assert_eq!(h.core.app("/g/k").unwrap().instances, 2);
+    let id = h.did();
+    let (killed, deployment) = h.core.kill_tasks(&t[..1], true, true, h.now, id).unwrap();
+    assert_eq!((killed.len(), deployment.is_some()), (1, true));
+    assert_eq!(h.core.app("/g/k").unwrap().instances, 1);
+    let events = h.core.drain_events();
+    let change = events.iter().rfind(|e| e["eventType"] == "group_change_success").expect("group_change_success");
+    assert_eq!(change["groupId"], "/g", "the change's group, not the root: {change}");
+}
+
+#[test]
 fn restart_from_persisted_state_does_not_relaunch() {
     let mut h = Harness::new(2);
     create(&mut h, json!({"id": "/p", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 32}));
