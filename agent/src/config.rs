@@ -90,6 +90,13 @@ pub struct Flags {
     /// Time between SIGTERM and SIGKILL when a kill has no kill policy.
     #[arg(long = "executor-shutdown-grace-period", visible_alias = "executor_shutdown_grace_period", default_value = DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD)]
     pub executor_shutdown_grace_period: String,
+
+    /// A local image registry (an absolute directory, Mesos's local `--docker_registry`): a task's
+    /// `container.image` `NAME[:TAG]` (TAG `latest` by default) runs in the root filesystem directory
+    /// `DIR/NAME/TAG/`, else in the tarball `DIR/NAME/TAG.tar` unpacked once into `<work-dir>/store/docker/NAME/TAG`.
+    /// Needs `--isolation libcontainer`. Without it, tasks with an image fail.
+    #[arg(long = "docker-registry", visible_alias = "docker_registry")]
+    pub docker_registry: Option<PathBuf>,
 }
 
 /// How tasks are isolated.
@@ -118,6 +125,8 @@ pub struct Config {
     pub registration_backoff_factor: Duration,
     pub executor_shutdown_grace_period: Duration,
     pub container_disk_watch_interval: Duration,
+    /// `--docker-registry`: where `container.image` is looked up.
+    pub docker_registry: Option<PathBuf>,
 }
 
 impl Config {
@@ -161,6 +170,7 @@ impl Flags {
             registration_backoff_factor: v.registration_backoff_factor,
             executor_shutdown_grace_period: v.executor_shutdown_grace_period,
             container_disk_watch_interval: v.container_disk_watch_interval,
+            docker_registry: self.docker_registry.clone(),
         })
     }
 
@@ -182,6 +192,11 @@ impl Flags {
             .ok();
         if self.work_dir.as_os_str().is_empty() {
             errors.push("--work-dir: must not be empty".to_string());
+        }
+        if let Some(dir) = &self.docker_registry
+            && !dir.is_absolute()
+        {
+            errors.push(format!("--docker-registry: '{}' must be an absolute directory", dir.display()));
         }
         let resources = match &self.resources {
             None => Some(Resources::new()),
@@ -415,6 +430,19 @@ mod tests {
         assert_eq!(c.executor_shutdown_grace_period, Duration::from_secs(3));
         assert_eq!(c.resources.to_string(), "cpus:2;disk:4096;mem:1024;ports:[31000-31009]");
         assert!(!c.hostname.is_empty());
+    }
+
+    #[test]
+    fn the_docker_registry_is_an_absolute_directory() {
+        let c = flags(&["--resources", "cpus:1;mem:64;disk:64;ports:[1-2]"]).unwrap().config().unwrap();
+        assert_eq!(c.docker_registry, None);
+        let c = flags(&["--docker_registry", "/srv/images", "--resources", "cpus:1;mem:64;disk:64;ports:[1-2]"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(c.docker_registry, Some(PathBuf::from("/srv/images")));
+        let errors = flags(&["--docker-registry", "images"]).unwrap().config().unwrap_err();
+        assert_eq!(errors.to_string(), "--docker-registry: 'images' must be an absolute directory");
     }
 
     #[test]

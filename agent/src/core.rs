@@ -39,6 +39,8 @@ pub struct Settings {
     pub path_env: Option<String>,
     /// When the agent started: a monotonic instant and the same moment in Unix seconds.
     pub started: (Instant, f64),
+    /// Whether and from where `container.image` is resolved (`--docker-registry`).
+    pub images: crate::image::ImageSupport,
 }
 
 /// A message from the master, already converted from the wire.
@@ -349,11 +351,14 @@ impl AgentCore {
             effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
             return effects;
         };
-        if let Err(msg) = check_container(t.info.container.as_ref(), &sandbox) {
-            warn!("{msg}");
-            effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
-            return effects;
-        }
+        let image = match check_container(t.info.container.as_ref(), &sandbox, &self.settings) {
+            Ok(image) => image,
+            Err(msg) => {
+                warn!("{msg}");
+                effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
+                return effects;
+            }
+        };
         let rootfs = t.info.container.as_ref().and_then(|c| c.rootfs.clone()).map(PathBuf::from);
         let volumes = t.info.container.as_ref().map(|c| c.volumes.clone()).unwrap_or_default();
         let user = command
@@ -387,6 +392,7 @@ impl AgentCore {
             limits,
             user,
             rootfs,
+            image,
             volumes,
         }));
         effects
@@ -986,12 +992,22 @@ impl AgentCore {
 
 /// Refuses, before anything is fetched or launched, a container this agent cannot give the task: a DOCKER container
 /// (there is no Docker engine) or a volume that cannot be bound (see [`crate::containerizer::volumes`]).
-fn check_container(container: Option<&ContainerInfo>, sandbox: &std::path::Path) -> Result<(), String> {
-    let Some(c) = container else { return Ok(()) };
+/// Checks a task's container before launch; an image becomes the request the shell resolves to a rootfs.
+fn check_container(
+    container: Option<&ContainerInfo>,
+    sandbox: &std::path::Path,
+    settings: &Settings,
+) -> Result<Option<crate::image::ImageRequest>, String> {
+    let Some(c) = container else { return Ok(None) };
     if c.kind == ContainerType::Docker {
         return Err("container type DOCKER is not supported: this agent has no Docker containerizer (use MESOS)".into());
     }
-    crate::containerizer::volumes::plan(&c.volumes, sandbox).map(|_| ())
+    crate::containerizer::volumes::plan(&c.volumes, sandbox)?;
+    let Some(image) = &c.image else { return Ok(None) };
+    if let Some(rootfs) = &c.rootfs {
+        return Err(format!("the container sets both rootfs '{rootfs}' and image '{image}'"));
+    }
+    settings.images.request(image, &settings.work_dir).map(Some)
 }
 
 #[cfg(test)]
@@ -1016,6 +1032,7 @@ mod tests {
             executor_shutdown_grace_period: 3 * SEC,
             path_env: Some("/bin".into()),
             started: (t0, 1000.0),
+            images: crate::image::ImageSupport::NoRegistry,
         }
     }
 
@@ -1106,7 +1123,7 @@ mod tests {
     fn launches_carry_volumes_and_refuse_docker_or_impossible_volumes() {
         let t0 = Instant::now();
         let mut core = registered_core(t0);
-        let container = |kind, volumes| ContainerInfo { kind, rootfs: None, volumes, hostname: None };
+        let container = |kind, volumes| ContainerInfo { kind, rootfs: None, volumes, hostname: None, image: None };
         let data = Volume { container_path: "/data".into(), host_path: "/srv/data".into(), read_only: true };
         let mut t = task("t", "true");
         t.container = Some(container(ContainerType::Mesos, vec![data.clone()]));
@@ -1137,6 +1154,54 @@ mod tests {
         let failed = failed.expect("a TASK_FAILED update");
         assert_eq!(failed.reason, Some(Reason::ContainerLaunchFailed));
         assert!(failed.message.contains("volume 'x' (host_path '../../etc')"), "{}", failed.message);
+    }
+
+    #[test]
+    fn an_image_becomes_a_request_or_fails_the_task_naming_it() {
+        let t0 = Instant::now();
+        let image_task = |id: &str, rootfs: Option<&str>| {
+            let mut t = task(id, "true");
+            t.container = Some(ContainerInfo {
+                kind: ContainerType::Mesos,
+                rootfs: rootfs.map(Into::into),
+                volumes: vec![],
+                hostname: None,
+                image: Some("busybox".into()),
+            });
+            t
+        };
+        let failure = |core: &mut AgentCore, id: &str, effects: Vec<Effect>| {
+            assert!(!effects.iter().any(|e| matches!(e, Effect::Launch(_))));
+            let fid = framework(vec![]).id.unwrap();
+            let ack = FromMaster::Acknowledge { framework_id: fid, task_id: id.into(), uuid: uuid_of(&effects) };
+            core.handle(ack, t0)
+                .into_iter()
+                .find_map(|e| match e {
+                    Effect::Send(ToMaster::StatusUpdate(o)) if o.status.state == TaskState::Failed => Some(o.status),
+                    _ => None,
+                })
+                .expect("a TASK_FAILED update")
+        };
+        let mut core = registered_core(t0);
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), image_task("n", None)), t0);
+        let failed = failure(&mut core, "n", effects);
+        assert_eq!(failed.reason, Some(Reason::ContainerLaunchFailed));
+        assert!(failed.message.contains("image 'busybox'") && failed.message.contains("--docker-registry"));
+
+        let mut settings = settings(t0);
+        settings.images = crate::image::ImageSupport::Registry("/reg".into());
+        let mut core = AgentCore::new(settings);
+        assert!(matches!(core.connecting(), Registration::Register { .. }));
+        core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+        let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), image_task("i", None)), t0));
+        let req = spec.image.expect("an image request");
+        assert_eq!((req.registry, req.store), ("/reg".into(), "/w/store/docker".into()));
+        assert_eq!((req.reference.name.as_str(), req.reference.tag.as_str()), ("busybox", "latest"));
+        assert_eq!(spec.rootfs, None, "the shell resolves the image into the rootfs");
+
+        let effects = core.handle(FromMaster::run_task(framework(vec![]), image_task("b", Some("/r"))), t0);
+        let failed = failure(&mut core, "b", effects);
+        assert!(failed.message.contains("rootfs '/r' and image 'busybox'"), "{}", failed.message);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod core;
 pub mod fetcher;
 pub mod files;
 pub mod health;
+pub mod image;
 mod http;
 mod link;
 pub mod metrics;

@@ -111,6 +111,10 @@ pub async fn run_with<C: Containerizer>(
         executor_shutdown_grace_period: config.executor_shutdown_grace_period,
         path_env: std::env::var("PATH").ok(),
         started: (Instant::now(), started_unix),
+        images: crate::image::ImageSupport::new(
+            config.docker_registry.clone(),
+            config.isolation == crate::config::Isolation::Libcontainer,
+        ),
     };
     let mut core = AgentCore::new(settings);
     let now = Instant::now();
@@ -426,8 +430,9 @@ impl<C: Containerizer> Shell<C> {
         );
     }
 
-    /// Creates the sandbox, fetches the URIs into it, launches, then waits for the exit in a task of its own.
-    fn launch(&self, spec: LaunchSpec) {
+    /// Creates the sandbox, fetches the URIs into it, resolves the image into the rootfs, launches, then waits for
+    /// the exit in a task of its own.
+    fn launch(&self, mut spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
         let fetch_cache = self.fetch_cache.clone();
         let events = self.events.clone();
@@ -442,7 +447,17 @@ impl<C: Containerizer> Shell<C> {
                     Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
                     Ok(()) => match crate::fetcher::fetch_all(&spec.command.uris, &spec.sandbox, &fetch_cache).await {
                         Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
-                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                        Ok(()) => match &spec.image {
+                            None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                            Some(request) => match crate::image::provision(request).await {
+                                Err(e) => Err(e),
+                                Ok(rootfs) => {
+                                    info!(image = %request.image, rootfs = %rootfs.display(), "image resolved");
+                                    spec.rootfs = Some(rootfs);
+                                    containerizer.launch(&spec).await.map_err(|e| e.to_string())
+                                }
+                            },
+                        },
                     },
                 };
                 let launched = result.is_ok();
@@ -464,6 +479,13 @@ mod tests {
     use agora_proto::model::{CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
 
     fn shell(work_dir: &std::path::Path) -> (Shell<FakeContainerizer>, mpsc::UnboundedReceiver<Event>) {
+        shell_with(work_dir, crate::image::ImageSupport::NoRegistry)
+    }
+
+    fn shell_with(
+        work_dir: &std::path::Path,
+        images: crate::image::ImageSupport,
+    ) -> (Shell<FakeContainerizer>, mpsc::UnboundedReceiver<Event>) {
         let settings = Settings {
             agent: AgentInfo {
                 id: None,
@@ -478,6 +500,7 @@ mod tests {
             executor_shutdown_grace_period: Duration::from_secs(3),
             path_env: None,
             started: (Instant::now(), 0.0),
+            images,
         };
         let (events, inbox) = mpsc::unbounded_channel();
         let shell = Shell {
@@ -545,6 +568,44 @@ mod tests {
         assert!(matches!(&calls[0], Call::Launch(spec) if spec.sandbox == sandbox));
         assert_eq!(calls[1], Call::Wait(container_id.clone()));
         assert_eq!(calls[2], Call::Destroy(container_id));
+    }
+
+    #[tokio::test]
+    async fn an_image_is_resolved_into_the_rootfs_before_launch_and_a_missing_one_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("registry");
+        std::fs::create_dir_all(registry.join("busybox/latest/bin")).unwrap();
+        let images = crate::image::ImageSupport::Registry(registry.clone());
+        let (mut shell, mut inbox) = shell_with(&dir.path().join("work"), images);
+        let with_image = |id: &str, image: &str| {
+            let FromMaster::RunTask { framework, mut task } = run_task(id) else { unreachable!() };
+            task.container = Some(agora_proto::model::ContainerInfo {
+                kind: agora_proto::model::ContainerType::Mesos,
+                rootfs: None,
+                volumes: vec![],
+                hostname: None,
+                image: Some(image.into()),
+            });
+            FromMaster::RunTask { framework, task }
+        };
+        let effects = lock(&shell.core).handle(with_image("t", "busybox"), Instant::now());
+        shell.apply(effects).await;
+        let launched = next(&mut inbox).await;
+        assert!(matches!(&launched, Event::Launched { result: Ok(()), .. }), "the launch must succeed");
+        let calls = shell.containerizer.calls();
+        let Call::Launch(spec) = &calls[0] else { panic!("the first call must be the launch") };
+        assert_eq!(spec.rootfs, Some(registry.join("busybox/latest")));
+
+        let effects = lock(&shell.core).handle(with_image("m", "missing:2"), Instant::now());
+        shell.apply(effects).await;
+        let launched = next(&mut inbox).await;
+        let Event::Launched { result: Err(message), .. } = &launched else { panic!("the launch must fail") };
+        let searched = registry.join("missing/2.tar");
+        assert!(message.contains("image 'missing:2'") && message.contains(&searched.display().to_string()), "{message}");
+        shell.on_event(launched).await;
+        assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "m")), Some(TaskState::Failed));
+        let launches = shell.containerizer.calls().into_iter().filter(|c| matches!(c, Call::Launch(_))).count();
+        assert_eq!(launches, 1, "the containerizer never sees the missing image's task");
     }
 
     #[tokio::test]

@@ -95,6 +95,7 @@ async fn containerizer_series(dir: &Path, rootfs: &Path, n: usize) -> Value {
             limits: Limits { cpus: Some(0.5), mem_bytes: Some(64 << 20), disk_bytes: None },
             user: None,
             rootfs: Some(rootfs.to_path_buf()),
+            image: None,
             volumes: vec![],
         };
         let started = Instant::now();

@@ -54,6 +54,7 @@ impl Rig {
             limits,
             user: None,
             rootfs: None,
+            image: None,
             volumes: vec![],
         }
     }

@@ -108,14 +108,28 @@ pub struct AppVolume {
     pub mode: String,
 }
 
-/// `container`: only `"type": "MESOS"` without an image (the task runs on the agent's read-only host filesystem),
-/// with host volumes. Docker, images (no registry), persistent/external volumes and port mappings are refused.
+/// `container`: only `"type": "MESOS"`, with host volumes and optionally `docker.image` (resolved by the agents in
+/// their local image registry, `--docker-registry`; without an image the task runs on the agent's read-only host
+/// filesystem). DOCKER containers, pulling (`forcePullImage`, `pullConfig`, `credential`), AppC images,
+/// persistent/external volumes and port mappings are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppContainer {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub volumes: Vec<AppVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<AppDocker>,
+}
+
+/// `container.docker` of a MESOS container: the image the agent runs the task in (`ContainerInfo.image`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDocker {
+    pub image: String,
+    /// Always false: agents never pull; kept so responses carry Marathon's field.
+    #[serde(default)]
+    pub force_pull_image: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -551,16 +565,19 @@ fn container(v: &Value, errs: &mut Errors) -> Option<AppContainer> {
         "MESOS" => {}
         "DOCKER" => errs.bad(
             "/container/type",
-            "DOCKER containers are not supported: the agents have no Docker engine; use \"type\": \"MESOS\" (the \
-             task then runs on the agent's read-only host filesystem)",
+            "DOCKER containers are not supported: the agents have no Docker engine; use \"type\": \"MESOS\" (with \
+             docker.image the task runs in that image from the agents' local registry, without it on the agent's \
+             read-only host filesystem)",
         ),
         other => errs.bad("/container/type", format!("'{other}' is not one of MESOS, DOCKER")),
     }
     let mut volumes = Vec::new();
+    let mut docker = None;
     for (k, val) in m {
         let p = format!("/container/{k}");
         match k.as_str() {
             "type" => {}
+            "docker" if !is_empty_value(val) => docker = docker_image(val, errs),
             "volumes" => match val {
                 Value::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -572,11 +589,9 @@ fn container(v: &Value, errs: &mut Errors) -> Option<AppContainer> {
                 Value::Null => {}
                 _ => errs.ty(&p, "jsarray"),
             },
-            "docker" | "appc" if !is_empty_value(val) => errs.bad(
+            "appc" if !is_empty_value(val) => errs.bad(
                 &p,
-                "container images are not supported: this cluster has no image registry, and Marathon's app \
-                 definition has no field for a root filesystem prepared on the agents; leave it out and the task \
-                 runs on the agent's read-only host filesystem",
+                "AppC images are not supported; use docker.image (resolved in the agents' local image registry)",
             ),
             "portMappings" if !is_empty_value(val) => errs.bad(
                 &p,
@@ -588,7 +603,48 @@ fn container(v: &Value, errs: &mut Errors) -> Option<AppContainer> {
             _ => errs.bad(&p, format!("'{k}' is not a known field")),
         }
     }
-    Some(AppContainer { kind, volumes })
+    Some(AppContainer { kind, volumes, docker })
+}
+
+/// `container.docker` of a MESOS container: `image` (required); the agents never pull, so `forcePullImage: true`,
+/// `pullConfig` and `credential` are refused, as are the DOCKER-only fields.
+fn docker_image(v: &Value, errs: &mut Errors) -> Option<AppDocker> {
+    let Value::Object(m) = v else {
+        errs.ty("/container/docker", "jsobject");
+        return None;
+    };
+    let never_pull = "agents never pull; images come from their local registry (--docker-registry)";
+    let mut image = None;
+    for (k, val) in m {
+        let p = format!("/container/docker/{k}");
+        match (k.as_str(), val) {
+            ("image", Value::String(s)) if s.trim().is_empty() => errs.bad(&p, "must not be empty"),
+            ("image", Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                errs.bad(&p, "must be an image name NAME[:TAG] without spaces")
+            }
+            ("image", Value::String(s)) => image = Some(s.clone()),
+            ("image", Value::Null) => {}
+            ("image", _) => errs.ty(&p, "jsstring"),
+            ("forcePullImage", Value::Null | Value::Bool(false)) => {}
+            ("forcePullImage", Value::Bool(true)) => {
+                errs.bad(&p, format!("forcePullImage is not supported: {never_pull}"))
+            }
+            ("forcePullImage", _) => errs.ty(&p, "jsboolean"),
+            ("pullConfig" | "credential", _) if !is_empty_value(val) => {
+                errs.bad(&p, format!("{k} is not supported: {never_pull}"))
+            }
+            ("privileged", Value::Bool(true)) => errs.bad(&p, "privileged is only for DOCKER containers"),
+            ("network" | "portMappings" | "parameters", _) if !is_empty_value(val) => {
+                errs.bad(&p, format!("{k} is only for DOCKER containers, which are not supported"))
+            }
+            ("pullConfig" | "credential" | "privileged" | "network" | "portMappings" | "parameters", _) => {}
+            _ => errs.bad(&p, format!("'{k}' is not a known field")),
+        }
+    }
+    if m.get("image").is_none_or(Value::is_null) {
+        errs.bad("/container/docker/image", "is required");
+    }
+    image.map(|image| AppDocker { image, force_pull_image: false })
 }
 
 fn volume(v: &Value, path: &str, errs: &mut Errors) -> Option<AppVolume> {
@@ -1077,13 +1133,12 @@ mod tests {
             assert!(matches!(err, Invalid::Semantics(_)), "{err:?}");
             err.details().iter().map(|d| d.path.clone()).collect()
         };
+        assert_eq!(refused(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": "nginx"}}})), vec![
+            "/container/type"
+        ]);
         assert_eq!(
-            refused(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": "nginx"}}})),
-            vec!["/container/type", "/container/docker"]
-        );
-        assert_eq!(
-            refused(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "nginx"}}})),
-            vec!["/container/docker"]
+            refused(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "appc": {"image": "nginx"}}})),
+            vec!["/container/appc"]
         );
         let body = json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "volumes": [
             {"containerPath": "data", "mode": "RW", "persistent": {"size": 10}},
@@ -1104,6 +1159,58 @@ mod tests {
                 "/container/volumes(4)/hostPath"
             ]
         );
+    }
+
+    #[test]
+    fn a_mesos_container_carries_a_docker_image_and_pulling_is_refused_by_name() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS",
+            "docker": {"image": "library/busybox:1.36", "forcePullImage": false, "privileged": false,
+                       "parameters": [], "credential": null}}}))
+        .unwrap();
+        let c = app.container.as_ref().unwrap();
+        assert_eq!(c.docker, Some(AppDocker { image: "library/busybox:1.36".into(), force_pull_image: false }));
+        let out = serde_json::to_value(&app).unwrap();
+        assert_eq!(
+            out["container"],
+            json!({"type": "MESOS", "volumes": [], "docker": {"image": "library/busybox:1.36", "forcePullImage": false}})
+        );
+        // Stored definitions written before images round-trip unchanged.
+        let old: AppContainer = serde_json::from_value(json!({"type": "MESOS", "volumes": []})).unwrap();
+        assert_eq!(old.docker, None);
+
+        let err = parse(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "b",
+            "forcePullImage": true, "pullConfig": {"secret": "s"}, "credential": {"principal": "p"},
+            "portMappings": [{"containerPort": 80}], "bogus": 1}}}))
+        .unwrap_err();
+        let details = err.details();
+        let paths: Vec<_> = details.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, vec![
+            "/container/docker/bogus",
+            "/container/docker/credential",
+            "/container/docker/forcePullImage",
+            "/container/docker/portMappings",
+            "/container/docker/pullConfig",
+        ]);
+        for (path, word) in [
+            ("/container/docker/forcePullImage", "forcePullImage is not supported"),
+            ("/container/docker/pullConfig", "pullConfig is not supported"),
+            ("/container/docker/credential", "credential is not supported"),
+        ] {
+            let d = details.iter().find(|d| d.path == path).unwrap();
+            assert!(d.errors[0].starts_with(word) && d.errors[0].contains("--docker-registry"), "{d:?}");
+        }
+        for (docker, path) in [
+            (json!({}), None),
+            (json!({"forcePullImage": false}), Some("/container/docker/image")),
+            (json!({"image": ""}), Some("/container/docker/image")),
+            (json!({"image": "a b"}), Some("/container/docker/image")),
+        ] {
+            let body = json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "docker": docker}});
+            match path {
+                None => assert_eq!(parse(body).unwrap().container.unwrap().docker, None),
+                Some(path) => assert_eq!(parse(body).unwrap_err().details()[0].path, path),
+            }
+        }
     }
 
     #[test]

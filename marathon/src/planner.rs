@@ -206,6 +206,7 @@ pub fn build_task(
             })
             .collect(),
         hostname: None,
+        image: c.docker.as_ref().map(|d| d.image.clone()),
     });
     (task, host_ports)
 }
@@ -370,11 +371,18 @@ mod tests {
         );
         assert_eq!((uris[1].value.as_str(), uris[1].output_file.as_str()), ("/srv/a.tgz", ""));
         let c = task.container.as_ref().expect("a container");
-        assert_eq!((c.kind, c.rootfs.as_deref()), (ContainerType::Mesos, None));
+        assert_eq!((c.kind, c.rootfs.as_deref(), c.image.as_deref()), (ContainerType::Mesos, None, None));
         assert_eq!(
             c.volumes,
             vec![Volume { container_path: "/data".into(), host_path: "/srv".into(), read_only: true }]
         );
+        let imaged = app(json!({"id": "/i", "cmd": "x", "cpus": 0.1, "mem": 32,
+            "container": {"type": "MESOS", "docker": {"image": "busybox:1.36"}}}));
+        let reqs = [Request { app: &imaged, count: 1, service_ports: vec![10003] }];
+        let o = offer("o3", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");
+        let m = match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids());
+        let c = m.launches[0].task.container.clone().expect("a container");
+        assert_eq!((c.image.as_deref(), c.rootfs), (Some("busybox:1.36"), None));
         let plain = app(json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 32}));
         let reqs = [Request { app: &plain, count: 1, service_ports: vec![10002] }];
         let o = offer("o2", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");

@@ -352,6 +352,7 @@ fn container_to_wire(c: &model::ContainerInfo) -> wire::ContainerInfo {
             })
             .collect(),
         hostname: c.hostname.clone().unwrap_or_default(),
+        image: c.image.clone().unwrap_or_default(),
     }
 }
 
@@ -374,6 +375,7 @@ fn container_from_wire(c: wire::ContainerInfo) -> Result<model::ContainerInfo, C
             })
             .collect(),
         hostname: non_empty(c.hostname),
+        image: non_empty(c.image),
     })
 }
 
@@ -691,6 +693,36 @@ mod tests {
         };
         let back = model::TaskInfo::try_from(wire::TaskInfo::from(&task)).unwrap();
         assert_eq!(back, task);
+    }
+
+    #[test]
+    fn a_container_image_round_trips_and_empty_means_none() {
+        let mut task = model::TaskInfo {
+            name: "web".into(),
+            task_id: "web.1".into(),
+            agent_id: "m-S0".into(),
+            resources: "cpus:0.1".parse().unwrap(),
+            command: Some(model::CommandInfo::shell("ls /")),
+            container: Some(model::ContainerInfo {
+                kind: model::ContainerType::Mesos,
+                rootfs: None,
+                volumes: vec![],
+                hostname: None,
+                image: Some("library/busybox:1.36".into()),
+            }),
+            health_check: None,
+            kill_grace_period: None,
+            labels: vec![],
+            discovery: None,
+            data: vec![],
+        };
+        let wire = wire::TaskInfo::from(&task);
+        assert_eq!(wire.container.as_ref().unwrap().image, "library/busybox:1.36");
+        assert_eq!(model::TaskInfo::try_from(wire).unwrap(), task);
+        task.container.as_mut().unwrap().image = None;
+        let wire = wire::TaskInfo::from(&task);
+        assert_eq!(wire.container.as_ref().unwrap().image, "");
+        assert_eq!(model::TaskInfo::try_from(wire).unwrap().container.unwrap().image, None);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct LaunchSpec {
     pub user: Option<String>,
     /// A root filesystem directory prepared on the agent (`container.rootfs`); `None` is the host's, read-only.
     pub rootfs: Option<PathBuf>,
+    /// `container.image`, to be resolved into `rootfs` by the agent's shell ([`crate::image::provision`]) before
+    /// the containerizer sees the spec; containerizers ignore it.
+    pub image: Option<crate::image::ImageRequest>,
     /// `ContainerInfo.volumes`, bound into the container ([`volumes`]); only a containerizer that isolates the
     /// filesystem can honour them.
     pub volumes: Vec<Volume>,

@@ -179,6 +179,7 @@ mod tests {
             limits: Default::default(),
             user: None,
             rootfs: None,
+            image: None,
             volumes: vec![],
         }
     }

@@ -403,6 +403,13 @@ impl Master {
         if let Some(check) = &task.health_check {
             check.validate()?;
         }
+        if let Some(c) = &task.container
+            && let (Some(rootfs), Some(image)) = (&c.rootfs, &c.image)
+        {
+            return Err(format!(
+                "Task's container sets both rootfs '{rootfs}' and image '{image}'; a container has one root filesystem"
+            ));
+        }
         if task.resources.is_empty() {
             return Err("Task uses no resources".into());
         }

@@ -258,6 +258,29 @@ fn duplicate_task_ids_are_refused() {
 }
 
 #[test]
+fn a_container_with_both_rootfs_and_image_is_refused_naming_both() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    let mut t = task("t", &aid, "cpus:0.1;mem:32");
+    t.container = Some(agora_proto::model::ContainerInfo {
+        kind: agora_proto::model::ContainerType::Mesos,
+        rootfs: Some("/srv/rootfs".into()),
+        volumes: vec![],
+        hostname: None,
+        image: Some("busybox".into()),
+    });
+    h.call(&fid, &sid, launch(&offer, vec![t]));
+    let updates = h.updates_to(fc);
+    assert_eq!(updates.len(), 1);
+    assert_eq!((updates[0].state, updates[0].reason), (TaskState::Error, Some(Reason::TaskInvalid)));
+    let m = &updates[0].message;
+    assert!(m.contains("rootfs '/srv/rootfs'") && m.contains("image 'busybox'"), "{m}");
+}
+
+#[test]
 fn invalid_offers_drop_the_tasks() {
     let mut h = Harness::new();
     let (_ac, aid) = h.add_agent();

@@ -290,6 +290,10 @@ pub struct ContainerInfo {
     pub rootfs: Option<String>,
     pub volumes: Vec<Volume>,
     pub hostname: Option<String>,
+    /// An image `NAME[:TAG]` the agent resolves to a root filesystem in its local image registry
+    /// (`--docker-registry`); exclusive with `rootfs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
