@@ -113,7 +113,7 @@ pub enum Effect {
     /// Send on the current stream (dropped when there is none; status updates are re-sent anyway).
     Send(ToMaster),
     /// Create the sandbox, launch the container, then wait for it; report with `launched` and `exited`.
-    Launch(LaunchSpec),
+    Launch(Box<LaunchSpec>),
     Signal {
         task: TaskKey,
         container_id: String,
@@ -382,7 +382,7 @@ impl AgentCore {
         let env = task_environment(&t.info, ctx);
         t.container = Container::Launching;
         info!(container_id = %container_id, sandbox = %sandbox.display(), "launching task");
-        effects.push(Effect::Launch(LaunchSpec {
+        effects.push(Effect::Launch(Box::new(LaunchSpec {
             container_id,
             task_id,
             framework_id,
@@ -394,7 +394,7 @@ impl AgentCore {
             rootfs,
             image,
             volumes,
-        }));
+        })));
         effects
     }
 
@@ -1095,7 +1095,7 @@ mod tests {
         effects
             .iter()
             .find_map(|e| match e {
-                Effect::Launch(s) => Some(s.clone()),
+                Effect::Launch(s) => Some((**s).clone()),
                 _ => None,
             })
             .expect("a launch")

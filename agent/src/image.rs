@@ -237,8 +237,28 @@ mod tests {
     #[test]
     fn nothing_that_could_leave_the_registry_parses() {
         for bad in [
-            "", ":tag", "..", "../etc", "a/../b", "/abs", "a//b", "a/", "./a", "Busybox", "a:..", "a:.x", "a:-x",
-            "a:", "a:b/c", "a@sha256:abc", "host:5000/a", "a b", "a\0b", "a..b", "a_-b", "a:t\n",
+            "",
+            ":tag",
+            "..",
+            "../etc",
+            "a/../b",
+            "/abs",
+            "a//b",
+            "a/",
+            "./a",
+            "Busybox",
+            "a:..",
+            "a:.x",
+            "a:-x",
+            "a:",
+            "a:b/c",
+            "a@sha256:abc",
+            "host:5000/a",
+            "a b",
+            "a\0b",
+            "a..b",
+            "a_-b",
+            "a:t\n",
         ] {
             let err = ImageRef::parse(bad).expect_err(bad);
             assert!(err.starts_with(&format!("image '{bad}' is not a valid image name")), "{err}");

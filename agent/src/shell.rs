@@ -362,7 +362,7 @@ impl<C: Containerizer> Shell<C> {
         for effect in effects {
             match effect {
                 Effect::Send(msg) => self.send(link::to_wire(&msg)),
-                Effect::Launch(spec) => self.launch(spec),
+                Effect::Launch(spec) => self.launch(*spec),
                 Effect::Signal { task, container_id, signal } => {
                     if let Err(e) = self.containerizer.kill(&container_id, signal).await {
                         warn!(task_id = %task.task_id, framework_id = %task.framework_id, error = %e, "cannot signal the task");
@@ -601,7 +601,10 @@ mod tests {
         let launched = next(&mut inbox).await;
         let Event::Launched { result: Err(message), .. } = &launched else { panic!("the launch must fail") };
         let searched = registry.join("missing/2.tar");
-        assert!(message.contains("image 'missing:2'") && message.contains(&searched.display().to_string()), "{message}");
+        assert!(
+            message.contains("image 'missing:2'") && message.contains(&searched.display().to_string()),
+            "{message}"
+        );
         shell.on_event(launched).await;
         assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "m")), Some(TaskState::Failed));
         let launches = shell.containerizer.calls().into_iter().filter(|c| matches!(c, Call::Launch(_))).count();

@@ -276,7 +276,12 @@ async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<(
     let tasks: Value = http.get(format!("{url}/v2/apps/fetcher/tasks")).send().await?.json().await?;
     let task_id = tasks["tasks"][0]["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(written.0, format!("{task_id}.txt"), "{tasks}");
-    assert_eq!(tasks["tasks"][0]["state"], "TASK_RUNNING", "{tasks}");
+    // The task may write before its TASK_RUNNING reaches Marathon.
+    wait_for("the fetcher's task to be TASK_RUNNING in Marathon", WAIT, async || {
+        let tasks: Value = http.get(format!("{url}/v2/apps/fetcher/tasks")).send().await.ok()?.json().await.ok()?;
+        (tasks["tasks"][0]["state"] == "TASK_RUNNING").then_some(())
+    })
+    .await?;
     let resp = http.delete(format!("{url}/v2/apps/fetcher")).send().await?;
     assert_eq!(resp.status().as_u16(), 200);
     Ok(())

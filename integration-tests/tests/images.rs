@@ -63,7 +63,8 @@ async fn marathon_apps_run_in_images_from_the_agents_local_registry_and_an_unkno
     let paths: Vec<&str> =
         body["details"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
     assert_eq!(paths, vec!["/container/docker/forcePullImage", "/container/docker/pullConfig"], "{body}");
-    let docker = json!({"id": "/docker", "cmd": "true", "container": {"type": "DOCKER", "docker": {"image": "busybox"}}});
+    let docker =
+        json!({"id": "/docker", "cmd": "true", "container": {"type": "DOCKER", "docker": {"image": "busybox"}}});
     let resp = http.post(format!("{url}/v2/apps")).json(&docker).send().await?;
     assert_eq!(resp.status().as_u16(), 422);
 
@@ -96,8 +97,12 @@ async fn marathon_apps_run_in_images_from_the_agents_local_registry_and_an_unkno
     let store = agent_dir.join("store/docker/busybox/latest");
     assert_eq!(std::fs::read_to_string(store.join("etc/agora-image-marker"))?, "from the tarball\n");
     assert!(!agent_dir.join("store/docker/busybox/prepared").exists(), "a prepared directory is used in place");
-    let tasks: Value = http.get(format!("{url}/v2/apps/packed/tasks")).send().await?.json().await?;
-    assert_eq!(tasks["tasks"][0]["state"], "TASK_RUNNING", "{tasks}");
+    // The task may write before its TASK_RUNNING reaches Marathon.
+    wait_for("/packed's task to be TASK_RUNNING in Marathon", WAIT, async || {
+        let tasks: Value = http.get(format!("{url}/v2/apps/packed/tasks")).send().await.ok()?.json().await.ok()?;
+        (tasks["tasks"][0]["state"] == "TASK_RUNNING").then_some(())
+    })
+    .await?;
 
     // An image the registry does not hold fails the task with Mesos's reason, naming the image and the registry.
     let app = json!({"id": "/unknown", "cmd": "true", "cpus": 0.1, "mem": 32, "instances": 1,

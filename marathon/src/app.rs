@@ -1133,9 +1133,10 @@ mod tests {
             assert!(matches!(err, Invalid::Semantics(_)), "{err:?}");
             err.details().iter().map(|d| d.path.clone()).collect()
         };
-        assert_eq!(refused(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": "nginx"}}})), vec![
-            "/container/type"
-        ]);
+        assert_eq!(
+            refused(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": "nginx"}}})),
+            vec!["/container/type"]
+        );
         assert_eq!(
             refused(json!({"id": "/a", "cmd": "x", "container": {"type": "MESOS", "appc": {"image": "nginx"}}})),
             vec!["/container/appc"]
@@ -1184,13 +1185,16 @@ mod tests {
         .unwrap_err();
         let details = err.details();
         let paths: Vec<_> = details.iter().map(|d| d.path.as_str()).collect();
-        assert_eq!(paths, vec![
-            "/container/docker/bogus",
-            "/container/docker/credential",
-            "/container/docker/forcePullImage",
-            "/container/docker/portMappings",
-            "/container/docker/pullConfig",
-        ]);
+        assert_eq!(
+            paths,
+            vec![
+                "/container/docker/bogus",
+                "/container/docker/credential",
+                "/container/docker/forcePullImage",
+                "/container/docker/portMappings",
+                "/container/docker/pullConfig",
+            ]
+        );
         for (path, word) in [
             ("/container/docker/forcePullImage", "forcePullImage is not supported"),
             ("/container/docker/pullConfig", "pullConfig is not supported"),
