@@ -66,8 +66,9 @@ pub struct Flags {
     #[arg(long)]
     pub hostname: Option<String>,
 
-    /// How tasks are isolated: `libcontainer` (containers with cgroups; the default as root) or `process` (plain
-    /// processes; the default otherwise, for development).
+    /// How tasks are isolated: `libcontainer` (containers with cgroups; the default as root), `process` (plain
+    /// processes; the default otherwise, for development) or `simulated` (no process at all: a task runs from its
+    /// launch until it is killed; meant for benchmarks and tests at scale, never for real work).
     #[arg(long)]
     pub isolation: Option<String>,
 
@@ -106,6 +107,8 @@ pub enum Isolation {
     Process,
     /// youki's libcontainer: namespaces, cgroups, a read-only root, a monitor process per container.
     Libcontainer,
+    /// Nothing runs: a task is running from launch until killed (benchmarks and tests).
+    Simulated,
 }
 
 /// A validated agent configuration.
@@ -219,9 +222,11 @@ impl Flags {
         let isolation = match self.isolation.as_deref().unwrap_or(default_isolation).trim() {
             "process" => Some(Isolation::Process),
             "libcontainer" => Some(Isolation::Libcontainer),
+            "simulated" => Some(Isolation::Simulated),
             other => {
                 errors.push(format!(
-                    "--isolation: '{other}' is not supported; the isolations are 'libcontainer' and 'process'"
+                    "--isolation: '{other}' is not supported; the isolations are 'libcontainer', 'process' and \
+                     'simulated'"
                 ));
                 None
             }
@@ -453,6 +458,16 @@ mod tests {
         assert_eq!(parse_master("zk://a:2181,b:2181/mesos/"), Ok("zk://a:2181,b:2181/mesos".to_string()));
         assert!(parse_master("zk://a:2181").is_err());
         assert!(parse_master("m1:99999").is_err());
+    }
+
+    #[test]
+    fn every_isolation_is_selectable_by_name() {
+        for (name, want) in
+            [("process", Isolation::Process), ("libcontainer", Isolation::Libcontainer), ("simulated", Isolation::Simulated)]
+        {
+            let c = flags(&["--isolation", name, "--resources", "cpus:2;mem:1024;disk:4096"]).unwrap().config().unwrap();
+            assert_eq!(c.isolation, want, "{name}");
+        }
     }
 
     #[test]

@@ -81,5 +81,13 @@ pub async fn run(
             tracing::info!("--isolation=libcontainer: every task runs in a container with cgroup limits");
             run_with(config, listener, shutdown, c).await
         }
+        config::Isolation::Simulated => {
+            tracing::warn!(
+                "--isolation=simulated: tasks do not run; each is reported running from its launch until it is \
+                 killed; for benchmarks and tests only"
+            );
+            let c = containerizer::SimulatedContainerizer::new(&config.work_dir);
+            run_with(config, listener, shutdown, c).await
+        }
     }
 }

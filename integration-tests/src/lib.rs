@@ -22,8 +22,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The directory holding the workspace's binaries (`target/debug` or `target/release`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    // A test is target/<profile>/deps/<test>-<hash>; a binary of this crate (a bench) is target/<profile>/<bin>.
+    let parent = exe.parent().expect("target dir");
+    let dir = if parent.join("agora-master").exists() { parent } else { parent.parent().expect("target dir") };
+    let dir = dir.to_path_buf();
     for name in ["agora-master", "agora-agent", "agora"] {
         assert!(
             dir.join(name).exists(),
@@ -186,10 +188,17 @@ impl Cluster {
 
     /// Starts an agent with `resources` and waits until the master lists it.
     pub async fn add_agent(&mut self, resources: &str) -> Result<String> {
+        self.add_agent_with(resources, &[]).await
+    }
+
+    /// Starts an agent with `resources` and `extra` flags (e.g. `--isolation=simulated`) and waits until the master
+    /// lists it.
+    pub async fn add_agent_with(&mut self, resources: &str, extra: &[&str]) -> Result<String> {
         let n = self.agents.len();
         let port = free_port();
         let work_dir = self.dir.path().join(format!("agent{n}"));
-        let args = agent_args(&self.master_addr, port, &work_dir, resources, &format!("agent{n}"));
+        let mut args = agent_args(&self.master_addr, port, &work_dir, resources, &format!("agent{n}"));
+        args.extend(extra.iter().map(|s| s.to_string()));
         let before = self.agent_ids().await?;
         let proc = Proc::spawn(&format!("agent{n}"), "agora-agent", &args, self.dir.path())?;
         self.agents.push(proc);

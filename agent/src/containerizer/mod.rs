@@ -3,11 +3,13 @@
 //!
 //! [`ProcessContainerizer`] runs a task as a plain process group; [`LibcontainerContainerizer`] runs it in a
 //! container of its own (youki's libcontainer, cgroups, namespaces) behind a per-container monitor process that
-//! outlives the agent (see [`crate::monitor`]).
+//! outlives the agent (see [`crate::monitor`]); [`SimulatedContainerizer`] runs nothing at all (tasks run from
+//! launch until killed), for benchmarks and tests at scale.
 
 pub mod disk;
 mod libcontainer;
 mod process;
+mod simulated;
 pub mod volumes;
 
 use std::future::Future;
@@ -22,6 +24,7 @@ pub use libcontainer::{
     SANDBOX_MOUNT, find_monitor, libcontainer_unavailable, lookup_user,
 };
 pub use process::ProcessContainerizer;
+pub use simulated::SimulatedContainerizer;
 
 /// Everything needed to start one task's container.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +157,8 @@ pub enum ContainerError {
     Wait { container_id: String, source: std::io::Error },
     #[error("cannot read usage of container {container_id}: {message}")]
     Usage { container_id: String, message: String },
+    #[error("cannot recover containers: {0}")]
+    Recover(String),
 }
 
 /// Runs task containers. Methods take `&self` so one containerizer serves concurrent launches, waits and kills.
