@@ -29,6 +29,17 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the HTTP server may take to stop.
 const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events handled together, with one checkpoint write, before the loop looks at its timers again.
+const EVENT_BATCH: usize = 1024;
+
+/// What one event asks of the shell.
+enum Step {
+    Effects(Vec<Effect>),
+    /// The link to the master ended.
+    LinkLost(String),
+    /// The master refused this agent; the effects go out, then the link is dropped.
+    Refused(Vec<Effect>),
+}
 
 /// `factor × 2^attempt`, capped at one minute.
 pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
@@ -201,7 +212,7 @@ impl<C: Containerizer> Shell<C> {
                 .min();
             tokio::select! {
                 _ = shutdown.as_mut() => return,
-                Some(event) = inbox.recv() => self.on_event(event).await,
+                Some(event) = inbox.recv() => self.on_events(event, inbox).await,
                 _ = sleep_until(deadline) => self.on_timer().await,
                 _ = self.endpoint.leader_changed() => {
                     // A new leader: re-register with it at once, without waiting out the backoff.
@@ -289,14 +300,61 @@ impl<C: Containerizer> Shell<C> {
         self.registration_deadline = Some(Instant::now() + REGISTRATION_TIMEOUT);
     }
 
+    /// Handles `first` and the events already queued behind it (at most [`EVENT_BATCH`]) as one batch: the core
+    /// takes them in order and their effects go out together after a single checkpoint write, so a burst of
+    /// launches, container starts or acknowledgements costs one checkpoint instead of one each (with thousands of
+    /// tasks, rewriting the checkpoint per event made a burst quadratic). An event that drops the link ends the
+    /// batch: what came before it is applied first.
+    async fn on_events(&mut self, first: Event, inbox: &mut mpsc::UnboundedReceiver<Event>) {
+        let mut effects = Vec::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(event) = next.take() {
+            let now = Instant::now();
+            match self.step(event, now) {
+                Step::Effects(more) => effects.extend(more),
+                Step::LinkLost(why) => {
+                    self.apply(std::mem::take(&mut effects)).await;
+                    self.link_lost(&why, now);
+                    break;
+                }
+                Step::Refused(more) => {
+                    effects.extend(more);
+                    self.apply(std::mem::take(&mut effects)).await;
+                    // The master ends the stream after an error; do not wait for it to register anew.
+                    self.link_lost("the master refused this agent", now);
+                    break;
+                }
+            }
+            handled += 1;
+            if handled < EVENT_BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        self.apply(effects).await;
+    }
+
+    /// Handles one event alone (while stopping).
     async fn on_event(&mut self, event: Event) {
         let now = Instant::now();
-        let effects = match event {
-            Event::Link { generation, .. } if generation != self.generation => return,
+        match self.step(event, now) {
+            Step::Effects(effects) => self.apply(effects).await,
+            Step::LinkLost(why) => self.link_lost(&why, now),
+            Step::Refused(effects) => {
+                self.apply(effects).await;
+                self.link_lost("the master refused this agent", now);
+            }
+        }
+    }
+
+    /// The core's reaction to one event; effects are left to the caller.
+    fn step(&mut self, event: Event, now: Instant) -> Step {
+        match event {
+            Event::Link { generation, .. } if generation != self.generation => Step::Effects(vec![]),
             Event::Link { event: LinkEvent::Message(msg), .. } => {
                 let Some(msg) = link::from_wire(*msg) else {
                     debug!("ignoring an empty message from the master");
-                    return;
+                    return Step::Effects(vec![]);
                 };
                 if matches!(msg, FromMaster::Registered { .. }) {
                     self.attempts = 0;
@@ -304,24 +362,19 @@ impl<C: Containerizer> Shell<C> {
                 }
                 let refused = matches!(msg, FromMaster::Error { .. });
                 let effects = lock(&self.core).handle(msg, now);
-                self.apply(effects).await;
-                if refused {
-                    // The master ends the stream after an error; do not wait for it to register anew.
-                    self.link_lost("the master refused this agent", now);
-                }
-                return;
+                if refused { Step::Refused(effects) } else { Step::Effects(effects) }
             }
-            Event::Link { event: LinkEvent::Ended(why), .. } => {
-                self.link_lost(&why, now);
-                return;
-            }
+            Event::Link { event: LinkEvent::Ended(why), .. } => Step::LinkLost(why),
             Event::Launched { task, container_id, result } => {
-                lock(&self.core).launched(&task, &container_id, result, now)
+                Step::Effects(lock(&self.core).launched(&task, &container_id, result, now))
             }
-            Event::Exited { task, container_id, result } => lock(&self.core).exited(&task, &container_id, result, now),
-            Event::Health { task, container_id, report } => lock(&self.core).health(&task, &container_id, report, now),
-        };
-        self.apply(effects).await;
+            Event::Exited { task, container_id, result } => {
+                Step::Effects(lock(&self.core).exited(&task, &container_id, result, now))
+            }
+            Event::Health { task, container_id, report } => {
+                Step::Effects(lock(&self.core).health(&task, &container_id, report, now))
+            }
+        }
     }
 
     /// Drops the current stream and schedules the next attempt with backoff.
@@ -665,6 +718,38 @@ mod tests {
         assert!(
             shell.containerizer.calls().iter().any(|c| matches!(c, Call::Kill(_, nix::sys::signal::Signal::SIGTERM)))
         );
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_handled_as_one_batch_that_a_lost_link_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut shell, mut inbox) = shell(dir.path());
+        let path = dir.path().join("agent.json");
+        shell.checkpoint_path = Some(path.clone());
+        let mut launched = Vec::new();
+        for id in ["a", "b", "c"] {
+            let effects = lock(&shell.core).handle(run_task(id), Instant::now());
+            shell.apply(effects).await;
+            launched.push(next(&mut inbox).await);
+        }
+        let mut launched = launched.into_iter();
+        let first = launched.next().unwrap();
+        shell.events.send(launched.next().unwrap()).unwrap();
+        shell.events.send(Event::Link { generation: 0, event: LinkEvent::Ended("stream reset".into()) }).unwrap();
+        shell.events.send(launched.next().unwrap()).unwrap();
+
+        shell.on_events(first, &mut inbox).await;
+        let state = |id: &str| lock(&shell.core).task_state(&TaskKey::new("f", id));
+        assert_eq!((state("a"), state("b")), (Some(TaskState::Running), Some(TaskState::Running)));
+        assert_eq!(state("c"), Some(TaskState::Starting), "the batch ends at the lost link");
+        assert!(shell.reconnect_at.is_some(), "the lost link was handled");
+        let cp = crate::checkpoint::read(&path).unwrap().expect("written before the effects went out");
+        let running = cp.tasks.iter().filter(|t| t.state == TaskState::Running).count();
+        assert_eq!(running, 2, "one write holds the whole batch");
+
+        let rest = next(&mut inbox).await;
+        shell.on_events(rest, &mut inbox).await;
+        assert_eq!(state("c"), Some(TaskState::Running));
     }
 
     #[test]
