@@ -205,6 +205,11 @@ pub struct Core {
     pub(crate) readiness: BTreeMap<String, crate::readiness::Readiness>,
 }
 
+/// What every task id of the app's instances starts with.
+pub fn instance_prefix(app_id: &str) -> String {
+    format!("{}.instance-", pathid::task_prefix(app_id))
+}
+
 fn event(kind: &str, now: Millis, mut body: Value) -> Value {
     if let Value::Object(m) = &mut body {
         m.insert("eventType".into(), json!(kind));
@@ -255,8 +260,18 @@ impl Core {
         self.state.apps.get(id).ok_or_else(|| ApiError::NotFound(format!("App '{id}' does not exist")))
     }
 
+    /// The instances of one app. Task ids start with the app's instance prefix (`prod_web.instance-<uuid>._app.1`,
+    /// Marathon's format, checked where instances are created in [`Core::match_offers`]), so this is a range of
+    /// the task-id-ordered map, not a scan of every instance: loops over all apps stay O(instances), not
+    /// O(apps × instances). The `app_id` check keeps out apps whose prefix extends this one's.
     pub fn instances_of<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.state.instances.values().filter(move |i| i.app_id == app_id)
+        let start = instance_prefix(app_id);
+        self.state
+            .instances
+            .range(start.clone()..)
+            .take_while(move |(task_id, _)| task_id.starts_with(&start))
+            .map(|(_, i)| i)
+            .filter(move |i| i.app_id == app_id)
     }
 
     pub fn deployments_of(&self, app_id: &str) -> Vec<String> {
@@ -1114,7 +1129,8 @@ impl Core {
     }
 
     /// Matches offers: records the launched instances (before the shell sends the launch, so a restart never
-    /// launches them twice) and the offer statistics for `/v2/queue`.
+    /// launches them twice) and the offer statistics for `/v2/queue`. `new_id(app_id)` names a new instance:
+    /// [`instance_prefix`] of the app followed by something unique (the shell uses a UUID).
     pub fn match_offers(
         &mut self,
         offers: &[Offer],
@@ -1152,6 +1168,13 @@ impl Core {
             .collect();
         for Launch { app_id, instance_id, task, placement, host_ports, .. } in &matched.launches {
             let app = &self.state.apps[app_id];
+            // `instances_of` finds an app's instances by this prefix.
+            assert!(
+                task.task_id.starts_with(&instance_prefix(app_id)),
+                "task id {} of app {app_id} lacks the prefix {}: new_id must return Marathon's instance ids",
+                task.task_id,
+                instance_prefix(app_id)
+            );
             self.state.instances.insert(
                 task.task_id.clone(),
                 Instance {

@@ -10,7 +10,6 @@ use serde_json::json;
 
 use crate::core::Core;
 use crate::events::EventBus;
-use crate::pathid;
 use crate::store::StateStore;
 use crate::time::{Millis, now_millis};
 
@@ -162,7 +161,7 @@ impl Scheduler for MarathonScheduler {
         let now = now_millis();
         let mut core = self.shared.lock();
         let matched = core.match_offers(&offers, now, &mut |app_id| {
-            format!("{}.instance-{}", pathid::task_prefix(app_id), uuid::Uuid::new_v4())
+            format!("{}{}", crate::core::instance_prefix(app_id), uuid::Uuid::new_v4())
         });
         // Persist the new instances before the launches go out.
         self.shared.settle(&mut core, now);

@@ -625,6 +625,24 @@ fn readiness_probes_gate_deployments_until_new_instances_are_ready() {
     assert_eq!(h.core.actions(h.now).kills, vec![(t[0].clone(), "agent-0".to_string())], "the old one goes");
     h.update(&t[0], TaskState::Killed);
     assert!(h.core.deployments_json(h.now).is_empty());
+#[test]
+fn instances_of_an_app_exclude_an_app_whose_id_extends_its_task_prefix() {
+    // `/a.instance-b`'s task ids start with `a.instance-`, the prefix of `/a`'s; each still sees only its own.
+    let mut h = Harness::new(1);
+    create(&mut h, json!({"id": "/a", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 32}));
+    create(&mut h, json!({"id": "/a.instance-b", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 32}));
+    create(&mut h, json!({"id": "/a/b", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 32}));
+    let launched = h.round();
+    assert_eq!(launched.len(), 6);
+    assert!(launched.iter().all(|t| t.contains(".instance-")), "{launched:?}");
+    for (app, n) in [("/a", 2), ("/a.instance-b", 3), ("/a/b", 1)] {
+        let mine: Vec<&Instance> = h.core.instances_of(app).collect();
+        assert_eq!(mine.len(), n, "{app}: {mine:?}");
+        assert!(mine.iter().all(|i| i.app_id == app), "{app}: {mine:?}");
+        let all = h.core.state.instances.values().filter(|i| i.app_id == app).count();
+        assert_eq!(all, n, "{app}: the range finds every instance");
+    }
+    assert!(h.round().is_empty(), "each app counts its own instances, so nothing more is launched");
 }
 
 #[test]
