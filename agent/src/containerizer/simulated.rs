@@ -2,7 +2,7 @@
 //! "runs" at once and keeps running until it is killed; a signal ends it as it would end a process without a
 //! handler (`Signaled(sig)`), so the agent reports TASK_KILLED as for a real task. Everything else (sandbox,
 //! status updates, checkpoints, the link to the master) is the real agent's; what only a running process would
-//! see (the command, user, rootfs, volumes, fetched URIs) has no effect.
+//! see (the command, user, rootfs, volumes) has no effect.
 //!
 //! Simulated tasks survive an agent restart, as libcontainer's containers do: nothing ran, so nothing can have
 //! died. `recover` reads the agent's checkpoint (`<work_dir>/meta/agent.json`) and reports every container of a
