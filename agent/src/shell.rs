@@ -739,7 +739,8 @@ mod tests {
         shell.events.send(launched.next().unwrap()).unwrap();
 
         shell.on_events(first, &mut inbox).await;
-        let state = |id: &str| lock(&shell.core).task_state(&TaskKey::new("f", id));
+        let core = shell.core.clone();
+        let state = |id: &str| lock(&core).task_state(&TaskKey::new("f", id));
         assert_eq!((state("a"), state("b")), (Some(TaskState::Running), Some(TaskState::Running)));
         assert_eq!(state("c"), Some(TaskState::Starting), "the batch ends at the lost link");
         assert!(shell.reconnect_at.is_some(), "the lost link was handled");

@@ -15,7 +15,7 @@
 //! It prints one JSON object on stdout (milliseconds), progress on stderr, and the CPU seconds each process used per
 //! phase. Usage (binaries built first, release for meaningful numbers):
 //! `cargo build --release --workspace --bins && cargo run --release -p agora-integration-tests --bin marathon-bench`
-//! `-- [--agents 4] [--instances 1000] [--apps 1000] [--tasks 10000] [--requests 100]`
+//! `-- [--agents 10] [--instances 1000] [--apps 1000] [--tasks 10000] [--requests 100]`
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ struct Args {
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { agents: 4, instances: 1000, apps: 1000, tasks: 10_000, requests: 100 };
+    let mut a = Args { agents: 10, instances: 1000, apps: 1000, tasks: 10_000, requests: 100 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -194,6 +194,17 @@ impl<'a> Cpu<'a> {
     }
 }
 
+/// The phases' results, also shown on stderr as each completes (a run cut short still tells something).
+#[derive(Default)]
+struct Report(serde_json::Map<String, Value>);
+
+impl Report {
+    fn insert(&mut self, phase: &str, result: Value) {
+        eprintln!("{phase}: {result}");
+        self.0.insert(phase.to_string(), result);
+    }
+}
+
 struct Bench {
     http: reqwest::Client,
     url: String,
@@ -260,9 +271,9 @@ async fn main() -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let follower = tokio::spawn(follow_events(events, tx));
     let mut running = Running::default();
-    let mut report = serde_json::Map::new();
+    let mut report = Report::default();
     report.insert(
-        "setup".into(),
+        "setup",
         json!({"agents": a.agents, "agent_resources": agent_resources(per_agent), "isolation": "simulated",
                "task": {"cpus": TASK_CPUS, "mem": TASK_MEM, "ports": 1}}),
     );
@@ -276,7 +287,7 @@ async fn main() -> Result<()> {
     let lat: Vec<f64> = running.by_app["/bench/one"].values().map(|t| millis(*t - t0)).collect();
     let all = lat.iter().copied().fold(0.0, f64::max);
     report.insert(
-        "one_app".into(),
+        "one_app",
         json!({"instances": a.instances, "post_ms": millis(post), "to_running_ms": summary(lat),
                "all_running_ms": all, "cpu_seconds": cpu.used()}),
     );
@@ -302,7 +313,7 @@ async fn main() -> Result<()> {
         posted.iter().map(|(id, t)| millis(*running.by_app[id].values().next().expect("counted") - *t)).collect();
     let last = posted.iter().map(|(id, _)| *running.by_app[id].values().next().expect("counted")).max();
     report.insert(
-        "many_apps".into(),
+        "many_apps",
         json!({"apps": a.apps, "post_ms": summary(posts), "to_running_ms": summary(lat),
                "all_running_ms": last.map(|l| millis(l - first)), "cpu_seconds": cpu.used()}),
     );
@@ -318,7 +329,7 @@ async fn main() -> Result<()> {
         let lat: Vec<f64> = running.by_app["/bench/fill"].values().map(|t| millis(*t - t0)).collect();
         let all = lat.iter().copied().fold(0.0, f64::max);
         report.insert(
-            "fill".into(),
+            "fill",
             json!({"instances": fill, "post_ms": millis(post), "to_running_ms": summary(lat),
                    "all_running_ms": all, "cpu_seconds": cpu.used()}),
         );
@@ -335,14 +346,14 @@ async fn main() -> Result<()> {
     let (plain, plain_bytes, body) = bench.get_times("/v2/apps", a.requests).await?;
     let apps_listed = body["apps"].as_array().map_or(0, Vec::len);
     report.insert(
-        "get_apps".into(),
+        "get_apps",
         json!({"running_tasks": total, "apps": apps_listed, "requests": a.requests,
                "embed_tasks_ms": summary(embed), "embed_tasks_bytes": embed_bytes,
                "plain_ms": summary(plain), "plain_bytes": plain_bytes, "cpu_seconds": cpu.used()}),
     );
 
     follower.abort();
-    println!("{}", serde_json::to_string_pretty(&Value::Object(report))?);
+    println!("{}", serde_json::to_string_pretty(&Value::Object(report.0))?);
     drop(marathon);
     drop(cluster);
     Ok(())
