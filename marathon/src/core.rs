@@ -2,7 +2,7 @@
 //! REST API and the scheduler drive it; it never reads a clock (every call takes `now`) and never talks to the
 //! master — it returns what to launch, kill and say, and records events for the event stream.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agora_proto::model::{Offer, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
@@ -333,8 +333,9 @@ impl Core {
     /// `/v2/queue` entries: apps waiting for launches, with their delay and offer statistics.
     pub fn queue_json(&self, now: Millis) -> Vec<Value> {
         let mut out = Vec::new();
+        let by_app = self.deployments_by_app();
         for (id, app) in &self.state.apps {
-            let d = self.decision(app, now);
+            let d = self.decision_indexed(app, now, &by_app);
             if d.launch == 0 {
                 continue;
             }
@@ -378,10 +379,29 @@ impl Core {
 
     // ---- the decision for one app ---------------------------------------------------------------------------
 
-    fn upgrading(&self, app_id: &str) -> bool {
-        self.state.deployments.values().any(|d| {
+    /// Whether one of `deployments` restarts (upgrades) the app.
+    fn upgrading<'a>(&self, app_id: &str, mut deployments: impl Iterator<Item = &'a Deployment>) -> bool {
+        deployments.any(|d| {
             d.steps.iter().flat_map(|s| &s.actions).any(|a| a.app == app_id && a.action == "RestartApplication")
         })
+    }
+
+    /// Every deployment indexed by each app it affects or acts on, built once by loops over all apps so that each
+    /// app's decision looks at its own deployments only (not O(apps × deployments)).
+    fn deployments_by_app(&self) -> HashMap<&str, Vec<&Deployment>> {
+        let mut by_app: HashMap<&str, Vec<&Deployment>> = HashMap::new();
+        for d in self.state.deployments.values() {
+            let apps: BTreeSet<&str> = d
+                .affected_apps
+                .iter()
+                .map(String::as_str)
+                .chain(d.steps.iter().flat_map(|s| &s.actions).map(|a| a.app.as_str()))
+                .collect();
+            for app in apps {
+                by_app.entry(app).or_default().push(d);
+            }
+        }
+        by_app
     }
 
     /// Whether the instance counts as healthy: RUNNING, and reported healthy by its agent when the app version it
@@ -407,17 +427,28 @@ impl Core {
             .collect()
     }
 
-    fn decision(&self, app: &AppDefinition, now: Millis) -> deploy::Decision {
-        if self.held_back(&app.id, now) {
+    /// The decision for `app`, given (at least) every deployment that affects or acts on it.
+    fn decision_among(&self, app: &AppDefinition, now: Millis, deployments: &[&Deployment]) -> deploy::Decision {
+        if self.held_back(&app.id, now, deployments.iter().copied()) {
             return deploy::Decision::default();
         }
-        deploy::decide(app, &self.members(app, now), self.upgrading(&app.id))
+        deploy::decide(app, &self.members(app, now), self.upgrading(&app.id, deployments.iter().copied()))
+    }
+
+    /// [`Core::decision_among`] with the index of [`Core::deployments_by_app`].
+    fn decision_indexed(
+        &self,
+        app: &AppDefinition,
+        now: Millis,
+        by_app: &HashMap<&str, Vec<&Deployment>>,
+    ) -> deploy::Decision {
+        self.decision_among(app, now, by_app.get(app.id.as_str()).map_or(&[], Vec::as_slice))
     }
 
     /// Whether a deployment holds the app back: its action is in a step after the first unfinished one, so
     /// the apps it depends on start (and the apps depending on it stop) first.
-    fn held_back(&self, app_id: &str, now: Millis) -> bool {
-        self.state.deployments.values().any(|d| {
+    fn held_back<'a>(&self, app_id: &str, now: Millis, mut deployments: impl Iterator<Item = &'a Deployment>) -> bool {
+        deployments.any(|d| {
             if d.steps.len() < 2 || !d.affected_apps.iter().any(|a| a == app_id) {
                 return false;
             }
@@ -1076,7 +1107,7 @@ impl Core {
             match self.state.apps.get(&i.app_id) {
                 // Instances of apps that no longer exist, once their stop step is due.
                 None => {
-                    if !self.held_back(&i.app_id, now) {
+                    if !self.held_back(&i.app_id, now, self.state.deployments.values()) {
                         decided.insert(i.task_id.clone());
                     }
                 }
@@ -1104,8 +1135,9 @@ impl Core {
                 decided.insert(i.task_id.clone());
             }
         }
+        let by_app = self.deployments_by_app();
         for app in self.state.apps.values() {
-            let d = self.decision(app, now);
+            let d = self.decision_indexed(app, now, &by_app);
             decided.extend(d.kill);
             if self.backoff.get(&app.id).is_none_or(|b| b.until <= now) {
                 out.wanted += d.launch;
@@ -1139,9 +1171,10 @@ impl Core {
     ) -> planner::Matched {
         self.finish_deployments(now);
         let mut decisions = Vec::new();
+        let by_app = self.deployments_by_app();
         for app in self.state.apps.values() {
             let delayed = self.backoff.get(&app.id).is_some_and(|b| b.until > now);
-            let d = self.decision(app, now);
+            let d = self.decision_indexed(app, now, &by_app);
             if d.launch > 0 && !delayed {
                 decisions.push((app.clone(), d.launch));
             }
@@ -1215,8 +1248,14 @@ impl Core {
             }
         }
         // Apps no longer waiting start a fresh queue entry next time.
-        let waiting: BTreeSet<String> =
-            self.state.apps.values().filter(|a| self.decision(a, now).launch > 0).map(|a| a.id.clone()).collect();
+        let by_app = self.deployments_by_app();
+        let waiting: BTreeSet<String> = self
+            .state
+            .apps
+            .values()
+            .filter(|a| self.decision_indexed(a, now, &by_app).launch > 0)
+            .map(|a| a.id.clone())
+            .collect();
         self.queue.retain(|id, _| waiting.contains(id));
         matched
     }
