@@ -52,6 +52,8 @@ pub struct Shared {
     pub abdicated: tokio::sync::Notify,
     /// The store refused a write because another Marathon wrote there: the server stops at once.
     pub overtaken: tokio::sync::Notify,
+    /// Status updates ask the settler ([`Shared::spawn_settler`]) to settle; a burst of them costs one settle.
+    updated: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -65,7 +67,22 @@ impl Shared {
             mode: Mutex::default(),
             abdicated: tokio::sync::Notify::new(),
             overtaken: tokio::sync::Notify::new(),
+            updated: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The task that settles after status updates, once per burst however many came (see
+    /// [`Shared::settle_update`]). Runs until aborted.
+    pub fn spawn_settler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            loop {
+                shared.updated.notified().await;
+                let now = now_millis();
+                let mut core = shared.lock();
+                shared.settle_and_persist(&mut core, now, false);
+            }
+        })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Core> {
@@ -96,6 +113,24 @@ impl Shared {
     /// After a change: send the kills the core decided, REVIVE when more launches are wanted than before (or
     /// offers are suppressed while some are wanted), SUPPRESS when none are, persist, publish events.
     pub fn settle(&self, core: &mut Core, now: Millis) {
+        self.settle_and_persist(core, now, true);
+    }
+
+    /// After a status update: publish its events now, and leave the settling to the settler
+    /// ([`Shared::spawn_settler`]), which settles once for a whole burst of updates, and the write to the next
+    /// settle that persists: the tick's (at most [`crate::server::TICK`] later), or an offer's or an API call's,
+    /// which write before their launches or answers. Settling and writing the whole state for every update made a
+    /// burst of N updates cost O(N × (apps + instances + deployments)). Nothing is lost by the delay: an update only
+    /// records what the master knows, and a restarted Marathon reconciles every instance it loaded (counting them
+    /// as placed meanwhile) before acting, so it learns the update again.
+    pub fn settle_update(&self, core: &mut Core) {
+        for e in core.drain_events() {
+            self.bus.publish(e);
+        }
+        self.updated.notify_one();
+    }
+
+    fn settle_and_persist(&self, core: &mut Core, now: Millis, persist: bool) {
         let actions = core.actions(now);
         for (task_id, agent_id) in &actions.kills {
             tracing::info!(task_id, agent_id, "killing task");
@@ -112,7 +147,7 @@ impl Shared {
             }
             mode.last_wanted = actions.wanted;
         }
-        if core.dirty {
+        if core.dirty && persist {
             match self.store.save(&core.state) {
                 Ok(()) => core.dirty = false,
                 Err(e @ crate::store::StoreError::Conflict { .. }) => {
@@ -186,7 +221,7 @@ impl Scheduler for MarathonScheduler {
             tracing::warn!(task_id, "killing a task that belongs to no app");
             driver.kill(&task_id, &agent_id);
         }
-        self.shared.settle(&mut core, now);
+        self.shared.settle_update(&mut core);
     }
 
     fn error(&mut self, _driver: &SchedulerDriver, message: &str) {

@@ -199,12 +199,14 @@ struct Leading {
     shared: Arc<Shared>,
     driver_task: JoinHandle<Result<MarathonScheduler, DriverError>>,
     ticker: JoinHandle<()>,
+    settler: JoinHandle<()>,
 }
 
 impl Leading {
     /// Stops the clock and the driver (without tearing the framework down), then persists once more if `persist`.
     async fn stop(mut self, persist: bool) {
         self.ticker.abort();
+        self.settler.abort();
         self.shared.driver.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.driver_task).await;
         if persist {
@@ -255,6 +257,7 @@ fn start_leading(
     let scheduler = MarathonScheduler { shared: shared.clone() };
     let driver_task = tokio::spawn(driver.run(scheduler));
 
+    let settler = shared.spawn_settler();
     let ticker = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -267,7 +270,7 @@ fn start_leading(
             }
         })
     };
-    Ok(Leading { shared, driver_task, ticker })
+    Ok(Leading { shared, driver_task, ticker, settler })
 }
 
 type Http = JoinHandle<std::io::Result<()>>;
