@@ -2,7 +2,8 @@
 //! "runs" at once and keeps running until it is killed; a signal ends it as it would end a process without a
 //! handler (`Signaled(sig)`), so the agent reports TASK_KILLED as for a real task. Everything else (sandbox,
 //! status updates, checkpoints, the link to the master) is the real agent's; what only a running process would
-//! see (the command, user, rootfs, volumes) has no effect.
+//! see (the command, user, rootfs, volumes) has no effect, and health checks find no task: HTTP and TCP checks
+//! reach nothing, a COMMAND check runs on the host in the sandbox.
 //!
 //! Simulated tasks survive an agent restart, as libcontainer's containers do: nothing ran, so nothing can have
 //! died. `recover` reads the agent's checkpoint (`<work_dir>/meta/agent.json`) and reports every container of a
@@ -85,7 +86,10 @@ impl Containerizer for SimulatedContainerizer {
             let mut containers = self.containers();
             let entry =
                 containers.get_mut(container_id).ok_or_else(|| ContainerError::Unknown(container_id.to_string()))?;
-            entry.ended.take().ok_or_else(|| ContainerError::AlreadyWaited { container_id: container_id.to_string() })?
+            entry
+                .ended
+                .take()
+                .ok_or_else(|| ContainerError::AlreadyWaited { container_id: container_id.to_string() })?
         };
         // The sender goes away only when the container is destroyed, which kills what is left of it.
         Ok(ended.await.unwrap_or(Termination::Signaled(Signal::SIGKILL as i32)))
@@ -93,7 +97,8 @@ impl Containerizer for SimulatedContainerizer {
 
     async fn kill(&self, container_id: &str, signal: Signal) -> Result<(), ContainerError> {
         let mut containers = self.containers();
-        let entry = containers.get_mut(container_id).ok_or_else(|| ContainerError::Unknown(container_id.to_string()))?;
+        let entry =
+            containers.get_mut(container_id).ok_or_else(|| ContainerError::Unknown(container_id.to_string()))?;
         if let Some(end) = entry.end.take() {
             let _ = end.send(Termination::Signaled(signal as i32));
         }
@@ -128,6 +133,17 @@ impl Containerizer for SimulatedContainerizer {
         let containers = self.containers();
         let entry = containers.get(container_id).ok_or_else(|| ContainerError::Unknown(container_id.to_string()))?;
         Ok(Usage { cpus_limit: entry.limits.cpus, mem_limit_bytes: entry.limits.mem_bytes, ..Usage::default() })
+    }
+
+    fn check_command(
+        &self,
+        _container_id: &str,
+        command: &agora_proto::model::CommandInfo,
+        env: &[(String, String)],
+        sandbox: &std::path::Path,
+    ) -> Result<tokio::process::Command, ContainerError> {
+        // There is no task to look at: a COMMAND check runs on the host in the sandbox, as with plain processes.
+        Ok(super::host_command(command, env, sandbox))
     }
 }
 

@@ -625,6 +625,8 @@ fn readiness_probes_gate_deployments_until_new_instances_are_ready() {
     assert_eq!(h.core.actions(h.now).kills, vec![(t[0].clone(), "agent-0".to_string())], "the old one goes");
     h.update(&t[0], TaskState::Killed);
     assert!(h.core.deployments_json(h.now).is_empty());
+}
+
 #[test]
 fn instances_of_an_app_exclude_an_app_whose_id_extends_its_task_prefix() {
     // `/a.instance-b`'s task ids start with `a.instance-`, the prefix of `/a`'s; each still sees only its own.
