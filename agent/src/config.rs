@@ -462,10 +462,13 @@ mod tests {
 
     #[test]
     fn every_isolation_is_selectable_by_name() {
-        for (name, want) in
-            [("process", Isolation::Process), ("libcontainer", Isolation::Libcontainer), ("simulated", Isolation::Simulated)]
-        {
-            let c = flags(&["--isolation", name, "--resources", "cpus:2;mem:1024;disk:4096"]).unwrap().config().unwrap();
+        for (name, want) in [
+            ("process", Isolation::Process),
+            ("libcontainer", Isolation::Libcontainer),
+            ("simulated", Isolation::Simulated),
+        ] {
+            let c =
+                flags(&["--isolation", name, "--resources", "cpus:2;mem:1024;disk:4096"]).unwrap().config().unwrap();
             assert_eq!(c.isolation, want, "{name}");
         }
     }

@@ -101,9 +101,10 @@ struct Running {
 impl Running {
     fn take(&mut self, u: Update) {
         if u.state == "TASK_RUNNING" {
-            let tasks = self.by_app.entry(u.app_id).or_default();
-            if !tasks.contains_key(&u.task_id) {
-                tasks.insert(u.task_id, u.at);
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                self.by_app.entry(u.app_id).or_default().entry(u.task_id)
+            {
+                e.insert(u.at);
                 self.count += 1;
             }
         } else if !matches!(u.state.as_str(), "TASK_STAGING" | "TASK_STARTING") {
