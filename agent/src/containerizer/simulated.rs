@@ -165,6 +165,7 @@ mod tests {
             user: None,
             rootfs: None,
             volumes: vec![],
+            image: None,
         }
     }
 
