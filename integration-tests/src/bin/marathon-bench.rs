@@ -259,7 +259,12 @@ async fn main() -> Result<()> {
         cluster.add_agent_with(&agent_resources(per_agent), &["--isolation=simulated"]).await?;
     }
     let port = free_port();
-    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), port, "marathon").await?;
+    // Every one of the many apps' deployments may still run when the last is POSTed: lift Marathon's limit of 100
+    // running deployments (`--max_running_deployments`) so the bench measures latency, not 403s.
+    let max_deployments = (a.apps + 10).to_string();
+    let flags = ["--max-running-deployments", max_deployments.as_str()];
+    let marathon =
+        Marathon::start_with(&cluster, &cluster.dir.path().join("marathon"), port, "marathon", &flags).await?;
     let bench = Bench { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}") };
     let procs = || {
         let mut p: Vec<(&'static str, &Proc)> = vec![("master", &cluster.master), ("marathon", &marathon.proc)];
