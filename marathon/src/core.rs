@@ -407,7 +407,11 @@ impl Core {
     /// Whether the instance counts as healthy: RUNNING, and reported healthy by its agent when the app version it
     /// runs has health checks (RUNNING alone otherwise), as Marathon counts.
     pub(crate) fn counts_healthy(&self, i: &Instance, app: &AppDefinition) -> bool {
-        let own = self.state.versions.get(&i.app_id).and_then(|v| v.get(&i.version)).unwrap_or(app);
+        let own = if i.version == app.version {
+            app
+        } else {
+            self.state.versions.get(&i.app_id).and_then(|v| v.get(&i.version)).unwrap_or(app)
+        };
         let checked = !own.health_checks.is_empty();
         i.state == TaskState::Running && if checked { i.healthy == Some(true) } else { i.healthy != Some(false) }
     }
@@ -462,11 +466,19 @@ impl Core {
 
     fn app_converged(&self, app_id: &str, upgrade: bool, now: Millis) -> bool {
         let Some(app) = self.state.apps.get(app_id) else { return true };
-        let members = self.members(app, now);
         if upgrade {
-            return deploy::decide(app, &members, true).complete;
+            return deploy::decide(app, &self.members(app, now), true).complete;
         }
-        members.iter().all(|m| !m.killing && m.healthy) && members.len() as u32 == app.instances
+        // What `members` would give, counted without building it: this runs for every step of every deployment on
+        // each settle.
+        let mut n = 0u32;
+        for i in self.instances_of(app_id).filter(|i| i.active(Some(app), now)) {
+            if i.killing || !(self.counts_healthy(i, app) && self.ready(i)) {
+                return false;
+            }
+            n += 1;
+        }
+        n == app.instances
     }
 
     // ---- changes from the API -------------------------------------------------------------------------------
