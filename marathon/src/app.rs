@@ -60,6 +60,28 @@ fn group(list: Vec<(String, String)>) -> Vec<Detail> {
 }
 
 impl Errors {
+    /// The objects of the JSON array `v` at `path` (`null` is none), each with its own path `path(i)`; a value of
+    /// another shape is reported as a type error and skipped.
+    pub(crate) fn objects<'v>(&mut self, v: &'v Value, path: &str) -> Vec<(String, &'v Map<String, Value>)> {
+        let items = match v {
+            Value::Null => return vec![],
+            Value::Array(items) => items,
+            _ => {
+                self.ty(path, "jsarray");
+                return vec![];
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}({i})");
+            match item {
+                Value::Object(m) => out.push((at, m)),
+                _ => self.ty(at, "jsobject"),
+            }
+        }
+        out
+    }
+
     pub(crate) fn ty(&mut self, path: impl Into<String>, expected: &str) {
         self.types.push((path.into(), format!("error.expected.{expected}")));
     }

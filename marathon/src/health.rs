@@ -147,21 +147,8 @@ fn seconds(v: &Value, path: &str, min: u64, errs: &mut Errors) -> Option<u64> {
 
 /// Parses `healthChecks` (at `path`); problems go to `errs` with their JSON paths.
 pub(crate) fn parse(v: &Value, path: &str, errs: &mut Errors) -> Vec<AppHealthCheck> {
-    let items = match v {
-        Value::Null => return vec![],
-        Value::Array(items) => items,
-        _ => {
-            errs.ty(path, "jsarray");
-            return vec![];
-        }
-    };
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("{path}({i})");
-        let Value::Object(m) = item else {
-            errs.ty(&at, "jsobject");
-            continue;
-        };
+    for (at, m) in errs.objects(v, path) {
         let protocol = match m.get("protocol") {
             None | Some(Value::Null) => Protocol::Http,
             Some(Value::String(s)) => match Protocol::parse(s) {

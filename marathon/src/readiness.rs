@@ -84,21 +84,8 @@ fn positive(v: &Value, path: &str, errs: &mut Errors) -> Option<u64> {
 
 /// Parses `readinessChecks` (at `path`).
 pub(crate) fn parse(v: &Value, path: &str, errs: &mut Errors) -> Vec<ReadinessCheck> {
-    let items = match v {
-        Value::Null => return vec![],
-        Value::Array(items) => items,
-        _ => {
-            errs.ty(path, "jsarray");
-            return vec![];
-        }
-    };
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("{path}({i})");
-        let Value::Object(m) = item else {
-            errs.ty(&at, "jsobject");
-            continue;
-        };
+    for (at, m) in errs.objects(v, path) {
         let mut rc = ReadinessCheck::default();
         for (k, val) in m {
             let p = format!("{at}/{k}");
