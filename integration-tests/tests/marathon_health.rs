@@ -180,27 +180,16 @@ async fn a_deployment_waits_for_its_readiness_check() -> Result<()> {
     assert!(http_server_cmd().contains("busybox"), "this test needs busybox on PATH (apt-get install busybox-static)");
     // The server answers /ready with 404 for its first 3 seconds, then 200.
     let cmd = "echo ok > index.html; (sleep 3; echo yes > ready) & exec busybox httpd -f -p 127.0.0.1:$PORT0 -h .";
-    let (status, _, body) = marathon
-        .call(
-            reqwest::Method::POST,
-            "/v2/apps",
-            Some(json!({"id": "/rd/web", "cmd": cmd, "instances": 1, "cpus": 0.1, "mem": 32,
-                        "portDefinitions": [{"port": 0, "name": "http"}],
-                        "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
-                                             "intervalSeconds": 1, "timeoutSeconds": 0, "preserveLastResponse": true}]})),
-        )
-        .await?;
+    let app = |interval: u32, timeout: u32| {
+        json!({"id": "/rd/web", "cmd": cmd, "instances": 1, "cpus": 0.1, "mem": 32,
+               "portDefinitions": [{"port": 0, "name": "http"}],
+               "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
+                                    "intervalSeconds": interval, "timeoutSeconds": timeout,
+                                    "preserveLastResponse": true}]})
+    };
+    let (status, _, body) = marathon.call(reqwest::Method::POST, "/v2/apps", Some(app(1, 0))).await?;
     assert_eq!(status, 422, "timeoutSeconds 0 is refused: {body}");
-    let (status, _, body) = marathon
-        .call(
-            reqwest::Method::POST,
-            "/v2/apps",
-            Some(json!({"id": "/rd/web", "cmd": cmd, "instances": 1, "cpus": 0.1, "mem": 32,
-                        "portDefinitions": [{"port": 0, "name": "http"}],
-                        "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
-                                             "intervalSeconds": 2, "timeoutSeconds": 1, "preserveLastResponse": true}]})),
-        )
-        .await?;
+    let (status, _, body) = marathon.call(reqwest::Method::POST, "/v2/apps", Some(app(2, 1))).await?;
     assert_eq!(status, 201, "{body}");
     // While the task runs but is not ready, the deployment stays, showing the probe's last answer.
     let waiting = wait_for("a running task the deployment waits for", WAIT * 2, async || {
