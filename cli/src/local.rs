@@ -149,6 +149,7 @@ impl LocalCluster {
             hostname: args.ip.clone(),
             framework_name: "marathon".into(),
             max_running_deployments: agora_marathon::core::MAX_RUNNING_DEPLOYMENTS,
+            access_control_allow_origin: Vec::new(),
         };
         let (stop_marathon, _) = watch::channel(false);
         let marathon_stopped = stopped(&stop_marathon);

@@ -14,6 +14,7 @@ use axum::routing::{delete, get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::app::{AppDefinition, Invalid};
 use crate::core::{ApiError, Core, DeploymentResult, Instance};
@@ -46,6 +47,16 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 
 fn message(status: StatusCode, msg: impl Into<String>) -> Response {
     json_response(status, json!({"message": msg.into()}))
+}
+
+/// Marathon's answer to a method a resource does not have: 405 `{"message":"Method Not Allowed"}` (the reason
+/// phrase its exception mapper puts in the body; Jersey's `Allow` header does not survive that mapper).
+fn method_not_allowed() -> Response {
+    message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+async fn method_not_allowed_fallback() -> Response {
+    method_not_allowed()
 }
 
 fn invalid(e: &Invalid) -> Response {
@@ -278,33 +289,93 @@ async fn ping() -> &'static str {
     "pong"
 }
 
+/// `GET /v2/info`: every key Marathon reports, with the values this Marathon really works with; a setting it has
+/// no counterpart for is `null`, as Marathon reports an unset option.
 async fn info(State(s): AppState) -> Response {
     let fw = s.lock().state.framework_id.clone();
-    let leader = format!("{}:{}", s.info.hostname, s.info.http_port);
+    json_response(StatusCode::OK, info_json(&s.info, fw))
+}
+
+fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>) -> Value {
+    use crate::core::{LOCAL_PORT_MAX, LOCAL_PORT_MIN, MAX_VERSIONS, TASK_LAUNCH_TIMEOUT_MS};
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let leader = format!("{}:{}", info.hostname, info.http_port);
     // Only the leader answers (standbys proxy), so `elected` is true; with `--zk` it says where the state is.
-    let zookeeper_config = match &s.info.zk {
+    let zookeeper_config = match &info.zk {
         Some((url, timeout)) => json!({
-            "zk": url, "zk_session_timeout": timeout, "zk_timeout": timeout,
-            "zk_max_versions": crate::core::MAX_VERSIONS,
+            "zk": url, "zk_session_timeout": timeout, "zk_timeout": timeout, "zk_connection_timeout": timeout,
+            "zk_max_versions": MAX_VERSIONS, "zk_compression": false, "zk_compression_threshold": null,
+            "zk_max_node_size": crate::store::zk::MAX_NODE_BYTES,
         }),
         None => json!({}),
     };
-    json_response(
-        StatusCode::OK,
-        json!({
-            "name": "marathon", "version": env!("CARGO_PKG_VERSION"), "buildref": "agora",
-            "elected": true, "leader": leader, "frameworkId": fw,
-            "marathon_config": {
-                "master": s.info.master, "framework_name": s.info.framework_name, "failover_timeout": s.info.failover_timeout as u64,
-                "hostname": s.info.hostname, "decline_offer_duration": (crate::scheduler::DECLINE_SECONDS * 1000.0) as u64,
-                "local_port_min": crate::core::LOCAL_PORT_MIN, "local_port_max": crate::core::LOCAL_PORT_MAX,
-                "executor": "//cmd", "ha": s.info.zk.is_some(), "checkpoint": true, "mesos_role": "*", "features": [],
-                "reconciliation_interval": crate::scheduler::RECONCILIATION_INTERVAL_MS,
-            },
-            "zookeeper_config": zookeeper_config,
-            "http_config": {"http_port": s.info.http_port},
-        }),
-    )
+    // The master's web UI, when `--master` names one master (with zk:// the leader changes).
+    let mesos_leader_ui_url = agora_detector::MasterSpec::parse(&info.master)
+        .ok()
+        .and_then(|m| match m {
+            agora_detector::MasterSpec::Fixed(addr) => Some(format!("http://{addr}/")),
+            _ => None,
+        });
+    let origins = (!info.access_control_allow_origin.is_empty()).then(|| info.access_control_allow_origin.join(","));
+    // In two parts: one `json!` of them all is deeper than the macro's recursion limit.
+    let mut marathon_config = json!({
+            "access_control_allow_origin": origins,
+            "checkpoint": true,
+            "decline_offer_duration": (crate::scheduler::DECLINE_SECONDS * 1000.0) as u64,
+            "default_network_name": null,
+            "env_vars_prefix": null,
+            "executor": "//cmd",
+            "failover_timeout": info.failover_timeout as u64,
+            "features": [],
+            "framework_name": info.framework_name,
+            "ha": info.zk.is_some(),
+            "hostname": info.hostname,
+            "launch_token": null,
+            "launch_token_refresh_interval": null,
+            "leader_proxy_connection_timeout_ms": ms(crate::proxy::LEADER_PROXY_CONNECTION_TIMEOUT),
+            "leader_proxy_read_timeout_ms": ms(crate::proxy::LEADER_PROXY_READ_TIMEOUT),
+            "local_port_max": LOCAL_PORT_MAX,
+            "local_port_min": LOCAL_PORT_MIN,
+            "master": info.master,
+            "max_instances_per_offer": null,
+            "mesos_bridge_name": null,
+            "mesos_heartbeat_failure_threshold": agora_framework_sdk::DEFAULT_MISSED_HEARTBEATS,
+            "mesos_heartbeat_interval": ms(agora_framework_sdk::DEFAULT_HEARTBEAT_INTERVAL),
+            "mesos_leader_ui_url": mesos_leader_ui_url,
+    });
+    let rest = json!({
+            "mesos_role": "*",
+            "mesos_user": null,
+            "new_group_enforce_role": "Off",
+            "min_revive_offers_interval": null,
+            "offer_matching_timeout": null,
+            "on_elected_prepare_timeout": null,
+            // Reconciliation starts as soon as Marathon has subscribed.
+            "reconciliation_initial_delay": 0,
+            "reconciliation_interval": crate::scheduler::RECONCILIATION_INTERVAL_MS,
+            // Every tick decides the scaling of every app.
+            "scale_apps_initial_delay": 0,
+            "scale_apps_interval": ms(crate::server::TICK),
+            "store_cache": null,
+            "task_launch_confirm_timeout": null,
+            "task_launch_timeout": TASK_LAUNCH_TIMEOUT_MS,
+            "task_lost_expunge_initial_delay": null,
+            "task_lost_expunge_interval": null,
+            "task_reservation_timeout": null,
+            "webui_url": format!("http://{leader}"),
+            "maintenance_mode": null,
+    });
+    if let (Value::Object(all), Value::Object(rest)) = (&mut marathon_config, rest) {
+        all.extend(rest);
+    }
+    json!({
+        "name": "marathon", "version": env!("CARGO_PKG_VERSION"), "buildref": "agora",
+        "elected": true, "leader": leader, "frameworkId": framework_id,
+        "marathon_config": marathon_config,
+        "zookeeper_config": zookeeper_config,
+        "http_config": {"http_port": info.http_port, "https_port": null, "assets_path": null},
+        "event_subscriber": null,
+    })
 }
 
 async fn leader(State(s): AppState) -> Response {
@@ -463,7 +534,7 @@ async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Par
 /// `POST /v2/groups[/{id}]`: 201 with the deployment, `Location` and `Marathon-Deployment-Id`.
 async fn group_create(State(s): AppState, path: Option<Path<String>>, Query(q): Params, body: Bytes) -> Response {
     let GroupPath::Group(base) = group_path(&group_rest(path)) else {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+        return method_not_allowed();
     };
     let body = match parse_body(&body) {
         Ok(b) => b,
@@ -488,7 +559,7 @@ async fn group_create(State(s): AppState, path: Option<Path<String>>, Query(q): 
 /// `PUT /v2/groups[/{id}]`: update or create, `{"version"}` rollback, `{"scaleBy"}`; `dryRun=true` gives the plan.
 async fn group_update(State(s): AppState, path: Option<Path<String>>, Query(q): Params, body: Bytes) -> Response {
     let GroupPath::Group(id) = group_path(&group_rest(path)) else {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+        return method_not_allowed();
     };
     let body = match parse_body(&body) {
         Ok(b) => b,
@@ -509,12 +580,29 @@ async fn group_update(State(s): AppState, path: Option<Path<String>>, Query(q): 
 /// `DELETE /v2/groups[/{id}]`: the group and everything below it, as a deployment.
 async fn group_delete(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
     let GroupPath::Group(id) = group_path(&group_rest(path)) else {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+        return method_not_allowed();
     };
     let now = now_millis();
     let mut core = s.lock();
     let resp = match core.delete_group(&id, flag(&q, "force", false), now, new_deployment_id()) {
         Ok(r) => deployment_response(StatusCode::OK, &r),
+        Err(e) => error(e),
+    };
+    s.settle(&mut core, now);
+    resp
+}
+
+/// `PATCH /v2/groups/{id}`: Marathon's `GroupPartialUpdate`, which only sets `enforceRole` of a top-level group;
+/// 200 with an empty body. (`PATCH /v2/groups` has no resource: 405.)
+async fn group_patch(State(s): AppState, path: Option<Path<String>>, body: Bytes) -> Response {
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = now_millis();
+    let mut core = s.lock();
+    let resp = match core.patch_group(&group_rest(path), &body) {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(e) => error(e),
     };
     s.settle(&mut core, now);
@@ -558,7 +646,7 @@ fn app_path(rest: &str) -> AppPath {
     AppPath::App(path)
 }
 
-async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params) -> Response {
+async fn app_get(State(s): AppState, headers: HeaderMap, Path(rest): Path<String>, Query(q): Params) -> Response {
     let core = s.lock();
     match app_path(&rest) {
         AppPath::App(id) => match core.app(&id) {
@@ -582,6 +670,8 @@ async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params)
             json_response(StatusCode::OK, json!({"*": apps}))
         }
         AppPath::Tasks(id) => match core.app(&id) {
+            // The same text as `/v2/tasks` gives, for this app only (Marathon's `AppTasksResource.indexTxt`).
+            Ok(app) if wants_text(&headers) => text_response(tasks_text(&core, std::iter::once(app))),
             Ok(_) => {
                 let tasks: Vec<Value> = core.instances_of(&id).map(task_json).collect();
                 json_response(StatusCode::OK, json!({"tasks": tasks}))
@@ -611,7 +701,7 @@ async fn app_get(State(s): AppState, Path(rest): Path<String>, Query(q): Params)
             },
             Err(e) => error(e),
         },
-        AppPath::Restart(_) => message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed"),
+        AppPath::Restart(_) => method_not_allowed(),
     }
 }
 
@@ -625,7 +715,7 @@ async fn app_update(
     body: Bytes,
 ) -> Response {
     let AppPath::App(id) = app_path(&rest) else {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+        return method_not_allowed();
     };
     let body = match parse_body(&body) {
         Ok(b) => b,
@@ -692,7 +782,7 @@ async fn app_delete(State(s): AppState, Path(rest): Path<String>, Query(q): Para
                 Err(e) => error(e),
             }
         }
-        _ => message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed"),
+        _ => method_not_allowed(),
     };
     s.settle(&mut core, now);
     resp
@@ -710,7 +800,7 @@ fn kill_response(core: &mut Core, ids: &[String], scale: bool, force: bool, now:
 
 async fn app_post(State(s): AppState, Path(rest): Path<String>, Query(q): Params) -> Response {
     let AppPath::Restart(id) = app_path(&rest) else {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed");
+        return method_not_allowed();
     };
     let now = now_millis();
     let mut core = s.lock();
@@ -731,10 +821,10 @@ fn wants_text(headers: &HeaderMap) -> bool {
 /// Marathon's text endpoint list: per app and service port one line
 /// `<id with / as _>\t<servicePort>\t<host:hostPort>\t…` over its running tasks; an app without service ports
 /// gets one line with a blank port and the bare hosts.
-fn tasks_text(core: &Core) -> String {
+fn tasks_text<'a>(core: &Core, apps: impl Iterator<Item = &'a AppDefinition>) -> String {
     use agora_proto::model::TaskState;
     let mut out = String::new();
-    for app in core.state.apps.values() {
+    for app in apps {
         let clean = app.id.trim_start_matches('/').replace('/', "_");
         let running: Vec<&Instance> = core.instances_of(&app.id).filter(|i| i.state == TaskState::Running).collect();
         let service_ports: Vec<u32> = running.first().map(|i| i.service_ports.clone()).unwrap_or_default();
@@ -762,10 +852,14 @@ fn tasks_text(core: &Core) -> String {
     out
 }
 
+fn text_response(text: String) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain")], text).into_response()
+}
+
 async fn list_tasks(State(s): AppState, headers: HeaderMap, Query(q): Params) -> Response {
     let core = s.lock();
     if wants_text(&headers) {
-        return ([(axum::http::header::CONTENT_TYPE, "text/plain")], tasks_text(&core)).into_response();
+        return text_response(tasks_text(&core, core.state.apps.values()));
     }
     let statuses: Vec<String> =
         all(&q, "status").chain(all(&q, "status[]")).map(|v| format!("TASK_{}", v.to_ascii_uppercase())).collect();
@@ -825,9 +919,18 @@ async fn delete_deployment(State(s): AppState, Path(id): Path<String>, Query(q):
     resp
 }
 
-async fn queue(State(s): AppState) -> Response {
+/// `GET /v2/queue`; `embed=lastUnusedOffers` adds each app's last unused offers.
+async fn queue(State(s): AppState, Query(q): Params) -> Response {
     let now = now_millis();
-    json_response(StatusCode::OK, json!({"queue": s.lock().queue_json(now)}))
+    let core = s.lock();
+    let mut queue = core.queue_json(now);
+    if all(&q, "embed").any(|e| e == "lastUnusedOffers") {
+        for entry in &mut queue {
+            let id = entry["app"]["id"].as_str().unwrap_or_default().to_string();
+            entry["lastUnusedOffers"] = json!(core.last_unused_offers_json(&id));
+        }
+    }
+    json_response(StatusCode::OK, json!({"queue": queue}))
 }
 
 async fn reset_delay(State(s): AppState, Path(rest): Path<String>) -> Response {
@@ -856,10 +959,25 @@ async fn events(
         "remoteAddress": remote.ip().to_string(),
     });
     let first = futures::stream::iter(wanted(&filters, &attached).then_some(attached));
-    let rest = BroadcastStream::new(rx).filter_map(move |e| {
-        let keep = e.ok().filter(|e| wanted(&filters, e));
-        async move { keep }
-    });
+    // A client that fell more than the bus's buffer behind has missed events: it is disconnected (and can
+    // re-read the state and attach again) rather than left to skip them silently, as Marathon closes slow
+    // consumers.
+    let rest = BroadcastStream::new(rx)
+        .take_while(move |e| {
+            if let Err(BroadcastStreamRecvError::Lagged(missed)) = e {
+                tracing::warn!(
+                    client = %remote,
+                    missed,
+                    buffer = crate::events::BUFFER,
+                    "an event stream client fell too far behind: disconnecting it"
+                );
+            }
+            futures::future::ready(e.is_ok())
+        })
+        .filter_map(move |e| {
+            let keep = e.ok().filter(|e| wanted(&filters, e));
+            async move { keep }
+        });
     let stream = first.chain(rest).map(|e| Ok(Event::default().event(event_type(&e)).data(e.to_string())));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
@@ -899,6 +1017,54 @@ async fn metrics_prometheus(State(s): AppState) -> Response {
     ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], out).into_response()
 }
 
+/// `--access-control-allow-origin` as Marathon splits it: comma-separated, trimmed.
+pub fn split_origins(flag: &str) -> Vec<String> {
+    flag.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect()
+}
+
+/// Marathon's `CORSFilter`: with allowed origins configured, every answer carries `Access-Control-Allow-Origin`,
+/// `Access-Control-Allow-Headers` (the headers the request asked for), `Access-Control-Allow-Methods: GET, HEAD,
+/// OPTIONS` and `Access-Control-Max-Age: 86400`. Marathon sets the header once per configured origin, so only one
+/// survives; here the request's `Origin` is echoed when it is one of them (`*` allows any), else the first
+/// configured one is named, which a browser from elsewhere refuses. A preflight `OPTIONS` is answered 200 here,
+/// as Jersey answers `OPTIONS` for every resource.
+async fn cors(State(s): AppState, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header;
+    let origins = &s.info.access_control_allow_origin;
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let asked: Vec<String> = req
+        .headers()
+        .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut resp = if req.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(req).await };
+    if origins.is_empty() {
+        return resp;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        "*".to_string()
+    } else {
+        origin.filter(|o| origins.contains(o)).unwrap_or_else(|| origins[0].clone())
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if allow != "*" {
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&asked.join(", ")) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp
+}
+
 async fn not_found(uri: Uri) -> Response {
     tracing::debug!(%uri, "unknown route");
     message(StatusCode::NOT_FOUND, "URI not found")
@@ -926,7 +1092,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/apps/", get(list_apps).post(create_app).put(bulk_update).patch(bulk_update))
         .route("/v2/groups", get(group_get).post(group_create).put(group_update).delete(group_delete))
         .route("/v2/groups/", get(group_get).post(group_create).put(group_update).delete(group_delete))
-        .route("/v2/groups/{*id}", get(group_get).post(group_create).put(group_update).delete(group_delete))
+        .route(
+            "/v2/groups/{*id}",
+            get(group_get).post(group_create).put(group_update).delete(group_delete).patch(group_patch),
+        )
         .route("/v2/apps/{*rest}", get(app_get).put(app_update).patch(app_update).delete(app_delete).post(app_post))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
@@ -936,7 +1105,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/queue/{*rest}", delete(reset_delay))
         .route("/v2/events", get(events))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::middleware::map_response(|resp: Response| async move { no_cache(HeaderMap::new(), resp).await }))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), cors))
         .with_state(shared)
 }
 

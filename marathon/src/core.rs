@@ -155,6 +155,68 @@ struct QueueStats {
     stats: OfferStats,
     last_used: Option<Millis>,
     last_unused: Option<Millis>,
+    /// The last offer of each agent the app could not use, by agent id, as Marathon keeps them (so at most one
+    /// per agent); forgotten with the queue entry once the app waits for nothing.
+    unused_offers: BTreeMap<String, UnusedOffer>,
+}
+
+/// An offer an app could not use, when, and why (`lastUnusedOffers`).
+#[derive(Clone, Debug, PartialEq)]
+struct UnusedOffer {
+    offer: std::sync::Arc<Offer>,
+    reason: Reason,
+    at: Millis,
+}
+
+/// Marathon's reject funnel: each reason with the offers it declined and the offers still in play when it was
+/// checked (`processed`), reasons in the order Marathon checks them.
+fn reject_funnel(processed: u64, declined: impl Fn(Reason) -> u64) -> Vec<Value> {
+    let mut processed = processed;
+    Reason::ALL
+        .iter()
+        .map(|r| {
+            let declined = declined(*r);
+            let v = json!({"reason": format!("{r:?}"), "declined": declined, "processed": processed});
+            processed = processed.saturating_sub(declined);
+            v
+        })
+        .collect()
+}
+
+/// An offer as Marathon's queue shows it: id, agent, hostname, resources and attributes.
+fn offer_json(o: &Offer) -> Value {
+    use agora_proto::model::{AttrValue, Value as R};
+    let ranges = |r: &agora_proto::model::Ranges| -> Value {
+        json!(r.iter().map(|(b, e)| json!({"begin": b, "end": e})).collect::<Vec<_>>())
+    };
+    let resources: Vec<Value> = o
+        .resources
+        .iter()
+        .map(|r| {
+            let mut v = json!({"name": r.name, "role": r.role});
+            match &r.value {
+                R::Scalar(x) => v["scalar"] = json!(x.as_f64()),
+                R::Ranges(x) => v["ranges"] = ranges(x),
+                R::Set(x) => v["set"] = json!(x),
+            }
+            v
+        })
+        .collect();
+    let attributes: Vec<Value> = o
+        .attributes
+        .iter()
+        .map(|a| {
+            let mut v = json!({"name": a.name});
+            match &a.value {
+                AttrValue::Scalar(x) => v["scalar"] = json!(x.as_f64()),
+                AttrValue::Ranges(x) => v["ranges"] = ranges(x),
+                AttrValue::Set(x) => v["set"] = json!(x),
+                AttrValue::Text(x) => v["text"] = json!(x),
+            }
+            v
+        })
+        .collect();
+    json!({"id": o.id, "agentId": o.agent_id, "hostname": o.hostname, "resources": resources, "attributes": attributes})
 }
 
 /// API errors, mapped to Marathon's status codes and bodies by the API layer.
@@ -342,23 +404,17 @@ impl Core {
             let q = self.queue.get(id).cloned().unwrap_or(QueueStats { since: now, ..QueueStats::default() });
             let b = self.backoff.get(id).cloned().unwrap_or_default();
             let left = b.until.saturating_sub(now);
-            let reasons: Vec<Value> = {
-                let mut processed = q.stats.processed;
-                Reason::ALL
-                    .iter()
-                    .map(|r| {
-                        let declined = q.stats.declined.get(r).copied().unwrap_or(0);
-                        let v = json!({"reason": format!("{r:?}"), "declined": declined, "processed": processed});
-                        processed = processed.saturating_sub(declined);
-                        v
-                    })
-                    .collect()
-            };
+            // Over every offer processed since the app started waiting, and over the last unused offer of each
+            // agent, as Marathon sums them.
+            let attempts = reject_funnel(q.stats.processed, |r| q.stats.declined.get(&r).copied().unwrap_or(0));
+            let last = reject_funnel(q.unused_offers.len() as u64, |r| {
+                q.unused_offers.values().filter(|u| u.reason == r).count() as u64
+            });
             let mut summary = json!({
                 "processedOffersCount": q.stats.processed,
                 "unusedOffersCount": q.stats.processed.saturating_sub(q.stats.used),
-                "rejectSummaryLastOffers": reasons,
-                "rejectSummaryLaunchAttempt": reasons,
+                "rejectSummaryLastOffers": last,
+                "rejectSummaryLaunchAttempt": attempts,
             });
             if let Some(t) = q.last_unused {
                 summary["lastUnusedOfferAt"] = json!(format_iso(t));
@@ -375,6 +431,36 @@ impl Core {
             }));
         }
         out
+    }
+
+    /// `lastUnusedOffers` of an app in `/v2/queue` (`embed=lastUnusedOffers`): the last offer of each agent it
+    /// could not use, newest first, with the reason.
+    pub fn last_unused_offers_json(&self, app_id: &str) -> Vec<Value> {
+        let Some(q) = self.queue.get(app_id) else { return Vec::new() };
+        let mut unused: Vec<&UnusedOffer> = q.unused_offers.values().collect();
+        unused.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.offer.id.cmp(&b.offer.id)));
+        unused
+            .into_iter()
+            .map(|u| {
+                json!({"offer": offer_json(&u.offer), "timestamp": format_iso(u.at), "reason": [format!("{:?}", u.reason)]})
+            })
+            .collect()
+    }
+
+    /// Keeps, per app and agent, the last offer the app could not use ([`Core::last_unused_offers_json`]).
+    fn record_unused_offers(&mut self, offers: &[Offer], no_matches: &[planner::NoMatch], now: Millis) {
+        if no_matches.is_empty() {
+            return;
+        }
+        let by_id: HashMap<&str, &Offer> = offers.iter().map(|o| (o.id.as_str(), o)).collect();
+        let mut shared: HashMap<&str, std::sync::Arc<Offer>> = HashMap::new();
+        for m in no_matches {
+            let (Some(q), Some(offer)) = (self.queue.get_mut(&m.app_id), by_id.get(m.offer_id.as_str())) else {
+                continue;
+            };
+            let offer = shared.entry(offer.id.as_str()).or_insert_with(|| std::sync::Arc::new((*offer).clone())).clone();
+            q.unused_offers.insert(offer.agent_id.clone(), UnusedOffer { offer, reason: m.reason, at: now });
+        }
     }
 
     // ---- the decision for one app ---------------------------------------------------------------------------
@@ -713,6 +799,7 @@ impl Core {
         if self.state.apps.contains_key(&app.id) {
             return Err(ApiError::Exists(format!("An app with id [{}] already exists.", app.id)));
         }
+        self.check_new_app_id(&app.id)?;
         self.check_capacity([app.id.as_str()], force)?;
         self.check_lock(&app.id, force, now)?;
         self.allocate_service_ports(&mut app, None);
@@ -720,6 +807,7 @@ impl Core {
         self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
         let id = app.id.clone();
         let r = self.deploy(&id, Some(app.clone()), now, deployment_id);
+        self.record_root_version(&r.version);
         Ok((app, r))
     }
 
@@ -734,6 +822,9 @@ impl Core {
     ) -> Result<(AppDefinition, Option<AppDefinition>), ApiError> {
         let id = pathid::validate(id).map_err(|e| ApiError::Invalid(Invalid::one("/id", e)))?;
         let previous = self.state.apps.get(&id).cloned();
+        if previous.is_none() {
+            self.check_new_app_id(&id)?;
+        }
         let rollback = body.as_object().filter(|m| m.len() == 1).and_then(|m| m.get("version")).and_then(Value::as_str);
         let mut app =
             if let Some(version) = rollback {
@@ -771,7 +862,9 @@ impl Core {
             json!({"clientIp": "", "uri": format!("/v2/apps{}", app.id), "appDefinition": app}),
         );
         let id = app.id.clone();
-        Ok((previous.is_none(), self.deploy(&id, Some(app), now, deployment_id)))
+        let r = self.deploy(&id, Some(app), now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok((previous.is_none(), r))
     }
 
     /// `PUT`/`PATCH /v2/apps` with an array: every app (by its `id`) created or updated in one deployment. With
@@ -800,12 +893,18 @@ impl Core {
             targets.push(self.prepare_update(id, body, partial, now)?);
         }
         let ids: Vec<String> = targets.iter().map(|(a, _)| a.id.clone()).collect();
+        // Two apps of one request may clash too (`/a` and `/a/b`).
+        if let Some(g) = ids.iter().find(|g| ids.iter().any(|a| crate::groups::is_under(a, g))) {
+            return Err(ApiError::Invalid(Invalid::one("/", format!("{} ({g})", crate::groups::SAME_IDENTIFIER))));
+        }
         self.check_capacity(ids.iter().map(String::as_str), force)?;
         self.check_locks(ids.iter().map(String::as_str), force, now)?;
         for (app, _) in &targets {
             self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
         }
-        Ok(self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id))
+        let r = self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok(r)
     }
 
     /// `DELETE /v2/apps/{id}`.
@@ -820,7 +919,9 @@ impl Core {
         self.app(&id)?;
         self.check_capacity([id.as_str()], force)?;
         self.check_lock(&id, force, now)?;
-        Ok(self.deploy(&id, None, now, deployment_id))
+        let r = self.deploy(&id, None, now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok(r)
     }
 
     /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out as an upgrade.
@@ -838,7 +939,9 @@ impl Core {
         app.version = self.new_version(&id, now);
         app.version_info =
             VersionInfo { last_scaling_at: app.version.clone(), last_config_change_at: app.version.clone() };
-        Ok(self.deploy(&id, Some(app), now, deployment_id))
+        let r = self.deploy(&id, Some(app), now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok(r)
     }
 
     /// `DELETE /v2/apps/{id}/tasks[/{taskId}]` and `POST /v2/tasks/delete`: kills the tasks (the app's
@@ -870,16 +973,22 @@ impl Core {
         if !scale {
             return Ok((found, None));
         }
-        let mut result = None;
+        // One deployment scales every app the killed tasks belonged to.
+        let mut changes = Vec::new();
         for (app_id, n) in per_app {
             let Ok(app) = self.app(&app_id) else { continue };
             let mut app = app.clone();
             let previous = app.clone();
             app.instances = app.instances.saturating_sub(n);
             self.finish_versioning(&mut app, Some(&previous), now);
-            result = Some(self.deploy(&app_id, Some(app), now, deployment_id.clone()));
+            changes.push((app_id, Some(app)));
         }
-        Ok((found, result))
+        if changes.is_empty() {
+            return Ok((found, None));
+        }
+        let r = self.deploy_many(changes, now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok((found, Some(r)))
     }
 
     /// `DELETE /v2/deployments/{id}`: without `force`, a rollback deployment to the original definitions; with
@@ -901,16 +1010,23 @@ impl Core {
         if force {
             return Ok(None);
         }
-        let mut result = None;
+        // One rollback deployment for every app the cancelled one affected. It takes the cancelled one's place,
+        // so it is never refused for being one deployment too many (the cancelled one no longer counts).
+        let mut changes = Vec::new();
         for (app_id, original) in d.original {
             let target = original.map(|mut a| {
                 let previous = self.state.apps.get(&app_id).cloned();
                 self.finish_versioning(&mut a, previous.as_ref(), now);
                 a
             });
-            result = Some(self.deploy(&app_id, target, now, deployment_id.clone()));
+            changes.push((app_id, target));
         }
-        Ok(result)
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let r = self.deploy_many(changes, now, deployment_id);
+        self.record_root_version(&r.version);
+        Ok(Some(r))
     }
 
     /// `DELETE /v2/queue/{id}/delay`.
@@ -1259,6 +1375,7 @@ impl Core {
                 q.last_unused = Some(now);
             }
         }
+        self.record_unused_offers(offers, &matched.no_matches, now);
         // Apps no longer waiting start a fresh queue entry next time.
         let by_app = self.deployments_by_app();
         let waiting: BTreeSet<String> = self

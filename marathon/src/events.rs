@@ -4,8 +4,9 @@
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// Events buffered per slow subscriber before it starts missing some (SSE is "cache invalidation", as Marathon
-/// says: a client that lags re-reads the state).
+/// Events buffered per slow subscriber. A stream that falls further behind has missed events and is
+/// disconnected (`/v2/events`), as Marathon closes slow consumers; the client re-reads the state and attaches
+/// again.
 pub const BUFFER: usize = 4096;
 
 #[derive(Clone)]

@@ -17,6 +17,10 @@ use crate::deploy::Step;
 use crate::pathid;
 use crate::time::{Millis, format_iso, parse_iso};
 
+/// At most this many app references (app id → version) over all stored versions of one group; older versions go
+/// first. With 1,000 apps in a group, its last 10 versions stay.
+pub const MAX_GROUP_VERSION_REFS: usize = 10_000;
+
 /// What a group created through the API keeps besides its apps.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -386,11 +390,14 @@ fn apply(tree: &mut Tree, body: &Value, group: &str, path: &str, errs: &mut Erro
     }
 }
 
+/// Marathon's error for an id that would be both an app and a group.
+pub const SAME_IDENTIFIER: &str = "Groups and Applications may not have the same identifier.";
+
 /// Whole-tree rules: an id is either an app or a group, and dependencies have no cycle.
 fn check_tree(tree: &Tree, errs: &mut Errors) {
     for id in tree.apps.keys() {
         if tree.groups.contains_key(id) || keys_under(&tree.apps, id).next().is_some() {
-            errs.bad(String::new(), format!("Groups and Applications may not have the same identifier: {id}"));
+            errs.bad(String::new(), format!("{SAME_IDENTIFIER} ({id})"));
         }
     }
     if let Some(id) = cycle(&effective_dependencies(&tree.apps, &tree.groups)) {
@@ -463,6 +470,26 @@ impl Core {
         Tree { apps: self.state.apps.clone(), groups: self.state.groups.clone() }
     }
 
+    /// A new app `id` must not be a group (one created, or apps below it) nor lie below an app: 422 with
+    /// Marathon's message, as Marathon's root group validation refuses it.
+    pub(crate) fn check_new_app_id(&self, id: &str) -> Result<(), ApiError> {
+        let mut above = parent(id);
+        let below_app = loop {
+            if above == "/" {
+                break None;
+            }
+            if self.state.apps.contains_key(&above) {
+                break Some(above);
+            }
+            above = parent(&above);
+        };
+        let clash = if self.group_exists(id) { Some(id.to_string()) } else { below_app };
+        match clash {
+            Some(g) => Err(ApiError::Invalid(Invalid::one("/", format!("{SAME_IDENTIFIER} ({g})")))),
+            None => Ok(()),
+        }
+    }
+
     pub fn group_exists(&self, id: &str) -> bool {
         exists(&self.state.apps, &self.state.groups, id)
     }
@@ -502,6 +529,9 @@ impl Core {
         };
         if self.group_exists(&id) {
             return Err(ApiError::Exists(format!("Group {id} is already created. Use PUT to change this group.")));
+        }
+        if self.state.apps.contains_key(&id) {
+            return Err(ApiError::Exists(format!("An app with the path {id} already exists.")));
         }
         let mut tree = self.tree();
         let mut errs = Errors::default();
@@ -580,6 +610,36 @@ impl Core {
         Ok((!existed, outcome))
     }
 
+    /// `PATCH /v2/groups/{id}`: Marathon's `GroupPartialUpdate`, `{"enforceRole": bool}` for a top-level group.
+    /// Apps run in the role `*` only, so `false` (or nothing) is accepted and changes nothing, and `true` is
+    /// refused naming the field.
+    pub fn patch_group(&mut self, id: &str, body: &Value) -> Result<(), ApiError> {
+        let gid = pathid::normalize(id, "/");
+        let Value::Object(m) = body else {
+            return Err(ApiError::Invalid(Invalid::Types(vec![Detail {
+                path: "/".into(),
+                errors: vec!["error.expected.jsobject".into()],
+            }])));
+        };
+        let mut errs = Errors::default();
+        for (k, v) in m {
+            let p = format!("/{k}");
+            match (k.as_str(), v) {
+                ("enforceRole", Value::Null | Value::Bool(false)) => {}
+                ("enforceRole", Value::Bool(true)) => {
+                    errs.bad(p, "enforceRole is not supported yet: apps run in the role '*'")
+                }
+                ("enforceRole", _) => errs.ty(p, "jsboolean"),
+                _ => errs.bad(p, format!("'{k}' is not a known field")),
+            }
+        }
+        errs.finish().map_err(ApiError::Invalid)?;
+        if gid == "/" || parent(&gid) != "/" {
+            return Err(ApiError::Invalid(Invalid::one("/", "Path needs to be top-level")));
+        }
+        self.group_or_404(&gid)
+    }
+
     /// `DELETE /v2/groups/{id}`: the group, the groups and the apps below it (a deployment that stops them,
     /// dependents first).
     pub fn delete_group(
@@ -637,6 +697,40 @@ impl Core {
             vs.iter()
                 .filter(move |(_, s)| w == gid || s.groups.contains_key(gid) || s.apps.keys().any(|a| is_under(a, gid)))
         })
+    }
+
+    /// Records the group `gid` as it is now as its version `version`. A group keeps at most [`MAX_VERSIONS`]
+    /// versions, and, oldest dropped first, at most [`MAX_GROUP_VERSION_REFS`] app references over all of them
+    /// (the newest always stays), so its record stays well below ZooKeeper's node limit however many apps it holds.
+    pub(crate) fn store_group_version(&mut self, gid: &str, version: &str) {
+        let snap = GroupVersion {
+            groups: self
+                .state
+                .groups
+                .iter()
+                .filter(|(g, _)| within(g, gid))
+                .map(|(g, m)| (g.clone(), m.clone()))
+                .collect(),
+            apps: keys_under(&self.state.apps, gid)
+                .filter_map(|a| self.state.apps.get(a).map(|app| (a.clone(), app.version.clone())))
+                .collect(),
+        };
+        let versions = self.state.group_versions.entry(gid.to_string()).or_default();
+        versions.insert(version.to_string(), snap);
+        let mut refs: usize = versions.values().map(|v| v.apps.len()).sum();
+        while versions.len() > 1 && (versions.len() > MAX_VERSIONS || refs > MAX_GROUP_VERSION_REFS) {
+            if let Some((_, dropped)) = versions.pop_first() {
+                refs -= dropped.apps.len();
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// A change through `/v2/apps` (create, update, scale, restart, delete, rollback of a cancelled deployment)
+    /// is a new version of the root group, as every change is in Marathon: `/v2/groups/{id}/versions` lists it for
+    /// every group it contains, and `PUT /v2/groups/{id} {"version": ...}` rolls back to it.
+    pub(crate) fn record_root_version(&mut self, version: &str) {
+        self.store_group_version("/", version);
     }
 
     /// Diffs `tree` against the apps and deploys the difference as one deployment (or, with `dry_run`, returns
@@ -715,26 +809,7 @@ impl Core {
             self.deploy_many(changes, now, deployment_id)
         };
         if record {
-            let snap = GroupVersion {
-                groups: self
-                    .state
-                    .groups
-                    .iter()
-                    .filter(|(g, _)| within(g, gid))
-                    .map(|(g, m)| (g.clone(), m.clone()))
-                    .collect(),
-                apps: keys_under(&self.state.apps, gid)
-                    .filter_map(|a| self.state.apps.get(a).map(|app| (a.clone(), app.version.clone())))
-                    .collect(),
-            };
-            let versions = self.state.group_versions.entry(gid.to_string()).or_default();
-            versions.insert(version.clone(), snap);
-            while versions.len() > MAX_VERSIONS {
-                let first = versions.keys().next().cloned();
-                if let Some(k) = first {
-                    versions.remove(&k);
-                }
-            }
+            self.store_group_version(gid, &version);
         }
         self.dirty = true;
         Ok(Outcome::Deployed(DeploymentResult { deployment_id: result.deployment_id, version }))

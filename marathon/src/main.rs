@@ -37,6 +37,11 @@ struct Flags {
     /// `--max_running_deployments`).
     #[arg(long, alias = "max_running_deployments", default_value_t = agora_marathon::core::MAX_RUNNING_DEPLOYMENTS)]
     max_running_deployments: usize,
+    /// Origins allowed to call the API from a browser, comma-separated (`*`, or
+    /// `http://localhost:8888, http://domain.com`): answers carry CORS headers (Marathon's
+    /// `--access_control_allow_origin`). Not set: no CORS headers.
+    #[arg(long, alias = "access_control_allow_origin")]
+    access_control_allow_origin: Option<String>,
 }
 
 fn default_hostname() -> String {
@@ -82,6 +87,10 @@ async fn main() -> anyhow::Result<()> {
         hostname: flags.hostname.unwrap_or_else(default_hostname),
         framework_name: flags.framework_name,
         max_running_deployments: flags.max_running_deployments,
+        access_control_allow_origin: flags
+            .access_control_allow_origin
+            .map(|o| agora_marathon::api::split_origins(&o))
+            .unwrap_or_default(),
     };
     match ha {
         None => agora_marathon::server::run(config, listener, shutdown_signal()).await,

@@ -70,6 +70,14 @@ pub struct OfferStats {
     pub declined: BTreeMap<Reason, u64>,
 }
 
+/// An offer an app saw and could not use, and why (Marathon's `OfferMatchResult.NoMatch`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoMatch {
+    pub app_id: String,
+    pub offer_id: String,
+    pub reason: Reason,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Matched {
     pub launches: Vec<Launch>,
@@ -78,6 +86,8 @@ pub struct Matched {
     pub stats: BTreeMap<String, OfferStats>,
     /// Per app, how many instances are still waiting after this round.
     pub unplaced: BTreeMap<String, u32>,
+    /// Every offer an app saw and used nothing of, in the order seen (for `/v2/queue`'s `lastUnusedOffers`).
+    pub no_matches: Vec<NoMatch>,
 }
 
 fn request_for(app: &AppDefinition) -> TaskRequest {
@@ -269,6 +279,7 @@ pub fn match_offers(
                 used = true;
             } else if let Some(r) = reason {
                 *stats.declined.entry(r).or_default() += 1;
+                out.no_matches.push(NoMatch { app_id: app.id.clone(), offer_id: offer.id.clone(), reason: r });
             }
         }
         if !used {
@@ -408,6 +419,9 @@ mod tests {
         assert!(m2.launches.is_empty());
         assert_eq!(m2.stats["/u"].declined[&Reason::UnfulfilledConstraint], 2);
         assert_eq!(m2.unused.len(), 2);
+        let no_match = |o: &str| NoMatch { app_id: "/u".into(), offer_id: o.into(), reason: Reason::UnfulfilledConstraint };
+        assert_eq!(m2.no_matches, [no_match("o1"), no_match("o2")]);
+        assert!(m.no_matches.is_empty(), "the first round used both offers");
     }
 
     #[test]

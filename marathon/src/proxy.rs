@@ -19,7 +19,11 @@ use tokio::sync::watch;
 
 /// How long a standby waits for a leader to be known before answering 502.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// Marathon's `--leader_proxy_read_timeout` (10 s) plus its connection timeout (5 s).
+/// Marathon's `--leader_proxy_connection_timeout`: connecting to the leader may take this long.
+pub const LEADER_PROXY_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Marathon's `--leader_proxy_read_timeout`: the leader may be silent this long while answering.
+pub const LEADER_PROXY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A proxied request as a whole: the connection and the read timeouts together.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest request body proxied.
 const MAX_BODY: usize = 64 << 20;
@@ -40,6 +44,8 @@ impl Front {
     pub fn new(me: String) -> Front {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(LEADER_PROXY_CONNECTION_TIMEOUT)
+            .read_timeout(LEADER_PROXY_READ_TIMEOUT)
             .timeout(PROXY_TIMEOUT)
             .build()
             .unwrap_or_default();

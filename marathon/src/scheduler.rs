@@ -31,6 +31,8 @@ pub struct Info {
     pub failover_timeout: f64,
     /// `--zk` and its session timeout, shown by `/v2/info` (`None` standalone).
     pub zk: Option<(String, u64)>,
+    /// `--access-control-allow-origin`: the origins CORS answers allow (none: no CORS headers).
+    pub access_control_allow_origin: Vec<String>,
 }
 
 #[derive(Default)]

@@ -37,6 +37,8 @@ pub struct Config {
     pub framework_name: String,
     /// Marathon's `--max_running_deployments`: a change that would start one more is refused with 403.
     pub max_running_deployments: usize,
+    /// Marathon's `--access_control_allow_origin`: origins allowed by CORS (empty: no CORS headers).
+    pub access_control_allow_origin: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +251,7 @@ fn start_leading(
         framework_name: config.framework_name.clone(),
         failover_timeout: FAILOVER_TIMEOUT_SECONDS,
         zk: ha.map(|h| (h.zk.to_string(), h.session_timeout.as_millis() as u64)),
+        access_control_allow_origin: config.access_control_allow_origin.clone(),
     };
     let mut core = Core::new(state);
     core.max_running_deployments = Some(config.max_running_deployments);

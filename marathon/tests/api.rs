@@ -21,21 +21,30 @@ async fn start() -> Api {
 }
 
 async fn start_with(core: Core) -> Api {
-    let driver = Driver::new("127.0.0.1:9", FrameworkInfo::new("marathon"), DriverOptions::default()).unwrap();
-    let info = Info {
+    start_full(core, info()).await.0
+}
+
+fn info() -> Info {
+    Info {
         hostname: "127.0.0.1".into(),
         http_port: 8080,
         master: "127.0.0.1:9".into(),
         framework_name: "marathon".into(),
         failover_timeout: 604_800.0,
         zk: None,
-    };
+        access_control_allow_origin: Vec::new(),
+    }
+}
+
+/// The API over `core` with `info`, and what its handlers share (to publish events, as the scheduler does).
+async fn start_full(core: Core, info: Info) -> (Api, Arc<Shared>) {
+    let driver = Driver::new("127.0.0.1:9", FrameworkInfo::new("marathon"), DriverOptions::default()).unwrap();
     let shared = Arc::new(Shared::new(core, Box::new(MemoryStore::default()), driver.handle(), info));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = agora_marathon::api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let app = agora_marathon::api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Api { url: format!("http://{addr}"), http: reqwest::Client::new(), _driver: driver }
+    (Api { url: format!("http://{addr}"), http: reqwest::Client::new(), _driver: driver }, shared)
 }
 
 struct Reply {
