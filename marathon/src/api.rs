@@ -310,12 +310,10 @@ fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>) -> Val
         None => json!({}),
     };
     // The master's web UI, when `--master` names one master (with zk:// the leader changes).
-    let mesos_leader_ui_url = agora_detector::MasterSpec::parse(&info.master)
-        .ok()
-        .and_then(|m| match m {
-            agora_detector::MasterSpec::Fixed(addr) => Some(format!("http://{addr}/")),
-            _ => None,
-        });
+    let mesos_leader_ui_url = agora_detector::MasterSpec::parse(&info.master).ok().and_then(|m| match m {
+        agora_detector::MasterSpec::Fixed(addr) => Some(format!("http://{addr}/")),
+        _ => None,
+    });
     let origins = (!info.access_control_allow_origin.is_empty()).then(|| info.access_control_allow_origin.join(","));
     // In two parts: one `json!` of them all is deeper than the macro's recursion limit.
     let mut marathon_config = json!({
@@ -953,6 +951,9 @@ async fn events(
     Query(q): Params,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let filters: Vec<String> = all(&q, "event_type").map(String::from).collect();
+    // Deployment plans carry the original and target root groups unless `plan-format=light` (Marathon's).
+    let light = param(&q, "plan-format") == Some("light");
+    let plans = (!light && crate::events::wants_deployments(&filters)).then(|| s.bus.plan_stream());
     let rx = s.bus.subscribe();
     let attached = json!({
         "eventType": "event_stream_attached", "timestamp": format_iso(now_millis()),
@@ -975,7 +976,12 @@ async fn events(
             futures::future::ready(e.is_ok())
         })
         .filter_map(move |e| {
-            let keep = e.ok().filter(|e| wanted(&filters, e));
+            // The stream owns its plan registration: it ends when the client goes.
+            let _plans = &plans;
+            let keep = e.ok().filter(|e| wanted(&filters, e)).map(|e| match light {
+                true => crate::events::light(&e).unwrap_or(e),
+                false => e,
+            });
             async move { keep }
         });
     let stream = first.chain(rest).map(|e| Ok(Event::default().event(event_type(&e)).data(e.to_string())));

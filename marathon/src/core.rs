@@ -263,6 +263,9 @@ pub struct Core {
     queue: BTreeMap<String, QueueStats>,
     events: Vec<Value>,
     pub dirty: bool,
+    /// Deployment events carry the `original` and `target` root groups in their plans (building them costs a walk
+    /// of every app, so the shell sets this only while an event stream wants them).
+    pub plan_groups: bool,
     /// Readiness of new instances during deployments, by task id (not persisted, as in Marathon).
     pub(crate) readiness: BTreeMap<String, crate::readiness::Readiness>,
 }
@@ -388,8 +391,24 @@ impl Core {
         })
     }
 
-    fn plan_json(d: &Deployment) -> Value {
-        json!({"id": d.id, "steps": d.steps, "version": d.version})
+    /// A deployment plan in events: `id`, `steps`, `version`, and, while [`Core::plan_groups`] is set, the root
+    /// group before (`original`) and after (`target`) the deployment, as Marathon's (heavy) events carry them.
+    /// `target` is the tree as it is, `original` the same with the deployment's apps as they were before it.
+    fn plan_json(&self, d: &Deployment) -> Value {
+        let mut plan = json!({"id": d.id, "steps": d.steps, "version": d.version});
+        if self.plan_groups {
+            let target = crate::groups::Tree { apps: self.state.apps.clone(), groups: self.state.groups.clone() };
+            let mut original = target.clone();
+            for (id, app) in &d.original {
+                match app {
+                    Some(a) => original.apps.insert(id.clone(), a.clone()),
+                    None => original.apps.remove(id),
+                };
+            }
+            plan["original"] = crate::groups::tree_json(&original, "/");
+            plan["target"] = crate::groups::tree_json(&target, "/");
+        }
+        plan
     }
 
     /// `/v2/queue` entries: apps waiting for launches, with their delay and offer statistics.
@@ -458,7 +477,8 @@ impl Core {
             let (Some(q), Some(offer)) = (self.queue.get_mut(&m.app_id), by_id.get(m.offer_id.as_str())) else {
                 continue;
             };
-            let offer = shared.entry(offer.id.as_str()).or_insert_with(|| std::sync::Arc::new((*offer).clone())).clone();
+            let offer =
+                shared.entry(offer.id.as_str()).or_insert_with(|| std::sync::Arc::new((*offer).clone())).clone();
             q.unused_offers.insert(offer.agent_id.clone(), UnusedOffer { offer, reason: m.reason, at: now });
         }
     }
@@ -630,7 +650,7 @@ impl Core {
                 self.emit(
                     "deployment_failed",
                     now,
-                    json!({"id": d.id, "plan": Self::plan_json(&d), "reason": "canceled by a forced change"}),
+                    json!({"id": d.id, "plan": self.plan_json(&d), "reason": "canceled by a forced change"}),
                 );
             }
         }
@@ -773,10 +793,10 @@ impl Core {
         if !d.steps.is_empty() {
             let first =
                 d.steps[0].actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>();
-            self.emit("deployment_info", now, json!({"plan": Self::plan_json(&d), "currentStep": {"actions": first}}));
+            self.emit("deployment_info", now, json!({"plan": self.plan_json(&d), "currentStep": {"actions": first}}));
             self.state.deployments.insert(d.id.clone(), d);
         } else {
-            self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
+            self.emit("deployment_success", now, json!({"id": d.id, "plan": self.plan_json(&d)}));
         }
         self.emit("group_change_success", now, json!({"groupId": group_id, "version": version}));
         self.dirty = true;
@@ -902,7 +922,8 @@ impl Core {
         for (app, _) in &targets {
             self.emit("api_post_event", now, json!({"clientIp": "", "uri": "/v2/apps", "appDefinition": app}));
         }
-        let r = self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id);
+        let r =
+            self.deploy_many(targets.into_iter().map(|(a, _)| (a.id.clone(), Some(a))).collect(), now, deployment_id);
         self.record_root_version(&r.version);
         Ok(r)
     }
@@ -1005,7 +1026,7 @@ impl Core {
             .deployments
             .remove(id)
             .ok_or_else(|| ApiError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
-        self.emit("deployment_failed", now, json!({"id": d.id, "plan": Self::plan_json(&d), "reason": "canceled"}));
+        self.emit("deployment_failed", now, json!({"id": d.id, "plan": self.plan_json(&d), "reason": "canceled"}));
         self.dirty = true;
         if force {
             return Ok(None);
@@ -1212,13 +1233,13 @@ impl Core {
                 self.emit(
                     "deployment_step_success",
                     now,
-                    json!({"plan": Self::plan_json(&d), "currentStep": {"actions": actions}}),
+                    json!({"plan": self.plan_json(&d), "currentStep": {"actions": actions}}),
                 );
                 self.dirty = true;
             }
             if done == d.steps.len() {
                 self.state.deployments.remove(&id);
-                self.emit("deployment_success", now, json!({"id": d.id, "plan": Self::plan_json(&d)}));
+                self.emit("deployment_success", now, json!({"id": d.id, "plan": self.plan_json(&d)}));
                 self.dirty = true;
             }
         }

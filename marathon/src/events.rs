@@ -1,6 +1,9 @@
 //! The event bus behind `/v2/events`: events from the core are broadcast to every attached SSE stream, which
 //! filters them by `event_type`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -9,18 +12,49 @@ use tokio::sync::broadcast;
 /// again.
 pub const BUFFER: usize = 4096;
 
+/// The events whose `plan` carries the `original` and `target` root groups.
+pub const DEPLOYMENT_EVENTS: [&str; 5] = [
+    "deployment_info",
+    "deployment_success",
+    "deployment_failed",
+    "deployment_step_success",
+    "deployment_step_failure",
+];
+
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Value>,
+    /// Attached streams that want deployment plans with their groups.
+    plan_streams: Arc<AtomicUsize>,
 }
 
 impl Default for EventBus {
     fn default() -> EventBus {
-        EventBus { tx: broadcast::channel(BUFFER).0 }
+        EventBus { tx: broadcast::channel(BUFFER).0, plan_streams: Arc::default() }
+    }
+}
+
+/// Held by a stream that wants plans with groups; dropping it (the stream ends) says so.
+pub struct PlanStream(Arc<AtomicUsize>);
+
+impl Drop for PlanStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl EventBus {
+    /// A stream that wants deployment plans with their `original` and `target` groups attaches.
+    pub fn plan_stream(&self) -> PlanStream {
+        self.plan_streams.fetch_add(1, Ordering::Relaxed);
+        PlanStream(self.plan_streams.clone())
+    }
+
+    /// Whether any attached stream wants plans with groups (the core builds them only then).
+    pub fn wants_plan_groups(&self) -> bool {
+        self.plan_streams.load(Ordering::Relaxed) > 0
+    }
+
     pub fn publish(&self, event: Value) {
         let _ = self.tx.send(event);
     }
@@ -38,4 +72,23 @@ pub fn event_type(event: &Value) -> &str {
 /// Whether a stream with `filters` (empty = everything) wants `event`.
 pub fn wanted(filters: &[String], event: &Value) -> bool {
     filters.is_empty() || filters.iter().any(|f| f == event_type(event))
+}
+
+/// Whether a stream with `filters` may see deployment events.
+pub fn wants_deployments(filters: &[String]) -> bool {
+    filters.is_empty() || filters.iter().any(|f| DEPLOYMENT_EVENTS.contains(&f.as_str()))
+}
+
+/// A deployment event without the groups of its plan (`plan-format=light`); other events as they are.
+pub fn light(event: &Value) -> Option<Value> {
+    let plan = event.get("plan")?.as_object()?;
+    if !plan.contains_key("original") && !plan.contains_key("target") {
+        return None;
+    }
+    let mut e = event.clone();
+    if let Some(p) = e.get_mut("plan").and_then(Value::as_object_mut) {
+        p.remove("original");
+        p.remove("target");
+    }
+    Some(e)
 }

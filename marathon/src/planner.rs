@@ -419,7 +419,8 @@ mod tests {
         assert!(m2.launches.is_empty());
         assert_eq!(m2.stats["/u"].declined[&Reason::UnfulfilledConstraint], 2);
         assert_eq!(m2.unused.len(), 2);
-        let no_match = |o: &str| NoMatch { app_id: "/u".into(), offer_id: o.into(), reason: Reason::UnfulfilledConstraint };
+        let no_match =
+            |o: &str| NoMatch { app_id: "/u".into(), offer_id: o.into(), reason: Reason::UnfulfilledConstraint };
         assert_eq!(m2.no_matches, [no_match("o1"), no_match("o2")]);
         assert!(m.no_matches.is_empty(), "the first round used both offers");
     }

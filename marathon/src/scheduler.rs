@@ -88,7 +88,9 @@ impl Shared {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        core.plan_groups = self.bus.wants_plan_groups();
+        core
     }
 
     /// The clock ticked: settle, and reconcile every [`RECONCILIATION_INTERVAL_MS`].

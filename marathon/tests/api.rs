@@ -515,3 +515,342 @@ async fn too_many_running_deployments_is_403_unless_force_makes_room() {
     assert_eq!(api.call("DELETE", "/v2/apps/c?force=true", None).await.status, 404);
     assert_eq!(api.call("POST", "/v2/apps/b/restart?force=true", None).await.status, 200);
 }
+
+#[tokio::test]
+async fn info_reports_every_marathon_config_key_with_our_values() {
+    let api = start().await;
+    let info = api.call("GET", "/v2/info", None).await.body;
+    let config = &info["marathon_config"];
+    for key in [
+        "access_control_allow_origin",
+        "checkpoint",
+        "decline_offer_duration",
+        "default_network_name",
+        "env_vars_prefix",
+        "executor",
+        "failover_timeout",
+        "features",
+        "framework_name",
+        "ha",
+        "hostname",
+        "launch_token",
+        "launch_token_refresh_interval",
+        "leader_proxy_connection_timeout_ms",
+        "leader_proxy_read_timeout_ms",
+        "local_port_max",
+        "local_port_min",
+        "master",
+        "max_instances_per_offer",
+        "mesos_bridge_name",
+        "mesos_heartbeat_failure_threshold",
+        "mesos_heartbeat_interval",
+        "mesos_leader_ui_url",
+        "mesos_role",
+        "mesos_user",
+        "new_group_enforce_role",
+        "min_revive_offers_interval",
+        "offer_matching_timeout",
+        "on_elected_prepare_timeout",
+        "reconciliation_initial_delay",
+        "reconciliation_interval",
+        "scale_apps_initial_delay",
+        "scale_apps_interval",
+        "store_cache",
+        "task_launch_confirm_timeout",
+        "task_launch_timeout",
+        "task_lost_expunge_initial_delay",
+        "task_lost_expunge_interval",
+        "task_reservation_timeout",
+        "webui_url",
+        "maintenance_mode",
+    ] {
+        assert!(config.get(key).is_some(), "marathon_config lacks {key}: {config}");
+    }
+    let expected = json!({
+        "master": "127.0.0.1:9", "framework_name": "marathon", "hostname": "127.0.0.1", "executor": "//cmd",
+        "checkpoint": true, "ha": false, "mesos_role": "*", "features": [], "access_control_allow_origin": null,
+        "failover_timeout": 604_800, "decline_offer_duration": 120_000, "task_launch_timeout": 300_000,
+        "reconciliation_interval": 600_000, "local_port_min": 10_000, "local_port_max": 20_000,
+        "leader_proxy_connection_timeout_ms": 5_000, "leader_proxy_read_timeout_ms": 10_000,
+        "mesos_heartbeat_interval": 15_000, "mesos_heartbeat_failure_threshold": 5, "scale_apps_interval": 1_000,
+        "mesos_leader_ui_url": "http://127.0.0.1:9/", "webui_url": "http://127.0.0.1:8080",
+        "mesos_user": null, "launch_token": null, "new_group_enforce_role": "Off",
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&config[key], value, "marathon_config.{key}");
+    }
+    assert_eq!(info["http_config"], json!({"http_port": 8080, "https_port": null, "assets_path": null}));
+    for key in ["name", "version", "buildref", "elected", "leader", "frameworkId", "event_subscriber"] {
+        assert!(info.get(key).is_some(), "/v2/info lacks {key}: {info}");
+    }
+    assert_eq!((&info["elected"], &info["leader"]), (&json!(true), &json!("127.0.0.1:8080")));
+}
+
+#[tokio::test]
+async fn cors_headers_and_preflight_with_access_control_allow_origin() {
+    assert_eq!(
+        agora_marathon::api::split_origins("http://a.example, http://b.example,"),
+        ["http://a.example", "http://b.example"]
+    );
+    let mut with_cors = info();
+    with_cors.access_control_allow_origin = vec!["http://a.example".into(), "http://b.example".into()];
+    let (api, _) = start_full(Core::new(Persisted::default()), with_cors).await;
+    let get = |origin: &'static str| api.http.get(format!("{}/v2/apps", api.url)).header("Origin", origin).send();
+    let r = get("http://b.example").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://b.example");
+    assert_eq!(r.headers()["access-control-allow-methods"], "GET, HEAD, OPTIONS");
+    assert_eq!(r.headers()["access-control-max-age"], "86400");
+    assert_eq!(r.headers()["vary"], "Origin");
+    let r = get("http://elsewhere.example").await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://a.example", "a browser from elsewhere refuses it");
+    // A preflight is answered here, allowing the headers it asks for.
+    let r = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v2/apps", api.url))
+        .header("Origin", "http://a.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "content-type,x-custom")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://a.example");
+    assert_eq!(r.headers()["access-control-allow-headers"], "content-type, x-custom");
+    let info = api.call("GET", "/v2/info", None).await.body;
+    assert_eq!(info["marathon_config"]["access_control_allow_origin"], "http://a.example,http://b.example");
+    let mut any = self::info();
+    any.access_control_allow_origin = vec!["*".into()];
+    let (api, _) = start_full(Core::new(Persisted::default()), any).await;
+    let r = api.http.get(format!("{}/ping", api.url)).header("Origin", "http://x.example").send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
+    // Without the flag: no CORS headers (OPTIONS is still answered, as Jersey answers it).
+    let api = start().await;
+    let r = api.http.get(format!("{}/v2/apps", api.url)).header("Origin", "http://a.example").send().await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = api.http.request(reqwest::Method::OPTIONS, format!("{}/v2/apps", api.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn patch_groups_as_marathon_answers_it() {
+    let api = start().await;
+    for path in ["/v2/groups", "/v2/groups/"] {
+        let r = api.call("PATCH", path, Some(json!({"enforceRole": false}))).await;
+        assert_eq!((r.status, &r.body), (405, &json!({"message": "Method Not Allowed"})), "{path}");
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+    let r = api.call("PATCH", "/v2/tasks", Some(json!({}))).await;
+    assert_eq!((r.status, r.body), (405, json!({"message": "Method Not Allowed"})));
+    let r = api.call("PATCH", "/v2/groups/missing", Some(json!({"enforceRole": false}))).await;
+    assert_eq!((r.status, r.body), (404, json!({"message": "Group '/missing' does not exist"})));
+    assert_eq!(api.call("POST", "/v2/groups", Some(json!({"id": "/g", "groups": [{"id": "sub"}]}))).await.status, 201);
+    let r = api.call("PATCH", "/v2/groups/g", Some(json!({"enforceRole": false}))).await;
+    assert_eq!((r.status, r.body), (200, Value::Null), "200 with an empty body, as Marathon's ok()");
+    let r = api.call("PATCH", "/v2/groups/g/sub", Some(json!({"enforceRole": false}))).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["details"], json!([{"path": "/", "errors": ["Path needs to be top-level"]}]));
+    let r = api.call("PATCH", "/v2/groups/g", Some(json!({"enforceRole": true}))).await;
+    assert_eq!((r.status, &r.body["details"][0]["path"]), (422, &json!("/enforceRole")), "{}", r.body);
+    let r = api.call("PATCH", "/v2/groups/g", Some(json!({"enforceRole": "yes"}))).await;
+    assert_eq!((r.status, &r.body["message"]), (400, &json!("Invalid JSON")));
+}
+
+#[tokio::test]
+async fn app_and_group_ids_may_not_clash() {
+    let api = start().await;
+    let r = api.call("POST", "/v2/groups", Some(json!({"id": "/g", "apps": [app("x")]}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let clash = |id: &str| {
+        json!({"message": "Object is not valid", "details": [{"path": "/", "errors": [
+            format!("Groups and Applications may not have the same identifier. ({id})")]}]})
+    };
+    // An app where a group is, or below an app.
+    let r = api.call("POST", "/v2/apps", Some(app("/g"))).await;
+    assert_eq!((r.status, r.body), (422, clash("/g")));
+    let r = api.call("POST", "/v2/apps", Some(app("/g/x/y"))).await;
+    assert_eq!((r.status, r.body), (422, clash("/g/x")));
+    let r = api.call("PUT", "/v2/apps/g", Some(app("/g"))).await;
+    assert_eq!((r.status, r.body), (422, clash("/g")));
+    let r = api.call("PUT", "/v2/apps", Some(json!([app("/n"), app("/n/m")]))).await;
+    assert_eq!((r.status, r.body), (422, clash("/n")));
+    assert_eq!(api.call("GET", "/v2/apps/n", None).await.status, 404, "nothing half-applied");
+    // A group where an app is.
+    let r = api.call("POST", "/v2/groups", Some(json!({"id": "/g/x"}))).await;
+    assert_eq!((r.status, r.body), (409, json!({"message": "An app with the path /g/x already exists."})));
+    let r = api.call("PUT", "/v2/groups/g/x", Some(json!({"apps": [app("y")]}))).await;
+    assert_eq!((r.status, r.body), (422, clash("/g/x")));
+    // The existing app is still updated normally.
+    assert_eq!(api.call("PUT", "/v2/apps/g/x?force=true", Some(json!({"instances": 1}))).await.status, 200);
+}
+
+#[tokio::test]
+async fn app_changes_are_root_group_versions_to_roll_back_to() {
+    let api = start().await;
+    let r = api.call("POST", "/v2/apps", Some(app("/prod/web"))).await;
+    let v1 = r.body["version"].as_str().unwrap().to_string();
+    let r = api.call("PUT", "/v2/apps/prod/web?force=true", Some(json!({"instances": 5}))).await;
+    let v2 = r.body["version"].as_str().unwrap().to_string();
+    let r = api.call("POST", "/v2/apps", Some(app("/other"))).await;
+    let v3 = r.body["version"].as_str().unwrap().to_string();
+    assert_eq!(api.call("GET", "/v2/groups/versions", None).await.body, json!([v3, v2, v1]));
+    assert_eq!(api.call("GET", "/v2/groups/prod/versions", None).await.body, json!([v3, v2, v1]));
+    let at_v1 = api.call("GET", &format!("/v2/groups/prod/versions/{v1}"), None).await.body;
+    assert_eq!((&at_v1["apps"][0]["id"], &at_v1["apps"][0]["instances"]), (&json!("/prod/web"), &json!(2)));
+
+    // Deleting an app is a version too; rolling the root back to before it brings the app back.
+    let r = api.call("DELETE", "/v2/apps/prod/web?force=true", None).await;
+    let v4 = r.body["version"].as_str().unwrap().to_string();
+    assert_eq!(api.call("GET", "/v2/groups/versions", None).await.body[0], json!(v4));
+    assert_eq!(api.call("GET", "/v2/groups/prod/versions", None).await.status, 200);
+    let r = api.call("PUT", "/v2/groups?force=true", Some(json!({"version": v3}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/prod/web", None).await.body["app"]["instances"], 5);
+    let r = api.call("PUT", "/v2/groups/prod?force=true", Some(json!({"version": v1}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("GET", "/v2/apps/prod/web", None).await.body["app"]["instances"], 2);
+    assert_eq!(api.call("GET", "/v2/apps/other", None).await.status, 200, "outside /prod: untouched");
+}
+
+#[tokio::test]
+async fn a_rollback_takes_the_cancelled_deployments_place_within_the_limit() {
+    let mut core = Core::new(Persisted::default());
+    let now = agora_marathon::time::now_millis();
+    core.update_apps(&[app("/g/a"), app("/g/b")], true, false, false, now - 1000, "d-0".into()).unwrap();
+    core.state.deployments.clear();
+    core.max_running_deployments = Some(1);
+    let api = start_with(core).await;
+    let r = api.call("PUT", "/v2/apps", Some(json!([{"id": "/g/a", "instances": 5}, {"id": "/g/b", "instances": 5}])));
+    let r = r.await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let upgrade = r.body["deploymentId"].as_str().unwrap().to_string();
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/c"))).await.status, 403, "at the limit");
+    // The rollback replaces the cancelled deployment: not refused, one deployment for both apps.
+    let r = api.call("DELETE", &format!("/v2/deployments/{upgrade}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rollback = r.body["deploymentId"].as_str().unwrap();
+    let deployments = api.call("GET", "/v2/deployments", None).await.body;
+    assert_eq!(deployments.as_array().unwrap().len(), 1, "{deployments}");
+    assert_eq!((&deployments[0]["id"], &deployments[0]["affectedApps"]), (&json!(rollback), &json!(["/g/a", "/g/b"])));
+    for id in ["a", "b"] {
+        assert_eq!(api.call("GET", &format!("/v2/apps/g/{id}"), None).await.body["app"]["instances"], 2);
+    }
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/c"))).await.status, 403, "the rollback counts");
+}
+
+#[tokio::test]
+async fn the_tasks_of_one_app_as_text() {
+    let api = start_with(core_with_tasks()).await;
+    let resp = api
+        .http
+        .get(format!("{}/v2/apps/prod/web/tasks", api.url))
+        .header("Accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.text().await.unwrap(), "prod_web\t10000\thost-a:31001\t\n");
+    assert_eq!(api.call("GET", "/v2/apps/prod/web/tasks", None).await.body["tasks"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_client_too_far_behind_on_the_event_stream_is_disconnected() {
+    let (api, shared) = start_full(Core::new(Persisted::default()), info()).await;
+    let mut events = api.http.get(format!("{}/v2/events", api.url)).send().await.unwrap();
+    let mut buf = String::new();
+    assert_eq!(next_event(&mut events, &mut buf).await["eventType"], "event_stream_attached");
+    // The test's runtime has one thread: nothing is sent to the client while these are published, so it falls
+    // more than the bus's buffer behind.
+    let published = agora_marathon::events::BUFFER + 10;
+    for n in 0..published {
+        shared.bus.publish(json!({"eventType": "status_update_event", "n": n}));
+    }
+    let mut received = 0;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            received += String::from_utf8_lossy(&chunk).matches("data: ").count();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a client that fell behind ends");
+    assert!(received < published, "{received} of {published} events arrived before the stream ended");
+}
+
+#[tokio::test]
+async fn deployment_events_carry_the_original_and_target_groups_unless_light() {
+    let api = start().await;
+    let url = |q: &str| format!("{}/v2/events?event_type=deployment_info{q}", api.url);
+    let mut heavy = api.http.get(url("")).send().await.unwrap();
+    let mut light = api.http.get(url("&plan-format=light")).send().await.unwrap();
+    let (mut hb, mut lb) = (String::new(), String::new());
+    assert_eq!(api.call("POST", "/v2/apps", Some(app("/keep"))).await.status, 201);
+    next_event(&mut heavy, &mut hb).await;
+    next_event(&mut light, &mut lb).await;
+    let r = api.call("POST", "/v2/groups", Some(json!({"id": "/g", "apps": [app("a")]}))).await;
+    assert_eq!(r.status, 201);
+    let e = next_event(&mut heavy, &mut hb).await;
+    let plan = &e["plan"];
+    assert_eq!(plan["id"], r.body["deploymentId"]);
+    let target = &plan["target"];
+    assert_eq!((&target["id"], &target["apps"][0]["id"]), (&json!("/"), &json!("/keep")));
+    assert_eq!(target["groups"][0]["apps"][0]["id"], "/g/a");
+    let original = &plan["original"];
+    assert_eq!(original["apps"][0]["id"], "/keep");
+    assert!(!original.to_string().contains("\"/g/a\""), "{original}");
+    let e = next_event(&mut light, &mut lb).await;
+    assert_eq!(e["plan"]["id"], r.body["deploymentId"]);
+    assert!(e["plan"].get("original").is_none() && e["plan"].get("target").is_none(), "{e}");
+}
+
+#[tokio::test]
+async fn the_queue_embeds_the_last_unused_offers() {
+    use agora_proto::model::{Attributes, Offer};
+    let mut core = Core::new(Persisted::default());
+    let now = agora_marathon::time::now_millis();
+    let body = json!({"id": "/w", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+                      "constraints": [["rack", "LIKE", "r9"]]});
+    core.create_app(&body, false, now, "d-1".into()).unwrap();
+    let offer = |n: usize, t: u64| Offer {
+        id: format!("offer-{n}-{t}"),
+        framework_id: "fw".into(),
+        agent_id: format!("agent-{n}"),
+        hostname: format!("host-{n}"),
+        resources: "cpus:2;mem:1024;ports:[31000-31009]".parse().unwrap(),
+        attributes: "rack:r1".parse::<Attributes>().unwrap(),
+        role: "*".into(),
+        url: String::new(),
+    };
+    let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
+    // Two rounds over the same two agents: one entry per agent, the newer offer kept.
+    core.match_offers(&[offer(0, 1), offer(1, 1)], now + 1, &mut id);
+    core.match_offers(&[offer(0, 2), offer(1, 2)], now + 2, &mut id);
+    let api = start_with(core).await;
+    let plain = api.call("GET", "/v2/queue", None).await.body;
+    assert!(plain["queue"][0].get("lastUnusedOffers").is_none(), "{plain}");
+    let q = api.call("GET", "/v2/queue?embed=lastUnusedOffers", None).await.body;
+    let entry = &q["queue"][0];
+    let unused = entry["lastUnusedOffers"].as_array().unwrap();
+    assert_eq!(unused.len(), 2, "{entry}");
+    let first = &unused[0];
+    assert_eq!(first["offer"]["id"], "offer-0-2");
+    assert_eq!((&first["offer"]["agentId"], &first["offer"]["hostname"]), (&json!("agent-0"), &json!("host-0")));
+    assert_eq!(first["reason"], json!(["UnfulfilledConstraint"]));
+    assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
+    let resources = first["offer"]["resources"].as_array().unwrap();
+    assert!(resources.contains(&json!({"name": "cpus", "role": "*", "scalar": 2.0})), "{resources:?}");
+    assert!(resources.contains(&json!({"name": "ports", "role": "*", "ranges": [{"begin": 31000, "end": 31009}]})));
+    assert_eq!(first["offer"]["attributes"], json!([{"name": "rack", "text": "r1"}]));
+    // The last offers' funnel counts them; the launch attempts' counts every offer processed.
+    let summary = &entry["processedOffersSummary"];
+    let constraint =
+        |list: &Value| list.as_array().unwrap().iter().find(|r| r["reason"] == "UnfulfilledConstraint").cloned();
+    assert_eq!(constraint(&summary["rejectSummaryLastOffers"]).unwrap()["declined"], 2);
+    assert_eq!(constraint(&summary["rejectSummaryLaunchAttempt"]).unwrap()["declined"], 4);
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{:08}", N.fetch_add(1, Ordering::Relaxed))
+}

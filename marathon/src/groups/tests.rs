@@ -308,3 +308,33 @@ fn tree_helpers() {
     assert_eq!(deps["/a/x"], ["/ab/z"]);
     assert!(!deps.contains_key("/top"));
 }
+
+#[test]
+fn group_versions_stay_within_the_reference_budget() {
+    // 2,500 apps in the root group: each root version refers to all of them, so only 4 versions fit in
+    // MAX_GROUP_VERSION_REFS; the newest always stays, and versions go oldest first.
+    let mut h = H::new();
+    let app = parse_app(&json!({"id": "/a", "cmd": "x"}), None, None).unwrap();
+    for n in 0..2_500 {
+        let mut a = app.clone();
+        a.id = format!("/app-{n:04}");
+        h.core.state.apps.insert(a.id.clone(), a);
+    }
+    let versions: Vec<String> = (0..6).map(|i| format_iso(h.now + i)).collect();
+    for v in &versions {
+        h.core.record_root_version(v);
+    }
+    let kept = h.core.group_versions("/").unwrap();
+    let newest_first: Vec<String> = versions.iter().rev().take(4).cloned().collect();
+    assert_eq!(kept, newest_first);
+    let refs: usize = h.core.state.group_versions["/"].values().map(|v| v.apps.len()).sum();
+    assert!(refs <= MAX_GROUP_VERSION_REFS, "{refs}");
+    // A group too big for the budget still keeps its newest version.
+    for n in 2_500..12_000 {
+        let mut a = app.clone();
+        a.id = format!("/app-{n:05}");
+        h.core.state.apps.insert(a.id.clone(), a);
+    }
+    h.core.record_root_version(&format_iso(h.now + 100));
+    assert_eq!(h.core.group_versions("/").unwrap(), [format_iso(h.now + 100)]);
+}
