@@ -303,7 +303,7 @@ fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>) -> Val
     // Only the leader answers (standbys proxy), so `elected` is true; with `--zk` it says where the state is.
     let zookeeper_config = match &info.zk {
         Some((url, timeout)) => json!({
-            "zk": url, "zk_session_timeout": timeout, "zk_timeout": timeout, "zk_connection_timeout": timeout,
+            "zk": url, "zk_session_timeout": timeout, "zk_timeout": timeout, "zk_connection_timeout": null,
             "zk_max_versions": MAX_VERSIONS, "zk_compression": false, "zk_compression_threshold": null,
             "zk_max_node_size": crate::store::zk::MAX_NODE_BYTES,
         }),
