@@ -1,0 +1,170 @@
+//! `zk-store-bench`: how long Marathon's ZooKeeper state store (`agora_marathon::store::zk::ZkStore`) takes to save
+//! the state after a burst of launches, against a real ZooKeeper server (the harness's fixture, Debian's package).
+//!
+//! Each round starts from a saved state holding one app and the framework id, then times three saves and a load:
+//!
+//! 1. **add**: the same state plus `--instances` new instance records (what one offer cycle launching that many
+//!    instances persists before the launches are sent);
+//! 2. **update**: every one of those instances changed (TASK_STAGING → TASK_RUNNING);
+//! 3. **load**: a new store reading that state back (what a newly elected leader does);
+//! 4. **remove**: back to the app alone (the instances gone).
+//!
+//! It prints one JSON object on stdout (milliseconds: median, min, max over `--rounds`), progress on stderr. Usage
+//! (from the repository root):
+//! `cargo run -p agora-integration-tests --bin zk-store-bench -- [--instances 1000] [--rounds 5]`
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use agora_integration_tests::ZooKeeper;
+use agora_marathon::core::{Instance, Persisted};
+use agora_marathon::store::StateStore;
+use agora_marathon::store::zk::ZkStore;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use zookeeper_client as zk;
+
+struct Args {
+    instances: usize,
+    rounds: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { instances: 1000, rounds: 5 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let n: usize = value.parse().with_context(|| format!("{flag}: '{value}' is not a count"))?;
+        match flag.as_str() {
+            "--instances" => a.instances = n,
+            "--rounds" => a.rounds = n.max(1),
+            other => bail!("unknown flag {other}; flags: --instances N --rounds N"),
+        }
+    }
+    Ok(a)
+}
+
+/// The state every round starts from: one app of `instances` instances and a framework id.
+fn base_state(instances: usize) -> Result<Persisted> {
+    let mut core = agora_marathon::core::Core::new(Persisted::default());
+    let body = json!({"id": "/bench/web", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "instances": instances});
+    core.create_app(&body, false, 1_700_000_000_000, "bench-deployment".into())
+        .map_err(|e| anyhow::anyhow!("the bench's app is refused: {e:?}"))?;
+    core.set_framework_id("bench-framework-0000");
+    let mut state = core.state.clone();
+    state.deployments.clear();
+    Ok(state)
+}
+
+/// An instance record as the core writes one for a launch (the shape a real launch persists).
+fn instance(round: usize, n: usize, version: &str) -> Result<Instance> {
+    let placement = agora_marathon::constraints::Placement {
+        hostname: format!("agent-{}.example.com", n % 10),
+        ..agora_marathon::constraints::Placement::default()
+    };
+    let task_id = format!("bench_web.instance-{round:04}-{n:06}-0000-0000-000000000000._app.1");
+    let v = json!({
+        "task_id": task_id,
+        "instance_id": format!("bench_web.marathon-{round:04}-{n:06}-0000-0000-000000000000"),
+        "app_id": "/bench/web",
+        "version": version,
+        "state": "TASK_STAGING",
+        "healthy": null,
+        "agent_id": format!("5b1c0b52-7d3a-4c7e-9d0f-2a8b3c4d5e6f-S{}", n % 10),
+        "placement": placement,
+        "host_ports": [31_000 + (n % 1000) as u32],
+        "service_ports": [10_000],
+        "staged_at": 1_700_000_000_000_u64 + n as u64,
+        "started_at": null,
+        "killing": false,
+        "unreachable_since": null,
+        "agent_ip": "127.0.0.1",
+    });
+    serde_json::from_value(v).context("the bench's instance record does not match agora_marathon::core::Instance")
+}
+
+fn stats(samples: &mut [f64]) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    json!({"median_ms": round(median), "min_ms": round(samples[0]), "max_ms": round(samples[samples.len() - 1])})
+}
+
+fn round(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
+
+/// Times one blocking store call (the store blocks its caller; keep it off the runtime's workers).
+async fn timed<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<(T, f64)> {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = f()?;
+        Ok((out, started.elapsed().as_secs_f64() * 1000.0))
+    })
+    .await?
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let dir = tempfile::Builder::new().prefix("agora-zk-store-bench-").tempdir()?;
+    let zk = ZooKeeper::start(&dir.path().join("zk")).await?;
+    let client = zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&zk.servers())
+        .await
+        .context("connect to the bench's ZooKeeper")?;
+    let root = "/bench/state";
+    let store = std::sync::Arc::new(ZkStore::new(client.clone(), root)?);
+    let base = base_state(args.instances)?;
+    let version = base.apps["/bench/web"].version.clone();
+    {
+        let (s, b) = (store.clone(), base.clone());
+        timed(move || {
+            s.load()?;
+            s.save(&b)?;
+            Ok(())
+        })
+        .await?;
+    }
+
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut bytes = 0;
+    for r in 0..args.rounds {
+        let mut added = base.clone();
+        for n in 0..args.instances {
+            let i = instance(r, n, &version)?;
+            added.instances.insert(i.task_id.clone(), i);
+        }
+        bytes = added.instances.values().map(|i| serde_json::to_vec(i).map_or(0, |v| v.len())).sum::<usize>();
+        let mut running = added.clone();
+        for i in running.instances.values_mut() {
+            i.state = agora_proto::model::TaskState::Running;
+            i.started_at = Some(i.staged_at + 1500);
+        }
+
+        let (s, st) = (store.clone(), added.clone());
+        let ((), ms) = timed(move || Ok(s.save(&st)?)).await?;
+        times.entry("add").or_default().push(ms);
+        let (s, st) = (store.clone(), running.clone());
+        let ((), ms) = timed(move || Ok(s.save(&st)?)).await?;
+        times.entry("update").or_default().push(ms);
+        let fresh = ZkStore::new(client.clone(), root)?;
+        let (loaded, ms) = timed(move || Ok(fresh.load()?)).await?;
+        anyhow::ensure!(loaded.as_ref() == Some(&running), "round {r}: the loaded state is not the saved one");
+        times.entry("load").or_default().push(ms);
+        let (s, st) = (store.clone(), base.clone());
+        let ((), ms) = timed(move || Ok(s.save(&st)?)).await?;
+        times.entry("remove").or_default().push(ms);
+        eprintln!("round {}/{}: {:?}", r + 1, args.rounds, times.iter().map(|(k, v)| (k, v[r])).collect::<Vec<_>>());
+    }
+
+    let mut out = serde_json::Map::new();
+    out.insert("instances".into(), json!(args.instances));
+    out.insert("rounds".into(), json!(args.rounds));
+    out.insert("instance_record_bytes_total".into(), json!(bytes));
+    for (phase, samples) in &mut times {
+        out.insert((*phase).into(), stats(samples));
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
