@@ -6,7 +6,7 @@
 //! 1. **add**: the same state plus `--instances` new instance records (what one offer cycle launching that many
 //!    instances persists before the launches are sent);
 //! 2. **update**: every one of those instances changed (TASK_STAGING → TASK_RUNNING);
-//! 3. **load**: a new store reading that state back (what a newly elected leader does);
+//! 3. **load**: a new store reading that state back (what a newly elected leader does), which then saves on;
 //! 4. **remove**: back to the app alone (the instances gone).
 //!
 //! It prints one JSON object on stdout (milliseconds: median, min, max over `--rounds`), progress on stderr. Usage
@@ -114,7 +114,7 @@ async fn main() -> Result<()> {
         .await
         .context("connect to the bench's ZooKeeper")?;
     let root = "/bench/state";
-    let store = std::sync::Arc::new(ZkStore::new(client.clone(), root)?);
+    let mut store = std::sync::Arc::new(ZkStore::new(client.clone(), root)?);
     let base = base_state(args.instances)?;
     let version = base.apps["/bench/web"].version.clone();
     {
@@ -148,10 +148,13 @@ async fn main() -> Result<()> {
         let (s, st) = (store.clone(), running.clone());
         let ((), ms) = timed(move || Ok(s.save(&st)?)).await?;
         times.entry("update").or_default().push(ms);
-        let fresh = ZkStore::new(client.clone(), root)?;
-        let (loaded, ms) = timed(move || Ok(fresh.load()?)).await?;
+        // A new store loads, as a newly elected leader does, and takes over (its load fences the old store off).
+        let fresh = std::sync::Arc::new(ZkStore::new(client.clone(), root)?);
+        let f = fresh.clone();
+        let (loaded, ms) = timed(move || Ok(f.load()?)).await?;
         anyhow::ensure!(loaded.as_ref() == Some(&running), "round {r}: the loaded state is not the saved one");
         times.entry("load").or_default().push(ms);
+        store = fresh;
         let (s, st) = (store.clone(), base.clone());
         let ((), ms) = timed(move || Ok(s.save(&st)?)).await?;
         times.entry("remove").or_default().push(ms);
