@@ -75,9 +75,22 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait (bounded) for a clean exit.
+    /// SIGSTOP: the process freezes (its sockets stay open, its timers stop), as a long GC pause or a hung host.
+    pub fn pause(&self) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGSTOP)
+            .with_context(|| format!("SIGSTOP {}", self.name))
+    }
+
+    /// SIGCONT: a paused process runs on.
+    pub fn resume(&self) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGCONT)
+            .with_context(|| format!("SIGCONT {}", self.name))
+    }
+
+    /// SIGTERM (and SIGCONT, in case it is paused) and wait (bounded) for a clean exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.resume();
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

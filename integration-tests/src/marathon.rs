@@ -138,3 +138,31 @@ pub fn follow_events(url: String) -> Arc<Mutex<Vec<Value>>> {
 pub fn types(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
     seen.lock().unwrap().iter().map(|e| e["eventType"].as_str().unwrap_or("").to_string()).collect()
 }
+
+/// The record Marathon persists for instance `n` of `app_id` (launched with the app's `version`, staged on one of
+/// ten agents): for tests and benches of its state store that need many realistic records without launching them.
+pub fn instance_record(app_id: &str, n: usize, version: &str) -> Result<agora_marathon::core::Instance> {
+    let key = app_id.trim_start_matches('/').replace('/', "_");
+    let placement = agora_marathon::constraints::Placement {
+        hostname: format!("agent-{}.example.com", n % 10),
+        ..agora_marathon::constraints::Placement::default()
+    };
+    let v = serde_json::json!({
+        "task_id": format!("{key}.instance-{n:08}-0000-4000-8000-000000000000._app.1"),
+        "instance_id": format!("{key}.marathon-{n:08}-0000-4000-8000-000000000000"),
+        "app_id": app_id,
+        "version": version,
+        "state": "TASK_STAGING",
+        "healthy": null,
+        "agent_id": format!("5b1c0b52-7d3a-4c7e-9d0f-2a8b3c4d5e6f-S{}", n % 10),
+        "placement": placement,
+        "host_ports": [31_000 + (n % 1000) as u32],
+        "service_ports": [10_000],
+        "staged_at": 1_700_000_000_000_u64 + n as u64,
+        "started_at": null,
+        "killing": false,
+        "unreachable_since": null,
+        "agent_ip": "127.0.0.1",
+    });
+    serde_json::from_value(v).context("the instance record does not match agora_marathon::core::Instance")
+}

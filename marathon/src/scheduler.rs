@@ -202,8 +202,19 @@ impl Scheduler for MarathonScheduler {
         let matched = core.match_offers(&offers, now, &mut |app_id| {
             format!("{}{}", crate::core::instance_prefix(app_id), uuid::Uuid::new_v4())
         });
-        // Persist the new instances before the launches go out.
+        // Persist the new instances before the launches go out; if they are not persisted (another Marathon wrote,
+        // or ZooKeeper failed), launch nothing: a restarted Marathon must know of every task it launched.
         self.shared.settle(&mut core, now);
+        if core.dirty {
+            tracing::error!(
+                launches = matched.launches.len(),
+                "the new instances could not be persisted: launching none"
+            );
+            for offer in &offers {
+                driver.decline(&offer.id, Some(DECLINE_SECONDS));
+            }
+            return;
+        }
         let mut per_offer: BTreeMap<String, Vec<TaskInfo>> = BTreeMap::new();
         for l in matched.launches {
             tracing::info!(task_id = %l.task.task_id, app_id = %l.app_id, agent_id = %l.task.agent_id, "launching");

@@ -53,6 +53,8 @@ pub enum ServerError {
     Address(std::io::Error),
     #[error("lost leadership in ZooKeeper; stopping so that only the new leader acts")]
     LostLeadership,
+    #[error("another Marathon wrote the state in ZooKeeper (it leads now); stopping without writing more")]
+    Overtaken,
 }
 
 /// Runs Marathon standalone (state in `<work_dir>/marathon-state.json`) until `shutdown` resolves or the driver
@@ -118,7 +120,9 @@ fn decode_member(data: &[u8]) -> Option<Leader> {
 /// and subscribes with the stored framework id; the first thing it does as the framework is reconcile every task
 /// it knows of with the master, and its recorded instances count as placed meanwhile, so nothing is launched or
 /// killed twice. It never goes back to standing by: when it loses leadership (its session disconnected or
-/// expired) it stops at once with [`ServerError::LostLeadership`], writing nothing more, as Marathon exits.
+/// expired) it stops at once with [`ServerError::LostLeadership`], and when its store finds that another Marathon
+/// wrote the state (a leader elected while this one was cut off, whose load fenced this one's writes off) with
+/// [`ServerError::Overtaken`]; either way writing nothing more, as Marathon exits.
 pub async fn run_ha(
     config: Config,
     ha: HaConfig,
@@ -172,7 +176,7 @@ pub async fn run_ha(
         _ = &mut shutdown => Ok(()),
         _ = leading.shared.abdicated.notified() => Ok(()),
         () = lost(&mut role, &member) => Err(ServerError::LostLeadership),
-        _ = leading.shared.overtaken.notified() => Err(ServerError::LostLeadership),
+        _ = leading.shared.overtaken.notified() => Err(ServerError::Overtaken),
         r = &mut leading.driver_task => driver_result(r),
         r = &mut http => http_result(r),
     };

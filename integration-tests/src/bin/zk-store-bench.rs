@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agora_integration_tests::ZooKeeper;
-use agora_marathon::core::{Instance, Persisted};
+use agora_integration_tests::marathon::instance_record;
+use agora_marathon::core::Persisted;
 use agora_marathon::store::StateStore;
 use agora_marathon::store::zk::ZkStore;
 use anyhow::{Context, Result, bail};
@@ -54,33 +55,6 @@ fn base_state(instances: usize) -> Result<Persisted> {
     let mut state = core.state.clone();
     state.deployments.clear();
     Ok(state)
-}
-
-/// An instance record as the core writes one for a launch (the shape a real launch persists).
-fn instance(round: usize, n: usize, version: &str) -> Result<Instance> {
-    let placement = agora_marathon::constraints::Placement {
-        hostname: format!("agent-{}.example.com", n % 10),
-        ..agora_marathon::constraints::Placement::default()
-    };
-    let task_id = format!("bench_web.instance-{round:04}-{n:06}-0000-0000-000000000000._app.1");
-    let v = json!({
-        "task_id": task_id,
-        "instance_id": format!("bench_web.marathon-{round:04}-{n:06}-0000-0000-000000000000"),
-        "app_id": "/bench/web",
-        "version": version,
-        "state": "TASK_STAGING",
-        "healthy": null,
-        "agent_id": format!("5b1c0b52-7d3a-4c7e-9d0f-2a8b3c4d5e6f-S{}", n % 10),
-        "placement": placement,
-        "host_ports": [31_000 + (n % 1000) as u32],
-        "service_ports": [10_000],
-        "staged_at": 1_700_000_000_000_u64 + n as u64,
-        "started_at": null,
-        "killing": false,
-        "unreachable_since": null,
-        "agent_ip": "127.0.0.1",
-    });
-    serde_json::from_value(v).context("the bench's instance record does not match agora_marathon::core::Instance")
 }
 
 fn stats(samples: &mut [f64]) -> serde_json::Value {
@@ -132,7 +106,7 @@ async fn main() -> Result<()> {
     for r in 0..args.rounds {
         let mut added = base.clone();
         for n in 0..args.instances {
-            let i = instance(r, n, &version)?;
+            let i = instance_record("/bench/web", r * args.instances + n, &version)?;
             added.instances.insert(i.task_id.clone(), i);
         }
         bytes = added.instances.values().map(|i| serde_json::to_vec(i).map_or(0, |v| v.len())).sum::<usize>();

@@ -392,10 +392,8 @@ async fn commit(
                 let path = index.checked_sub(1).and_then(|i| batch.get(i)).map_or(String::new(), |op| op.path().into());
                 return (done, Some((path, source)));
             }
-            Err(zk::MultiWriteError::RequestFailed { source }) => {
-                let path = batch.first().map_or(String::new(), |op| op.path().to_string());
-                return (done, Some((path, source)));
-            }
+            // The request as a whole (the session, the connection): named by the root.
+            Err(zk::MultiWriteError::RequestFailed { source }) => return (done, Some((String::new(), source))),
         };
         let mut results = results.into_iter();
         if let Some(zk::MultiWriteResult::SetData { stat }) = results.next() {
@@ -447,6 +445,8 @@ impl StateStore for ZkStore {
     /// Caveat: a save larger than [`MAX_REQUEST_BYTES`] (thousands of changed apps, or about 2,000 new instance
     /// records at once) is split into several requests, each atomic on its own; a crash between them leaves the
     /// earlier ones applied — every node whole, creates and sets before deletes — and the next load warns of it.
+    /// A request whose answer is lost with the connection may or may not have been applied: this store then no
+    /// longer knows the versions, so its next save is refused as a conflict and the leader stops (the safe side).
     fn save(&self, state: &Persisted) -> Result<(), StoreError> {
         let wanted = split(state);
         for (path, data) in &wanted {
