@@ -501,14 +501,32 @@ pub struct ZooKeeper {
     pub dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// The server's `jute.maxbuffer`: the largest request (and node) it accepts, in bytes.
+    max_buffer: usize,
 }
+
+/// The harness's `jute.maxbuffer` (16 MiB), roomier than ZooKeeper's default so tests with large registries pass.
+pub const ZK_TEST_MAX_BUFFER: usize = 16 * 1024 * 1024;
+/// ZooKeeper's default `jute.maxbuffer` (1 MiB − 1), what a production ensemble has unless configured otherwise.
+pub const ZK_DEFAULT_MAX_BUFFER: usize = 0xfffff;
 
 impl ZooKeeper {
     /// Starts a server in `dir` and waits until it answers `ruok` with `imok`.
     pub async fn start(dir: &Path) -> Result<ZooKeeper> {
+        ZooKeeper::start_with_max_buffer(dir, ZK_TEST_MAX_BUFFER).await
+    }
+
+    /// Starts a server whose `jute.maxbuffer` is `bytes` (e.g. [`ZK_DEFAULT_MAX_BUFFER`], to test against the limit
+    /// a production ensemble has).
+    pub async fn start_with_max_buffer(dir: &Path, bytes: usize) -> Result<ZooKeeper> {
         require_zookeeper();
-        let mut zk =
-            ZooKeeper { port: free_port(), dir: dir.to_path_buf(), child: None, log: dir.join("zookeeper.log") };
+        let mut zk = ZooKeeper {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            log: dir.join("zookeeper.log"),
+            max_buffer: bytes,
+        };
         zk.launch().await?;
         Ok(zk)
     }
@@ -528,7 +546,9 @@ impl ZooKeeper {
         )?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new("java")
-            .args(["-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true", "-Djute.maxbuffer=16777216", "-cp"])
+            .args(["-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true"])
+            .arg(format!("-Djute.maxbuffer={}", self.max_buffer))
+            .arg("-cp")
             .arg(format!("{ZOOKEEPER_JAR}:{SLF4J_SIMPLE_JAR}"))
             .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
             .arg(&cfg)

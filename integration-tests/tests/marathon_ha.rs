@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use agora_integration_tests::marathon::{Marathon, instance_record};
-use agora_integration_tests::{Cluster, WAIT, ZooKeeper, free_port, wait_for};
+use agora_integration_tests::{Cluster, WAIT, ZK_DEFAULT_MAX_BUFFER, ZooKeeper, free_port, wait_for};
 use agora_marathon::core::{Core, Persisted};
 use agora_marathon::store::zk::ZkStore;
 use agora_marathon::store::{StateStore, StoreError};
@@ -337,7 +337,8 @@ fn state_with(id: &str, instances: usize) -> Result<Persisted> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zk_store_saves_whole_or_not_at_all_and_fences_off_an_older_leader() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let zk = ZooKeeper::start(&dir.path().join("zk")).await?;
+    // ZooKeeper's default request limit, as in production (the harness's default is roomier).
+    let zk = ZooKeeper::start_with_max_buffer(&dir.path().join("zk"), ZK_DEFAULT_MAX_BUFFER).await?;
     let client = zk::Client::connect(&zk.servers()).await?;
     let root = "/store/state";
     let a = Arc::new(ZkStore::new(client.clone(), root)?);
@@ -401,7 +402,23 @@ async fn zk_store_saves_whole_or_not_at_all_and_fences_off_an_older_leader() -> 
     let (marker, _) = client.get_data(root).await?;
     assert_eq!(marker, br#"{"batch":1,"of":1}"#, "one request");
 
-    // 3,000 new instance records (~1.6 MB) do not fit one request: the save is split, and loads back whole.
+    // The limit is real: one request of 1.2 MB is refused by this server.
+    let other = zk::Client::connect(&zk.servers()).await?;
+    let mut multi = other.new_multi_writer();
+    let acl = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    for name in ["a", "b"] {
+        multi.add_create(&format!("/too-big-{name}"), &vec![b'x'; 600_000], &acl)?;
+    }
+    assert!(multi.commit().await.is_err(), "ZooKeeper refuses a request over jute.maxbuffer");
+    drop(other);
+    let small = zk::Client::connect(&zk.servers()).await?;
+    let mut multi = small.new_multi_writer();
+    for name in ["a", "b"] {
+        multi.add_create(&format!("/too-big-{name}"), &vec![b'x'; 1000], &acl)?;
+    }
+    assert_eq!(multi.commit().await?.len(), 2, "the same request, small, is accepted");
+    // 3,000 new instance records (~1.6 MB) do not fit one request: the save is split into requests under that
+    // limit, and loads back whole.
     let big = state_with("/ha/store", 3000)?;
     let bigc = big.clone();
     blocking(&c, move |s| s.save(&bigc)).await?;

@@ -10,7 +10,7 @@
 //! - [`core`]: the state machine the API and the scheduler drive (apps, versions, instances, deployments, launch
 //!   queue, backoff), with time passed in.
 //! - [`groups`]: the group tree behind `/v2/groups` (group bodies, dependencies, group versions).
-//! - [`store`]: the `StateStore` seam and its file implementation.
+//! - [`store`]: the `StateStore` seam, its file implementation and its ZooKeeper one (`--zk`).
 //! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
 //!   event bus, and the process that ties them together; [`proxy`]: the HTTP front of a standby with `--zk`.
 

@@ -1,5 +1,6 @@
 //! `zk-store-bench`: how long Marathon's ZooKeeper state store (`agora_marathon::store::zk::ZkStore`) takes to save
-//! the state after a burst of launches, against a real ZooKeeper server (the harness's fixture, Debian's package).
+//! the state after a burst of launches, against a real ZooKeeper server (the harness's fixture, Debian's package,
+//! with ZooKeeper's default 1 MiB request limit).
 //!
 //! Each round starts from a saved state holding one app and the framework id, then times three saves and a load:
 //!
@@ -16,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use agora_integration_tests::ZooKeeper;
 use agora_integration_tests::marathon::instance_record;
+use agora_integration_tests::{ZK_DEFAULT_MAX_BUFFER, ZooKeeper};
 use agora_marathon::core::Persisted;
 use agora_marathon::store::StateStore;
 use agora_marathon::store::zk::ZkStore;
@@ -81,7 +82,7 @@ async fn timed<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static
 async fn main() -> Result<()> {
     let args = args()?;
     let dir = tempfile::Builder::new().prefix("agora-zk-store-bench-").tempdir()?;
-    let zk = ZooKeeper::start(&dir.path().join("zk")).await?;
+    let zk = ZooKeeper::start_with_max_buffer(&dir.path().join("zk"), ZK_DEFAULT_MAX_BUFFER).await?;
     let client = zk::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
         .connect(&zk.servers())

@@ -442,7 +442,7 @@ impl StateStore for ZkStore {
     /// none of it. Every request is conditional on the guard's version and each node's, so a save over another
     /// Marathon's writes fails whole with [`StoreError::Conflict`].
     ///
-    /// Caveat: a save larger than [`MAX_REQUEST_BYTES`] (thousands of changed apps, or about 2,000 new instance
+    /// Caveat: a save larger than [`MAX_REQUEST_BYTES`] (thousands of changed apps, or about 1,500 new instance
     /// records at once) is split into several requests, each atomic on its own; a crash between them leaves the
     /// earlier ones applied — every node whole, creates and sets before deletes — and the next load warns of it.
     /// A request whose answer is lost with the connection may or may not have been applied: this store then no
