@@ -180,7 +180,9 @@ pub async fn run_ha(
         r = &mut leading.driver_task => driver_result(r),
         r = &mut http => http_result(r),
     };
-    // After losing leadership nothing more is written: another leader may own the state by now.
+    // No API call changes the state from here on; after losing leadership nothing more is written either: another
+    // leader may own the state by now.
+    front.stand_by();
     leading.stop(result.is_ok()).await;
     stop_serving(stop_http, http).await;
     drop(role);

@@ -221,7 +221,8 @@ pub fn plan(known: &BTreeMap<String, Known>, wanted: BTreeMap<String, Vec<u8>>) 
 
 /// Splits `ops`, in order, into as few `multi` requests as fit `limit` bytes each (with `root` prefixed to every
 /// path and `reserved` bytes per request kept for the guard's operation). Usually that is one. An operation larger
-/// than `limit` on its own still gets a request of its own (ZooKeeper then refuses it, naming the size).
+/// than `limit` still gets a request of its own, which ZooKeeper would refuse; `save` never builds one, as it
+/// refuses a node over [`MAX_NODE_BYTES`] first.
 pub fn batches(ops: Vec<Op>, root: &str, limit: usize, reserved: usize) -> Vec<Vec<Op>> {
     let mut out: Vec<Vec<Op>> = Vec::new();
     let mut size = 0;
