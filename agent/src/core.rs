@@ -1278,6 +1278,8 @@ mod tests {
             path: Some("/health".into()),
             scheme: None,
             statuses: vec![],
+            ip_protocol: Default::default(),
+            ignore_http1xx: false,
             command: None,
             delay_seconds: 0.0,
             interval_seconds: 1.0,

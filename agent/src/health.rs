@@ -6,17 +6,22 @@
 //! a report goes out on the first success, on the first success after failures and on every counted failure; after
 //! `consecutive_failures` of them the report asks for the task to be killed. Time is passed in.
 //!
+//! An HTTP answer passes with a status in 200-399 (or in the check's `statuses`); with Marathon's `ignoreHttp1xx` a
+//! 1xx answer is ignored — neither a success nor a failure, the checker keeps its state — as Marathon's
+//! `HealthCheckWorker` ignores it ([`http_verdict`], pure).
+//!
 //! The shell ([`run`]) is one tokio task per checked task: it sleeps until the checker's next check, runs the probe
-//! (HTTP `GET http://127.0.0.1:port/path` — tasks share the host's network — HTTPS through `curl -k` as Mesos does,
-//! TCP connect, or a command in the task's container through [`Containerizer::check_command`]) and hands each
-//! report to the agent's event loop, which turns it into a status update (and a kill) in [`crate::core`].
+//! (HTTP and HTTPS `GET` through `curl` as Mesos's checker does — certificates are not verified — on `127.0.0.1`, or
+//! `[::1]` for an IPv6 check, as tasks share the host's network; TCP connect; or a command in the task's container
+//! through [`Containerizer::check_command`]) and hands each report to the agent's event loop, which turns it into a
+//! status update (and a kill) in [`crate::core`].
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_proto::model::{CommandInfo, HealthCheck, HealthCheckType};
+use agora_proto::model::{CommandInfo, HealthCheck, HealthCheckType, IpProtocol};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
@@ -67,6 +72,25 @@ pub struct Report {
     pub message: String,
 }
 
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// Why it failed.
+    Failed(String),
+    /// An answer that counts neither way (a 1xx with `ignoreHttp1xx`): the checker keeps its state.
+    Ignored,
+}
+
+impl From<Result<(), String>> for Outcome {
+    fn from(r: Result<(), String>) -> Outcome {
+        match r {
+            Ok(()) => Outcome::Passed,
+            Err(cause) => Outcome::Failed(cause),
+        }
+    }
+}
+
 /// The state of one task's health checking.
 #[derive(Debug, Clone)]
 pub struct Checker {
@@ -102,17 +126,18 @@ impl Checker {
     }
 
     /// A check that began at `began` ended at `now` with `outcome`; schedules the next one and says what to report.
-    /// A check that took longer than the timeout failed, whatever it answered.
-    pub fn finished(&mut self, began: Instant, outcome: Result<(), String>, now: Instant) -> Option<Report> {
+    /// A check that took longer than the timeout failed, whatever it answered; an ignored answer changes nothing.
+    pub fn finished(&mut self, began: Instant, outcome: impl Into<Outcome>, now: Instant) -> Option<Report> {
         self.next = now + self.policy.interval;
         let took = now.saturating_duration_since(began);
         let outcome = if took > self.policy.timeout {
-            Err(format!("timed out after {:?}", self.policy.timeout))
+            Outcome::Failed(format!("timed out after {:?}", self.policy.timeout))
         } else {
-            outcome
+            outcome.into()
         };
         match outcome {
-            Ok(()) => {
+            Outcome::Ignored => None,
+            Outcome::Passed => {
                 let report = (self.initializing || self.consecutive_failures > 0).then(|| Report {
                     healthy: true,
                     consecutive_failures: 0,
@@ -123,8 +148,12 @@ impl Checker {
                 self.consecutive_failures = 0;
                 report
             }
-            Err(_) if self.initializing && now.saturating_duration_since(self.started) <= self.policy.grace => None,
-            Err(cause) => {
+            Outcome::Failed(_)
+                if self.initializing && now.saturating_duration_since(self.started) <= self.policy.grace =>
+            {
+                None
+            }
+            Outcome::Failed(cause) => {
                 self.consecutive_failures += 1;
                 let kill = self.consecutive_failures >= self.policy.consecutive_failures;
                 let n = self.consecutive_failures;
@@ -171,14 +200,13 @@ pub async fn run<C: Containerizer>(
     report: impl Fn(Report) + Send + 'static,
 ) {
     let mut checker = Checker::new(Policy::of(&spec.check), check_name(&spec.check), started);
-    let http = reqwest::Client::builder().no_proxy().timeout(checker.timeout()).build();
     loop {
         tokio::time::sleep_until(tokio::time::Instant::from_std(checker.next_check())).await;
         let began = Instant::now();
-        let probe = probe(&spec, containerizer.as_ref(), http.as_ref().ok());
+        let probe = probe(&spec, containerizer.as_ref(), checker.timeout());
         let outcome = match tokio::time::timeout(checker.timeout(), probe).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!("timed out after {:?}", checker.timeout())),
+            Err(_) => Outcome::Failed(format!("timed out after {:?}", checker.timeout())),
         };
         if let Some(r) = checker.finished(began, outcome, Instant::now()) {
             let kill = r.kill;
@@ -190,51 +218,71 @@ pub async fn run<C: Containerizer>(
     }
 }
 
-async fn probe<C: Containerizer>(
-    spec: &CheckSpec,
-    containerizer: &C,
-    http: Option<&reqwest::Client>,
-) -> Result<(), String> {
+async fn probe<C: Containerizer>(spec: &CheckSpec, containerizer: &C, timeout: Duration) -> Outcome {
     let check = &spec.check;
     let port = || match check.port {
         Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
         other => Err(format!("no valid port to check (port {})", other.unwrap_or_default())),
     };
+    let host = check.ip_protocol.loopback();
     match check.kind {
         HealthCheckType::Tcp => {
-            let port = port()?;
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+            let port = match port() {
+                Ok(p) => p,
+                Err(e) => return Outcome::Failed(e),
+            };
+            let addr = std::net::SocketAddr::new(host, port);
+            tokio::net::TcpStream::connect(addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("cannot connect to 127.0.0.1:{port}: {e}"))
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))
+                .into()
         }
         HealthCheckType::Http => {
-            let port = port()?;
-            let path = check.path.clone().unwrap_or_else(|| "/".to_string());
-            let path = if path.starts_with('/') { path } else { format!("/{path}") };
-            let https = check.scheme.as_deref() == Some("https");
-            let url = format!("{}://127.0.0.1:{port}{path}", if https { "https" } else { "http" });
-            let status = if https {
-                curl_status(&url).await?
-            } else {
-                let client = http.ok_or("cannot build an HTTP client")?;
-                client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?.status().as_u16()
+            let url = match port() {
+                Ok(port) => check_url(check, port),
+                Err(e) => return Outcome::Failed(e),
             };
-            let ok = if check.statuses.is_empty() {
-                (200..400).contains(&status)
-            } else {
-                check.statuses.contains(&u32::from(status))
-            };
-            if ok { Ok(()) } else { Err(format!("GET {url} answered {status}")) }
+            match curl_status(&url, timeout).await {
+                Ok(status) => http_verdict(status, &check.statuses, check.ignore_http1xx, &url),
+                Err(e) => Outcome::Failed(e),
+            }
         }
         HealthCheckType::Command => {
-            let command = check.command.as_ref().ok_or("COMMAND health check without a command")?;
+            let Some(command) = check.command.as_ref() else {
+                return Outcome::Failed("COMMAND health check without a command".into());
+            };
             let env = command_env(&spec.env, command);
-            let cmd = containerizer
-                .check_command(&spec.container_id, command, &env, &spec.sandbox)
-                .map_err(|e| format!("cannot run the check command: {e}"))?;
-            run_command(cmd).await
+            match containerizer.check_command(&spec.container_id, command, &env, &spec.sandbox) {
+                Ok(cmd) => run_command(cmd).await.into(),
+                Err(e) => Outcome::Failed(format!("cannot run the check command: {e}")),
+            }
         }
+    }
+}
+
+/// `http(s)://127.0.0.1:<port><path>`, or `[::1]` for an IPv6 check.
+pub fn check_url(check: &HealthCheck, port: u16) -> String {
+    let path = check.path.clone().unwrap_or_else(|| "/".to_string());
+    let path = if path.starts_with('/') { path } else { format!("/{path}") };
+    let scheme = if check.scheme.as_deref() == Some("https") { "https" } else { "http" };
+    let host = match check.ip_protocol {
+        IpProtocol::V4 => "127.0.0.1",
+        IpProtocol::V6 => "[::1]",
+    };
+    format!("{scheme}://{host}:{port}{path}")
+}
+
+/// What an HTTP answer means: `statuses` if the check names some, else 200-399 passes; with `ignore_1xx` a 1xx
+/// answer that is not among the passing ones is ignored (Marathon's `ignoreHttp1xx`). Pure.
+pub fn http_verdict(status: u16, statuses: &[u32], ignore_1xx: bool, url: &str) -> Outcome {
+    let passed = if statuses.is_empty() { (200..400).contains(&status) } else { statuses.contains(&u32::from(status)) };
+    if passed {
+        Outcome::Passed
+    } else if ignore_1xx && (100..200).contains(&status) {
+        Outcome::Ignored
+    } else {
+        Outcome::Failed(format!("GET {url} answered {status}"))
     }
 }
 
@@ -288,13 +336,16 @@ async fn run_command(mut cmd: tokio::process::Command) -> Result<(), String> {
     if tail.is_empty() { Err(how) } else { Err(format!("{how}: {tail}")) }
 }
 
-/// `curl -k` (Mesos's HTTPS check: certificates are not verified), the status code it got.
-async fn curl_status(url: &str) -> Result<u16, String> {
+/// `GET url` through `curl`, as Mesos's HTTP checker runs it (`-k`: certificates are not verified; `-g`: `[::1]` is
+/// an address, not a glob; no proxy), the status code of the last answer. A server that answered a status and then
+/// closed without a body (a lone 1xx) still answered: the status counts, whatever curl's exit code.
+async fn curl_status(url: &str, timeout: Duration) -> Result<u16, String> {
     let mut cmd = tokio::process::Command::new("curl");
-    cmd.args(["-s", "-S", "-L", "-k", "-g", "-o", "/dev/null", "-w", "%{http_code}", url]);
+    cmd.args(["-s", "-S", "-L", "-k", "-g", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}"]);
+    cmd.arg("--max-time").arg(format!("{:.3}", timeout.as_secs_f64().max(0.001))).arg(url);
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     let out = cmd.output().await.map_err(|e| {
-        format!("cannot run curl for an HTTPS health check ({e}); install curl on the agent (apt-get install curl)")
+        format!("cannot run curl for an HTTP health check ({e}); install curl on the agent (apt-get install curl)")
     })?;
     let code = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0);
     if code == 0 {
@@ -331,6 +382,8 @@ mod tests {
             path: None,
             scheme: None,
             statuses: vec![],
+            ip_protocol: IpProtocol::V4,
+            ignore_http1xx: false,
             command: None,
             delay_seconds: 1.5,
             interval_seconds: 0.0,
@@ -420,6 +473,8 @@ mod tests {
                 path: Some("/health".into()),
                 scheme: None,
                 statuses: vec![],
+                ip_protocol: IpProtocol::V4,
+                ignore_http1xx: false,
                 command,
                 delay_seconds: 0.0,
                 interval_seconds: 0.05,
@@ -450,22 +505,118 @@ mod tests {
 
     /// A one-connection-at-a-time HTTP server answering `status` to everything; its port.
     async fn http_server(status: &'static str) -> u32 {
+        http_server_on("127.0.0.1:0", &[], status).await
+    }
+
+    /// A one-connection-at-a-time HTTP server on `addr` answering `first` in turn to the first connections (a lone
+    /// status line for a 1xx, which has no body) and `then` to every later one; its port.
+    async fn http_server_on(addr: &str, first: &[&'static str], then: &'static str) -> u32 {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let mut answers = first.to_vec().into_iter();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf).await;
-                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let status = answers.next().unwrap_or(then);
+                let reply = if status.starts_with('1') {
+                    format!("HTTP/1.1 {status}\r\n\r\n")
+                } else {
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                };
                 let _ = conn.write_all(reply.as_bytes()).await;
             }
         });
         u32::from(port)
     }
 
+    #[test]
+    fn http_verdicts_pass_2xx_3xx_and_ignore_1xx_only_when_asked() {
+        let v = |status, statuses: &[u32], ignore| http_verdict(status, statuses, ignore, "http://h/x");
+        assert_eq!(v(200, &[], false), Outcome::Passed);
+        assert_eq!(v(399, &[], false), Outcome::Passed);
+        assert_eq!(v(400, &[], true), Outcome::Failed("GET http://h/x answered 400".into()));
+        assert_eq!(v(102, &[], false), Outcome::Failed("GET http://h/x answered 102".into()));
+        assert_eq!(v(100, &[], true), Outcome::Ignored);
+        assert_eq!(v(199, &[], true), Outcome::Ignored);
+        assert_eq!(v(503, &[503], false), Outcome::Passed, "`statuses` replaces 200-399");
+        assert_eq!(v(101, &[101], true), Outcome::Passed, "a 1xx the check names passes");
+        assert_eq!(v(200, &[503], true), Outcome::Failed("GET http://h/x answered 200".into()));
+    }
+
+    #[test]
+    fn an_ignored_answer_keeps_the_checkers_state() {
+        let t0 = Instant::now();
+        let mut c = Checker::new(policy(2, 0), "HTTP health check", t0);
+        assert_eq!(c.finished(t0, Outcome::Ignored, t0), None, "no report before the first success either");
+        assert!(c.finished(t0, Ok(()), t0).unwrap().healthy, "still initializing: the first success is reported");
+        assert_eq!(c.finished(t0, fail(), t0).unwrap().consecutive_failures, 1);
+        assert_eq!(c.finished(t0, Outcome::Ignored, t0 + SEC), None);
+        assert_eq!(c.next_check(), t0 + 11 * SEC, "the next check is still scheduled");
+        let r = c.finished(t0, fail(), t0).unwrap();
+        assert_eq!((r.consecutive_failures, r.kill), (2, true), "the ignored answer neither reset nor counted");
+        // A 1xx that came too late is a timeout, not an ignored answer.
+        let mut c = Checker::new(policy(1, 0), "HTTP health check", t0);
+        assert!(c.finished(t0, Outcome::Ignored, t0 + 3 * SEC).unwrap().kill);
+    }
+
+    #[test]
+    fn check_urls_use_the_loopback_of_the_ip_protocol() {
+        let mut check = spec(HealthCheckType::Http, Some(80), None, 1).check;
+        assert_eq!(check_url(&check, 8080), "http://127.0.0.1:8080/health");
+        check.ip_protocol = IpProtocol::V6;
+        check.scheme = Some("https".into());
+        check.path = Some("ready".into());
+        assert_eq!(check_url(&check, 8443), "https://[::1]:8443/ready");
+    }
+
+    #[tokio::test]
+    async fn a_1xx_answer_fails_unless_ignored() {
+        require_curl();
+        // Two 102s, then 200: ignored, the first report is the success; counted, the first 102 kills (limit 1).
+        let port = http_server_on("127.0.0.1:0", &["102 Processing", "102 Processing"], "200 OK").await;
+        let mut ignoring = spec(HealthCheckType::Http, Some(port), None, 1);
+        ignoring.check.ignore_http1xx = true;
+        assert_eq!(
+            reports(ignoring, 1).await[0],
+            Report { healthy: true, consecutive_failures: 0, kill: false, message: String::new() }
+        );
+        let port = http_server_on("127.0.0.1:0", &["102 Processing"], "200 OK").await;
+        let r = reports(spec(HealthCheckType::Http, Some(port), None, 1), 1).await;
+        assert!(!r[0].healthy && r[0].kill, "{r:?}");
+        assert!(r[0].message.ends_with("/health answered 102"), "{}", r[0].message);
+    }
+
+    #[tokio::test]
+    async fn ipv6_checks_reach_the_task_on_ipv6_loopback() {
+        require_curl();
+        let port = http_server_on("[::1]:0", &[], "200 OK").await;
+        let mut http = spec(HealthCheckType::Http, Some(port), None, 1);
+        http.check.ip_protocol = IpProtocol::V6;
+        assert!(reports(http.clone(), 1).await[0].healthy);
+        let mut tcp = spec(HealthCheckType::Tcp, Some(port), None, 1);
+        tcp.check.ip_protocol = IpProtocol::V6;
+        assert!(reports(tcp.clone(), 1).await[0].healthy);
+        // The same checks over IPv4 miss a server that listens only on ::1.
+        http.check.ip_protocol = IpProtocol::V4;
+        let r = reports(http, 1).await;
+        assert!(!r[0].healthy && r[0].message.contains("http://127.0.0.1:"), "{r:?}");
+        tcp.check.ip_protocol = IpProtocol::V4;
+        let r = reports(tcp, 1).await;
+        assert!(!r[0].healthy && r[0].message.contains("cannot connect to 127.0.0.1:"), "{r:?}");
+    }
+
+    fn require_curl() {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file()))
+            .unwrap_or(false);
+        assert!(found, "HTTP health checks run curl, which is missing: apt-get install curl");
+    }
+
     #[tokio::test]
     async fn http_checks_pass_on_2xx_and_fail_on_5xx_then_kill() {
+        require_curl();
         let ok = http_server("204 No Content").await;
         let r = reports(spec(HealthCheckType::Http, Some(ok), None, 3), 1).await;
         assert_eq!(r[0], Report { healthy: true, consecutive_failures: 0, kill: false, message: String::new() });
@@ -516,6 +667,8 @@ mod tests {
             path: None,
             scheme: Some("https".into()),
             statuses: vec![],
+            ip_protocol: IpProtocol::V4,
+            ignore_http1xx: false,
             command: None,
             delay_seconds: 0.0,
             interval_seconds: 1.0,

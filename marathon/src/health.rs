@@ -2,7 +2,7 @@
 //! its translation into the Mesos `HealthCheck` a task carries (every protocol Marathon accepts runs on the agent,
 //! beside the task), and the per-instance results (`healthCheckResults`) kept from the agents' `healthy` reports.
 
-use agora_proto::model::{CommandInfo, HealthCheck, HealthCheckType};
+use agora_proto::model::{CommandInfo, HealthCheck, HealthCheckType, IpProtocol};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -72,9 +72,11 @@ pub struct AppHealthCheck {
     pub timeout_seconds: u64,
     pub max_consecutive_failures: u32,
     pub delay_seconds: u64,
-    /// HTTP and HTTPS only. Informational answers never count here: the agent's HTTP client waits for the final one.
+    /// HTTP and HTTPS only: a 1xx answer is ignored (the check keeps its state) instead of failing the check; the
+    /// agent honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_http1xx: Option<bool>,
+    /// `IPv4` (127.0.0.1) or `IPv6` (::1): the address the agent checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_protocol: Option<String>,
 }
@@ -117,6 +119,11 @@ impl AppHealthCheck {
             path: (kind == HealthCheckType::Http).then(|| self.path.clone().unwrap_or_else(|| "/".into())),
             scheme: scheme.map(String::from),
             statuses: vec![],
+            ip_protocol: match self.ip_protocol.as_deref() {
+                Some("IPv6") => IpProtocol::V6,
+                _ => IpProtocol::V4,
+            },
+            ignore_http1xx: kind == HealthCheckType::Http && self.ignore_http1xx == Some(true),
             command: self.command.as_ref().map(|c| CommandInfo::shell(c.value.clone())),
             delay_seconds: self.delay_seconds as f64,
             interval_seconds: self.interval_seconds as f64,
@@ -211,8 +218,7 @@ pub(crate) fn parse(v: &Value, path: &str, errs: &mut Errors) -> Vec<AppHealthCh
                     None => errs.ty(&p, "jsboolean"),
                 },
                 "ipProtocol" if protocol != Protocol::Command => match val.as_str() {
-                    Some("IPv4") => {}
-                    Some("IPv6") => errs.bad(&p, "IPv6 health checks are not supported yet (checks use 127.0.0.1)"),
+                    Some(v @ ("IPv4" | "IPv6")) => hc.ip_protocol = Some(v.to_string()),
                     _ => errs.bad(&p, "must be one of IPv4, IPv6"),
                 },
                 _ => errs.bad(&p, format!("'{k}' is not a known field for a {} health check", protocol_name(protocol))),
@@ -367,7 +373,12 @@ mod tests {
         assert_eq!(errors(app(json!([{"protocol": "GRPC"}])))[0].0, "/healthChecks(0)/protocol");
         assert_eq!(errors(app(json!([{"protocol": "HTTP", "path": "health"}])))[0].0, "/healthChecks(0)/path");
         assert_eq!(errors(app(json!([{"intervalSeconds": 0}])))[0].0, "/healthChecks(0)/intervalSeconds");
-        assert_eq!(errors(app(json!([{"ipProtocol": "IPv6"}])))[0].0, "/healthChecks(0)/ipProtocol");
+        assert_eq!(errors(app(json!([{"ipProtocol": "IPv5"}])))[0].0, "/healthChecks(0)/ipProtocol");
+        assert_eq!(
+            errors(app(json!([{"protocol": "MESOS_HTTP", "ignoreHttp1xx": true}])))[0].0,
+            "/healthChecks(0)/ignoreHttp1xx",
+            "Marathon's HTTP and HTTPS checks only"
+        );
         assert_eq!(errors(app(json!([{"protocol": "TCP", "path": "/x"}])))[0].0, "/healthChecks(0)/path");
         assert!(matches!(app(json!({"protocol": "HTTP"})), Err(Invalid::Types(_))), "not an array");
         // A legacy string command is accepted.
@@ -405,6 +416,20 @@ mod tests {
         let m = cmd.health_checks[0].to_mesos(&[31000]);
         assert_eq!((m.kind, m.port), (HealthCheckType::Command, None));
         assert_eq!(m.command.unwrap().value, "test -f ok");
+    }
+
+    #[test]
+    fn ignore_http1xx_and_ipv6_reach_the_tasks_check() {
+        let a = app(json!([{"protocol": "HTTPS", "ignoreHttp1xx": true, "ipProtocol": "IPv6"}])).unwrap();
+        let out = serde_json::to_value(&a.health_checks[0]).unwrap();
+        assert_eq!((&out["ignoreHttp1xx"], &out["ipProtocol"]), (&json!(true), &json!("IPv6")));
+        let m = a.health_checks[0].to_mesos(&[31000]);
+        assert_eq!((m.scheme.as_deref(), m.ignore_http1xx, m.ip_protocol), (Some("https"), true, IpProtocol::V6));
+        let m = app(json!([{"protocol": "HTTP"}])).unwrap().health_checks[0].to_mesos(&[31000]);
+        assert_eq!((m.ignore_http1xx, m.ip_protocol), (false, IpProtocol::V4), "Marathon's defaults");
+        let tcp = app(json!([{"protocol": "MESOS_TCP", "ipProtocol": "IPv6"}])).unwrap();
+        let m = tcp.health_checks[0].to_mesos(&[31000]);
+        assert_eq!((m.kind, m.ip_protocol, m.ignore_http1xx), (HealthCheckType::Tcp, IpProtocol::V6, false));
     }
 
     #[test]

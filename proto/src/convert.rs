@@ -392,9 +392,13 @@ fn health_to_wire(h: &model::HealthCheck) -> wire::HealthCheck {
             port: h.port.unwrap_or_default(),
             path: h.path.clone().unwrap_or_default(),
             statuses: h.statuses.clone(),
+            protocol: ip_protocol_to_wire(h.ip_protocol) as i32,
+            ignore_1xx: h.ignore_http1xx,
         }),
-        tcp: (h.kind == model::HealthCheckType::Tcp)
-            .then(|| wire::health_check::TcpCheckInfo { port: h.port.unwrap_or_default() }),
+        tcp: (h.kind == model::HealthCheckType::Tcp).then(|| wire::health_check::TcpCheckInfo {
+            port: h.port.unwrap_or_default(),
+            protocol: ip_protocol_to_wire(h.ip_protocol) as i32,
+        }),
         command: h.command.as_ref().map(wire::CommandInfo::from),
         delay_seconds: h.delay_seconds,
         interval_seconds: h.interval_seconds,
@@ -412,19 +416,27 @@ fn health_from_wire(h: wire::HealthCheck) -> Result<model::HealthCheck, ConvertE
         Ok(T::Tcp) => model::HealthCheckType::Tcp,
         _ => return Err(ConvertError::new("health_check.type", format!("unknown health check type {}", h.r#type))),
     };
-    let (port, path, scheme, statuses) = match (&h.http, &h.tcp) {
-        (Some(http), _) => {
-            (Some(http.port), non_empty(http.path.clone()), non_empty(http.scheme.clone()), http.statuses.clone())
-        }
-        (None, Some(tcp)) => (Some(tcp.port), None, None, vec![]),
-        _ => (None, None, None, vec![]),
+    let (port, path, scheme, statuses, protocol, ignore_http1xx) = match (&h.http, &h.tcp) {
+        (Some(http), _) => (
+            Some(http.port),
+            non_empty(http.path.clone()),
+            non_empty(http.scheme.clone()),
+            http.statuses.clone(),
+            http.protocol,
+            http.ignore_1xx,
+        ),
+        (None, Some(tcp)) => (Some(tcp.port), None, None, vec![], tcp.protocol, false),
+        _ => (None, None, None, vec![], 0, false),
     };
+    let field = if h.http.is_some() { "health_check.http.protocol" } else { "health_check.tcp.protocol" };
     Ok(model::HealthCheck {
         kind,
         port,
         path,
         scheme,
         statuses,
+        ip_protocol: ip_protocol_from_wire(protocol, field)?,
+        ignore_http1xx,
         command: h.command.map(model::CommandInfo::from),
         delay_seconds: h.delay_seconds,
         interval_seconds: h.interval_seconds,
@@ -432,6 +444,23 @@ fn health_from_wire(h: wire::HealthCheck) -> Result<model::HealthCheck, ConvertE
         consecutive_failures: h.consecutive_failures,
         grace_period_seconds: h.grace_period_seconds,
     })
+}
+
+fn ip_protocol_to_wire(p: model::IpProtocol) -> wire::health_check::IpProtocol {
+    match p {
+        model::IpProtocol::V4 => wire::health_check::IpProtocol::Ipv4,
+        model::IpProtocol::V6 => wire::health_check::IpProtocol::Ipv6,
+    }
+}
+
+/// Unset means IPv4, Mesos's default.
+fn ip_protocol_from_wire(v: i32, field: &str) -> Result<model::IpProtocol, ConvertError> {
+    use wire::health_check::IpProtocol as P;
+    match P::try_from(v) {
+        Ok(P::Unspecified | P::Ipv4) => Ok(model::IpProtocol::V4),
+        Ok(P::Ipv6) => Ok(model::IpProtocol::V6),
+        Err(_) => Err(ConvertError::new(field, format!("unknown IP protocol {v}"))),
+    }
 }
 
 fn discovery_to_wire(d: &model::DiscoveryInfo) -> wire::DiscoveryInfo {
@@ -693,6 +722,38 @@ mod tests {
         };
         let back = model::TaskInfo::try_from(wire::TaskInfo::from(&task)).unwrap();
         assert_eq!(back, task);
+    }
+
+    #[test]
+    fn health_check_ip_protocol_and_ignore_1xx_round_trip_and_unset_means_ipv4() {
+        let check = model::HealthCheck {
+            kind: model::HealthCheckType::Http,
+            port: Some(31000),
+            path: Some("/health".into()),
+            scheme: Some("https".into()),
+            statuses: vec![],
+            ip_protocol: model::IpProtocol::V6,
+            ignore_http1xx: true,
+            command: None,
+            delay_seconds: 0.0,
+            interval_seconds: 1.0,
+            timeout_seconds: 1.0,
+            consecutive_failures: 3,
+            grace_period_seconds: 0.0,
+        };
+        let wire = health_to_wire(&check);
+        let http = wire.http.as_ref().unwrap();
+        assert_eq!((http.protocol, http.ignore_1xx), (wire::health_check::IpProtocol::Ipv6 as i32, true));
+        assert_eq!(health_from_wire(wire).unwrap(), check);
+        let tcp = model::HealthCheck { kind: model::HealthCheckType::Tcp, ignore_http1xx: false, ..check };
+        let back = health_from_wire(health_to_wire(&tcp)).unwrap();
+        assert_eq!((back.kind, back.ip_protocol), (model::HealthCheckType::Tcp, model::IpProtocol::V6));
+
+        let mut unset = health_to_wire(&tcp);
+        unset.tcp.as_mut().unwrap().protocol = 0;
+        assert_eq!(health_from_wire(unset.clone()).unwrap().ip_protocol, model::IpProtocol::V4);
+        unset.tcp.as_mut().unwrap().protocol = 9;
+        assert_eq!(health_from_wire(unset).unwrap_err().field, "health_check.tcp.protocol");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use agora_proto::model::{HealthCheck, HealthCheckType, Resources, TaskState};
+use agora_proto::model::{HealthCheck, HealthCheckType, IpProtocol, Resources, TaskState};
 
 use super::{Agent, AgentState, Framework, Master, Now, Task};
 
@@ -78,9 +78,17 @@ fn health_check_json(h: &HealthCheck) -> Value {
             if !h.statuses.is_empty() {
                 http["statuses"] = json!(h.statuses);
             }
+            if h.ip_protocol == IpProtocol::V6 {
+                http["protocol"] = json!("IPv6");
+            }
             v["http"] = http;
         }
-        HealthCheckType::Tcp => v["tcp"] = json!({"port": h.port.unwrap_or_default()}),
+        HealthCheckType::Tcp => {
+            v["tcp"] = json!({"port": h.port.unwrap_or_default()});
+            if h.ip_protocol == IpProtocol::V6 {
+                v["tcp"]["protocol"] = json!("IPv6");
+            }
+        }
         HealthCheckType::Command => {
             if let Some(c) = &h.command {
                 v["command"] = json!({"shell": c.shell, "value": c.value});

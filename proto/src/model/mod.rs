@@ -306,6 +306,27 @@ pub enum HealthCheckType {
     Tcp,
 }
 
+/// Which loopback address an HTTP or TCP check reaches (Mesos's `NetworkInfo.Protocol`): tasks share the host's
+/// network, so `127.0.0.1` or `::1`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpProtocol {
+    #[default]
+    #[serde(rename = "IPv4")]
+    V4,
+    #[serde(rename = "IPv6")]
+    V6,
+}
+
+impl IpProtocol {
+    /// The loopback address a check of this protocol connects to.
+    pub fn loopback(self) -> std::net::IpAddr {
+        match self {
+            IpProtocol::V4 => std::net::Ipv4Addr::LOCALHOST.into(),
+            IpProtocol::V6 => std::net::Ipv6Addr::LOCALHOST.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthCheck {
     #[serde(rename = "type")]
@@ -314,6 +335,12 @@ pub struct HealthCheck {
     pub path: Option<String>,
     pub scheme: Option<String>,
     pub statuses: Vec<u32>,
+    /// HTTP and TCP checks: `127.0.0.1` or `::1`.
+    #[serde(default)]
+    pub ip_protocol: IpProtocol,
+    /// HTTP checks: Marathon's `ignoreHttp1xx`, a 1xx answer neither passes nor fails (the check keeps its state).
+    #[serde(default)]
+    pub ignore_http1xx: bool,
     pub command: Option<CommandInfo>,
     pub delay_seconds: f64,
     pub interval_seconds: f64,
