@@ -752,10 +752,12 @@ impl Containerizer for LibcontainerContainerizer {
         })
     }
 
-    /// `nsenter` into the container's init: its mount (and so its root), pid, ipc, uts and cgroup namespaces, its
-    /// working directory (the sandbox mount) and its user, with the task's environment as the container sees it.
-    /// The check is not put under the container's cgroup limits; it is short and the agent kills its process group
-    /// when it times out.
+    /// Joins the container's cgroups (so the check counts against the task's cpu, memory and pids limits, as a
+    /// Mesos command check runs inside the task's container), then `nsenter`s into the container's init: its mount
+    /// (and so its root), pid, ipc, uts and cgroup namespaces, its working directory (the sandbox mount) and its
+    /// user, with the task's environment as the container sees it. A small `/bin/sh` writes its own pid into each
+    /// `cgroup.procs` of the container (found from `/proc/<init>/cgroup`, [`cgroup_procs_files`]) and then execs
+    /// `nsenter`, so nothing of the check runs outside the cgroups (no unsafe `pre_exec` needed).
     fn check_command(
         &self,
         container_id: &str,
@@ -776,8 +778,13 @@ impl Containerizer for LibcontainerContainerizer {
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(String::from)
         };
-        let mut cmd = tokio::process::Command::new("nsenter");
-        cmd.arg(format!("--target={init}"));
+        let proc_cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup"))
+            .map_err(|e| ContainerError::Unknown(format!("{container_id} (cannot read /proc/{init}/cgroup: {e})")))?;
+        let procs = cgroup_procs_files(&proc_cgroup, Path::new(CGROUP_ROOT), |p| p.is_dir())
+            .map_err(|e| ContainerError::Unknown(format!("{container_id} ({e})")))?;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.args(["-c", JOIN_CGROUPS_THEN_EXEC, "agora-health-check"]).arg(procs.len().to_string()).args(&procs);
+        cmd.arg("nsenter").arg(format!("--target={init}"));
         cmd.args(["--mount", "--uts", "--ipc", "--pid", "--cgroup", "--root", "--wd"]);
         if let (Some(uid), Some(gid)) = (id_of("Uid:"), id_of("Gid:")) {
             cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
@@ -797,9 +804,84 @@ impl Containerizer for LibcontainerContainerizer {
     }
 }
 
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// `sh -c` script: `$1` files follow; writes the shell's pid into each (joining those cgroups), then execs the rest.
+const JOIN_CGROUPS_THEN_EXEC: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do
+  echo $$ > "$1" || { echo "cannot join the container's cgroup $1" >&2; exit 125; }
+  shift; n=$((n - 1))
+done
+exec "$@""#;
+
+/// The `cgroup.procs` files of the container's own cgroups, from its init's `/proc/<pid>/cgroup`: every hierarchy
+/// in which init lies under [`CGROUP_PARENT`], mounted under `root` as libcgroups finds them — a v1 hierarchy at
+/// `<root>/<controllers>` (or at `<root>/<controller>` for one of them), the v2 one at `<root>` (or
+/// `<root>/unified` on a hybrid host). `is_dir` says which candidate exists. Pure but for `is_dir`.
+pub fn cgroup_procs_files(
+    proc_cgroup: &str,
+    root: &Path,
+    is_dir: impl Fn(&Path) -> bool,
+) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        if !path.starts_with(&format!("{CGROUP_PARENT}/")) {
+            continue;
+        }
+        let relative = path.trim_start_matches('/');
+        let mounts: Vec<PathBuf> = if controllers.is_empty() {
+            vec![root.to_path_buf(), root.join("unified")]
+        } else {
+            std::iter::once(root.join(controllers))
+                .chain(controllers.split(',').map(|c| root.join(c.trim_start_matches("name="))))
+                .collect()
+        };
+        let Some(dir) = mounts.iter().map(|m| m.join(relative)).find(|d| is_dir(d)) else {
+            return Err(format!("the cgroup {path} of '{controllers}' is not under {}", root.display()));
+        };
+        out.push(dir.join("cgroup.procs"));
+    }
+    if out.is_empty() {
+        return Err(format!("the container's init is in no cgroup under {CGROUP_PARENT}"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checks_cgroups_are_the_container_inits_own() {
+        let v1 = "9:name=systemd:/\n8:pids:/agora/c1\n4:memory:/agora/c1\n2:cpu,cpuacct:/agora/c1\n0::/\n";
+        let root = Path::new("/sys/fs/cgroup");
+        // Separate mounts (cpu and cpuacct each on its own) and a combined one.
+        let separate = |p: &Path| !p.starts_with("/sys/fs/cgroup/cpu,cpuacct");
+        assert_eq!(
+            cgroup_procs_files(v1, root, separate).unwrap(),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/pids/agora/c1/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/memory/agora/c1/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/cpu/agora/c1/cgroup.procs"),
+            ]
+        );
+        let combined = cgroup_procs_files(v1, root, |_| true).unwrap();
+        assert_eq!(combined[2], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/agora/c1/cgroup.procs"));
+        // cgroup v2: one hierarchy, at the root or, on a hybrid host, at unified/.
+        assert_eq!(
+            cgroup_procs_files("0::/agora/c2\n", root, |_| true).unwrap(),
+            vec![PathBuf::from("/sys/fs/cgroup/agora/c2/cgroup.procs")]
+        );
+        let hybrid = cgroup_procs_files("0::/agora/c2\n", root, |p| p.starts_with("/sys/fs/cgroup/unified")).unwrap();
+        assert_eq!(hybrid, vec![PathBuf::from("/sys/fs/cgroup/unified/agora/c2/cgroup.procs")]);
+        // A process outside the containers' cgroups, or a hierarchy that is not mounted, is an error.
+        assert!(cgroup_procs_files("4:memory:/user.slice\n", root, |_| true).unwrap_err().contains("no cgroup"));
+        let e = cgroup_procs_files("4:memory:/agora/c1\n", root, |_| false).unwrap_err();
+        assert!(e.contains("/agora/c1") && e.contains("memory"), "{e}");
+    }
 
     #[test]
     fn users_are_found_in_passwd() {
