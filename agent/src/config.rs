@@ -20,6 +20,8 @@ pub const DEFAULT_ISOLATION: &str = "libcontainer";
 pub const DEFAULT_STATUS_UPDATE_RETRY_INTERVAL: &str = "10secs";
 /// Default `--registration-backoff-factor`.
 pub const DEFAULT_REGISTRATION_BACKOFF_FACTOR: &str = "1secs";
+/// Default `--fetcher-cache-size` (Mesos's).
+pub const DEFAULT_FETCHER_CACHE_SIZE: &str = "2GB";
 /// Default `--executor-shutdown-grace-period`.
 pub const DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD: &str = "3secs";
 
@@ -98,6 +100,21 @@ pub struct Flags {
     /// Needs `--isolation libcontainer`. Without it, tasks with an image fail.
     #[arg(long = "docker-registry", visible_alias = "docker_registry")]
     pub docker_registry: Option<PathBuf>,
+
+    /// The most the fetcher cache holds (Mesos's `--fetcher_cache_size`): bytes, or with a unit `B`, `KB`, `MB`,
+    /// `GB`, `TB` (powers of 1024). The least recently used entries are evicted to make room.
+    #[arg(long = "fetcher-cache-size", visible_alias = "fetcher_cache_size", default_value = DEFAULT_FETCHER_CACHE_SIZE)]
+    pub fetcher_cache_size: String,
+
+    /// Where the fetcher caches the URIs fetched with `cache: true` (Mesos's `--fetcher_cache_dir`; default
+    /// `<work-dir>/fetch-cache`).
+    #[arg(long = "fetcher-cache-dir", visible_alias = "fetcher_cache_dir")]
+    pub fetcher_cache_dir: Option<PathBuf>,
+
+    /// CA certificates (a PEM file) the fetcher verifies `https://` servers with, instead of the system's store
+    /// (Agora's own flag; Mesos's libcurl always uses the system's).
+    #[arg(long = "fetcher-ca-file", visible_alias = "fetcher_ca_file")]
+    pub fetcher_ca_file: Option<PathBuf>,
 }
 
 /// How tasks are isolated.
@@ -130,6 +147,12 @@ pub struct Config {
     pub container_disk_watch_interval: Duration,
     /// `--docker-registry`: where `container.image` is looked up.
     pub docker_registry: Option<PathBuf>,
+    /// `--fetcher-cache-dir`, or `<work_dir>/fetch-cache`.
+    pub fetcher_cache_dir: PathBuf,
+    /// `--fetcher-cache-size` in bytes.
+    pub fetcher_cache_size: u64,
+    /// `--fetcher-ca-file`.
+    pub fetcher_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -174,6 +197,12 @@ impl Flags {
             executor_shutdown_grace_period: v.executor_shutdown_grace_period,
             container_disk_watch_interval: v.container_disk_watch_interval,
             docker_registry: self.docker_registry.clone(),
+            fetcher_cache_dir: self
+                .fetcher_cache_dir
+                .clone()
+                .unwrap_or_else(|| self.work_dir.join(crate::fetcher::CACHE_DIR)),
+            fetcher_cache_size: v.fetcher_cache_size,
+            fetcher_ca_file: self.fetcher_ca_file.clone(),
         })
     }
 
@@ -201,6 +230,19 @@ impl Flags {
         {
             errors.push(format!("--docker-registry: '{}' must be an absolute directory", dir.display()));
         }
+        if let Some(dir) = &self.fetcher_cache_dir
+            && !dir.is_absolute()
+        {
+            errors.push(format!("--fetcher-cache-dir: '{}' must be an absolute directory", dir.display()));
+        }
+        if let Some(file) = &self.fetcher_ca_file
+            && !file.is_file()
+        {
+            errors.push(format!("--fetcher-ca-file: '{}' is not a file", file.display()));
+        }
+        let fetcher_cache_size = parse_bytes(&self.fetcher_cache_size)
+            .map_err(|e| errors.push(format!("--fetcher-cache-size: {e}")))
+            .unwrap_or_default();
         let resources = match &self.resources {
             None => Some(Resources::new()),
             Some(text) => Resources::parse(text)
@@ -273,6 +315,7 @@ impl Flags {
                 Some(registration_backoff_factor),
                 (Some(executor_shutdown_grace_period), Some(container_disk_watch_interval)),
             ) if errors.is_empty() => Ok(Validated {
+                fetcher_cache_size,
                 master,
                 ip,
                 port,
@@ -290,6 +333,7 @@ impl Flags {
 }
 
 struct Validated {
+    fetcher_cache_size: u64,
     master: String,
     ip: IpAddr,
     port: u16,
@@ -300,6 +344,25 @@ struct Validated {
     registration_backoff_factor: Duration,
     executor_shutdown_grace_period: Duration,
     container_disk_watch_interval: Duration,
+}
+
+/// Mesos's `Bytes`: a whole number with a unit `B`, `KB`, `MB`, `GB` or `TB` (powers of 1024), or a bare number of
+/// bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "KB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        "TB" => 40,
+        _ => return Err(format!("'{text}' is not a size (a whole number with B, KB, MB, GB or TB)")),
+    };
+    let n: u64 =
+        number.parse().map_err(|_| format!("'{text}' is not a size (a whole number with B, KB, MB, GB or TB)"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// Accepts `host:port` and `http://host:port` (a trailing `/` is fine), returning `host:port`, and
@@ -435,6 +498,46 @@ mod tests {
         assert_eq!(c.executor_shutdown_grace_period, Duration::from_secs(3));
         assert_eq!(c.resources.to_string(), "cpus:2;disk:4096;mem:1024;ports:[31000-31009]");
         assert!(!c.hostname.is_empty());
+    }
+
+    #[test]
+    fn the_fetcher_cache_has_mesos_size_and_a_dir() {
+        let res = ["--resources", "cpus:1;mem:64;disk:64;ports:[1-2]"];
+        let c = flags(&res).unwrap().config().unwrap();
+        assert_eq!(c.fetcher_cache_size, 2 << 30, "Mesos's 2GB");
+        assert_eq!(c.fetcher_cache_dir, PathBuf::from("/tmp/agora-agent-test/fetch-cache"));
+        assert_eq!(c.fetcher_ca_file, None);
+        let c = flags(&[&res[..], &["--fetcher_cache_size", "512MB", "--fetcher-cache-dir", "/var/cache/f"]].concat())
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!((c.fetcher_cache_size, c.fetcher_cache_dir), (512 << 20, PathBuf::from("/var/cache/f")));
+        let errors =
+            flags(&["--fetcher-cache-size", "lots", "--fetcher-cache-dir", "rel", "--fetcher-ca-file", "/nope"])
+                .unwrap()
+                .config()
+                .unwrap_err();
+        assert_eq!(
+            errors.0,
+            vec![
+                "--fetcher-cache-dir: 'rel' must be an absolute directory".to_string(),
+                "--fetcher-ca-file: '/nope' is not a file".to_string(),
+                "--fetcher-cache-size: 'lots' is not a size (a whole number with B, KB, MB, GB or TB)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_are_mesos_bytes() {
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("100B"), Ok(100));
+        assert_eq!(parse_bytes("3KB"), Ok(3072));
+        assert_eq!(parse_bytes("2GB"), Ok(2 << 30));
+        assert_eq!(parse_bytes(" 1tb "), Ok(1 << 40));
+        assert!(parse_bytes("1.5GB").is_err());
+        assert!(parse_bytes("GB").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999TB").unwrap_err().contains("too large"));
     }
 
     #[test]

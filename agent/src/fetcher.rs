@@ -3,26 +3,39 @@
 //! (`TASK_FAILED`, `REASON_CONTAINER_LAUNCH_FAILED`, the URI and the cause in the message). What it does goes to the
 //! sandbox's `stderr`, before the task's own output.
 //!
-//! Sources: absolute local paths and `file:///...` (copied), `http://` URLs (downloaded with a stall timeout). The
-//! decisions — where a URI comes from, where it lands in the sandbox, whether and how it is extracted, where it is
-//! cached — are the pure [`plan`]; [`fetch_all`] is the thin I/O shell around it.
+//! Sources: absolute local paths and `file:///...` (copied), `http://` and `https://` URLs, downloaded by `curl` as
+//! Mesos's fetcher downloads them with libcurl: redirects followed (at most [`MAX_REDIRECTS`], http and https only),
+//! an HTTP error fails the fetch, a download receiving nothing for [`STALL_TIMEOUT`] is abandoned, certificates are
+//! verified (against the system's store, or `--fetcher-ca-file`); no shell is involved. The decisions — where a URI
+//! comes from, where it lands in the sandbox, whether and how it is extracted, where it is cached, which cache
+//! entries make room for a new one — are pure ([`plan`], [`evictions`]); [`Fetcher::fetch_all`] is the thin I/O
+//! shell around them.
 //!
 //! Options, with Mesos's semantics: `output_file` (a path relative to the sandbox that never leaves it, default the
 //! URI's file name), `executable` (chmod 755, and then no extraction), `extract` (by extension: tar archives, plain
 //! or gzip/bzip2/xz-compressed, through `tar`; `.zip` through `unzip`; other `.gz` files through `gzip`; the archive
-//! stays in the sandbox beside its contents), `cache` (kept in `<work_dir>/fetch-cache` and copied, or extracted
-//! straight from the cache, on later launches; the cache is never evicted).
+//! stays in the sandbox beside its contents), `cache` (kept in the cache directory, `--fetcher-cache-dir`, and
+//! copied, or extracted straight from the cache, on later launches). The cache holds at most `--fetcher-cache-size`
+//! bytes (Mesos's default, 2 GB): room for a new entry is made by evicting the least recently used entries that no
+//! fetch is reading; a file that cannot fit is fetched straight into the sandbox, uncached, as Mesos does.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use agora_proto::model::Uri;
 use tokio::io::AsyncWriteExt;
 
 /// How long a download may receive nothing before it is abandoned (Mesos's `--fetcher_stall_timeout`).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The fetcher cache under the agent's work dir.
+/// The fetcher cache under the agent's work dir, unless `--fetcher-cache-dir` says otherwise.
 pub const CACHE_DIR: &str = "fetch-cache";
+/// Mesos's default `--fetcher_cache_size`: 2 GB.
+pub const DEFAULT_CACHE_SIZE: u64 = 2 << 30;
+/// Redirects a download follows at most.
+pub const MAX_REDIRECTS: u32 = 10;
 
 /// Why one URI could not be fetched; every message names the URI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,8 +50,8 @@ pub struct FetchError {
 pub enum Source {
     /// A file on the agent (an absolute path or `file:///...`).
     Local(PathBuf),
-    /// An `http://` URL.
-    Http(String),
+    /// An `http://` or `https://` URL.
+    Url(String),
 }
 
 /// How a fetched file is unpacked.
@@ -110,7 +123,7 @@ fn resolve_source(value: &str) -> Result<(Source, String), String> {
         return local(value);
     }
     if let Some((scheme, rest)) = value.split_once("://") {
-        if scheme.eq_ignore_ascii_case("http") {
+        if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
             let path = rest.split(['?', '#']).next().unwrap_or_default();
             let Some((host, path)) = path.split_once('/') else {
                 return Err("the URL has no path to take a file name from; set output_file".into());
@@ -119,11 +132,11 @@ fn resolve_source(value: &str) -> Result<(Source, String), String> {
                 return Err("the URL has no host".into());
             }
             let name = path.rsplit('/').next().unwrap_or_default().to_string();
-            return Ok((Source::Http(value.to_string()), name));
+            return Ok((Source::Url(value.to_string()), name));
         }
         return Err(format!(
-            "the scheme '{scheme}' is not supported by this agent: it fetches http:// URLs, file:// URIs and \
-             absolute paths (https needs TLS, which the agent is built without)"
+            "the scheme '{scheme}' is not supported by this agent: it fetches http:// and https:// URLs, file:// \
+             URIs and absolute paths"
         ));
     }
     Err("a relative path needs Mesos's --frameworks_home, which this agent does not have; use an absolute path or \
@@ -188,32 +201,293 @@ pub fn inside(sandbox: &Path, resolved: &Path) -> bool {
     resolved.starts_with(sandbox)
 }
 
-/// Fetches every URI into `sandbox` in order, logging to the sandbox's `stderr`. The first failure ends it.
-pub async fn fetch_all(uris: &[Uri], sandbox: &Path, cache_dir: &Path) -> Result<(), FetchError> {
-    if uris.is_empty() {
-        return Ok(());
+/// One entry of the cache, as [`evictions`] weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub path: PathBuf,
+    pub size: u64,
+    /// When a fetch last used it (its modification time: set when it is stored and on every hit).
+    pub last_used: SystemTime,
+}
+
+/// The entries to delete, least recently used first, so that `incoming` more bytes fit in `limit`; `None` when even
+/// evicting every entry no fetch is reading would not make room (the file is then fetched uncached). Pure.
+pub fn evictions(
+    entries: &[CacheEntry],
+    incoming: u64,
+    limit: u64,
+    in_use: impl Fn(&Path) -> bool,
+) -> Option<Vec<PathBuf>> {
+    let mut used: u64 = entries.iter().map(|e| e.size).sum();
+    let mut candidates: Vec<&CacheEntry> = entries.iter().filter(|e| !in_use(&e.path)).collect();
+    candidates.sort_by(|a, b| a.last_used.cmp(&b.last_used).then_with(|| a.path.cmp(&b.path)));
+    let mut out = Vec::new();
+    let mut candidates = candidates.into_iter();
+    while used.saturating_add(incoming) > limit {
+        let victim = candidates.next()?;
+        used -= victim.size;
+        out.push(victim.path.clone());
     }
-    let log_path = sandbox.join("stderr");
-    let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.map_err(|e| {
-        FetchError { uri: uris[0].value.clone(), cause: format!("cannot open {}: {e}", log_path.display()) }
-    })?;
-    let client = reqwest::Client::new();
-    for uri in uris {
-        let step = match plan(uri, sandbox, cache_dir) {
-            Ok(step) => step,
-            Err(e) => {
+    Some(out)
+}
+
+/// The fetcher of one agent: its cache (directory, size limit, the entries being read) and how it downloads.
+#[derive(Debug)]
+pub struct Fetcher {
+    cache_dir: PathBuf,
+    cache_size: u64,
+    /// CA certificates `https://` servers are verified with (`curl --cacert`); `None`: curl's default store.
+    ca_file: Option<PathBuf>,
+    /// Cache entries being copied or extracted, with how many fetches read each: never evicted meanwhile.
+    reading: Mutex<HashMap<PathBuf, usize>>,
+}
+
+/// A cache entry marked as read until dropped.
+struct Reading<'a> {
+    fetcher: &'a Fetcher,
+    entry: PathBuf,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut reading = self.fetcher.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = reading.get_mut(&self.entry) {
+            *n -= 1;
+            if *n == 0 {
+                reading.remove(&self.entry);
+            }
+        }
+    }
+}
+
+impl Fetcher {
+    pub fn new(cache_dir: PathBuf, cache_size: u64, ca_file: Option<PathBuf>) -> Fetcher {
+        Fetcher { cache_dir, cache_size, ca_file, reading: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Fetches every URI into `sandbox` in order, logging to the sandbox's `stderr`. The first failure ends it.
+    pub async fn fetch_all(&self, uris: &[Uri], sandbox: &Path) -> Result<(), FetchError> {
+        if uris.is_empty() {
+            return Ok(());
+        }
+        let log_path = sandbox.join("stderr");
+        let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.map_err(|e| {
+            FetchError { uri: uris[0].value.clone(), cause: format!("cannot open {}: {e}", log_path.display()) }
+        })?;
+        for uri in uris {
+            let step = match plan(uri, sandbox, &self.cache_dir) {
+                Ok(step) => step,
+                Err(e) => {
+                    write_log(&mut log, &format!("{e}\n")).await;
+                    return Err(e);
+                }
+            };
+            write_log(&mut log, &format!("Fetching URI '{}'\n", step.uri)).await;
+            if let Err(cause) = self.fetch_one(&step, sandbox, &mut log).await {
+                let e = FetchError { uri: step.uri.clone(), cause };
                 write_log(&mut log, &format!("{e}\n")).await;
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Marks `entry` as read if it is in the cache (and as just used); `None` on a miss.
+    fn hit(&self, entry: &Path) -> Option<Reading<'_>> {
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let file = std::fs::File::open(entry).ok()?;
+        let _ = file.set_modified(SystemTime::now());
+        *reading.entry(entry.to_path_buf()).or_default() += 1;
+        Some(Reading { fetcher: self, entry: entry.to_path_buf() })
+    }
+
+    /// Moves a downloaded `partial` into the cache as `entry`, evicting what [`evictions`] says, and marks it as
+    /// read; `Ok(None)` when it cannot fit (the caller uses `partial` itself, uncached).
+    fn store(&self, partial: &Path, entry: &Path) -> Result<Option<Reading<'_>>, String> {
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let size = std::fs::metadata(partial).map_err(|e| format!("{}: {e}", partial.display()))?.len();
+        let entries = cache_entries(&self.cache_dir, entry);
+        let Some(victims) = evictions(&entries, size, self.cache_size, |p| reading.contains_key(p)) else {
+            return Ok(None);
         };
-        write_log(&mut log, &format!("Fetching URI '{}'\n", step.uri)).await;
-        if let Err(cause) = fetch_one(&client, &step, sandbox, &mut log).await {
-            let e = FetchError { uri: step.uri.clone(), cause };
-            write_log(&mut log, &format!("{e}\n")).await;
-            return Err(e);
+        for victim in &victims {
+            std::fs::remove_file(victim)
+                .map_err(|e| format!("cannot evict {} from the cache: {e}", victim.display()))?;
+        }
+        std::fs::rename(partial, entry)
+            .map_err(|e| format!("cannot move {} into the cache: {e}", partial.display()))?;
+        *reading.entry(entry.to_path_buf()).or_default() += 1;
+        Ok(Some(Reading { fetcher: self, entry: entry.to_path_buf() }))
+    }
+
+    async fn fetch_one(&self, step: &Step, sandbox: &Path, log: &mut tokio::fs::File) -> Result<(), String> {
+        let parent = &step.extract_into;
+        tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        // An earlier URI may have extracted a symlink: resolve before writing anything.
+        let real_sandbox = tokio::fs::canonicalize(sandbox).await.map_err(|e| format!("{}: {e}", sandbox.display()))?;
+        let real_parent = tokio::fs::canonicalize(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
+        if !inside(&real_sandbox, &real_parent) {
+            return Err(format!("{} resolves to {}, outside the sandbox", parent.display(), real_parent.display()));
+        }
+        if tokio::fs::symlink_metadata(&step.destination).await.is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("{} is a symlink; refusing to write through it", step.destination.display()));
+        }
+        // The cache entry being read stays marked (never evicted) until the step is done with it.
+        let mut _reading = None;
+        let fetched = match &step.cache {
+            Some(entry) => {
+                let source = match self.hit(entry) {
+                    Some(r) => {
+                        write_log(log, &format!("Using the cached copy {}\n", entry.display())).await;
+                        _reading = Some(r);
+                        entry.clone()
+                    }
+                    None => {
+                        let dir = entry.parent().unwrap_or(Path::new("/"));
+                        tokio::fs::create_dir_all(dir)
+                            .await
+                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                        let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
+                        write_log(log, &format!("Downloading into the cache {}\n", entry.display())).await;
+                        if let Err(e) = self.download(&step.source, &partial).await {
+                            let _ = tokio::fs::remove_file(&partial).await;
+                            return Err(e);
+                        }
+                        match self.store(&partial, entry) {
+                            Ok(Some(r)) => {
+                                _reading = Some(r);
+                                entry.clone()
+                            }
+                            Ok(None) => {
+                                let line = format!(
+                                    "Not caching '{}': it does not fit in the cache's {} bytes\n",
+                                    step.uri, self.cache_size
+                                );
+                                write_log(log, &line).await;
+                                partial
+                            }
+                            Err(e) => {
+                                let _ = tokio::fs::remove_file(&partial).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                if step.extraction.is_some() {
+                    // Mesos extracts a cached archive straight from the cache.
+                    source
+                } else {
+                    tokio::fs::copy(&source, &step.destination).await.map_err(|e| {
+                        format!("cannot copy {} to {}: {e}", source.display(), step.destination.display())
+                    })?;
+                    if source != *entry {
+                        let _ = tokio::fs::remove_file(&source).await;
+                    }
+                    step.destination.clone()
+                }
+            }
+            None => {
+                self.download(&step.source, &step.destination).await?;
+                step.destination.clone()
+            }
+        };
+        if step.executable {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&step.destination, std::fs::Permissions::from_mode(0o755))
+                .await
+                .map_err(|e| format!("cannot make {} executable: {e}", step.destination.display()))?;
+        }
+        if let Some(extraction) = &step.extraction {
+            let extracted = extract(extraction, &fetched, &step.extract_into).await;
+            if step.cache.as_ref().is_some_and(|entry| *entry != fetched) {
+                // An uncached download of a cached URI (too big for the cache): it was only a temporary file.
+                let _ = tokio::fs::remove_file(&fetched).await;
+            }
+            extracted?;
+            let line = format!("Extracted '{}' into '{}'\n", fetched.display(), step.extract_into.display());
+            write_log(log, &line).await;
+        }
+        write_log(log, &format!("Fetched '{}' to '{}'\n", step.uri, step.destination.display())).await;
+        Ok(())
+    }
+
+    /// Copies or downloads the source to `to`.
+    async fn download(&self, source: &Source, to: &Path) -> Result<(), String> {
+        match source {
+            Source::Local(path) => {
+                let meta = tokio::fs::metadata(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+                if !meta.is_file() {
+                    return Err(format!("{} is not a regular file", path.display()));
+                }
+                tokio::fs::copy(path, to)
+                    .await
+                    .map_err(|e| format!("cannot copy {} to {}: {e}", path.display(), to.display()))?;
+                Ok(())
+            }
+            Source::Url(url) => {
+                let result = curl_download(url, to, self.ca_file.as_deref()).await;
+                if result.is_err() {
+                    let _ = tokio::fs::remove_file(to).await;
+                }
+                result
+            }
         }
     }
-    Ok(())
+}
+
+/// The cache's entries (not the downloads in progress, nor `except`, the entry about to be stored).
+fn cache_entries(dir: &Path, except: &Path) -> Vec<CacheEntry> {
+    let Ok(read) = std::fs::read_dir(dir) else { return Vec::new() };
+    read.flatten()
+        .filter(|e| !e.file_name().to_string_lossy().contains('.') && e.path() != except)
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            Some(CacheEntry { path: e.path(), size: meta.len(), last_used: meta.modified().ok()? })
+        })
+        .collect()
+}
+
+/// The arguments of the `curl` that downloads `url` to `to`: no config file (`-q`), errors shown, HTTP errors
+/// fail (`-f`), redirects followed within http and https (at most [`MAX_REDIRECTS`]), the stall timeout as curl's
+/// low-speed limit (Mesos sets libcurl's the same way), the status code written on stdout. Pure.
+pub fn curl_args(url: &str, to: &Path, ca_file: Option<&Path>) -> Vec<std::ffi::OsString> {
+    let stall = STALL_TIMEOUT.as_secs().to_string();
+    let mut args: Vec<std::ffi::OsString> =
+        ["-q", "-s", "-S", "-f", "-L", "-g", "--max-redirs"].into_iter().map(Into::into).collect();
+    args.push(MAX_REDIRECTS.to_string().into());
+    for a in ["--proto", "=http,https", "--proto-redir", "=http,https", "--connect-timeout", &stall] {
+        args.push(a.into());
+    }
+    for a in ["--speed-limit", "1", "--speed-time", &stall, "-w", "%{http_code}", "-o"] {
+        args.push(a.into());
+    }
+    args.push(to.into());
+    if let Some(ca) = ca_file {
+        args.push("--cacert".into());
+        args.push(ca.into());
+    }
+    args.push(url.into());
+    args
+}
+
+/// Downloads `url` to `to` with `curl`; the error says what the server answered or why curl failed.
+async fn curl_download(url: &str, to: &Path, ca_file: Option<&Path>) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(curl_args(url, to, ca_file)).stdin(Stdio::null()).kill_on_drop(true);
+    let out = cmd.output().await.map_err(|e| {
+        format!("cannot run curl to download it ({e}); install curl on the agent (apt-get install curl)")
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.trim();
+    if code >= 400 { Err(format!("HTTP {code} ({stderr})")) } else { Err(stderr.to_string()) }
 }
 
 async fn write_log(log: &mut tokio::fs::File, line: &str) {
@@ -221,106 +495,6 @@ async fn write_log(log: &mut tokio::fs::File, line: &str) {
     // tokio's File writes in the background: flush so that the line is there when the task starts.
     let _ = log.write_all(line.as_bytes()).await;
     let _ = log.flush().await;
-}
-
-async fn fetch_one(
-    client: &reqwest::Client,
-    step: &Step,
-    sandbox: &Path,
-    log: &mut tokio::fs::File,
-) -> Result<(), String> {
-    let parent = &step.extract_into;
-    tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    // An earlier URI may have extracted a symlink: resolve before writing anything.
-    let real_sandbox = tokio::fs::canonicalize(sandbox).await.map_err(|e| format!("{}: {e}", sandbox.display()))?;
-    let real_parent = tokio::fs::canonicalize(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
-    if !inside(&real_sandbox, &real_parent) {
-        return Err(format!("{} resolves to {}, outside the sandbox", parent.display(), real_parent.display()));
-    }
-    if tokio::fs::symlink_metadata(&step.destination).await.is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(format!("{} is a symlink; refusing to write through it", step.destination.display()));
-    }
-    let fetched = match &step.cache {
-        Some(entry) => {
-            if tokio::fs::metadata(entry).await.is_ok() {
-                write_log(log, &format!("Using the cached copy {}\n", entry.display())).await;
-            } else {
-                let dir = entry.parent().unwrap_or(Path::new("/"));
-                tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
-                write_log(log, &format!("Downloading into the cache {}\n", entry.display())).await;
-                if let Err(e) = download(client, &step.source, &partial).await {
-                    let _ = tokio::fs::remove_file(&partial).await;
-                    return Err(e);
-                }
-                tokio::fs::rename(&partial, entry)
-                    .await
-                    .map_err(|e| format!("cannot move {} into the cache: {e}", partial.display()))?;
-            }
-            if step.extraction.is_some() {
-                // Mesos extracts a cached archive straight from the cache.
-                entry.clone()
-            } else {
-                tokio::fs::copy(entry, &step.destination)
-                    .await
-                    .map_err(|e| format!("cannot copy {} to {}: {e}", entry.display(), step.destination.display()))?;
-                step.destination.clone()
-            }
-        }
-        None => {
-            download(client, &step.source, &step.destination).await?;
-            step.destination.clone()
-        }
-    };
-    if step.executable {
-        use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(&step.destination, std::fs::Permissions::from_mode(0o755))
-            .await
-            .map_err(|e| format!("cannot make {} executable: {e}", step.destination.display()))?;
-    }
-    if let Some(extraction) = &step.extraction {
-        extract(extraction, &fetched, &step.extract_into).await?;
-        write_log(log, &format!("Extracted '{}' into '{}'\n", fetched.display(), step.extract_into.display())).await;
-    }
-    write_log(log, &format!("Fetched '{}' to '{}'\n", step.uri, step.destination.display())).await;
-    Ok(())
-}
-
-/// Copies or downloads the source to `to`.
-async fn download(client: &reqwest::Client, source: &Source, to: &Path) -> Result<(), String> {
-    match source {
-        Source::Local(path) => {
-            let meta = tokio::fs::metadata(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
-            if !meta.is_file() {
-                return Err(format!("{} is not a regular file", path.display()));
-            }
-            tokio::fs::copy(path, to)
-                .await
-                .map_err(|e| format!("cannot copy {} to {}: {e}", path.display(), to.display()))?;
-            Ok(())
-        }
-        Source::Http(url) => {
-            let mut response = tokio::time::timeout(STALL_TIMEOUT, client.get(url).send())
-                .await
-                .map_err(|_| format!("no response within {}s", STALL_TIMEOUT.as_secs()))?
-                .map_err(|e| format!("HTTP request failed: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("HTTP {}", response.status()));
-            }
-            let mut file =
-                tokio::fs::File::create(to).await.map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-            loop {
-                let chunk = tokio::time::timeout(STALL_TIMEOUT, response.chunk())
-                    .await
-                    .map_err(|_| format!("the download stalled for {}s", STALL_TIMEOUT.as_secs()))?
-                    .map_err(|e| format!("the download broke off: {e}"))?;
-                let Some(chunk) = chunk else { break };
-                file.write_all(&chunk).await.map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-            }
-            file.flush().await.map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-            Ok(())
-        }
-    }
 }
 
 /// Runs the extraction tool; its failure output becomes the error.
@@ -371,6 +545,10 @@ mod tests {
         Uri { value: value.into(), executable: false, extract: true, cache: false, output_file: String::new() }
     }
 
+    fn fetcher(cache: &Path) -> Fetcher {
+        Fetcher::new(cache.to_path_buf(), DEFAULT_CACHE_SIZE, None)
+    }
+
     const SANDBOX: &str = "/w/sandbox";
     const CACHE: &str = "/w/fetch-cache";
 
@@ -387,8 +565,11 @@ mod tests {
         assert_eq!(s.source, Source::Local("/opt/app/run.sh".into()));
         let s = plan_of(&uri("file://localhost/opt/x")).unwrap();
         assert_eq!(s.source, Source::Local("/opt/x".into()));
+        let s = plan_of(&uri("https://example.org/dl/app.tgz")).unwrap();
+        assert_eq!(s.source, Source::Url("https://example.org/dl/app.tgz".into()));
+        assert_eq!(s.extraction, Some(Extraction::Tar));
         let s = plan_of(&uri("http://127.0.0.1:8000/dl/app.bin?token=1#frag")).unwrap();
-        assert_eq!(s.source, Source::Http("http://127.0.0.1:8000/dl/app.bin?token=1#frag".into()));
+        assert_eq!(s.source, Source::Url("http://127.0.0.1:8000/dl/app.bin?token=1#frag".into()));
         assert_eq!(s.destination, Path::new("/w/sandbox/app.bin"));
         assert_eq!(s.extract_into, Path::new(SANDBOX));
     }
@@ -396,7 +577,7 @@ mod tests {
     #[test]
     fn unsupported_and_relative_uris_are_refused_naming_them() {
         for (value, needle) in [
-            ("https://example.org/a.tgz", "scheme 'https' is not supported"),
+            ("ftp://example.org/a.tgz", "scheme 'ftp' is not supported"),
             ("hdfs://nn/a", "scheme 'hdfs'"),
             ("app/run.sh", "relative path"),
             ("file://host/x", "absolute path"),
@@ -466,6 +647,54 @@ mod tests {
         assert_eq!(cache_key("").len(), 16);
     }
 
+    fn entry(name: &str, size: u64, used_at: u64) -> CacheEntry {
+        CacheEntry {
+            path: PathBuf::from(CACHE).join(name),
+            size,
+            last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(used_at),
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_until_the_new_entry_fits() {
+        let entries = vec![entry("new", 30, 300), entry("old", 30, 100), entry("mid", 30, 200)];
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+        };
+        let none = |_: &Path| false;
+        assert_eq!(evictions(&entries, 10, 100, none).map(names), Some(vec![]), "90 + 10 fits in 100");
+        assert_eq!(evictions(&entries, 11, 100, none).map(names), Some(vec!["old".to_string()]));
+        assert_eq!(evictions(&entries, 50, 100, none).map(names), Some(vec!["old".to_string(), "mid".to_string()]));
+        assert_eq!(
+            evictions(&entries, 100, 100, none).map(names),
+            Some(vec!["old".into(), "mid".into(), "new".into()])
+        );
+        assert_eq!(evictions(&entries, 101, 100, none), None, "bigger than the whole cache");
+        // Entries being read are never evicted: the next least recently used goes instead, or nothing fits.
+        let reading_old = |p: &Path| p.ends_with("old");
+        assert_eq!(evictions(&entries, 11, 100, reading_old).map(names), Some(vec!["mid".to_string()]));
+        assert_eq!(evictions(&entries, 71, 100, reading_old), None);
+        assert_eq!(evictions(&[], 0, 0, none), Some(vec![]), "an empty file fits an empty cache");
+    }
+
+    #[test]
+    fn curl_fails_on_http_errors_follows_few_redirects_and_runs_no_shell() {
+        let args = curl_args("https://h/a b.tgz", Path::new("/s/a.tgz"), Some(Path::new("/etc/ca.pem")));
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args[0], "-q", "no ~/.curlrc: -q must come first");
+        for flag in ["-f", "-L", "-S"] {
+            assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+        }
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(after("--max-redirs"), MAX_REDIRECTS.to_string());
+        assert_eq!((after("--proto"), after("--proto-redir")), ("=http,https".into(), "=http,https".into()));
+        assert_eq!((after("--speed-limit"), after("--speed-time")), ("1".into(), "60".into()));
+        assert_eq!((after("-o"), after("--cacert")), ("/s/a.tgz".into(), "/etc/ca.pem".into()));
+        assert_eq!(args.last().unwrap(), "https://h/a b.tgz", "the URL is one argument, never parsed by a shell");
+        let plain = curl_args("http://h/a", Path::new("/s/a"), None);
+        assert!(!plain.iter().any(|a| a == "--cacert"));
+    }
+
     #[test]
     fn inside_is_a_prefix_of_whole_components() {
         assert!(inside(Path::new("/w/s"), Path::new("/w/s")));
@@ -478,7 +707,7 @@ mod tests {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
             .unwrap_or(false);
-        assert!(found, "'{name}' is missing: apt-get install tar gzip bzip2 xz-utils unzip");
+        assert!(found, "'{name}' is missing: apt-get install tar gzip bzip2 xz-utils unzip curl openssl");
     }
 
     #[tokio::test]
@@ -510,7 +739,7 @@ mod tests {
         cached.cache = true;
         let uris = vec![exe, cached.clone(), uri(&src.join("run.sh.gz").display().to_string())];
         let cache = dir.path().join("cache");
-        fetch_all(&uris, &sandbox, &cache).await.unwrap();
+        fetcher(&cache).fetch_all(&uris, &sandbox).await.unwrap();
 
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(sandbox.join("bin/run")).unwrap().permissions().mode();
@@ -527,7 +756,7 @@ mod tests {
         std::fs::remove_file(src.join("pkg.tar.gz")).unwrap();
         let again = dir.path().join("again");
         std::fs::create_dir_all(&again).unwrap();
-        fetch_all(&[cached], &again, &cache).await.unwrap();
+        fetcher(&cache).fetch_all(&[cached], &again).await.unwrap();
         assert_eq!(std::fs::read_to_string(again.join("pkg/hello.txt")).unwrap(), "hello\n");
         assert!(std::fs::read_to_string(again.join("stderr")).unwrap().contains("Using the cached copy"));
     }
@@ -539,7 +768,7 @@ mod tests {
         let sandbox = dir.path().join("sandbox");
         std::fs::create_dir_all(&sandbox).unwrap();
         let missing = dir.path().join("nope.bin").display().to_string();
-        let e = fetch_all(&[uri(&missing)], &sandbox, dir.path()).await.unwrap_err();
+        let e = fetcher(dir.path()).fetch_all(&[uri(&missing)], &sandbox).await.unwrap_err();
         assert_eq!(e.uri, missing);
         assert!(e.cause.contains("No such file"), "{e}");
         let log = std::fs::read_to_string(sandbox.join("stderr")).unwrap();
@@ -547,7 +776,7 @@ mod tests {
 
         let bogus = dir.path().join("bogus.tgz");
         std::fs::write(&bogus, "not an archive").unwrap();
-        let e = fetch_all(&[uri(&bogus.display().to_string())], &sandbox, dir.path()).await.unwrap_err();
+        let e = fetcher(dir.path()).fetch_all(&[uri(&bogus.display().to_string())], &sandbox).await.unwrap_err();
         assert!(e.cause.contains("cannot extract") && e.cause.contains("tar"), "{e}");
     }
 
@@ -559,13 +788,134 @@ mod tests {
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let dir = tempfile::tempdir().unwrap();
         let good = format!("http://{addr}/files/hello.txt");
-        fetch_all(&[uri(&good)], dir.path(), dir.path()).await.unwrap();
+        fetcher(dir.path()).fetch_all(&[uri(&good)], dir.path()).await.unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(), "hello over http\n");
         let missing = format!("http://{addr}/files/missing.txt");
-        let e = fetch_all(&[uri(&missing)], dir.path(), dir.path()).await.unwrap_err();
+        let e = fetcher(dir.path()).fetch_all(&[uri(&missing)], dir.path()).await.unwrap_err();
         assert_eq!(e.uri, missing);
         assert!(e.cause.contains("HTTP 404"), "{e}");
         server.abort();
+    }
+
+    /// `openssl s_server -WWW` serving `dir` over HTTPS on a loopback port, with a fresh self-signed certificate
+    /// for 127.0.0.1 (`dir/cert.pem`); killed on drop.
+    struct HttpsFiles {
+        child: std::process::Child,
+        port: u16,
+        cert: PathBuf,
+    }
+
+    impl HttpsFiles {
+        async fn start(dir: &Path) -> HttpsFiles {
+            tool("openssl");
+            let openssl = |args: &[&str]| {
+                let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ]);
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = std::process::Command::new("openssl")
+                .args(["s_server", "-quiet", "-WWW", "-cert", "cert.pem", "-key", "key.pem", "-accept"])
+                .arg(format!("127.0.0.1:{port}"))
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("openssl s_server (apt-get install openssl)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                assert!(std::time::Instant::now() < deadline, "openssl s_server did not listen on {port}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            HttpsFiles { child, port, cert: dir.join("cert.pem") }
+        }
+    }
+
+    impl Drop for HttpsFiles {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_over_https_verifying_the_server() {
+        tool("curl");
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("hello.txt"), "hello over https\n").unwrap();
+        let server = HttpsFiles::start(served.path()).await;
+        let url = format!("https://127.0.0.1:{}/hello.txt", server.port);
+        let dir = tempfile::tempdir().unwrap();
+        let trusting = Fetcher::new(dir.path().join("cache"), DEFAULT_CACHE_SIZE, Some(server.cert.clone()));
+        let mut cached = uri(&url);
+        cached.cache = true;
+        trusting.fetch_all(&[cached], dir.path()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(), "hello over https\n");
+
+        // Without the CA the server's certificate is refused, and the error names the URI and why.
+        let other = tempfile::tempdir().unwrap();
+        let e = fetcher(other.path()).fetch_all(&[uri(&url)], other.path()).await.unwrap_err();
+        assert_eq!(e.uri, url);
+        assert!(e.to_string().starts_with(&format!("failed to fetch '{url}': curl: (60) SSL certificate")), "{e}");
+        assert!(!other.path().join("hello.txt").exists(), "nothing is left of a failed download");
+    }
+
+    #[tokio::test]
+    async fn the_cache_evicts_the_least_recently_used_and_fetches_too_big_files_uncached() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for (name, size) in [("a.bin", 40), ("b.bin", 40), ("c.bin", 40), ("huge.bin", 101)] {
+            std::fs::write(src.join(name), vec![b'x'; size]).unwrap();
+        }
+        let cached = |name: &str| {
+            let mut u = uri(&src.join(name).display().to_string());
+            u.cache = true;
+            u
+        };
+        let cache = dir.path().join("cache");
+        let fetcher = Fetcher::new(cache.clone(), 100, None);
+        let sandbox = |n: &str| {
+            let s = dir.path().join(n);
+            std::fs::create_dir_all(&s).unwrap();
+            s
+        };
+        let entry = |name: &str| cache.join(cache_key(&cached(name).value));
+        fetcher.fetch_all(&[cached("a.bin"), cached("b.bin")], &sandbox("s1")).await.unwrap();
+        // a is used again, so b is now the least recently used.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::open(entry("a.bin")).unwrap().set_modified(old).unwrap();
+        std::fs::File::open(entry("b.bin")).unwrap().set_modified(old).unwrap();
+        fetcher.fetch_all(&[cached("a.bin")], &sandbox("s2")).await.unwrap();
+        fetcher.fetch_all(&[cached("c.bin")], &sandbox("s3")).await.unwrap();
+        assert!(entry("a.bin").is_file() && entry("c.bin").is_file());
+        assert!(!entry("b.bin").exists(), "the least recently used entry made room");
+        // Bigger than the whole cache: fetched into the sandbox all the same, nothing evicted, nothing cached.
+        let s4 = sandbox("s4");
+        fetcher.fetch_all(&[cached("huge.bin")], &s4).await.unwrap();
+        assert_eq!(std::fs::metadata(s4.join("huge.bin")).unwrap().len(), 101);
+        assert!(!entry("huge.bin").exists() && entry("a.bin").is_file() && entry("c.bin").is_file());
+        assert!(std::fs::read_to_string(s4.join("stderr")).unwrap().contains("does not fit in the cache's 100 bytes"));
+        let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "no partial download is left behind: {left:?}");
     }
 
     #[tokio::test]
@@ -580,7 +930,7 @@ mod tests {
         std::fs::write(&src, "x").unwrap();
         let mut u = uri(&src.display().to_string());
         u.output_file = "link/f.txt".into();
-        let e = fetch_all(&[u], &sandbox, dir.path()).await.unwrap_err();
+        let e = fetcher(dir.path()).fetch_all(&[u], &sandbox).await.unwrap_err();
         assert!(e.cause.contains("outside the sandbox"), "{e}");
         assert!(!outside.join("f.txt").exists());
     }

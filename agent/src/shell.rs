@@ -76,8 +76,8 @@ struct Shell<C> {
     checkpoint_path: Option<std::path::PathBuf>,
     /// The last checkpoint written, to skip identical writes.
     last_checkpoint: Vec<u8>,
-    /// The fetcher's cache, `<work_dir>/fetch-cache`.
-    fetch_cache: std::path::PathBuf,
+    /// The fetcher, with its cache (`--fetcher-cache-dir`, `--fetcher-cache-size`).
+    fetcher: Arc<crate::fetcher::Fetcher>,
     /// One health checking task per checked task.
     health_checks: HashMap<TaskKey, JoinHandle<()>>,
 }
@@ -167,7 +167,11 @@ pub async fn run_with<C: Containerizer>(
         registration_deadline: None,
         checkpoint_path: Some(checkpoint_path),
         last_checkpoint: Vec::new(),
-        fetch_cache: config.work_dir.join(crate::fetcher::CACHE_DIR),
+        fetcher: Arc::new(crate::fetcher::Fetcher::new(
+            config.fetcher_cache_dir.clone(),
+            config.fetcher_cache_size,
+            config.fetcher_ca_file.clone(),
+        )),
         health_checks: HashMap::new(),
     };
     shell.apply(recovery_effects).await;
@@ -487,7 +491,7 @@ impl<C: Containerizer> Shell<C> {
     /// the exit in a task of its own.
     fn launch(&self, mut spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
-        let fetch_cache = self.fetch_cache.clone();
+        let fetcher = self.fetcher.clone();
         let events = self.events.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
         let span =
@@ -498,7 +502,7 @@ impl<C: Containerizer> Shell<C> {
                 let container_id = spec.container_id.clone();
                 let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
                     Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
-                    Ok(()) => match crate::fetcher::fetch_all(&spec.command.uris, &spec.sandbox, &fetch_cache).await {
+                    Ok(()) => match fetcher.fetch_all(&spec.command.uris, &spec.sandbox).await {
                         Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
                         Ok(()) => match &spec.image {
                             None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
@@ -569,7 +573,11 @@ mod tests {
             registration_deadline: None,
             checkpoint_path: None,
             last_checkpoint: Vec::new(),
-            fetch_cache: work_dir.join("fetch-cache"),
+            fetcher: Arc::new(crate::fetcher::Fetcher::new(
+                work_dir.join("fetch-cache"),
+                crate::fetcher::DEFAULT_CACHE_SIZE,
+                None,
+            )),
             health_checks: HashMap::new(),
         };
         (shell, inbox)

@@ -240,7 +240,7 @@ async fn a_marathon_app_fetches_its_files_and_writes_a_host_volume() -> Result<(
     let (url, http) = (marathon.url.clone(), marathon.http.clone());
 
     // What cannot be honoured is refused with the field's path.
-    let refused = json!({"id": "/nope", "cmd": "true", "fetch": [{"uri": "https://example.org/a.tgz"}],
+    let refused = json!({"id": "/nope", "cmd": "true", "fetch": [{"uri": "ftp://example.org/a.tgz"}],
         "container": {"type": "DOCKER", "docker": {"image": "nginx:1.19"}}});
     let resp = http.post(format!("{url}/v2/apps")).json(&refused).send().await?;
     assert_eq!(resp.status().as_u16(), 422);

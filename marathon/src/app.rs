@@ -548,7 +548,8 @@ fn fetch(v: &Value, errs: &mut Errors) -> Option<Vec<FetchUri>> {
     Some(out)
 }
 
-/// Why the agents cannot fetch `uri`, if they cannot: they fetch `http://` URLs, `file://` URIs and absolute paths.
+/// Why the agents cannot fetch `uri`, if they cannot: they fetch `http://` and `https://` URLs, `file://` URIs and
+/// absolute paths.
 fn unfetchable(uri: &str) -> Option<String> {
     if uri.is_empty() {
         return Some("must not be empty".into());
@@ -557,12 +558,16 @@ fn unfetchable(uri: &str) -> Option<String> {
         return None;
     }
     match uri.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") && !rest.is_empty() => None,
+        Some((scheme, rest))
+            if (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) && !rest.is_empty() =>
+        {
+            None
+        }
         Some((scheme, _)) => Some(format!(
-            "the scheme '{scheme}' cannot be fetched: the agents fetch http:// URLs, file:/// URIs and absolute paths \
-             (https needs TLS, which they are built without)"
+            "the scheme '{scheme}' cannot be fetched: the agents fetch http:// and https:// URLs, file:/// URIs and \
+             absolute paths"
         )),
-        None => Some("must be an http:// URL, a file:/// URI or an absolute path on the agent".into()),
+        None => Some("must be an http:// or https:// URL, a file:/// URI or an absolute path on the agent".into()),
     }
 }
 
@@ -1087,7 +1092,8 @@ mod tests {
                 {"uri": "/opt/run.sh", "extract": false, "executable": false, "cache": false}
             ])
         );
-        let err = parse(json!({"id": "/a", "cmd": "x", "uris": ["https://h/app.tgz"]})).unwrap_err();
+        assert!(parse(json!({"id": "/a", "cmd": "x", "uris": ["https://h/app.tgz"]})).is_ok(), "https is fetched");
+        let err = parse(json!({"id": "/a", "cmd": "x", "uris": ["ftp://h/app.tgz"]})).unwrap_err();
         assert_eq!(err.details()[0].path, "/fetch(0)/uri");
         let mut errs = Errors::default();
         let f = fetch(&json!([{"uri": "http://h/app.tgz"}, {"uri": "x", "extract": false}]), &mut errs).unwrap();
