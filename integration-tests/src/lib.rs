@@ -409,6 +409,64 @@ pub fn require_container_prerequisites() {
     );
 }
 
+/// The HTTPS tests serve with `openssl s_server`: panics saying how to get it when it is missing.
+pub fn require_openssl() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("openssl").is_file() && d.join("curl").is_file()));
+    assert!(
+        found,
+        "the HTTPS tests need openssl (their servers) and curl (the agent's client): apt-get install openssl curl"
+    );
+}
+
+/// `openssl s_server -WWW` serving the files of `dir` over HTTPS on a free loopback port, with a fresh self-signed
+/// certificate for 127.0.0.1 in `dir/cert.pem` (hand it to the agent's `--fetcher-ca-file` to trust it); killed
+/// on drop.
+pub struct HttpsFiles {
+    child: std::process::Child,
+    pub port: u16,
+    pub cert: PathBuf,
+}
+
+impl HttpsFiles {
+    pub async fn start(dir: &Path) -> Result<HttpsFiles> {
+        require_openssl();
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(dir)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-cert", "cert.pem", "-key", "key.pem", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let server = HttpsFiles { child, port, cert: dir.join("cert.pem") };
+        wait_for("openssl s_server to listen", WAIT, async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await?;
+        Ok(server)
+    }
+
+    /// `https://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for HttpsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A busybox root filesystem (static busybox and its applet links) under `dir`, for tasks naming a `rootfs`.
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let busybox = Path::new("/bin/busybox");

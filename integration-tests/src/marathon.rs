@@ -105,6 +105,16 @@ pub fn http_server_cmd() -> String {
     }
 }
 
+/// A tiny HTTPS server on `$PORT0` (any address, so `127.0.0.1` and `::1`): `openssl s_server -www` with a
+/// self-signed certificate it makes in its sandbox first; it answers every GET with 200 and a status page.
+pub fn https_server_cmd() -> String {
+    crate::require_openssl();
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+     -keyout key.pem -out cert.pem 2>/dev/null && exec openssl s_server -quiet -accept $PORT0 -cert cert.pem \
+     -key key.pem -www"
+        .into()
+}
+
 pub fn task_ids(app: &Value) -> Vec<String> {
     let mut ids: Vec<String> =
         app["tasks"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str().map(String::from)).collect();

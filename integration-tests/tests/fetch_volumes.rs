@@ -1,14 +1,17 @@
 //! The fetcher and container volumes end to end, as root: a real master and agent (libcontainer isolation, the
-//! default as root) run tasks whose `CommandInfo.uris` are served over loopback HTTP and from local paths, and whose
+//! default as root) run tasks whose `CommandInfo.uris` are served over loopback HTTP (and HTTPS, by
+//! `openssl s_server`, trusted through `--fetcher-ca-file` or not) and from local paths, and whose
 //! `ContainerInfo.volumes` bind host directories read-write and read-only; then the same through `agora-marathon`'s
 //! `fetch` and `container.volumes`. Build the binaries first: `cargo build --workspace --bins`. Missing
-//! prerequisites (root, cgroups, libseccomp-dev, tar, unzip) fail the tests with how to install them.
+//! prerequisites (root, cgroups, libseccomp-dev, tar, unzip, openssl, curl) fail the tests with how to install them.
 
 use std::path::{Path, PathBuf};
 
 use agora_framework_sdk::{FrameworkInfo, Reason, Resources, TaskInfo, TaskInfoExt, TaskState, TaskStatus};
 use agora_integration_tests::marathon::Marathon;
-use agora_integration_tests::{Cluster, TestFramework, WAIT, free_port, require_container_prerequisites, wait_for};
+use agora_integration_tests::{
+    Cluster, HttpsFiles, TestFramework, WAIT, free_port, require_container_prerequisites, wait_for,
+};
 use agora_proto::model::{ContainerInfo, ContainerType, Uri, Volume};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -153,6 +156,45 @@ async fn uris_are_fetched_extracted_and_made_executable_and_a_bad_one_fails_the_
     let (out, err) = (read(&sandbox.join("stdout")), read(&sandbox.join("stderr")));
     assert_eq!(status.state, TaskState::Finished, "{status:?}\nstdout:\n{out}\nstderr:\n{err}");
     assert_eq!(out, "65534\na plain local file\nmore\n");
+    fw.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_uris_are_fetched_from_a_trusted_server_and_an_untrusted_one_fails_the_task() -> Result<()> {
+    require_container_prerequisites();
+    let trusted_dir = tempfile::Builder::new().prefix("agora-https-").tempdir()?;
+    std::fs::write(trusted_dir.path().join("greeting.txt"), "hello over https\n")?;
+    let trusted = HttpsFiles::start(trusted_dir.path()).await?;
+    let untrusted_dir = tempfile::Builder::new().prefix("agora-https-").tempdir()?;
+    std::fs::write(untrusted_dir.path().join("greeting.txt"), "never fetched\n")?;
+    let untrusted = HttpsFiles::start(untrusted_dir.path()).await?;
+
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let ca = trusted.cert.display().to_string();
+    let agent = cluster.add_agent_with(AGENT, &["--fetcher-ca-file", &ca]).await?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("https-fetch")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+    let mut good = TaskInfo::command("good", "good", &agent, res("cpus:0.5;mem:64"), "cat greeting.txt");
+    let mut cached = uri(&trusted.url("greeting.txt"));
+    cached.cache = true;
+    good.command.as_mut().expect("a command").uris = vec![cached];
+    let refused = untrusted.url("greeting.txt");
+    let mut bad = TaskInfo::command("bad", "bad", &agent, res("cpus:0.5;mem:64"), "echo must not run");
+    bad.command.as_mut().expect("a command").uris = vec![uri(&refused)];
+    fw.driver.launch(&offer, vec![good, bad]);
+
+    let status = terminal(&mut fw, "good").await?;
+    let sandbox = sandbox_of(&cluster, &fw.id, "good").context("the good task's sandbox")?;
+    let (out, err) = (read(&sandbox.join("stdout")), read(&sandbox.join("stderr")));
+    assert_eq!(status.state, TaskState::Finished, "{status:?}\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out, "hello over https\n");
+
+    let status = terminal(&mut fw, "bad").await?;
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    assert_eq!(status.reason, Some(Reason::ContainerLaunchFailed), "{status:?}");
+    assert!(status.message.contains(&format!("failed to fetch '{refused}'")), "{status:?}");
+    assert!(status.message.contains("SSL certificate problem"), "{status:?}");
     fw.teardown().await;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! updates; Marathon counts them, replaces what dies or fails its checks, and rolls upgrades on health. Build the
 //! binaries first: `cargo build --workspace --bins`.
 
-use agora_integration_tests::marathon::{Marathon, follow_events, http_server_cmd, task_ids, types};
+use agora_integration_tests::marathon::{Marathon, follow_events, http_server_cmd, https_server_cmd, task_ids, types};
 use agora_integration_tests::{Cluster, WAIT, free_port, wait_for};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -168,6 +168,89 @@ async fn health_checked_apps_heal_roll_on_health_and_replace_failing_instances()
     assert_eq!(ended["state"], "TASK_KILLED", "{ended:#}");
     let last = ended["statuses"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
     assert_eq!(last["healthy"], false, "{ended:#}");
+    Ok(())
+}
+
+/// The first file named `name` under `dir` (a sandbox somewhere in an agent's work dir).
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().ok()?;
+        if kind.is_file() && entry.file_name() == name {
+            return Some(path);
+        }
+        if kind.is_dir()
+            && let Some(found) = find_file(&path, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The cgroup of `controller` in a `/proc/<pid>/cgroup` text.
+fn cgroup_of<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers.split(',').any(|c| c == controller).then_some(path)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_checks_run_in_the_tasks_cgroups_and_https_checks_reach_ipv6() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:2048;ports:[32600-32699]").await?;
+    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
+
+    // ---- a COMMAND check records its own cgroups; the task records its own --------------------------------
+    let check = "cat /proc/self/cgroup > /mnt/sandbox/check.tmp && mv /mnt/sandbox/check.tmp /mnt/sandbox/check-cgroup";
+    let app = json!({"id": "/hc/cgroups", "cmd": "cat /proc/self/cgroup > task-cgroup && exec sleep 3600",
+        "instances": 1, "cpus": 0.1, "mem": 32,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": check}, "gracePeriodSeconds": 0,
+                          "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0}]});
+    let (status, _, body) = marathon.call(reqwest::Method::POST, "/v2/apps", Some(app)).await?;
+    assert_eq!(status, 201, "{body}");
+    // ---- an HTTPS server checked with MESOS_HTTPS over IPv6 ----------------------------------------------
+    let app = json!({"id": "/hc/tls", "cmd": https_server_cmd(), "instances": 1, "cpus": 0.1, "mem": 32,
+        "healthChecks": [{"protocol": "MESOS_HTTPS", "path": "/", "ipProtocol": "IPv6", "gracePeriodSeconds": 30,
+                          "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0}]});
+    let (status, _, body) = marathon.call(reqwest::Method::POST, "/v2/apps", Some(app)).await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["healthChecks"][0]["ipProtocol"], "IPv6", "{body}");
+
+    for id in ["/hc/cgroups", "/hc/tls"] {
+        let app = wait_for(&format!("{id} to be healthy"), WAIT * 2, async || {
+            let app = marathon.app(id).await?;
+            (count(&app, "tasksHealthy") == 1).then_some(app)
+        })
+        .await?;
+        assert_eq!(app["tasks"][0]["healthCheckResults"][0]["alive"], true, "{app:#}");
+    }
+
+    let agent_dir = cluster.dir.path().join("agent0");
+    let (task_file, check_file) = wait_for("both cgroup records in the sandbox", WAIT, async || {
+        Some((find_file(&agent_dir, "task-cgroup")?, find_file(&agent_dir, "check-cgroup")?))
+    })
+    .await?;
+    let (task, check) = (std::fs::read_to_string(&task_file)?, std::fs::read_to_string(&check_file)?);
+    // Inside the container's cgroup namespace its own cgroup is "/": a check outside it would see "/../..".
+    for controller in ["memory", "cpu", "pids"] {
+        assert_eq!(cgroup_of(&task, controller), Some("/"), "the task in its {controller} cgroup:\n{task}");
+        assert_eq!(cgroup_of(&check, controller), Some("/"), "the check in the task's {controller} cgroup:\n{check}");
+    }
+
+    // The master shows the IPv6 check as Mesos renders it.
+    let state = cluster.state().await?;
+    let tls = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .find(|t| t["name"].as_str().is_some_and(|n| n.contains("tls")))
+        .context("the HTTPS task on the master")?;
+    assert_eq!(tls["health_check"]["http"]["scheme"], "https", "{tls:#}");
+    assert_eq!(tls["health_check"]["http"]["protocol"], "IPv6", "{tls:#}");
     Ok(())
 }
 
