@@ -510,11 +510,11 @@ mod tests {
 
     /// A one-connection-at-a-time HTTP server on `addr` answering `first` in turn to the first connections (a lone
     /// status line for a 1xx, which has no body) and `then` to every later one; its port.
-    async fn http_server_on(addr: &str, first: &[&'static str], then: &'static str) -> u32 {
+    async fn http_server_on(addr: &str, first: &'static [&'static str], then: &'static str) -> u32 {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut answers = first.to_vec().into_iter();
+        let mut answers = first.iter().copied();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
