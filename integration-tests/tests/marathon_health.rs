@@ -198,7 +198,7 @@ fn cgroup_of<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn command_checks_run_in_the_tasks_cgroups_and_https_checks_reach_ipv6() -> Result<()> {
+async fn command_checks_run_in_the_tasks_cgroups_https_checks_reach_ipv6_and_1xx_can_be_ignored() -> Result<()> {
     let mut cluster = Cluster::start(&[]).await?;
     cluster.add_agent("cpus:2;mem:2048;ports:[32600-32699]").await?;
     let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
@@ -239,6 +239,48 @@ async fn command_checks_run_in_the_tasks_cgroups_and_https_checks_reach_ipv6() -
         assert_eq!(cgroup_of(&task, controller), Some("/"), "the task in its {controller} cgroup:\n{task}");
         assert_eq!(cgroup_of(&check, controller), Some("/"), "the check in the task's {controller} cgroup:\n{check}");
     }
+
+    // ---- ignoreHttp1xx: a server answering a lone 102 twice, then 200 -------------------------------------
+    // Ignored, the 102s neither fail nor kill (limit 1); counted, they are failures before the success.
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    assert!(on_path("busybox"), "this test serves with busybox nc: apt-get install busybox-static");
+    let files = tempfile::Builder::new().prefix("agora-1xx-").tempdir()?;
+    let script = files.path().join("answer.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread -r request\nn=$(cat n 2>/dev/null || echo 0)\necho $((n + 1)) > n\n\
+         if [ \"$n\" -lt 2 ]; then printf 'HTTP/1.1 102 Processing\\r\\n\\r\\n'; \
+         else printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'; fi\n",
+    )?;
+    let app_1xx = |id: &str, ignore: bool, failures: u32| {
+        json!({"id": id, "cmd": "exec busybox nc -ll -p $PORT0 -e ./answer.sh", "instances": 1, "cpus": 0.1,
+               "mem": 32, "fetch": [{"uri": script.display().to_string(), "executable": true}],
+               "healthChecks": [{"protocol": "HTTP", "path": "/health", "ignoreHttp1xx": ignore,
+                                 "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 5,
+                                 "delaySeconds": 0, "maxConsecutiveFailures": failures}]})
+    };
+    for (id, ignore, failures) in [("/hc/ignoring", true, 1), ("/hc/counting", false, 3)] {
+        let (status, _, body) =
+            marathon.call(reqwest::Method::POST, "/v2/apps", Some(app_1xx(id, ignore, failures))).await?;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["healthChecks"][0]["ignoreHttp1xx"], ignore, "{body}");
+    }
+    let healthy = async |id: &str| {
+        wait_for(&format!("{id} to be healthy"), WAIT * 2, async || {
+            let app = marathon.app(id).await?;
+            (count(&app, "tasksHealthy") == 1).then_some(app["tasks"][0].clone())
+        })
+        .await
+    };
+    let ignoring = healthy("/hc/ignoring").await?;
+    assert_eq!(ignoring["healthCheckResults"][0]["lastFailureCause"], Value::Null, "{ignoring:#}");
+    let counting = healthy("/hc/counting").await?;
+    let cause = counting["healthCheckResults"][0]["lastFailureCause"].as_str().unwrap_or_default();
+    assert!(cause.contains("answered 102"), "the 102s counted as failures: {counting:#}");
+    let ignoring_now = marathon.app("/hc/ignoring").await.context("/hc/ignoring")?;
+    assert_eq!(task_ids(&ignoring_now), vec![ignoring["id"].as_str().unwrap_or_default().to_string()], "never killed");
 
     // The master shows the IPv6 check as Mesos renders it.
     let state = cluster.state().await?;
