@@ -268,6 +268,27 @@ pub struct Core {
     pub plan_groups: bool,
     /// Readiness of new instances during deployments, by task id (not persisted, as in Marathon).
     pub(crate) readiness: BTreeMap<String, crate::readiness::Readiness>,
+    /// The incremental part: what changed since the decisions and the deployment progress were last worked out.
+    /// Every event touches only the apps it concerns, so a settle costs O(touched), not O(apps + deployments).
+    touched: Touched,
+}
+
+/// The bookkeeping that makes the core incremental (none of it is persisted: [`Core::new`] starts with every app
+/// touched). An app is *touched* when anything its decision or its deployments' progress depends on changed: its
+/// definition or versions, its instances (state, health, kill marks), its readiness results, its deployments, or
+/// the clock crossing one of its instances' `inactiveAfterSeconds`.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Apps whose deployments may have progressed (emptied by [`Core::finish_deployments`]).
+    progress: BTreeSet<String>,
+    /// Apps whose decision may have changed (emptied by [`Core::refresh_decisions`]).
+    decision: BTreeSet<String>,
+    /// The last decision of every app (its kills already marked on the instances).
+    decisions: HashMap<String, deploy::Decision>,
+    /// Deployment ids by every app they affect or act on.
+    deployments: HashMap<String, BTreeSet<String>>,
+    /// `now` of the last refresh: the clock thresholds crossed since then touch their apps.
+    last_refresh: Millis,
 }
 
 /// What every task id of the app's instances starts with.
@@ -298,7 +319,73 @@ pub(crate) fn set_version(app: &mut AppDefinition, previous: Option<&AppDefiniti
 
 impl Core {
     pub fn new(state: Persisted) -> Core {
-        Core { state, dirty: false, ..Core::default() }
+        let mut core = Core { state, dirty: false, ..Core::default() };
+        let ids: Vec<String> = core.state.deployments.keys().cloned().collect();
+        for id in ids {
+            core.index_deployment(&id);
+        }
+        let apps: Vec<String> = core.state.apps.keys().cloned().collect();
+        for id in apps {
+            core.touch(&id);
+        }
+        core
+    }
+
+    /// Marks `app_id` for a new decision and a progress check of its deployments.
+    pub(crate) fn touch(&mut self, app_id: &str) {
+        if !self.touched.decision.contains(app_id) {
+            self.touched.decision.insert(app_id.to_string());
+        }
+        if !self.touched.progress.contains(app_id) {
+            self.touched.progress.insert(app_id.to_string());
+        }
+    }
+
+    /// The apps a deployment affects or acts on.
+    fn deployment_apps(d: &Deployment) -> BTreeSet<String> {
+        d.affected_apps.iter().chain(d.steps.iter().flat_map(|s| &s.actions).map(|a| &a.app)).cloned().collect()
+    }
+
+    /// Adds the deployment `id` (already in the state) to the index, touching its apps.
+    fn index_deployment(&mut self, id: &str) {
+        let Some(d) = self.state.deployments.get(id) else { return };
+        for app in Self::deployment_apps(d) {
+            self.touch(&app);
+            self.touched.deployments.entry(app).or_default().insert(id.to_string());
+        }
+    }
+
+    /// Starts a deployment: into the state and the index.
+    fn insert_deployment(&mut self, d: Deployment) {
+        let id = d.id.clone();
+        self.state.deployments.insert(id.clone(), d);
+        self.index_deployment(&id);
+    }
+
+    /// Ends a deployment (finished or cancelled): out of the state and the index, its apps touched.
+    fn remove_deployment(&mut self, id: &str) -> Option<Deployment> {
+        let d = self.state.deployments.remove(id)?;
+        for app in Self::deployment_apps(&d) {
+            self.touch(&app);
+            if let Some(ids) = self.touched.deployments.get_mut(&app) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.touched.deployments.remove(&app);
+                }
+            }
+        }
+        Some(d)
+    }
+
+    /// The deployments that affect or act on `app_id`, from the index.
+    fn deployments_for(&self, app_id: &str) -> Vec<&Deployment> {
+        self.touched
+            .deployments
+            .get(app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.state.deployments.get(id))
+            .collect()
     }
 
     /// Events recorded since the last call, oldest first.
@@ -339,13 +426,18 @@ impl Core {
             .filter(move |i| i.app_id == app_id)
     }
 
+    /// The deployments that affect `app_id`, by id.
     pub fn deployments_of(&self, app_id: &str) -> Vec<String> {
-        self.state
-            .deployments
-            .values()
+        self.deployments_for(app_id)
+            .into_iter()
             .filter(|d| d.affected_apps.iter().any(|a| a == app_id))
             .map(|d| d.id.clone())
             .collect()
+    }
+
+    /// Whether a deployment affects `app_id` ([`Core::deployments_of`] is not empty).
+    pub(crate) fn deploying(&self, app_id: &str) -> bool {
+        self.deployments_for(app_id).iter().any(|d| d.affected_apps.iter().any(|a| a == app_id))
     }
 
     pub fn last_failure(&self, app_id: &str) -> Option<&TaskFailure> {
@@ -414,9 +506,8 @@ impl Core {
     /// `/v2/queue` entries: apps waiting for launches, with their delay and offer statistics.
     pub fn queue_json(&self, now: Millis) -> Vec<Value> {
         let mut out = Vec::new();
-        let by_app = self.deployments_by_app();
         for (id, app) in &self.state.apps {
-            let d = self.decision_indexed(app, now, &by_app);
+            let d = self.decision(app, now);
             if d.launch == 0 {
                 continue;
             }
@@ -492,24 +583,6 @@ impl Core {
         })
     }
 
-    /// Every deployment indexed by each app it affects or acts on, built once by loops over all apps so that each
-    /// app's decision looks at its own deployments only (not O(apps × deployments)).
-    fn deployments_by_app(&self) -> HashMap<&str, Vec<&Deployment>> {
-        let mut by_app: HashMap<&str, Vec<&Deployment>> = HashMap::new();
-        for d in self.state.deployments.values() {
-            let apps: BTreeSet<&str> = d
-                .affected_apps
-                .iter()
-                .map(String::as_str)
-                .chain(d.steps.iter().flat_map(|s| &s.actions).map(|a| a.app.as_str()))
-                .collect();
-            for app in apps {
-                by_app.entry(app).or_default().push(d);
-            }
-        }
-        by_app
-    }
-
     /// Whether the instance counts as healthy: RUNNING, and reported healthy by its agent when the app version it
     /// runs has health checks (RUNNING alone otherwise), as Marathon counts.
     pub(crate) fn counts_healthy(&self, i: &Instance, app: &AppDefinition) -> bool {
@@ -537,22 +610,13 @@ impl Core {
             .collect()
     }
 
-    /// The decision for `app`, given (at least) every deployment that affects or acts on it.
-    fn decision_among(&self, app: &AppDefinition, now: Millis, deployments: &[&Deployment]) -> deploy::Decision {
+    /// The decision for `app` now.
+    fn decision(&self, app: &AppDefinition, now: Millis) -> deploy::Decision {
+        let deployments = self.deployments_for(&app.id);
         if self.held_back(&app.id, now, deployments.iter().copied()) {
             return deploy::Decision::default();
         }
         deploy::decide(app, &self.members(app, now), self.upgrading(&app.id, deployments.iter().copied()))
-    }
-
-    /// [`Core::decision_among`] with the index of [`Core::deployments_by_app`].
-    fn decision_indexed(
-        &self,
-        app: &AppDefinition,
-        now: Millis,
-        by_app: &HashMap<&str, Vec<&Deployment>>,
-    ) -> deploy::Decision {
-        self.decision_among(app, now, by_app.get(app.id.as_str()).map_or(&[], Vec::as_slice))
     }
 
     /// Whether a deployment holds the app back: its action is in a step after the first unfinished one, so
@@ -646,7 +710,7 @@ impl Core {
             return Err(ApiError::Locked(blocking));
         }
         for id in blocking {
-            if let Some(d) = self.state.deployments.remove(&id) {
+            if let Some(d) = self.remove_deployment(&id) {
                 self.emit(
                     "deployment_failed",
                     now,
@@ -771,9 +835,11 @@ impl Core {
                         // A new configuration resets the launch delay.
                         self.backoff.remove(&app_id);
                     }
+                    self.touch(&app_id);
                     self.state.apps.insert(app_id, app);
                 }
                 None => {
+                    self.touch(&app_id);
                     self.state.apps.remove(&app_id);
                     self.backoff.remove(&app_id);
                     self.queue.remove(&app_id);
@@ -794,7 +860,7 @@ impl Core {
             let first =
                 d.steps[0].actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>();
             self.emit("deployment_info", now, json!({"plan": self.plan_json(&d), "currentStep": {"actions": first}}));
-            self.state.deployments.insert(d.id.clone(), d);
+            self.insert_deployment(d);
         } else {
             self.emit("deployment_success", now, json!({"id": d.id, "plan": self.plan_json(&d)}));
         }
@@ -989,6 +1055,7 @@ impl Core {
             if let Some(inst) = self.state.instances.get_mut(&i.task_id) {
                 inst.killing = true;
             }
+            self.touch(&i.app_id);
         }
         self.dirty = true;
         if !scale {
@@ -1022,9 +1089,7 @@ impl Core {
         deployment_id: String,
     ) -> Result<Option<DeploymentResult>, ApiError> {
         let d = self
-            .state
-            .deployments
-            .remove(id)
+            .remove_deployment(id)
             .ok_or_else(|| ApiError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
         self.emit("deployment_failed", now, json!({"id": d.id, "plan": self.plan_json(&d), "reason": "canceled"}));
         self.dirty = true;
@@ -1099,6 +1164,7 @@ impl Core {
             _ => None,
         };
         let inst = inst.clone();
+        self.touch(&inst.app_id);
         self.emit(
             "status_update_event",
             now,
@@ -1213,84 +1279,187 @@ impl Core {
         );
     }
 
-    /// Completes deployments whose steps are all done.
+    /// Reports the steps newly done and completes the deployments whose steps are all done, looking only at the
+    /// deployments of the apps touched since the last call.
     pub(crate) fn finish_deployments(&mut self, now: Millis) {
-        // Steps complete in order: report each newly completed one, then the deployment when all are.
-        let progress: Vec<(String, usize)> = self
-            .state
-            .deployments
-            .values()
-            .map(|d| (d.id.clone(), d.steps.iter().take_while(|s| self.step_done(s, now)).count()))
-            .collect();
-        for (id, done) in progress {
-            let Some(d) = self.state.deployments.get_mut(&id) else { continue };
-            let newly: Vec<Step> = d.steps.iter().take(done).skip(d.reported_steps).cloned().collect();
-            d.reported_steps = d.reported_steps.max(done);
-            let d = d.clone();
-            for step in newly {
-                let actions: Vec<Value> =
-                    step.actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect();
-                self.emit(
-                    "deployment_step_success",
-                    now,
-                    json!({"plan": self.plan_json(&d), "currentStep": {"actions": actions}}),
-                );
+        let apps = std::mem::take(&mut self.touched.progress);
+        let ids: BTreeSet<String> =
+            apps.iter().filter_map(|a| self.touched.deployments.get(a)).flatten().cloned().collect();
+        for id in ids {
+            let Some(d) = self.state.deployments.get(&id) else { continue };
+            // Steps complete in order: report each newly completed one, then the deployment when all are.
+            let done = d.steps.iter().take_while(|s| self.step_done(s, now)).count();
+            if done <= d.reported_steps && done < d.steps.len() {
+                continue;
+            }
+            let plan = self.plan_json(d);
+            let newly: Vec<Value> = d.steps[d.reported_steps.min(done)..done]
+                .iter()
+                .map(|step| {
+                    let actions: Vec<Value> =
+                        step.actions.iter().map(|a| json!({"action": a.action, "app": a.app})).collect();
+                    json!({"plan": plan, "currentStep": {"actions": actions}})
+                })
+                .collect();
+            let complete = done == d.steps.len();
+            if let Some(d) = self.state.deployments.get_mut(&id) {
+                d.reported_steps = d.reported_steps.max(done);
+            }
+            for body in newly {
+                self.emit("deployment_step_success", now, body);
                 self.dirty = true;
             }
-            if done == d.steps.len() {
-                self.state.deployments.remove(&id);
-                self.emit("deployment_success", now, json!({"id": d.id, "plan": self.plan_json(&d)}));
+            if complete {
+                self.remove_deployment(&id);
+                self.emit("deployment_success", now, json!({"id": id, "plan": plan}));
                 self.dirty = true;
             }
         }
     }
 
+    /// Touches the apps of instances whose `inactiveAfterSeconds` ran out since the last refresh (the one change
+    /// that comes from the clock rather than an event).
+    fn touch_due(&mut self, now: Millis) {
+        let since = self.touched.last_refresh;
+        let mut due = Vec::new();
+        for i in self.state.instances.values() {
+            let Some(unreachable) = i.unreachable_since else { continue };
+            let Some(app) = self.state.apps.get(&i.app_id) else { continue };
+            if let UnreachableStrategy::Enabled { inactive_after_seconds, .. } = app.unreachable_strategy {
+                let at = unreachable + inactive_after_seconds * 1000;
+                if since < at && at <= now {
+                    due.push(i.app_id.clone());
+                }
+            }
+        }
+        for app in due {
+            self.touch(&app);
+        }
+    }
+
+    /// Works out the decisions of the touched apps (and of every app sharing a deployment with one, whose
+    /// decision may hang on its progress), marks their kills on the instances, and keeps the decisions for
+    /// [`Core::actions`] and [`Core::match_offers`]. An app with kills is touched again, so its next decision
+    /// sees them as killing.
+    fn refresh_decisions(&mut self, now: Millis) {
+        self.touch_due(now);
+        self.finish_deployments(now);
+        self.touched.last_refresh = now;
+        let touched = std::mem::take(&mut self.touched.decision);
+        let mut apps: BTreeSet<String> = BTreeSet::new();
+        for app in touched {
+            if let Some(ids) = self.touched.deployments.get(&app) {
+                for d in ids.iter().filter_map(|id| self.state.deployments.get(id)) {
+                    apps.extend(Self::deployment_apps(d));
+                }
+            }
+            apps.insert(app);
+        }
+        let mut kills = Vec::new();
+        for id in apps {
+            let Some(app) = self.state.apps.get(&id) else {
+                self.touched.decisions.remove(&id);
+                continue;
+            };
+            let d = self.decision(app, now);
+            kills.extend(d.kill.iter().cloned());
+            self.touched.decisions.insert(id, d);
+        }
+        for task_id in kills {
+            if let Some(i) = self.state.instances.get_mut(&task_id)
+                && !i.killing
+            {
+                i.killing = true;
+                self.dirty = true;
+                let app = i.app_id.clone();
+                self.touched.decision.insert(app);
+            }
+        }
+    }
+
+    /// The incremental invariant, for tests: after a refresh, every app not touched since has the decision a
+    /// full recomputation gives, and every deployment none of whose apps is touched has reported every step
+    /// that is done.
+    #[cfg(test)]
+    pub(crate) fn check_incremental(&mut self, now: Millis) -> Result<(), String> {
+        self.refresh_decisions(now);
+        for app in self.state.apps.values() {
+            if self.touched.decision.contains(&app.id) {
+                continue;
+            }
+            let fresh = self.decision(app, now);
+            if self.touched.decisions.get(&app.id) != Some(&fresh) {
+                return Err(format!("{}: kept {:?}, full {fresh:?}", app.id, self.touched.decisions.get(&app.id)));
+            }
+        }
+        for d in self.state.deployments.values() {
+            if Self::deployment_apps(d).iter().any(|a| self.touched.progress.contains(a)) {
+                continue;
+            }
+            let done = d.steps.iter().take_while(|s| self.step_done(s, now)).count();
+            // A step once done may undo itself (an instance fails); what must not happen is progress missed.
+            if done > d.reported_steps {
+                return Err(format!("deployment {}: {done} steps done, {} reported", d.id, d.reported_steps));
+            }
+        }
+        Ok(())
+    }
+
+    /// Launches the apps want now: their decisions' launches, unless a launch delay holds them back.
+    fn wanted(&self, now: Millis) -> impl Iterator<Item = (&String, u32)> + '_ {
+        self.touched
+            .decisions
+            .iter()
+            .filter(|(_, d)| d.launch > 0)
+            .filter(move |(id, _)| self.backoff.get(*id).is_none_or(|b| b.until <= now))
+            .map(|(id, d)| (id, d.launch))
+    }
+
     /// Kills to send now, and how many launches are wanted. Decided kills are marked; a kill not confirmed by a
     /// terminal update is sent again after [`KILL_RETRY_MS`].
     pub fn actions(&mut self, now: Millis) -> Actions {
-        self.finish_deployments(now);
         let mut out = Actions::default();
-        let mut decided: BTreeSet<String> = BTreeSet::new();
+        let mut decided: Vec<String> = Vec::new();
         let mut expunge = Vec::new();
+        // Instances are ordered by task id, which starts with the app's prefix: one app lookup per run of them.
+        let mut current: Option<(&str, Option<&AppDefinition>, bool)> = None;
         for i in self.state.instances.values() {
-            match self.state.apps.get(&i.app_id) {
-                // Instances of apps that no longer exist, once their stop step is due.
-                None => {
-                    if !self.held_back(&i.app_id, now, self.state.deployments.values()) {
-                        decided.insert(i.task_id.clone());
-                    }
+            let (app, held) = match current {
+                Some((id, app, held)) if id == i.app_id => (app, held),
+                _ => {
+                    let app = self.state.apps.get(&i.app_id);
+                    let held =
+                        app.is_none() && self.held_back(&i.app_id, now, self.deployments_for(&i.app_id).into_iter());
+                    current = Some((&i.app_id, app, held));
+                    (app, held)
                 }
+            };
+            match app {
+                // Instances of apps that no longer exist, once their stop step is due.
+                None if !held => decided.push(i.task_id.clone()),
+                None => {}
                 Some(app) => {
                     if let (Some(since), UnreachableStrategy::Enabled { expunge_after_seconds, .. }) =
                         (i.unreachable_since, app.unreachable_strategy)
                         && now >= since + expunge_after_seconds * 1000
                     {
-                        expunge.push((i.task_id.clone(), i.agent_id.clone()));
+                        expunge.push((i.task_id.clone(), i.agent_id.clone(), i.app_id.clone()));
                     }
                 }
             }
-        }
-        // Unreachable instances past expungeAfterSeconds are forgotten; a kill goes out in case they come back.
-        for (task_id, agent_id) in expunge {
-            self.state.instances.remove(&task_id);
-            out.kills.push((task_id, agent_id));
-            self.dirty = true;
-        }
-        // Overdue launches: staged or starting for longer than the launch timeout.
-        for i in self.state.instances.values() {
+            // Overdue launches: staged or starting for longer than the launch timeout.
             if matches!(i.state, TaskState::Staging | TaskState::Starting)
                 && now >= i.staged_at + TASK_LAUNCH_TIMEOUT_MS
             {
-                decided.insert(i.task_id.clone());
+                decided.push(i.task_id.clone());
             }
         }
-        let by_app = self.deployments_by_app();
-        for app in self.state.apps.values() {
-            let d = self.decision_indexed(app, now, &by_app);
-            decided.extend(d.kill);
-            if self.backoff.get(&app.id).is_none_or(|b| b.until <= now) {
-                out.wanted += d.launch;
-            }
+        // Unreachable instances past expungeAfterSeconds are forgotten; a kill goes out in case they come back.
+        for (task_id, agent_id, app_id) in expunge {
+            self.state.instances.remove(&task_id);
+            out.kills.push((task_id, agent_id));
+            self.touch(&app_id);
+            self.dirty = true;
         }
         for id in decided {
             if let Some(i) = self.state.instances.get_mut(&id)
@@ -1298,8 +1467,12 @@ impl Core {
             {
                 i.killing = true;
                 self.dirty = true;
+                let app = i.app_id.clone();
+                self.touch(&app);
             }
         }
+        self.refresh_decisions(now);
+        out.wanted = self.wanted(now).map(|(_, n)| n).sum();
         for i in self.state.instances.values_mut() {
             if i.killing && i.kill_sent_at.is_none_or(|t| now >= t + KILL_RETRY_MS) {
                 i.kill_sent_at = Some(now);
@@ -1318,28 +1491,22 @@ impl Core {
         now: Millis,
         new_id: &mut dyn FnMut(&str) -> String,
     ) -> planner::Matched {
-        self.finish_deployments(now);
-        let mut decisions = Vec::new();
-        let by_app = self.deployments_by_app();
-        for app in self.state.apps.values() {
-            let delayed = self.backoff.get(&app.id).is_some_and(|b| b.until > now);
-            let d = self.decision_indexed(app, now, &by_app);
-            if d.launch > 0 && !delayed {
-                decisions.push((app.clone(), d.launch));
-            }
-        }
-        let requests: Vec<Request<'_>> = decisions
+        self.refresh_decisions(now);
+        let wanted: Vec<(String, u32)> = self.wanted(now).map(|(id, n)| (id.clone(), n)).collect();
+        let requests: Vec<Request<'_>> = wanted
             .iter()
+            .filter_map(|(id, n)| self.state.apps.get(id).map(|app| (app, *n)))
             .map(|(app, n)| Request {
                 app,
-                count: *n,
+                count: n,
                 service_ports: app.port_definitions.iter().map(|p| p.port).collect(),
             })
             .collect();
-        let mut placed: BTreeMap<String, Vec<Placement>> = BTreeMap::new();
-        for i in self.state.instances.values() {
-            placed.entry(i.app_id.clone()).or_default().push(i.placement.clone());
-        }
+        // Constraints look at the app's own instances only.
+        let placed: BTreeMap<String, Vec<Placement>> = requests
+            .iter()
+            .map(|r| (r.app.id.clone(), self.instances_of(&r.app.id).map(|i| i.placement.clone()).collect()))
+            .collect();
         let matched = planner::match_offers(&requests, &placed, offers, new_id);
         let agent_ips: BTreeMap<String, String> = offers
             .iter()
@@ -1379,6 +1546,7 @@ impl Core {
                     health: None,
                 },
             );
+            self.touch(app_id);
             self.dirty = true;
         }
         for (app_id, s) in &matched.stats {
@@ -1398,14 +1566,9 @@ impl Core {
         }
         self.record_unused_offers(offers, &matched.no_matches, now);
         // Apps no longer waiting start a fresh queue entry next time.
-        let by_app = self.deployments_by_app();
-        let waiting: BTreeSet<String> = self
-            .state
-            .apps
-            .values()
-            .filter(|a| self.decision_indexed(a, now, &by_app).launch > 0)
-            .map(|a| a.id.clone())
-            .collect();
+        self.refresh_decisions(now);
+        let waiting: BTreeSet<String> =
+            self.touched.decisions.iter().filter(|(_, d)| d.launch > 0).map(|(id, _)| id.clone()).collect();
         self.queue.retain(|id, _| waiting.contains(id));
         matched
     }

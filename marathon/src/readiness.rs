@@ -187,7 +187,7 @@ impl Core {
     fn readiness_check(&self, i: &Instance) -> Option<(&AppDefinition, &ReadinessCheck)> {
         let app = self.state.apps.get(&i.app_id)?;
         let rc = app.readiness_checks.first()?;
-        (i.version == app.version && !self.deployments_of(&i.app_id).is_empty()).then_some((app, rc))
+        (i.version == app.version && self.deploying(&i.app_id)).then_some((app, rc))
     }
 
     /// Ready for the deployment: no readiness check applies, or the last probe said ready.
@@ -236,6 +236,7 @@ impl Core {
     pub fn readiness_result(&mut self, task_id: &str, answer: Result<HttpResponse, String>, now: Millis) {
         let Some(i) = self.state.instances.get(task_id) else { return };
         let Some((_, rc)) = self.readiness_check(i) else { return };
+        let app_id = i.app_id.clone();
         let (codes, interval, preserve) =
             (rc.http_status_codes_for_ready.clone(), rc.interval_seconds, rc.preserve_last_response);
         let r = self.readiness.entry(task_id.to_string()).or_default();
@@ -251,6 +252,7 @@ impl Core {
                 r.ready = false;
             }
         }
+        self.touch(&app_id);
         self.finish_deployments(now);
     }
 

@@ -451,6 +451,108 @@ mod properties {
     }
 }
 
+mod incremental {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Scale(usize, u32),
+        Restart(usize),
+        Delete(usize),
+        Recreate(usize),
+        Run(usize),
+        Healthy(usize, bool),
+        Fail(usize),
+        Unreachable(usize),
+        Advance(u64),
+        CompleteKills,
+        Actions,
+        Round,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..3, 0u32..5).prop_map(|(a, n)| Op::Scale(a, n)),
+            (0usize..3).prop_map(Op::Restart),
+            (0usize..3).prop_map(Op::Delete),
+            (0usize..3).prop_map(Op::Recreate),
+            (0usize..16).prop_map(Op::Run),
+            (0usize..16, any::<bool>()).prop_map(|(k, b)| Op::Healthy(k, b)),
+            (0usize..16).prop_map(Op::Fail),
+            (0usize..16).prop_map(Op::Unreachable),
+            (0u64..4000).prop_map(Op::Advance),
+            Just(Op::CompleteKills),
+            Just(Op::Actions),
+            Just(Op::Round),
+        ]
+    }
+
+    const APPS: [&str; 3] = ["/g/db", "/g/web", "/solo"];
+
+    fn body(i: usize, instances: u32) -> Value {
+        let mut b = json!({"id": APPS[i], "cmd": "x", "instances": instances, "cpus": 0.1, "mem": 16,
+                           "backoffSeconds": 1, "upgradeStrategy": {"minimumHealthCapacity": 0.5},
+                           "unreachableStrategy": {"inactiveAfterSeconds": 2, "expungeAfterSeconds": 5}});
+        if i == 1 {
+            b["dependencies"] = json!(["/g/db"]);
+            b["healthChecks"] = json!([{"protocol": "MESOS_TCP"}]);
+        }
+        b
+    }
+
+    proptest! {
+        /// Whatever happens, the decisions and the deployment progress the core keeps incrementally (touching
+        /// only the apps an event concerns) are the ones a full recomputation over every app and deployment
+        /// gives.
+        #[test]
+        fn incremental_decisions_equal_a_full_recomputation(ops in prop::collection::vec(op(), 1..80)) {
+            let mut h = Harness::new(3);
+            for i in 0..APPS.len() {
+                create(&mut h, body(i, 2));
+            }
+            for op in ops {
+                let tasks: Vec<String> = h.core.state.instances.keys().cloned().collect();
+                let pick = |k: usize| tasks.get(k % tasks.len().max(1)).cloned();
+                let force = true;
+                match op {
+                    Op::Scale(a, n) => {
+                        let id = h.did();
+                        let _ = h.core.update_app(APPS[a], &json!({"instances": n}), true, force, h.now, id);
+                    }
+                    Op::Restart(a) => {
+                        let id = h.did();
+                        let _ = h.core.restart_app(APPS[a], force, h.now, id);
+                    }
+                    Op::Delete(a) => {
+                        let id = h.did();
+                        let _ = h.core.delete_app(APPS[a], force, h.now, id);
+                    }
+                    Op::Recreate(a) => {
+                        let id = h.did();
+                        let _ = h.core.create_app(&body(a, 1), force, h.now, id);
+                    }
+                    Op::Run(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Running) },
+                    Op::Healthy(k, b) => if let Some(t) = pick(k) {
+                        h.now += 10;
+                        h.core.on_update(&health(&t, b, ""), h.now);
+                    },
+                    Op::Fail(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Failed) },
+                    Op::Unreachable(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Unreachable) },
+                    Op::Advance(ms) => h.now += ms,
+                    Op::CompleteKills => { h.complete_kills(); }
+                    Op::Actions => { h.core.actions(h.now); }
+                    Op::Round => { h.round(); }
+                }
+                let now = h.now;
+                if let Err(e) = h.core.check_incremental(now) {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+        }
+    }
+}
+
 fn health(task_id: &str, healthy: bool, message: &str) -> TaskStatus {
     TaskStatus {
         reason: Some(agora_proto::model::Reason::TaskHealthCheckStatusUpdated),
