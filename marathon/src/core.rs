@@ -794,9 +794,32 @@ impl Core {
                 wanted.insert(id.clone(), t.clone());
             }
         }
-        // Dependencies outside the change still order the layers.
+        // Dependencies outside the change still order the layers: the apps the changed ones depend on,
+        // transitively, or every app when a group has dependencies or an app depends on a group.
         let changed: BTreeSet<&str> = changes.iter().map(|(c, _)| c.as_str()).collect();
-        for (id, app) in &self.state.apps {
+        let mut needed: BTreeSet<&str> = BTreeSet::new();
+        let mut todo: Vec<&str> = changes
+            .iter()
+            .flat_map(|(id, target)| target.iter().chain(self.state.apps.get(id)))
+            .flat_map(|a| &a.dependencies)
+            .map(String::as_str)
+            .collect();
+        let mut everything = groups.values().any(|g| !g.dependencies.is_empty());
+        while let Some(dep) = todo.pop() {
+            if everything || changed.contains(dep) || !needed.insert(dep) {
+                continue;
+            }
+            match self.state.apps.get(dep) {
+                Some(app) => todo.extend(app.dependencies.iter().map(String::as_str)),
+                None => everything = true,
+            }
+        }
+        let others: Box<dyn Iterator<Item = (&String, &AppDefinition)>> = if everything {
+            Box::new(self.state.apps.iter())
+        } else {
+            Box::new(needed.iter().filter_map(|id| self.state.apps.get_key_value(*id)))
+        };
+        for (id, app) in others {
             if !changed.contains(id.as_str()) {
                 current.entry(id.clone()).or_insert_with(|| app.clone());
                 wanted.entry(id.clone()).or_insert_with(|| app.clone());
