@@ -271,6 +271,8 @@ pub struct Core {
     /// The incremental part: what changed since the decisions and the deployment progress were last worked out.
     /// Every event touches only the apps it concerns, so a settle costs O(touched), not O(apps + deployments).
     touched: Touched,
+    /// The records changed since the last save, for [`crate::store::StateStore::save_changes`].
+    changes: crate::store::Changes,
 }
 
 /// The bookkeeping that makes the core incremental (none of it is persisted: [`Core::new`] starts with every app
@@ -331,6 +333,32 @@ impl Core {
         core
     }
 
+    /// The records changed since the last call, to be saved.
+    pub fn take_changes(&mut self) -> crate::store::Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Gives back changes a failed save did not write, so the next save writes them.
+    pub fn restore_changes(&mut self, changes: crate::store::Changes) {
+        self.changes.merge(changes);
+    }
+
+    pub(crate) fn changes_mut(&mut self) -> &mut crate::store::Changes {
+        &mut self.changes
+    }
+
+    /// Replaces the group records, marking every one that was or is there.
+    pub(crate) fn set_groups(&mut self, groups: BTreeMap<String, GroupMeta>) {
+        self.changes.groups.extend(self.state.groups.keys().chain(groups.keys()).cloned());
+        self.state.groups = groups;
+    }
+
+    /// An instance record changed (or went): touches its app and marks the record for the next save.
+    fn instance_changed(&mut self, task_id: &str, app_id: &str) {
+        self.touch(app_id);
+        self.changes.instances.insert(task_id.to_string());
+    }
+
     /// Marks `app_id` for a new decision and a progress check of its deployments.
     pub(crate) fn touch(&mut self, app_id: &str) {
         if !self.touched.decision.contains(app_id) {
@@ -358,6 +386,7 @@ impl Core {
     /// Starts a deployment: into the state and the index.
     fn insert_deployment(&mut self, d: Deployment) {
         let id = d.id.clone();
+        self.changes.deployments.insert(id.clone());
         self.state.deployments.insert(id.clone(), d);
         self.index_deployment(&id);
     }
@@ -365,6 +394,7 @@ impl Core {
     /// Ends a deployment (finished or cancelled): out of the state and the index, its apps touched.
     fn remove_deployment(&mut self, id: &str) -> Option<Deployment> {
         let d = self.state.deployments.remove(id)?;
+        self.changes.deployments.insert(id.to_string());
         for app in Self::deployment_apps(&d) {
             self.touch(&app);
             if let Some(ids) = self.touched.deployments.get_mut(&app) {
@@ -756,6 +786,7 @@ impl Core {
     }
 
     fn store_version(&mut self, app: &AppDefinition) {
+        self.changes.apps.insert(app.id.clone());
         let versions = self.state.versions.entry(app.id.clone()).or_default();
         versions.insert(app.version.clone(), app.clone());
         while versions.len() > MAX_VERSIONS {
@@ -859,10 +890,12 @@ impl Core {
                         self.backoff.remove(&app_id);
                     }
                     self.touch(&app_id);
+                    self.changes.apps.insert(app_id.clone());
                     self.state.apps.insert(app_id, app);
                 }
                 None => {
                     self.touch(&app_id);
+                    self.changes.apps.insert(app_id.clone());
                     self.state.apps.remove(&app_id);
                     self.backoff.remove(&app_id);
                     self.queue.remove(&app_id);
@@ -1078,7 +1111,7 @@ impl Core {
             if let Some(inst) = self.state.instances.get_mut(&i.task_id) {
                 inst.killing = true;
             }
-            self.touch(&i.app_id);
+            self.instance_changed(&i.task_id, &i.app_id);
         }
         self.dirty = true;
         if !scale {
@@ -1151,6 +1184,7 @@ impl Core {
     pub fn set_framework_id(&mut self, id: &str) {
         if self.state.framework_id.as_deref() != Some(id) {
             self.state.framework_id = Some(id.to_string());
+            self.changes.framework_id = true;
             self.dirty = true;
         }
     }
@@ -1187,7 +1221,7 @@ impl Core {
             _ => None,
         };
         let inst = inst.clone();
-        self.touch(&inst.app_id);
+        self.instance_changed(&inst.task_id, &inst.app_id);
         self.emit(
             "status_update_event",
             now,
@@ -1229,6 +1263,7 @@ impl Core {
             let failed =
                 unhealthy_kill || matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
             if unhealthy_kill || matches!(status.state, TaskState::Failed | TaskState::Error | TaskState::Lost) {
+                self.changes.apps.insert(inst.app_id.clone());
                 self.state.failures.insert(
                     inst.app_id.clone(),
                     TaskFailure {
@@ -1327,6 +1362,7 @@ impl Core {
             let complete = done == d.steps.len();
             if let Some(d) = self.state.deployments.get_mut(&id) {
                 d.reported_steps = d.reported_steps.max(done);
+                self.changes.deployments.insert(id.clone());
             }
             for body in newly {
                 self.emit("deployment_step_success", now, body);
@@ -1395,6 +1431,7 @@ impl Core {
                 i.killing = true;
                 self.dirty = true;
                 let app = i.app_id.clone();
+                self.changes.instances.insert(task_id.clone());
                 self.touched.decision.insert(app);
             }
         }
@@ -1480,8 +1517,8 @@ impl Core {
         // Unreachable instances past expungeAfterSeconds are forgotten; a kill goes out in case they come back.
         for (task_id, agent_id, app_id) in expunge {
             self.state.instances.remove(&task_id);
+            self.instance_changed(&task_id, &app_id);
             out.kills.push((task_id, agent_id));
-            self.touch(&app_id);
             self.dirty = true;
         }
         for id in decided {
@@ -1491,7 +1528,7 @@ impl Core {
                 i.killing = true;
                 self.dirty = true;
                 let app = i.app_id.clone();
-                self.touch(&app);
+                self.instance_changed(&id, &app);
             }
         }
         self.refresh_decisions(now);
@@ -1569,7 +1606,7 @@ impl Core {
                     health: None,
                 },
             );
-            self.touch(app_id);
+            self.instance_changed(&task.task_id, app_id);
             self.dirty = true;
         }
         for (app_id, s) in &matched.stats {

@@ -715,6 +715,7 @@ impl Core {
                 .filter_map(|a| self.state.apps.get(a).map(|app| (a.clone(), app.version.clone())))
                 .collect(),
         };
+        self.changes_mut().groups.insert(gid.to_string());
         let versions = self.state.group_versions.entry(gid.to_string()).or_default();
         versions.insert(version.to_string(), snap);
         let mut refs: usize = versions.values().map(|v| v.apps.len()).sum();
@@ -802,10 +803,10 @@ impl Core {
         }
         let result = if deleting {
             let r = self.deploy_many(changes, now, deployment_id);
-            self.state.groups = groups;
+            self.set_groups(groups);
             r
         } else {
-            self.state.groups = groups;
+            self.set_groups(groups);
             self.deploy_many(changes, now, deployment_id)
         };
         if record {

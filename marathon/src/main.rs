@@ -17,7 +17,7 @@ struct Flags {
     /// The address the REST API listens on.
     #[arg(long, default_value = "0.0.0.0")]
     http_address: String,
-    /// Where Marathon keeps its state (`marathon-state.json`).
+    /// Where Marathon keeps its state (`marathon-state.json` and its journal).
     #[arg(long, default_value = "./.agora-marathon")]
     work_dir: PathBuf,
     /// The hostname Marathon announces (`/v2/leader`, the framework's hostname); by default this machine's.

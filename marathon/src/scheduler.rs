@@ -152,13 +152,20 @@ impl Shared {
             mode.last_wanted = actions.wanted;
         }
         if core.dirty && persist {
-            match self.store.save(&core.state) {
+            // Only the records that changed are written (the file store appends them to its journal).
+            let changes = core.take_changes();
+            match self.store.save_changes(&core.state, &changes) {
                 Ok(()) => core.dirty = false,
-                Err(e @ crate::store::StoreError::Conflict { .. }) => {
-                    tracing::error!(error = %e, "another Marathon leads: stopping");
-                    self.overtaken.notify_one();
+                Err(e) => {
+                    core.restore_changes(changes);
+                    match e {
+                        crate::store::StoreError::Conflict { .. } => {
+                            tracing::error!(error = %e, "another Marathon leads: stopping");
+                            self.overtaken.notify_one();
+                        }
+                        e => tracing::error!(error = %e, "cannot persist Marathon's state"),
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot persist Marathon's state"),
             }
         }
         for e in core.drain_events() {

@@ -57,7 +57,7 @@ pub enum ServerError {
     Overtaken,
 }
 
-/// Runs Marathon standalone (state in `<work_dir>/marathon-state.json`) until `shutdown` resolves or the driver
+/// Runs Marathon standalone (state in `<work_dir>`: `marathon-state.json` and its journal) until `shutdown` resolves or the driver
 /// stops on a fatal error. `DELETE /v2/leader` is a new election that this lone instance wins again: it stops
 /// leading (persisting), reloads its state and subscribes anew with its framework id, reconciling first.
 pub async fn run(

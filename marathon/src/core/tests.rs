@@ -508,6 +508,9 @@ mod incremental {
         #[test]
         fn incremental_decisions_equal_a_full_recomputation(ops in prop::collection::vec(op(), 1..80)) {
             let mut h = Harness::new(3);
+            // What a store that writes only the changed records holds: it must stay the whole state.
+            let mut saved = crate::store::nodes::split(&h.core.state);
+            h.core.take_changes();
             for i in 0..APPS.len() {
                 create(&mut h, body(i, 2));
             }
@@ -515,6 +518,7 @@ mod incremental {
                 let tasks: Vec<String> = h.core.state.instances.keys().cloned().collect();
                 let pick = |k: usize| tasks.get(k % tasks.len().max(1)).cloned();
                 let force = true;
+                let op_name = format!("{op:?}");
                 match op {
                     Op::Scale(a, n) => {
                         let id = h.did();
@@ -548,8 +552,59 @@ mod incremental {
                 if let Err(e) = h.core.check_incremental(now) {
                     prop_assert!(false, "{}", e);
                 }
+                apply_changes(&mut saved, &mut h.core);
+                prop_assert!(saved == crate::store::nodes::split(&h.core.state),
+                    "a change was not marked for the store after {:?}", op_name);
             }
         }
+    }
+}
+
+/// Group writes (create, scale, roll back to a version, delete) mark every record they change for the store.
+#[test]
+fn group_changes_are_marked_for_the_store() {
+    let mut h = Harness::new(2);
+    let mut saved = crate::store::nodes::split(&h.core.state);
+    h.core.take_changes();
+    let mut check = |h: &mut Harness, what: &str| {
+        apply_changes(&mut saved, &mut h.core);
+        assert!(saved == crate::store::nodes::split(&h.core.state), "a change of {what} was not marked");
+    };
+    let shop = json!({"id": "/shop", "groups": [{"id": "db"}],
+                      "apps": [{"id": "web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}]});
+    let id = h.did();
+    h.core.create_group("/", &shop, false, h.now, id).unwrap();
+    check(&mut h, "create");
+    h.round();
+    check(&mut h, "launch");
+    h.now += 1000;
+    let id = h.did();
+    h.core.update_group("/shop", &json!({"scaleBy": 2}), true, false, h.now, id).unwrap();
+    check(&mut h, "scaleBy");
+    h.round();
+    let oldest = h.core.group_versions("/shop").unwrap().pop().unwrap();
+    h.now += 1000;
+    let id = h.did();
+    h.core.update_group("/shop", &json!({"version": oldest}), true, false, h.now, id).unwrap();
+    check(&mut h, "rollback");
+    h.now += 1000;
+    let id = h.did();
+    h.core.delete_group("/shop", true, h.now, id).unwrap();
+    check(&mut h, "delete");
+    h.core.actions(h.now);
+    h.complete_kills();
+    check(&mut h, "the kills");
+    assert!(h.core.state.groups.is_empty() && h.core.state.apps.is_empty());
+}
+
+/// Writes the core's changed records onto `saved`, as a store's `save_changes` does.
+fn apply_changes(saved: &mut BTreeMap<String, Vec<u8>>, core: &mut Core) {
+    let changes = core.take_changes();
+    for (record, data) in crate::store::nodes::changed_nodes(&core.state, &changes) {
+        match data {
+            Some(data) => saved.insert(record, data),
+            None => saved.remove(&record),
+        };
     }
 }
 

@@ -1,6 +1,6 @@
 //! Marathon's state in ZooKeeper (`--zk zk://HOST:PORT/PATH`), under `PATH/state`, split so that no node nears
-//! ZooKeeper's 1 MB limit: one node per app (its definition, its versions, its last failure), per instance, per
-//! deployment and per group, plus the framework id:
+//! ZooKeeper's 1 MB limit: one node per record of [`super::nodes`] — per app (its definition, its versions, its last
+//! failure), per instance, per deployment and per group, plus the framework id:
 //!
 //! ```text
 //! PATH/state/framework-id
@@ -9,8 +9,6 @@
 //! PATH/state/deployments/<id>        the deployment
 //! PATH/state/groups/_shop            {"meta": ..., "versions": {...}}
 //! ```
-//!
-//! Ids become node names with `/` → `_` (`_` is not allowed in Marathon ids, so this is reversible).
 //!
 //! A save writes only the nodes that changed ([`plan`]), all in one ZooKeeper `multi` request: either the whole
 //! save is applied or none of it, and a launch whose instance record is in it is sent only after it returns. Each
@@ -27,134 +25,14 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
 
+pub use super::nodes::{assemble, split};
 use super::{StateStore, StoreError};
-use crate::app::AppDefinition;
-use crate::core::{Deployment, Instance, Persisted, TaskFailure};
-use crate::groups::{GroupMeta, GroupVersion};
+use crate::core::Persisted;
 
 /// ZooKeeper's default `jute.maxbuffer` is 1 MB; stay clearly below it.
 pub const MAX_NODE_BYTES: usize = 1_000_000;
 
 const DIRS: [&str; 4] = ["apps", "instances", "deployments", "groups"];
-
-#[derive(Serialize, Deserialize, Default)]
-struct AppNode {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    app: Option<AppDefinition>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    versions: BTreeMap<String, AppDefinition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    failure: Option<TaskFailure>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct GroupNode {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    meta: Option<GroupMeta>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    versions: BTreeMap<String, GroupVersion>,
-}
-
-fn key(id: &str) -> String {
-    id.replace('/', "_")
-}
-
-fn unkey(name: &str) -> String {
-    name.replace('_', "/")
-}
-
-fn bytes<T: Serialize>(v: &T) -> Vec<u8> {
-    // Plain data with string keys: serialising cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
-/// The state as nodes: relative path → data.
-pub fn split(state: &Persisted) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    if let Some(id) = &state.framework_id {
-        out.insert("framework-id".to_string(), id.as_bytes().to_vec());
-    }
-    let mut apps: BTreeMap<&String, AppNode> = BTreeMap::new();
-    for (id, app) in &state.apps {
-        apps.entry(id).or_default().app = Some(app.clone());
-    }
-    for (id, versions) in &state.versions {
-        apps.entry(id).or_default().versions = versions.clone();
-    }
-    for (id, failure) in &state.failures {
-        apps.entry(id).or_default().failure = Some(failure.clone());
-    }
-    for (id, node) in apps {
-        out.insert(format!("apps/{}", key(id)), bytes(&node));
-    }
-    for (id, i) in &state.instances {
-        out.insert(format!("instances/{id}"), bytes(i));
-    }
-    for (id, d) in &state.deployments {
-        out.insert(format!("deployments/{id}"), bytes(d));
-    }
-    let mut groups: BTreeMap<&String, GroupNode> = BTreeMap::new();
-    for (id, meta) in &state.groups {
-        groups.entry(id).or_default().meta = Some(meta.clone());
-    }
-    for (id, versions) in &state.group_versions {
-        groups.entry(id).or_default().versions = versions.clone();
-    }
-    for (id, node) in groups {
-        out.insert(format!("groups/{}", key(id)), bytes(&node));
-    }
-    out
-}
-
-/// The state from its nodes (relative path → data); `location` names the store in errors.
-pub fn assemble(nodes: &BTreeMap<String, Vec<u8>>, location: &str) -> Result<Persisted, StoreError> {
-    let mut state = Persisted::default();
-    let corrupt = |path: &str, source: serde_json::Error| StoreError::Corrupt {
-        path: format!("{location}/{path}").into(),
-        source,
-    };
-    for (path, data) in nodes {
-        let (dir, name) = path.split_once('/').unwrap_or(("", path.as_str()));
-        match dir {
-            "" if name == "framework-id" => {
-                state.framework_id = Some(String::from_utf8_lossy(data).into_owned());
-            }
-            "apps" => {
-                let node: AppNode = serde_json::from_slice(data).map_err(|e| corrupt(path, e))?;
-                let id = unkey(name);
-                if let Some(app) = node.app {
-                    state.apps.insert(id.clone(), app);
-                }
-                if !node.versions.is_empty() {
-                    state.versions.insert(id.clone(), node.versions);
-                }
-                if let Some(f) = node.failure {
-                    state.failures.insert(id, f);
-                }
-            }
-            "instances" => {
-                let i: Instance = serde_json::from_slice(data).map_err(|e| corrupt(path, e))?;
-                state.instances.insert(i.task_id.clone(), i);
-            }
-            "deployments" => {
-                let d: Deployment = serde_json::from_slice(data).map_err(|e| corrupt(path, e))?;
-                state.deployments.insert(d.id.clone(), d);
-            }
-            "groups" => {
-                let node: GroupNode = serde_json::from_slice(data).map_err(|e| corrupt(path, e))?;
-                let id = unkey(name);
-                if let Some(meta) = node.meta {
-                    state.groups.insert(id.clone(), meta);
-                }
-                if !node.versions.is_empty() {
-                    state.group_versions.insert(id, node.versions);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(state)
-}
 
 /// A node as this store last read or wrote it: (data, node version).
 type Known = (Vec<u8>, i32);
@@ -213,6 +91,25 @@ pub fn plan(known: &BTreeMap<String, Known>, wanted: BTreeMap<String, Vec<u8>>) 
             None => ops.push(Op::Create { path, data }),
             Some((old, _)) if *old == data => {}
             Some((_, version)) => ops.push(Op::Set { path, data, version: *version }),
+        }
+    }
+    ops.extend(deletes);
+    ops
+}
+
+/// [`plan`] for the changed records only (`None`: the record is gone): creates and sets in path order, then
+/// deletes; a record whose data is what this store knows is not written.
+pub fn plan_changes(known: &BTreeMap<String, Known>, mut changed: Vec<(String, Option<Vec<u8>>)>) -> Vec<Op> {
+    changed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ops = Vec::new();
+    let mut deletes = Vec::new();
+    for (path, data) in changed {
+        match (known.get(&path), data) {
+            (None, Some(data)) => ops.push(Op::Create { path, data }),
+            (Some((old, _)), Some(data)) if *old == data => {}
+            (Some((_, version)), Some(data)) => ops.push(Op::Set { path, data, version: *version }),
+            (Some((_, version)), None) => deletes.push(Op::Delete { path, version: *version }),
+            (None, None) => {}
         }
     }
     ops.extend(deletes);
@@ -450,16 +347,40 @@ impl StateStore for ZkStore {
     /// longer knows the versions, so its next save is refused as a conflict and the leader stops (the safe side).
     fn save(&self, state: &Persisted) -> Result<(), StoreError> {
         let wanted = split(state);
-        for (path, data) in &wanted {
-            if data.len() > MAX_NODE_BYTES {
+        self.check_sizes(wanted.iter().map(|(path, data)| (path, Some(data))))?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let ops = plan(&seen.nodes, wanted);
+        self.write(&mut seen, ops)
+    }
+
+    /// Writes only the nodes of the changed records ([`plan_changes`]); the same one `multi`, guard and versions.
+    fn save_changes(&self, state: &Persisted, changes: &super::Changes) -> Result<(), StoreError> {
+        let changed = super::nodes::changed_nodes(state, changes);
+        self.check_sizes(changed.iter().map(|(path, data)| (path, data.as_ref())))?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let ops = plan_changes(&seen.nodes, changed);
+        self.write(&mut seen, ops)
+    }
+}
+
+impl ZkStore {
+    fn check_sizes<'a>(
+        &self,
+        nodes: impl Iterator<Item = (&'a String, Option<&'a Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        for (path, data) in nodes {
+            if let Some(data) = data.filter(|d| d.len() > MAX_NODE_BYTES) {
                 return Err(StoreError::TooLarge { path: format!("{}/{path}", self.root), bytes: data.len() });
             }
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(())
+    }
+
+    /// Commits `ops` (see `save`) and records the nodes' new versions.
+    fn write(&self, seen: &mut Seen, ops: Vec<Op>) -> Result<(), StoreError> {
         let Some(guard) = seen.guard else {
             return Err(StoreError::Zk { path: self.root.clone(), message: "saving before loading the state".into() });
         };
-        let ops = plan(&seen.nodes, wanted);
         if ops.is_empty() {
             return Ok(());
         }
@@ -512,6 +433,27 @@ mod tests {
         bad.insert("apps/_x".into(), b"{".to_vec());
         let err = assemble(&bad, "zk:/m/state").unwrap_err().to_string();
         assert!(err.contains("zk:/m/state/apps/_x"), "{err}");
+    }
+
+    /// Writing only the changed records gives the same operations as comparing the whole state.
+    #[test]
+    fn a_save_of_the_changes_plans_what_a_whole_save_does() {
+        let now = 1_700_000_000_000;
+        let mut core = Core::new(Persisted::default());
+        for i in 0..3 {
+            let app = json!({"id": format!("/a{i}"), "cmd": "x", "cpus": 0.1, "mem": 8});
+            core.create_app(&app, false, now, format!("d{i}")).unwrap();
+        }
+        core.set_framework_id("fw-1");
+        let known: BTreeMap<String, Known> = split(&core.state).into_iter().map(|(p, d)| (p, (d, 3))).collect();
+        core.take_changes();
+        core.delete_app("/a0", true, now + 1, "d9".into()).unwrap();
+        core.update_app("/a1", &json!({"cmd": "y"}), true, true, now + 2, "d10".into()).unwrap();
+        let changes = core.take_changes();
+        let partial = plan_changes(&known, crate::store::nodes::changed_nodes(&core.state, &changes));
+        let whole = plan(&known, split(&core.state));
+        assert!(!whole.is_empty());
+        assert_eq!(partial, whole);
     }
 
     fn known(nodes: &[(&str, &str, i32)]) -> BTreeMap<String, Known> {
