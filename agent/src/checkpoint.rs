@@ -1,26 +1,56 @@
-//! What the agent checkpoints under its work dir so a restarted agent carries on (Mesos's `meta` directory):
-//! `<work_dir>/meta/agent.json` holds the agent id, the frameworks, the tasks with their container ids and
-//! sandboxes, and every unacknowledged status update. The containers' own checkpoints (monitor pids, exit records)
-//! live beside them under `<work_dir>/containers/` (see [`crate::containerizer::LibcontainerContainerizer`]).
+//! What the agent checkpoints under its work dir so a restarted agent carries on (Mesos's `meta` directory), one
+//! small file per task as Mesos keeps them, so a batch of events costs what it changed, not what the agent runs:
 //!
-//! Writes are atomic (a temporary file, fsync, rename), so a `kill -9` at any moment leaves the old or the new
-//! checkpoint, never a torn one.
+//! ```text
+//! <work_dir>/meta/agent.info                                 {"version": 2, "agent_id": ..}
+//! <work_dir>/meta/frameworks/<framework>/framework.info      the FrameworkInfo
+//! <work_dir>/meta/frameworks/<framework>/tasks/<task>.info   the task (container id, sandbox, live, kill in
+//!                                                            progress) and its unacknowledged status updates
+//! ```
+//!
+//! All are JSON. Ids become file names through [`file_name`] (anything but `[A-Za-z0-9._-]` percent-encoded, very
+//! long ids shortened with a hash), and each file names its ids again, which recovery checks against its path. The
+//! containers' own checkpoints (monitor pids, exit records) live beside them under `<work_dir>/containers/` (see
+//! [`crate::containerizer::LibcontainerContainerizer`]).
+//!
+//! [`CheckpointDir::write`] writes a batch's [`Changes`] (the records that changed, from
+//! [`crate::core::AgentCore::take_changes`]): each file atomically (a temporary file, fsync, rename), a task that is
+//! gone by removing its file, then one fsync per directory touched; so a `kill -9` or a crash at any moment leaves
+//! each file old or new, never torn, and the shell sends nothing before the batch is on disk. Within a batch
+//! frameworks are written before their tasks and `agent.info` last.
+//!
+//! [`read`] reads it all back. A corrupt `agent.info` stops the agent naming the file; a corrupt task or framework
+//! file does too, as Mesos's `--strict=true` (the default) makes every recovery error fatal, unless the agent runs
+//! with `--strict=false`, which recovers the rest and reports what it skipped. Agents before this layout wrote the
+//! whole checkpoint to one file, `<work_dir>/meta/agent.json` (format 1); [`read`] still reads it, the agent then
+//! rewrites everything in this layout and, once `agent.info` is written, removes the old file.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use agora_proto::model::{FrameworkInfo, TaskInfo, TaskState};
 use serde::{Deserialize, Serialize};
 
-use crate::status_updates::QueuedUpdates;
+use crate::status_updates::{QueuedUpdates, TaskKey};
 
-/// The version of the checkpoint format; a checkpoint of another version is refused.
-pub const VERSION: u32 = 1;
+/// The version of the per-task layout, in `agent.info`; another version is refused.
+pub const VERSION: u32 = 2;
+/// The version of the old single-file checkpoint (`meta/agent.json`), still recovered.
+pub const LEGACY_VERSION: u32 = 1;
 
-/// The agent's checkpoint.
+const AGENT_FILE: &str = "agent.info";
+const FRAMEWORKS_DIR: &str = "frameworks";
+const FRAMEWORK_FILE: &str = "framework.info";
+const TASKS_DIR: &str = "tasks";
+const TASK_SUFFIX: &str = ".info";
+const LEGACY_FILE: &str = "agent.json";
+/// File names longer than this are shortened with a hash (most file systems allow 255 bytes).
+const MAX_NAME: usize = 200;
+
+/// Everything a restarted agent needs to carry on, as recovery reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentCheckpoint {
-    pub version: u32,
     pub agent_id: Option<String>,
     pub frameworks: Vec<FrameworkInfo>,
     pub tasks: Vec<TaskCheckpoint>,
@@ -28,7 +58,7 @@ pub struct AgentCheckpoint {
 }
 
 /// One task the agent tracks, identified by `framework_id` and `info.task_id` together (task ids are unique only per
-/// framework; a list, as JSON map keys cannot be pairs).
+/// framework).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCheckpoint {
     pub framework_id: String,
@@ -46,37 +76,383 @@ pub struct TaskCheckpoint {
     pub unhealthy_kill: Option<String>,
 }
 
+/// `meta/agent.info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub version: u32,
+    pub agent_id: Option<String>,
+}
+
+/// `meta/frameworks/<framework>/tasks/<task>.info`: a task the agent tracks, its unacknowledged updates, or both
+/// (a `run_task` the agent refused has updates but no task; a task whose updates are all acknowledged has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub framework_id: String,
+    pub task_id: String,
+    #[serde(default)]
+    pub task: Option<TaskCheckpoint>,
+    #[serde(default)]
+    pub updates: Option<QueuedUpdates>,
+}
+
+/// What a batch changed: records to write (`Some`) or remove (`None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub agent: Option<AgentRecord>,
+    pub frameworks: BTreeMap<String, Option<FrameworkInfo>>,
+    pub tasks: BTreeMap<TaskKey, Option<TaskRecord>>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.agent.is_none() && self.frameworks.is_empty() && self.tasks.is_empty()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error(
-        "checkpoint {path} is corrupt ({message}); move it away to start this agent afresh (its tasks are then lost)"
+        "checkpoint {path} is corrupt ({message}); move the agent's meta directory away to start this agent afresh \
+         (its tasks are then lost)"
     )]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "checkpoint file {path} is corrupt ({message}); with --strict (the default, as Mesos's) the agent does not \
+         start on a damaged checkpoint: move the file away, or start the agent with --strict=false to recover the \
+         rest (what the file held is then lost)"
+    )]
+    CorruptFile { path: PathBuf, message: String },
     #[error("cannot write checkpoint {path}: {message}")]
     Write { path: PathBuf, message: String },
 }
 
-/// `<work_dir>/meta/agent.json`.
-pub fn agent_checkpoint_path(work_dir: &Path) -> PathBuf {
-    work_dir.join("meta").join("agent.json")
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Recovered {
+    pub checkpoint: AgentCheckpoint,
+    /// Read from the old single file: the agent must rewrite everything in the per-task layout.
+    pub legacy: bool,
+    /// Corrupt task or framework files skipped under `--strict=false`.
+    pub skipped: Vec<CheckpointError>,
 }
 
-/// Reads the checkpoint; `None` when there is none (a fresh agent).
-pub fn read(path: &Path) -> Result<Option<AgentCheckpoint>, CheckpointError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CheckpointError::Read { path: path.to_path_buf(), source }),
+/// `<work_dir>/meta`.
+pub fn meta_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("meta")
+}
+
+/// `<work_dir>/meta/agent.json`, the single-file checkpoint of older agents.
+pub fn legacy_path(work_dir: &Path) -> PathBuf {
+    meta_dir(work_dir).join(LEGACY_FILE)
+}
+
+/// The old single-file format of `checkpoint` (for tests of the migration and the benchmark that compares both).
+pub fn legacy_bytes(checkpoint: &AgentCheckpoint) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Legacy<'a> {
+        version: u32,
+        #[serde(flatten)]
+        checkpoint: &'a AgentCheckpoint,
+    }
+    serde_json::to_vec(&Legacy { version: LEGACY_VERSION, checkpoint }).unwrap_or_default()
+}
+
+/// An id as a file name: `[A-Za-z0-9._-]` kept (a leading `.` excepted), every other byte `%XX`, the empty id `%`;
+/// one longer than 200 bytes is cut and ends in `~` and a hash of the whole id. Distinct ids get distinct names.
+pub fn file_name(id: &str) -> String {
+    if id.is_empty() {
+        return "%".into();
+    }
+    let mut name = String::with_capacity(id.len());
+    for (i, b) in id.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if name.len() > MAX_NAME {
+        name.truncate(MAX_NAME - 17);
+        name.push_str(&format!("~{:016x}", fnv1a(id.as_bytes())));
+    }
+    name
+}
+
+/// FNV-1a, 64 bits: stable across Rust releases, unlike the standard hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Reads the checkpoint of the agent whose work dir is `work_dir`; `None` for a fresh agent. With `strict`, a
+/// corrupt task or framework file is an error; without, it is skipped and reported in [`Recovered::skipped`].
+pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, CheckpointError> {
+    let meta = meta_dir(work_dir);
+    let agent_path = meta.join(AGENT_FILE);
+    let corrupt = |path: &Path, message: String| CheckpointError::Corrupt { path: path.to_path_buf(), message };
+    let Some(agent) = read_json::<AgentRecord>(&agent_path).map_err(|e| e.into_error(&agent_path, false))? else {
+        let legacy = meta.join(LEGACY_FILE);
+        if let Some(checkpoint) = read_legacy(&legacy)? {
+            return Ok(Some(Recovered { checkpoint, legacy: true, skipped: vec![] }));
+        }
+        let frameworks = meta.join(FRAMEWORKS_DIR);
+        if list(&frameworks)?.next().is_some() {
+            let message = format!("it is missing while {} holds task checkpoints", frameworks.display());
+            return Err(corrupt(&agent_path, message));
+        }
+        return Ok(None);
     };
-    let cp: AgentCheckpoint = serde_json::from_slice(&bytes)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), message: e.to_string() })?;
-    if cp.version != VERSION {
-        let message = format!("version {} where {VERSION} is expected", cp.version);
+    if agent.version != VERSION {
+        return Err(corrupt(&agent_path, format!("version {} where {VERSION} is expected", agent.version)));
+    }
+    let mut skipped = Vec::new();
+    let mut skip_or_fail = |error: CheckpointError| {
+        if strict {
+            return Err(error);
+        }
+        skipped.push(error);
+        Ok(())
+    };
+    let mut frameworks = Vec::new();
+    let mut records = BTreeMap::new();
+    for dir in list(&meta.join(FRAMEWORKS_DIR))?.filter(|d| d.is_dir()) {
+        let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let path = dir.join(FRAMEWORK_FILE);
+        match read_json::<FrameworkInfo>(&path) {
+            Ok(None) => {}
+            Ok(Some(f)) if file_name(f.id.as_deref().unwrap_or_default()) == dir_name => frameworks.push(f),
+            Ok(Some(f)) => {
+                let id = f.id.unwrap_or_default();
+                let message = format!("it holds framework '{id}', whose directory is {}", file_name(&id));
+                skip_or_fail(CheckpointError::CorruptFile { path, message })?;
+            }
+            Err(e) => skip_or_fail(e.into_error(&path, true))?,
+        }
+        for path in list(&dir.join(TASKS_DIR))? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // Temporary files are writes a crash interrupted; their task's previous file is the checkpoint.
+            let Some(stem) = name.strip_suffix(TASK_SUFFIX) else { continue };
+            match read_json::<TaskRecord>(&path) {
+                Ok(None) => {}
+                Ok(Some(r)) => match check_record(&r, &dir_name, stem) {
+                    Ok(()) => {
+                        records.insert(TaskKey::new(r.framework_id.clone(), r.task_id.clone()), r);
+                    }
+                    Err(message) => skip_or_fail(CheckpointError::CorruptFile { path, message })?,
+                },
+                Err(e) => skip_or_fail(e.into_error(&path, true))?,
+            }
+        }
+    }
+    let (mut tasks, mut updates) = (Vec::new(), Vec::new());
+    for r in records.into_values() {
+        tasks.extend(r.task);
+        updates.extend(r.updates);
+    }
+    let checkpoint = AgentCheckpoint { agent_id: agent.agent_id, frameworks, tasks, updates };
+    Ok(Some(Recovered { checkpoint, legacy: false, skipped }))
+}
+
+/// A task file's ids must be the ones its path names.
+fn check_record(r: &TaskRecord, framework_dir: &str, stem: &str) -> Result<(), String> {
+    if file_name(&r.framework_id) != framework_dir || file_name(&r.task_id) != stem {
+        return Err(format!(
+            "it holds task '{}' of framework '{}', whose file is {}/{}/{}{TASK_SUFFIX}",
+            r.task_id,
+            r.framework_id,
+            file_name(&r.framework_id),
+            TASKS_DIR,
+            file_name(&r.task_id)
+        ));
+    }
+    let task_ok = r.task.as_ref().is_none_or(|t| t.framework_id == r.framework_id && t.info.task_id == r.task_id);
+    let updates_ok = r.updates.as_ref().is_none_or(|u| u.framework_id == r.framework_id && u.task_id == r.task_id);
+    if !task_ok || !updates_ok {
+        return Err(format!("its task or updates are not those of task '{}' of '{}'", r.task_id, r.framework_id));
+    }
+    Ok(())
+}
+
+/// The old single file, if there is one.
+fn read_legacy(path: &Path) -> Result<Option<AgentCheckpoint>, CheckpointError> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        version: u32,
+        #[serde(flatten)]
+        checkpoint: AgentCheckpoint,
+    }
+    let Some(legacy) = read_json::<Legacy>(path).map_err(|e| e.into_error(path, false))? else { return Ok(None) };
+    if legacy.version != LEGACY_VERSION {
+        let message = format!("version {} where {LEGACY_VERSION} is expected", legacy.version);
         return Err(CheckpointError::Corrupt { path: path.to_path_buf(), message });
     }
-    Ok(Some(cp))
+    Ok(Some(legacy.checkpoint))
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Parse(String),
+}
+
+impl ReadError {
+    /// `per_file`: a task or framework file, which `--strict=false` may skip.
+    fn into_error(self, path: &Path, per_file: bool) -> CheckpointError {
+        let path = path.to_path_buf();
+        match self {
+            ReadError::Io(source) => CheckpointError::Read { path, source },
+            ReadError::Parse(message) if per_file => CheckpointError::CorruptFile { path, message },
+            ReadError::Parse(message) => CheckpointError::Corrupt { path, message },
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ReadError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| ReadError::Parse(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
+/// The entries of `dir`, sorted; none when it does not exist.
+fn list(dir: &Path) -> Result<std::vec::IntoIter<PathBuf>, CheckpointError> {
+    let read_error = |source| CheckpointError::Read { path: dir.to_path_buf(), source };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new().into_iter()),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut paths = entries.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>().map_err(read_error)?;
+    paths.sort();
+    Ok(paths.into_iter())
+}
+
+/// Writes batches of [`Changes`] under `<work_dir>/meta`.
+#[derive(Debug)]
+pub struct CheckpointDir {
+    meta: PathBuf,
+    /// Directories known to exist, so a batch does not ask again.
+    existing: HashSet<PathBuf>,
+    /// The old single file may still be there: it goes once `agent.info` is written.
+    legacy: bool,
+}
+
+impl CheckpointDir {
+    /// The checkpoint of the agent whose work dir is `work_dir`; `<work_dir>/meta` is created if missing.
+    pub fn open(work_dir: &Path) -> Result<CheckpointDir, CheckpointError> {
+        let meta = meta_dir(work_dir);
+        std::fs::create_dir_all(&meta)
+            .map_err(|e| CheckpointError::Write { path: meta.clone(), message: e.to_string() })?;
+        let legacy = meta.join(LEGACY_FILE).exists();
+        Ok(CheckpointDir { existing: HashSet::from([meta.clone()]), meta, legacy })
+    }
+
+    /// Writes `changes`: frameworks, then tasks (written or removed), then removed frameworks, then `agent.info`;
+    /// each file atomically, then one fsync per directory touched. When this returns `Ok`, all of it is durable.
+    pub fn write(&mut self, changes: &Changes) -> Result<(), CheckpointError> {
+        let mut touched = BTreeSet::new();
+        for (id, info) in &changes.frameworks {
+            let Some(info) = info else { continue };
+            let dir = self.framework_dir(id);
+            self.ensure_dir(&dir, &mut touched)?;
+            write_json(&dir.join(FRAMEWORK_FILE), info)?;
+            touched.insert(dir);
+        }
+        for (key, record) in &changes.tasks {
+            let dir = self.framework_dir(&key.framework_id).join(TASKS_DIR);
+            let path = dir.join(format!("{}{TASK_SUFFIX}", file_name(&key.task_id)));
+            match record {
+                Some(record) => {
+                    self.ensure_dir(&dir, &mut touched)?;
+                    write_json(&path, record)?;
+                    touched.insert(dir);
+                }
+                None => {
+                    if remove(&path)? {
+                        touched.insert(dir);
+                    }
+                }
+            }
+        }
+        for (id, info) in &changes.frameworks {
+            if info.is_some() {
+                continue;
+            }
+            let dir = self.framework_dir(id);
+            if remove(&dir.join(FRAMEWORK_FILE))? {
+                touched.insert(dir.clone());
+            }
+            // Tidy up when nothing is left; a refused task's updates may still live there.
+            for empty in [dir.join(TASKS_DIR), dir] {
+                if std::fs::remove_dir(&empty).is_err() {
+                    break;
+                }
+                self.existing.remove(&empty);
+                touched.remove(&empty);
+                touched.extend(empty.parent().map(Path::to_path_buf));
+            }
+        }
+        if let Some(agent) = &changes.agent {
+            write_json(&self.meta.join(AGENT_FILE), agent)?;
+            touched.insert(self.meta.clone());
+        }
+        for dir in &touched {
+            sync_dir(dir)?;
+        }
+        if self.legacy && self.meta.join(AGENT_FILE).exists() {
+            // The layout is complete: the old single file has served its last recovery.
+            remove(&self.meta.join(LEGACY_FILE))?;
+            sync_dir(&self.meta)?;
+            self.legacy = false;
+        }
+        Ok(())
+    }
+
+    fn framework_dir(&self, framework_id: &str) -> PathBuf {
+        self.meta.join(FRAMEWORKS_DIR).join(file_name(framework_id))
+    }
+
+    /// Creates `dir` and its missing parents up to `meta`; the parents of what was created must be fsynced.
+    fn ensure_dir(&mut self, dir: &Path, touched: &mut BTreeSet<PathBuf>) -> Result<(), CheckpointError> {
+        if self.existing.contains(dir) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.ensure_dir(parent, touched)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                touched.extend(dir.parent().map(Path::to_path_buf));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(CheckpointError::Write { path: dir.to_path_buf(), message: e.to_string() }),
+        }
+        self.existing.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
+    let write_error = |message: String| CheckpointError::Write { path: path.to_path_buf(), message };
+    let bytes = serde_json::to_vec(value).map_err(|e| write_error(e.to_string()))?;
+    write_atomically(path, &bytes, true).map_err(write_error)
+}
+
+/// Removes `path`; false when it was not there.
+fn remove(path: &Path) -> Result<bool, CheckpointError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(CheckpointError::Write { path: path.to_path_buf(), message: format!("cannot remove it: {e}") }),
+    }
+}
+
+/// Makes the renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), message: format!("cannot fsync it: {e}") })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a process killed at any moment leaves the old
@@ -90,29 +466,4 @@ pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<(), 
         .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_is_none_and_garbage_is_corrupt_naming_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = agent_checkpoint_path(dir.path());
-        assert!(read(&path).unwrap().is_none());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let cp = AgentCheckpoint {
-            version: VERSION,
-            agent_id: Some("a-S1".into()),
-            frameworks: vec![],
-            tasks: vec![],
-            updates: vec![],
-        };
-        write_atomically(&path, &serde_json::to_vec(&cp).unwrap(), true).unwrap();
-        assert_eq!(read(&path).unwrap(), Some(cp));
-        std::fs::write(&path, "{not json").unwrap();
-        let err = read(&path).unwrap_err().to_string();
-        assert!(err.contains("corrupt") && err.contains("agent.json"), "{err}");
-    }
 }

@@ -115,6 +115,11 @@ pub struct Flags {
     /// (Agora's own flag; Mesos's libcurl always uses the system's).
     #[arg(long = "fetcher-ca-file", visible_alias = "fetcher_ca_file")]
     pub fetcher_ca_file: Option<PathBuf>,
+
+    /// Mesos's `--strict`: with `true` (the default) any error recovering the checkpoint stops the agent, naming
+    /// the file; with `false` a corrupt task or framework file is skipped (logged) and the rest is recovered.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub strict: bool,
 }
 
 /// How tasks are isolated.
@@ -153,6 +158,8 @@ pub struct Config {
     pub fetcher_cache_size: u64,
     /// `--fetcher-ca-file`.
     pub fetcher_ca_file: Option<PathBuf>,
+    /// `--strict`: a corrupt checkpoint file stops the agent (else it is skipped).
+    pub strict: bool,
 }
 
 impl Config {
@@ -203,6 +210,7 @@ impl Flags {
                 .unwrap_or_else(|| self.work_dir.join(crate::fetcher::CACHE_DIR)),
             fetcher_cache_size: v.fetcher_cache_size,
             fetcher_ca_file: self.fetcher_ca_file.clone(),
+            strict: self.strict,
         })
     }
 

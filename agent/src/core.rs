@@ -2,7 +2,7 @@
 //! state machine. Every input (a master message, a launch result, a process exit, a timer) is a method that takes
 //! `now` and returns [`Effect`]s; the tokio shell (`crate::shell`) carries them out. Nothing here does I/O.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tracing::{debug, info, info_span, warn};
 
-use crate::checkpoint::{AgentCheckpoint, TaskCheckpoint};
+use crate::checkpoint::{AgentCheckpoint, AgentRecord, Changes, TaskCheckpoint, TaskRecord};
 use crate::containerizer::{LaunchSpec, Limitation, Limits, Recovered, RecoveredContainer, Termination};
 use crate::health::{CheckSpec, Report};
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
@@ -182,6 +182,76 @@ struct CompletedTask {
     state: TaskState,
 }
 
+/// The tracked tasks, keyed by framework id and task id (task ids are unique only per framework), with the keys
+/// whose checkpointed record may have changed since [`AgentCore::take_changes`]. Every way to change a task goes
+/// through here, so no change escapes the checkpoint; reading does not mark anything.
+#[derive(Debug, Default)]
+struct Tasks {
+    map: BTreeMap<TaskKey, TaskRun>,
+    changed: BTreeSet<TaskKey>,
+}
+
+impl Tasks {
+    fn get(&self, key: &TaskKey) -> Option<&TaskRun> {
+        self.map.get(key)
+    }
+
+    fn contains_key(&self, key: &TaskKey) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &TaskRun> {
+        self.map.values()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &TaskKey> {
+        self.map.keys()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&TaskKey, &TaskRun)> {
+        self.map.iter()
+    }
+
+    /// The tasks of one framework, in task id order.
+    fn of_framework<'a>(&'a self, framework_id: &'a str) -> impl Iterator<Item = (&'a TaskKey, &'a TaskRun)> {
+        self.map.range(TaskKey::new(framework_id, "")..).take_while(move |(k, _)| k.framework_id == framework_id)
+    }
+
+    /// The task, to change when `pred` holds (it is then marked changed).
+    fn get_mut_if(&mut self, key: &TaskKey, pred: impl FnOnce(&TaskRun) -> bool) -> Option<&mut TaskRun> {
+        if !self.map.get(key).is_some_and(pred) {
+            return None;
+        }
+        self.changed.insert(key.clone());
+        self.map.get_mut(key)
+    }
+
+    fn get_mut(&mut self, key: &TaskKey) -> Option<&mut TaskRun> {
+        self.get_mut_if(key, |_| true)
+    }
+
+    fn insert(&mut self, key: TaskKey, run: TaskRun) {
+        self.changed.insert(key.clone());
+        self.map.insert(key, run);
+    }
+
+    /// A task read back from the checkpoint: already on disk as it is.
+    fn load(&mut self, key: TaskKey, run: TaskRun) {
+        self.map.insert(key, run);
+    }
+
+    fn remove(&mut self, key: &TaskKey) -> Option<TaskRun> {
+        let run = self.map.remove(key)?;
+        self.changed.insert(key.clone());
+        Some(run)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut TaskRun> {
+        self.changed.extend(self.map.keys().cloned());
+        self.map.values_mut()
+    }
+}
+
 /// The agent's state.
 #[derive(Debug)]
 pub struct AgentCore {
@@ -190,11 +260,16 @@ pub struct AgentCore {
     master: Option<MasterInfo>,
     link: Link,
     shutting_down: bool,
-    /// Keyed by framework id and task id: task ids are unique only per framework.
-    tasks: BTreeMap<TaskKey, TaskRun>,
+    tasks: Tasks,
     frameworks: BTreeMap<String, FrameworkInfo>,
     completed: VecDeque<CompletedTask>,
+    /// How many entries of `completed` each framework has (so forgetting a task does not scan them).
+    completed_per_framework: BTreeMap<String, usize>,
     updates: StatusUpdateManager,
+    /// The agent id changed since [`AgentCore::take_changes`].
+    agent_changed: bool,
+    /// Frameworks added, changed or removed since [`AgentCore::take_changes`].
+    frameworks_changed: BTreeSet<String>,
 }
 
 impl AgentCore {
@@ -206,10 +281,13 @@ impl AgentCore {
             master: None,
             link: Link::Disconnected,
             shutting_down: false,
-            tasks: BTreeMap::new(),
+            tasks: Tasks::default(),
             frameworks: BTreeMap::new(),
             completed: VecDeque::new(),
+            completed_per_framework: BTreeMap::new(),
             updates,
+            agent_changed: false,
+            frameworks_changed: BTreeSet::new(),
         }
     }
 
@@ -246,12 +324,9 @@ impl AgentCore {
             .filter(|t| !t.orphaned)
             .map(|t| ReportedTask { framework_id: t.framework_id.clone(), task: t.info.clone(), state: t.state })
             .collect();
-        let frameworks = self
-            .frameworks
-            .iter()
-            .filter(|(id, _)| tasks.iter().any(|t| &t.framework_id == *id))
-            .map(|(_, f)| f.clone())
-            .collect();
+        let reported: BTreeSet<&str> = tasks.iter().map(|t| t.framework_id.as_str()).collect();
+        let frameworks =
+            self.frameworks.iter().filter(|(id, _)| reported.contains(id.as_str())).map(|(_, f)| f.clone()).collect();
         Registration::Reregister { agent, tasks, frameworks }
     }
 
@@ -288,7 +363,7 @@ impl AgentCore {
             Some(_) => info!("reregistered with the master"),
             None => info!("registered with the master"),
         }
-        self.agent_id = Some(agent_id);
+        self.set_agent_id(Some(agent_id));
         self.master = master;
         self.link = Link::Registered;
         self.updates.resend_all(now).into_iter().map(|o| Effect::Send(ToMaster::StatusUpdate(o))).collect()
@@ -312,7 +387,10 @@ impl AgentCore {
             warn!("ignoring run_task: this framework already has a task with this id on this agent");
             return vec![];
         }
-        self.frameworks.insert(framework_id.clone(), framework);
+        if self.frameworks.get(&framework_id) != Some(&framework) {
+            self.frameworks_changed.insert(framework_id.clone());
+            self.frameworks.insert(framework_id.clone(), framework);
+        }
         let container_id = uuid::Uuid::new_v4().to_string();
         let ids_ok = [&agent_id, &framework_id, &task.task_id].iter().all(|id| is_path_component(id));
         let sandbox = if ids_ok {
@@ -425,8 +503,8 @@ impl AgentCore {
     ) -> Vec<Effect> {
         let span = self.span("launched", key);
         let _span = span.entered();
-        let known = |t: &&mut TaskRun| t.container_id == container_id && t.container == Container::Launching;
-        let Some(t) = self.tasks.get_mut(key).filter(known) else {
+        let known = |t: &TaskRun| t.container_id == container_id && t.container == Container::Launching;
+        let Some(t) = self.tasks.get_mut_if(key, known) else {
             debug!(container_id, "launch result for an unknown container");
             return vec![];
         };
@@ -471,8 +549,8 @@ impl AgentCore {
     ) -> Vec<Effect> {
         let span = self.span("exited", key);
         let _span = span.entered();
-        let known = |t: &&mut TaskRun| t.container_id == container_id && t.container != Container::Gone;
-        let Some(t) = self.tasks.get_mut(key).filter(known) else {
+        let known = |t: &TaskRun| t.container_id == container_id && t.container != Container::Gone;
+        let Some(t) = self.tasks.get_mut_if(key, known) else {
             debug!(container_id, "exit of an unknown or already ended container");
             return vec![];
         };
@@ -524,7 +602,7 @@ impl AgentCore {
         let default_grace = self.settings.executor_shutdown_grace_period;
         let killing_capable = self.frameworks.get(framework_id).is_some_and(|f| f.has(Capability::TaskKillingState));
         let key = TaskKey::new(framework_id, task_id);
-        let Some(t) = self.tasks.get_mut(&key) else {
+        let Some(t) = self.tasks.get(&key) else {
             info!("ignoring kill of a task unknown to this agent");
             return vec![];
         };
@@ -536,6 +614,7 @@ impl AgentCore {
             debug!("task is already being killed");
             return vec![];
         }
+        let Some(t) = self.tasks.get_mut(&key) else { return vec![] };
         let grace = grace
             .or_else(|| t.info.kill_grace_period.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
             .unwrap_or(default_grace)
@@ -585,7 +664,7 @@ impl AgentCore {
         let _span = info_span!("shutdown_framework", framework_id = %framework_id).entered();
         info!("master asked to shut the framework down; killing its tasks");
         self.updates.remove_framework(framework_id);
-        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.framework_id == framework_id).cloned().collect();
+        let keys: Vec<TaskKey> = self.tasks.of_framework(framework_id).map(|(k, _)| k.clone()).collect();
         let mut effects = Vec::new();
         for key in &keys {
             let Some(t) = self.tasks.get_mut(key) else { continue };
@@ -603,7 +682,7 @@ impl AgentCore {
     fn master_error(&mut self, message: &str, now: Instant) -> Vec<Effect> {
         warn!(error = %message, "the master refused this agent; killing all tasks and registering anew");
         self.updates.clear();
-        self.agent_id = None;
+        self.set_agent_id(None);
         for t in self.tasks.values_mut() {
             t.orphaned = true;
         }
@@ -636,18 +715,19 @@ impl AgentCore {
     /// Timers: SIGKILL after the grace period, status update retries.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
-        for (key, t) in self.tasks.iter_mut() {
-            let Some(kill) = t.kill.as_mut() else { continue };
-            if t.container == Container::Running && kill.escalate_at.is_some_and(|at| at <= now) {
+        let due = |t: &TaskRun| {
+            t.container == Container::Running && t.kill.as_ref().is_some_and(|k| k.escalate_at.is_some_and(|at| at <= now))
+        };
+        let escalate: Vec<TaskKey> = self.tasks.iter().filter(|(_, t)| due(t)).map(|(k, _)| k.clone()).collect();
+        for key in escalate {
+            let Some(t) = self.tasks.get_mut(&key) else { continue };
+            if let Some(kill) = t.kill.as_mut() {
                 kill.escalate_at = None;
-                let _span = info_span!("kill_task", task_id = %key.task_id, framework_id = %key.framework_id).entered();
-                info!("grace period over; sending SIGKILL");
-                effects.push(Effect::Signal {
-                    task: key.clone(),
-                    container_id: t.container_id.clone(),
-                    signal: Signal::SIGKILL,
-                });
             }
+            let _span = info_span!("kill_task", task_id = %key.task_id, framework_id = %key.framework_id).entered();
+            info!("grace period over; sending SIGKILL");
+            let container_id = t.container_id.clone();
+            effects.push(Effect::Signal { task: key, container_id, signal: Signal::SIGKILL });
         }
         if self.is_registered() {
             effects.extend(self.updates.due(now).into_iter().map(|o| Effect::Send(ToMaster::StatusUpdate(o))));
@@ -725,14 +805,14 @@ impl AgentCore {
     pub fn health(&mut self, key: &TaskKey, container_id: &str, report: Report, now: Instant) -> Vec<Effect> {
         let span = self.span("health", key);
         let _span = span.entered();
-        let current = |t: &&mut TaskRun| {
+        let current = |t: &TaskRun| {
             t.container_id == container_id
                 && t.container == Container::Running
                 && t.state == TaskState::Running
                 && t.kill.is_none()
                 && !t.orphaned
         };
-        let Some(t) = self.tasks.get_mut(key).filter(current) else {
+        let Some(t) = self.tasks.get_mut_if(key, current) else {
             debug!(container_id, "ignoring a health report for a task that is not running");
             return vec![];
         };
@@ -777,13 +857,30 @@ impl AgentCore {
 
     fn forget(&mut self, key: &TaskKey) {
         let Some(t) = self.tasks.remove(key) else { return };
+        *self.completed_per_framework.entry(t.framework_id.clone()).or_default() += 1;
         self.completed.push_back(CompletedTask { framework_id: t.framework_id.clone(), info: t.info, state: t.state });
         while self.completed.len() > MAX_COMPLETED_TASKS {
-            self.completed.pop_front();
+            let Some(old) = self.completed.pop_front() else { break };
+            if let Some(n) = self.completed_per_framework.get_mut(&old.framework_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.completed_per_framework.remove(&old.framework_id);
+                }
+            }
         }
-        let still_used = self.tasks.values().any(|o| o.framework_id == t.framework_id);
-        if !still_used && !self.completed.iter().any(|c| c.framework_id == t.framework_id) {
-            self.frameworks.remove(&t.framework_id);
+        let still_used = self.tasks.of_framework(&t.framework_id).next().is_some();
+        if !still_used
+            && !self.completed_per_framework.contains_key(&t.framework_id)
+            && self.frameworks.remove(&t.framework_id).is_some()
+        {
+            self.frameworks_changed.insert(t.framework_id);
+        }
+    }
+
+    fn set_agent_id(&mut self, agent_id: Option<String>) {
+        if self.agent_id != agent_id {
+            self.agent_id = agent_id;
+            self.agent_changed = true;
         }
     }
 
@@ -797,30 +894,61 @@ impl AgentCore {
         info_span!("task", op = name, task_id = %key.task_id, framework_id = %key.framework_id, agent_id = %agent_id)
     }
 
-    /// Everything a restarted agent needs to carry on.
+    /// Everything a restarted agent needs to carry on, whole (tests, and the benchmark of the single-file format).
     pub fn checkpoint(&self) -> AgentCheckpoint {
-        let tasks = self
-            .tasks
-            .values()
-            .map(|t| TaskCheckpoint {
-                framework_id: t.framework_id.clone(),
-                info: t.info.clone(),
-                state: t.state,
-                container_id: t.container_id.clone(),
-                sandbox: t.sandbox.clone(),
-                live: t.container != Container::Gone,
-                kill_grace_secs: t.kill.as_ref().map(|k| k.grace.as_secs_f64()),
-                orphaned: t.orphaned,
-                unhealthy_kill: t.unhealthy_kill.clone(),
-            })
-            .collect();
         AgentCheckpoint {
-            version: crate::checkpoint::VERSION,
             agent_id: self.agent_id.clone(),
             frameworks: self.frameworks.values().cloned().collect(),
-            tasks,
+            tasks: self.tasks.values().map(task_checkpoint).collect(),
             updates: self.updates.snapshot(),
         }
+    }
+
+    /// The checkpoint records that changed since the last call (the shell writes them before the batch's effects go
+    /// out): the agent record, frameworks and tasks, `None` for those that are gone. O(what changed).
+    pub fn take_changes(&mut self) -> Changes {
+        let mut keys = std::mem::take(&mut self.tasks.changed);
+        keys.extend(self.updates.take_changed());
+        let tasks = keys
+            .into_iter()
+            .map(|key| {
+                let task = self.tasks.get(&key).map(task_checkpoint);
+                let updates = self.updates.queue(&key);
+                let record = (task.is_some() || updates.is_some()).then(|| TaskRecord {
+                    framework_id: key.framework_id.clone(),
+                    task_id: key.task_id.clone(),
+                    task,
+                    updates,
+                });
+                (key, record)
+            })
+            .collect();
+        let frameworks = std::mem::take(&mut self.frameworks_changed)
+            .into_iter()
+            .map(|id| {
+                let info = self.frameworks.get(&id).cloned();
+                (id, info)
+            })
+            .collect();
+        let agent = std::mem::take(&mut self.agent_changed)
+            .then(|| AgentRecord { version: crate::checkpoint::VERSION, agent_id: self.agent_id.clone() });
+        Changes { agent, frameworks, tasks }
+    }
+
+    /// Marks everything changed, so the next [`Self::take_changes`] holds the whole checkpoint: a fresh agent's
+    /// first write, or the migration from the single-file checkpoint.
+    pub fn mark_all_changed(&mut self) {
+        self.agent_changed = true;
+        self.frameworks_changed.extend(self.frameworks.keys().cloned());
+        self.tasks.changed.extend(self.tasks.map.keys().cloned());
+        self.updates.mark_all_changed();
+    }
+
+    /// Marks what `changes` held changed again (its write failed), so the next write retries it.
+    pub fn retry_changes(&mut self, changes: &Changes) {
+        self.agent_changed |= changes.agent.is_some();
+        self.frameworks_changed.extend(changes.frameworks.keys().cloned());
+        self.tasks.changed.extend(changes.tasks.keys().cloned());
     }
 
     /// Carries on from a checkpoint after a restart, given what the containerizer recovered. Running containers are
@@ -829,6 +957,7 @@ impl AgentCore {
     /// no task claims are destroyed. The agent then re-registers with its old id.
     pub fn recover(&mut self, cp: AgentCheckpoint, containers: Vec<RecoveredContainer>, now: Instant) -> Vec<Effect> {
         let _span = info_span!("recover", agent_id = %cp.agent_id.clone().unwrap_or_default()).entered();
+        // What is loaded is on disk as it is; only what recovery changes is written again.
         self.agent_id = cp.agent_id;
         self.frameworks = cp.frameworks.into_iter().filter_map(|f| f.id.clone().map(|id| (id, f))).collect();
         self.updates.restore(cp.updates);
@@ -843,7 +972,7 @@ impl AgentCore {
             });
             let recovered = if t.live { found.remove(&t.container_id) } else { None };
             let container = if t.live { Container::Running } else { Container::Gone };
-            self.tasks.insert(
+            self.tasks.load(
                 key.clone(),
                 TaskRun {
                     framework_id: t.framework_id.clone(),
@@ -952,9 +1081,8 @@ impl AgentCore {
             .map(|fid| {
                 let executors: Vec<Value> = self
                     .tasks
-                    .values()
-                    .filter(|t| &t.framework_id == fid)
-                    .map(|t| {
+                    .of_framework(fid)
+                    .map(|(_, t)| {
                         json!({
                             "id": t.info.task_id,
                             "name": format!("Command Executor (Task: {})", t.info.task_id),
@@ -987,6 +1115,20 @@ impl AgentCore {
             "registered": self.is_registered(),
             "frameworks": frameworks,
         })
+    }
+}
+
+fn task_checkpoint(t: &TaskRun) -> TaskCheckpoint {
+    TaskCheckpoint {
+        framework_id: t.framework_id.clone(),
+        info: t.info.clone(),
+        state: t.state,
+        container_id: t.container_id.clone(),
+        sandbox: t.sandbox.clone(),
+        live: t.container != Container::Gone,
+        kill_grace_secs: t.kill.as_ref().map(|k| k.grace.as_secs_f64()),
+        orphaned: t.orphaned,
+        unhealthy_kill: t.unhealthy_kill.clone(),
     }
 }
 

@@ -72,10 +72,8 @@ struct Shell<C> {
     reconnect_at: Option<Instant>,
     /// While a stream waits for `registered`: when to give up on it.
     registration_deadline: Option<Instant>,
-    /// `<work_dir>/meta/agent.json`; `None` in tests that do not checkpoint.
-    checkpoint_path: Option<std::path::PathBuf>,
-    /// The last checkpoint written, to skip identical writes.
-    last_checkpoint: Vec<u8>,
+    /// `<work_dir>/meta`; `None` in tests that do not checkpoint.
+    checkpoint: Option<crate::checkpoint::CheckpointDir>,
     /// The fetcher, with its cache (`--fetcher-cache-dir`, `--fetcher-cache-size`).
     fetcher: Arc<crate::fetcher::Fetcher>,
     /// One health checking task per checked task.
@@ -99,13 +97,8 @@ pub async fn run_with<C: Containerizer>(
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
     let endpoint = link::Locator::new(&config.master)
         .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
-    let checkpoint_path = crate::checkpoint::agent_checkpoint_path(&config.work_dir);
-    if let Some(meta) = checkpoint_path.parent() {
-        tokio::fs::create_dir_all(meta)
-            .await
-            .map_err(|source| AgentError::WorkDir { path: meta.to_path_buf(), source })?;
-    }
-    let checkpoint = crate::checkpoint::read(&checkpoint_path).map_err(AgentError::Checkpoint)?;
+    let checkpoint_dir = crate::checkpoint::CheckpointDir::open(&config.work_dir).map_err(AgentError::Checkpoint)?;
+    let checkpoint = crate::checkpoint::read(&config.work_dir, config.strict).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
     let settings = Settings {
@@ -130,12 +123,23 @@ pub async fn run_with<C: Containerizer>(
     let mut core = AgentCore::new(settings);
     let now = Instant::now();
     let recovery_effects = match checkpoint {
-        Some(cp) => {
-            info!(agent_id = %cp.agent_id.clone().unwrap_or_default(), tasks = cp.tasks.len(), containers = recovered.len(), "recovering from the checkpoint");
-            core.recover(cp, recovered, now)
+        Some(r) => {
+            let cp = r.checkpoint;
+            for skipped in &r.skipped {
+                error!(error = %skipped, "--strict=false: skipping a corrupt checkpoint file");
+            }
+            info!(agent_id = %cp.agent_id.clone().unwrap_or_default(), tasks = cp.tasks.len(), containers = recovered.len(), legacy = r.legacy, "recovering from the checkpoint");
+            let effects = core.recover(cp, recovered, now);
+            if r.legacy {
+                info!("rewriting the single-file checkpoint meta/agent.json as one file per task");
+                core.mark_all_changed();
+            }
+            effects
         }
         None => {
-            // Without a checkpoint no task claims these containers.
+            // A fresh agent writes its (empty) checkpoint at once. Without a checkpoint no task claims these
+            // containers.
+            core.mark_all_changed();
             recovered.into_iter().map(|c| Effect::Destroy { task: None, container_id: c.container_id }).collect()
         }
     };
@@ -165,8 +169,7 @@ pub async fn run_with<C: Containerizer>(
         attempts: 0,
         reconnect_at: Some(Instant::now()),
         registration_deadline: None,
-        checkpoint_path: Some(checkpoint_path),
-        last_checkpoint: Vec::new(),
+        checkpoint: Some(checkpoint_dir),
         fetcher: Arc::new(crate::fetcher::Fetcher::new(
             config.fetcher_cache_dir.clone(),
             config.fetcher_cache_size,
@@ -394,23 +397,18 @@ impl<C: Containerizer> Shell<C> {
         lock(&self.core).disconnected();
     }
 
-    /// Writes the core's checkpoint when it changed; called before effects go out, so nothing is sent or launched
-    /// that a restarted agent would not know about.
+    /// Writes what changed in the core's checkpoint (the files of the tasks that changed); called before effects go
+    /// out, so nothing is sent or launched that a restarted agent would not know about. A failed write is retried
+    /// with the next batch.
     fn checkpoint(&mut self) {
-        let Some(path) = &self.checkpoint_path else { return };
-        let bytes = match serde_json::to_vec(&lock(&self.core).checkpoint()) {
-            Ok(b) => b,
-            Err(e) => {
-                error!(error = %e, "cannot serialize the checkpoint");
-                return;
-            }
-        };
-        if bytes == self.last_checkpoint {
+        let changes = lock(&self.core).take_changes();
+        let Some(dir) = &mut self.checkpoint else { return };
+        if changes.is_empty() {
             return;
         }
-        match crate::checkpoint::write_atomically(path, &bytes, true) {
-            Ok(()) => self.last_checkpoint = bytes,
-            Err(e) => error!(error = %e, "cannot write the checkpoint; an agent restart may lose tasks"),
+        if let Err(e) = dir.write(&changes) {
+            error!(error = %e, "cannot write the checkpoint; an agent restart may lose tasks");
+            lock(&self.core).retry_changes(&changes);
         }
     }
 
@@ -571,8 +569,7 @@ mod tests {
             attempts: 0,
             reconnect_at: None,
             registration_deadline: None,
-            checkpoint_path: None,
-            last_checkpoint: Vec::new(),
+            checkpoint: None,
             fetcher: Arc::new(crate::fetcher::Fetcher::new(
                 work_dir.join("fetch-cache"),
                 crate::fetcher::DEFAULT_CACHE_SIZE,
@@ -732,8 +729,8 @@ mod tests {
     async fn queued_events_are_handled_as_one_batch_that_a_lost_link_ends() {
         let dir = tempfile::tempdir().unwrap();
         let (mut shell, mut inbox) = shell(dir.path());
-        let path = dir.path().join("agent.json");
-        shell.checkpoint_path = Some(path.clone());
+        shell.checkpoint = Some(crate::checkpoint::CheckpointDir::open(dir.path()).unwrap());
+        lock(&shell.core).mark_all_changed();
         let mut launched = Vec::new();
         for id in ["a", "b", "c"] {
             let effects = lock(&shell.core).handle(run_task(id), Instant::now());
@@ -752,7 +749,7 @@ mod tests {
         assert_eq!((state("a"), state("b")), (Some(TaskState::Running), Some(TaskState::Running)));
         assert_eq!(state("c"), Some(TaskState::Starting), "the batch ends at the lost link");
         assert!(shell.reconnect_at.is_some(), "the lost link was handled");
-        let cp = crate::checkpoint::read(&path).unwrap().expect("written before the effects went out");
+        let cp = crate::checkpoint::read(dir.path(), true).unwrap().expect("written before the effects went out").checkpoint;
         let running = cp.tasks.iter().filter(|t| t.state == TaskState::Running).count();
         assert_eq!(running, 2, "one write holds the whole batch");
 

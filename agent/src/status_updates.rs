@@ -5,7 +5,7 @@
 //! the master forwards an acknowledgement carrying its uuid, and only then does the next update go out. Nothing here
 //! reads a clock or touches a socket: every method takes `now` and returns the updates to send.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use agora_proto::model::{TaskState, TaskStatus};
@@ -67,6 +67,9 @@ pub struct StatusUpdateManager {
     streams: BTreeMap<TaskKey, Stream>,
     min_interval: Duration,
     max_interval: Duration,
+    /// The tasks whose checkpointed queue (its updates, its latest state) changed since [`Self::take_changed`];
+    /// retry times are not checkpointed, so re-sends leave it alone.
+    changed: BTreeSet<TaskKey>,
 }
 
 impl StatusUpdateManager {
@@ -76,6 +79,7 @@ impl StatusUpdateManager {
             streams: BTreeMap::new(),
             min_interval,
             max_interval: MAX_RETRY_INTERVAL.max(min_interval),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -97,6 +101,7 @@ impl StatusUpdateManager {
         });
         stream.latest_state = status.state;
         stream.pending.push_back(status);
+        self.changed.insert(key.clone());
         if stream.pending.len() == 1 && connected {
             stream.interval = min;
             stream.next_send = Some(now + min);
@@ -114,6 +119,7 @@ impl StatusUpdateManager {
             return AckOutcome::Ignored;
         }
         let acked = stream.pending.pop_front();
+        self.changed.insert(key.clone());
         let was_terminal = acked.map(|s| s.state.is_terminal()).unwrap_or(false);
         if stream.pending.is_empty() {
             self.streams.remove(key);
@@ -171,12 +177,19 @@ impl StatusUpdateManager {
 
     /// Drops every queue (the master removed this agent; nobody will acknowledge them).
     pub fn clear(&mut self) {
-        self.streams.clear();
+        self.changed.extend(std::mem::take(&mut self.streams).into_keys());
     }
 
     /// Drops the queues of one framework's tasks (the framework is gone; nobody will acknowledge them).
     pub fn remove_framework(&mut self, framework_id: &str) {
-        self.streams.retain(|key, _| key.framework_id != framework_id);
+        let changed = &mut self.changed;
+        self.streams.retain(|key, _| {
+            let keep = key.framework_id != framework_id;
+            if !keep {
+                changed.insert(key.clone());
+            }
+            keep
+        });
     }
 
     /// The queued states of a task, front first.
@@ -197,15 +210,22 @@ pub struct QueuedUpdates {
 impl StatusUpdateManager {
     /// Every queue, for the checkpoint.
     pub fn snapshot(&self) -> Vec<QueuedUpdates> {
-        self.streams
-            .iter()
-            .map(|(key, s)| QueuedUpdates {
-                task_id: key.task_id.clone(),
-                framework_id: key.framework_id.clone(),
-                pending: s.pending.iter().cloned().collect(),
-                latest_state: s.latest_state,
-            })
-            .collect()
+        self.streams.iter().map(|(key, s)| queued(key, s)).collect()
+    }
+
+    /// One task's queue as checkpointed; `None` when nothing of it awaits acknowledgement.
+    pub fn queue(&self, key: &TaskKey) -> Option<QueuedUpdates> {
+        self.streams.get(key).map(|s| queued(key, s))
+    }
+
+    /// The tasks whose queue changed since the last call (an update queued or acknowledged, queues dropped).
+    pub fn take_changed(&mut self) -> BTreeSet<TaskKey> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every task with a queue, as changed (the whole checkpoint is rewritten).
+    pub fn mark_all_changed(&mut self) {
+        self.changed.extend(self.streams.keys().cloned());
     }
 
     /// Restores checkpointed queues; they wait for the next registration, as after a disconnection.
@@ -220,6 +240,15 @@ impl StatusUpdateManager {
             };
             self.streams.insert(key, stream);
         }
+    }
+}
+
+fn queued(key: &TaskKey, s: &Stream) -> QueuedUpdates {
+    QueuedUpdates {
+        task_id: key.task_id.clone(),
+        framework_id: key.framework_id.clone(),
+        pending: s.pending.iter().cloned().collect(),
+        latest_state: s.latest_state,
     }
 }
 

@@ -6,8 +6,8 @@
 //! reach nothing, a COMMAND check runs on the host in the sandbox.
 //!
 //! Simulated tasks survive an agent restart, as libcontainer's containers do: nothing ran, so nothing can have
-//! died. `recover` reads the agent's checkpoint (`<work_dir>/meta/agent.json`) and reports every container of a
-//! live task there as still running.
+//! died. `recover` reads the agent's checkpoint (`<work_dir>/meta`, see [`crate::checkpoint`]) and reports every
+//! container of a live task there as still running.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,18 +32,6 @@ impl Entry {
         let (end, ended) = oneshot::channel();
         Entry { limits, end: Some(end), ended: Some(ended) }
     }
-}
-
-/// The part of the agent's checkpoint (`crate::checkpoint::AgentCheckpoint`) that says which containers were live.
-#[derive(serde::Deserialize)]
-struct LiveTasks {
-    tasks: Vec<LiveTask>,
-}
-
-#[derive(serde::Deserialize)]
-struct LiveTask {
-    container_id: String,
-    live: bool,
 }
 
 /// Runs every task as a simulation: no process, running from launch until killed.
@@ -111,14 +99,11 @@ impl Containerizer for SimulatedContainerizer {
     }
 
     async fn recover(&self) -> Result<Vec<RecoveredContainer>, ContainerError> {
-        let path = crate::checkpoint::agent_checkpoint_path(&self.work_dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(ContainerError::Recover(format!("cannot read {}: {e}", path.display()))),
-        };
-        let checkpoint: LiveTasks = serde_json::from_slice(&bytes)
-            .map_err(|e| ContainerError::Recover(format!("cannot parse {}: {e}", path.display())))?;
+        // The agent read the checkpoint just before (and stopped on what `--strict` refuses): what it skipped under
+        // `--strict=false` is skipped here too, and a container no recovered task claims is destroyed anyway.
+        let recovered = crate::checkpoint::read(&self.work_dir, false)
+            .map_err(|e| ContainerError::Recover(e.to_string()))?;
+        let Some(checkpoint) = recovered.map(|r| r.checkpoint) else { return Ok(vec![]) };
         let mut containers = self.containers();
         let mut recovered = Vec::new();
         for task in checkpoint.tasks.into_iter().filter(|t| t.live) {
@@ -221,14 +206,52 @@ mod tests {
         let c = SimulatedContainerizer::new(dir.path());
         assert!(c.recover().await.unwrap().is_empty(), "no checkpoint, nothing to recover");
 
-        // The fields `recover` reads, among those the agent writes (the rest is ignored).
-        let cp = serde_json::json!({"version": 1, "agent_id": "m-S0", "tasks": [
-            {"framework_id": "f1", "container_id": "container-live", "live": true, "state": "TASK_RUNNING"},
-            {"framework_id": "f1", "container_id": "container-ended", "live": false, "state": "TASK_FINISHED"},
-        ]});
-        let path = crate::checkpoint::agent_checkpoint_path(dir.path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, serde_json::to_vec(&cp).unwrap()).unwrap();
+        let task = |id: &str, container_id: &str, live: bool| crate::checkpoint::TaskCheckpoint {
+            framework_id: "f1".into(),
+            info: agora_proto::model::TaskInfo {
+                name: id.into(),
+                task_id: id.into(),
+                agent_id: "m-S0".into(),
+                resources: Default::default(),
+                command: Some(CommandInfo::shell("sleep 1")),
+                container: None,
+                health_check: None,
+                kill_grace_period: None,
+                labels: vec![],
+                discovery: None,
+                data: vec![],
+            },
+            state: agora_proto::model::TaskState::Running,
+            container_id: container_id.into(),
+            sandbox: "/s".into(),
+            live,
+            kill_grace_secs: None,
+            orphaned: false,
+            unhealthy_kill: None,
+        };
+        let cp = crate::checkpoint::AgentCheckpoint {
+            agent_id: Some("m-S0".into()),
+            frameworks: vec![],
+            tasks: vec![task("live", "container-live", true), task("ended", "container-ended", false)],
+            updates: vec![],
+        };
+        // The agent's own format, written as the agent writes it.
+        let mut changes = crate::checkpoint::Changes {
+            agent: Some(crate::checkpoint::AgentRecord { version: crate::checkpoint::VERSION, agent_id: cp.agent_id.clone() }),
+            ..Default::default()
+        };
+        for t in &cp.tasks {
+            let key = crate::status_updates::TaskKey::new("f1", t.info.task_id.clone());
+            let record = crate::checkpoint::TaskRecord {
+                framework_id: "f1".into(),
+                task_id: t.info.task_id.clone(),
+                task: Some(t.clone()),
+                updates: None,
+            };
+            changes.tasks.insert(key, Some(record));
+        }
+        let mut store = crate::checkpoint::CheckpointDir::open(dir.path()).unwrap();
+        store.write(&changes).unwrap();
 
         let recovered = c.recover().await.unwrap();
         assert_eq!(
@@ -238,8 +261,9 @@ mod tests {
         c.kill("container-live", Signal::SIGTERM).await.unwrap();
         assert_eq!(c.wait("container-live").await.unwrap(), Termination::Signaled(15));
 
-        std::fs::write(&path, b"{not json").unwrap();
+        let agent_info = dir.path().join("meta/agent.info");
+        std::fs::write(&agent_info, b"{not json").unwrap();
         let err = c.recover().await.unwrap_err().to_string();
-        assert!(err.contains("agent.json"), "{err}");
+        assert!(err.contains(&agent_info.display().to_string()), "{err}");
     }
 }
