@@ -467,3 +467,252 @@ pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<(), 
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use agora_proto::model::{CommandInfo, Source, TaskStatus};
+
+    use super::*;
+
+    fn task(framework_id: &str, task_id: &str, state: TaskState) -> TaskCheckpoint {
+        TaskCheckpoint {
+            framework_id: framework_id.into(),
+            info: TaskInfo {
+                name: task_id.into(),
+                task_id: task_id.into(),
+                agent_id: "a-S0".into(),
+                resources: agora_proto::model::Resources::parse("cpus:0.1").unwrap(),
+                command: Some(CommandInfo::shell("sleep 60")),
+                container: None,
+                health_check: None,
+                kill_grace_period: None,
+                labels: vec![],
+                discovery: None,
+                data: vec![],
+            },
+            state,
+            container_id: format!("c-{task_id}"),
+            sandbox: PathBuf::from("/w/sandbox"),
+            live: true,
+            kill_grace_secs: None,
+            orphaned: false,
+            unhealthy_kill: None,
+        }
+    }
+
+    fn updates(framework_id: &str, task_id: &str, state: TaskState) -> QueuedUpdates {
+        let status = TaskStatus {
+            task_id: task_id.into(),
+            state,
+            reason: None,
+            source: Source::Executor,
+            message: String::new(),
+            uuid: Some(vec![7; 16]),
+            timestamp: 1.0,
+            healthy: None,
+            agent_id: "a-S0".into(),
+            unreachable_time: None,
+        };
+        QueuedUpdates { task_id: task_id.into(), framework_id: framework_id.into(), pending: vec![status], latest_state: state }
+    }
+
+    fn record(framework_id: &str, task_id: &str, state: TaskState) -> Option<TaskRecord> {
+        Some(TaskRecord {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            task: Some(task(framework_id, task_id, state)),
+            updates: Some(updates(framework_id, task_id, state)),
+        })
+    }
+
+    fn framework(id: &str) -> FrameworkInfo {
+        let mut f = FrameworkInfo::new("marathon");
+        f.id = Some(id.into());
+        f
+    }
+
+    fn task_path(work_dir: &Path, framework_id: &str, task_id: &str) -> PathBuf {
+        meta_dir(work_dir).join(format!("frameworks/{framework_id}/tasks/{task_id}.info"))
+    }
+
+    /// Three tasks of framework `f`, one of `g`, written as a fresh agent's first batch.
+    fn written(work_dir: &Path) -> CheckpointDir {
+        let mut dir = CheckpointDir::open(work_dir).unwrap();
+        let mut changes = Changes {
+            agent: Some(AgentRecord { version: VERSION, agent_id: Some("a-S0".into()) }),
+            ..Changes::default()
+        };
+        changes.frameworks.insert("f".into(), Some(framework("f")));
+        changes.frameworks.insert("g".into(), Some(framework("g")));
+        for (f, t) in [("f", "t1"), ("f", "t2"), ("f", "t3"), ("g", "t1")] {
+            changes.tasks.insert(TaskKey::new(f, t), record(f, t, TaskState::Starting));
+        }
+        dir.write(&changes).unwrap();
+        dir
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).ino()
+    }
+
+    #[test]
+    fn ids_become_safe_distinct_bounded_file_names() {
+        assert_eq!(file_name("web.1f3e-a_b"), "web.1f3e-a_b");
+        assert_eq!(file_name("a/b c"), "a%2Fb%20c");
+        assert_eq!(file_name("."), "%2E");
+        assert_eq!(file_name(".."), "%2E.");
+        assert_eq!(file_name(""), "%");
+        assert_eq!(file_name("%2F"), "%252F", "an id that looks encoded is not confused with one that was");
+        let long = |tail: &str| format!("{}{tail}", "x".repeat(300));
+        let (a, b) = (file_name(&long("a")), file_name(&long("b")));
+        assert!(a.len() <= MAX_NAME && b.len() <= MAX_NAME, "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, file_name(&long("a")), "the same id, the same name");
+    }
+
+    #[test]
+    fn a_batch_writes_only_what_changed_removes_what_is_gone_and_recovery_reads_it_back() {
+        let work = tempfile::tempdir().unwrap();
+        let mut dir = written(work.path());
+        let read_back = || read(work.path(), true).unwrap().expect("a checkpoint");
+        let r = read_back();
+        assert!(!r.legacy && r.skipped.is_empty());
+        assert_eq!(r.checkpoint.agent_id.as_deref(), Some("a-S0"));
+        assert_eq!(r.checkpoint.frameworks, vec![framework("f"), framework("g")]);
+        let ids: Vec<(String, String)> =
+            r.checkpoint.tasks.iter().map(|t| (t.framework_id.clone(), t.info.task_id.clone())).collect();
+        let pairs = [("f", "t1"), ("f", "t2"), ("f", "t3"), ("g", "t1")].map(|(f, t)| (f.to_string(), t.to_string()));
+        assert_eq!(ids, pairs.to_vec(), "the same task id in two frameworks is two tasks");
+        assert_eq!(r.checkpoint.updates.len(), 4);
+
+        // One task changes: only its file is replaced (a rename gives it a new inode); another one is gone.
+        let untouched = [task_path(work.path(), "f", "t1"), task_path(work.path(), "g", "t1")];
+        let before: Vec<u64> = untouched.iter().map(|p| inode(p)).collect();
+        let changed = task_path(work.path(), "f", "t2");
+        let changed_before = inode(&changed);
+        let mut changes = Changes::default();
+        let mut running = record("f", "t2", TaskState::Running).unwrap();
+        running.updates = None;
+        changes.tasks.insert(TaskKey::new("f", "t2"), Some(running));
+        changes.tasks.insert(TaskKey::new("f", "t3"), None);
+        dir.write(&changes).unwrap();
+        assert_eq!(untouched.iter().map(|p| inode(p)).collect::<Vec<_>>(), before, "unchanged tasks are not rewritten");
+        assert_ne!(inode(&changed), changed_before, "the changed task is rewritten");
+        assert!(!task_path(work.path(), "f", "t3").exists(), "a task that is gone leaves no file");
+
+        let r = read_back();
+        let states: Vec<(String, TaskState)> =
+            r.checkpoint.tasks.iter().map(|t| (t.info.task_id.clone(), t.state)).collect();
+        let expected = [("t1", TaskState::Starting), ("t2", TaskState::Running), ("t1", TaskState::Starting)];
+        assert_eq!(states, expected.map(|(t, s)| (t.to_string(), s)).to_vec());
+        assert_eq!(r.checkpoint.updates.len(), 2, "t2's updates were all acknowledged, t3 is gone");
+
+        // A framework that is gone, with its last task: its directory goes too.
+        let mut changes = Changes::default();
+        changes.tasks.insert(TaskKey::new("g", "t1"), None);
+        changes.frameworks.insert("g".into(), None);
+        dir.write(&changes).unwrap();
+        assert!(!meta_dir(work.path()).join("frameworks/g").exists());
+        assert_eq!(read_back().checkpoint.frameworks, vec![framework("f")]);
+    }
+
+    #[test]
+    fn odd_ids_round_trip_through_their_file_names() {
+        let work = tempfile::tempdir().unwrap();
+        let mut dir = CheckpointDir::open(work.path()).unwrap();
+        let mut changes = Changes {
+            agent: Some(AgentRecord { version: VERSION, agent_id: None }),
+            ..Changes::default()
+        };
+        // A refused run_task with a '/' in its id has a TASK_FAILED to deliver and no task.
+        let mut refused = record("fw/1", "../x", TaskState::Failed).unwrap();
+        refused.task = None;
+        changes.tasks.insert(TaskKey::new("fw/1", "../x"), Some(refused.clone()));
+        dir.write(&changes).unwrap();
+        assert!(meta_dir(work.path()).join("frameworks/fw%2F1/tasks/%2E.%2Fx.info").is_file());
+        let r = read(work.path(), true).unwrap().unwrap();
+        assert_eq!(r.checkpoint.updates, vec![refused.updates.unwrap()]);
+        assert!(r.checkpoint.tasks.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_partial_task_file_stops_recovery_naming_it_unless_strict_is_off() {
+        let work = tempfile::tempdir().unwrap();
+        written(work.path());
+        let partial = task_path(work.path(), "f", "t2");
+        let bytes = std::fs::read(&partial).unwrap();
+        std::fs::write(&partial, &bytes[..bytes.len() / 2]).unwrap();
+
+        let err = read(work.path(), true).unwrap_err().to_string();
+        assert!(err.contains(&partial.display().to_string()) && err.contains("corrupt"), "{err}");
+        assert!(err.contains("--strict=false"), "says how to start anyway: {err}");
+
+        let r = read(work.path(), false).unwrap().unwrap();
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].to_string().contains(&partial.display().to_string()));
+        let ids: Vec<&str> = r.checkpoint.tasks.iter().map(|t| t.info.task_id.as_str()).collect();
+        assert_eq!(ids, ["t1", "t3", "t1"], "the rest is recovered");
+
+        // A file moved under another task's name is refused too.
+        std::fs::copy(task_path(work.path(), "f", "t1"), &partial).unwrap();
+        let err = read(work.path(), true).unwrap_err().to_string();
+        assert!(err.contains(&partial.display().to_string()) && err.contains("task 't1' of framework 'f'"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_agent_file_always_stops_recovery_and_leftover_temporary_files_are_ignored() {
+        let work = tempfile::tempdir().unwrap();
+        written(work.path());
+        // A write a crash interrupted leaves a temporary file; the task's previous file is the checkpoint.
+        std::fs::write(task_path(work.path(), "f", "t1").with_extension("tmp"), b"{\"framework_id\":").unwrap();
+        assert_eq!(read(work.path(), true).unwrap().unwrap().checkpoint.tasks.len(), 4);
+
+        let agent = meta_dir(work.path()).join(AGENT_FILE);
+        std::fs::write(&agent, br#"{"version": 9, "agent_id": null}"#).unwrap();
+        let err = read(work.path(), false).unwrap_err().to_string();
+        assert!(err.contains(&agent.display().to_string()) && err.contains("version 9"), "{err}");
+        std::fs::remove_file(&agent).unwrap();
+        let err = read(work.path(), false).unwrap_err().to_string();
+        assert!(err.contains("agent.info") && err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(meta_dir(work.path()).join(FRAMEWORKS_DIR)).unwrap();
+        assert!(read(work.path(), true).unwrap().is_none(), "a fresh agent");
+    }
+
+    #[test]
+    fn the_single_file_checkpoint_is_read_and_removed_once_the_new_layout_is_complete() {
+        let work = tempfile::tempdir().unwrap();
+        let old = AgentCheckpoint {
+            agent_id: Some("a-S0".into()),
+            frameworks: vec![framework("f")],
+            tasks: vec![task("f", "t1", TaskState::Running)],
+            updates: vec![updates("f", "t1", TaskState::Running)],
+        };
+        std::fs::create_dir_all(meta_dir(work.path())).unwrap();
+        std::fs::write(legacy_path(work.path()), legacy_bytes(&old)).unwrap();
+        let r = read(work.path(), true).unwrap().unwrap();
+        assert!(r.legacy);
+        assert_eq!(r.checkpoint, old);
+
+        // The agent rewrites everything (what `AgentCore::mark_all_changed` yields); the old file goes last.
+        let mut dir = CheckpointDir::open(work.path()).unwrap();
+        let mut changes = Changes::default();
+        changes.frameworks.insert("f".into(), Some(framework("f")));
+        changes.tasks.insert(TaskKey::new("f", "t1"), record("f", "t1", TaskState::Running));
+        dir.write(&changes).unwrap();
+        assert!(legacy_path(work.path()).exists(), "kept until agent.info marks the new layout complete");
+        assert!(read(work.path(), true).unwrap().unwrap().legacy, "an interrupted migration starts again");
+        changes.agent = Some(AgentRecord { version: VERSION, agent_id: old.agent_id.clone() });
+        dir.write(&changes).unwrap();
+        assert!(!legacy_path(work.path()).exists());
+        let r = read(work.path(), true).unwrap().unwrap();
+        assert!(!r.legacy);
+        assert_eq!(r.checkpoint, old);
+
+        std::fs::write(legacy_path(work.path()), b"{\"version\": 1, \"tasks\": [").unwrap();
+        std::fs::remove_file(meta_dir(work.path()).join(AGENT_FILE)).unwrap();
+        let err = read(work.path(), true).unwrap_err().to_string();
+        assert!(err.contains("agent.json") && err.contains("corrupt"), "{err}");
+    }
+}

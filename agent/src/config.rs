@@ -549,6 +549,15 @@ mod tests {
     }
 
     #[test]
+    fn strict_recovery_is_the_default_and_can_be_turned_off_as_in_mesos() {
+        assert!(flags(&[]).unwrap().strict);
+        assert!(!flags(&["--strict=false"]).unwrap().strict);
+        assert!(flags(&["--strict", "true"]).unwrap().strict);
+        let err = flags(&["--strict=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--strict") && err.contains("maybe"), "{err}");
+    }
+
+    #[test]
     fn the_docker_registry_is_an_absolute_directory() {
         let c = flags(&["--resources", "cpus:1;mem:64;disk:64;ports:[1-2]"]).unwrap().config().unwrap();
         assert_eq!(c.docker_registry, None);

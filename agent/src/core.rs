@@ -1542,6 +1542,104 @@ mod tests {
         assert_eq!(core.handle(FromMaster::Ping, Instant::now()), vec![Effect::Send(ToMaster::Pong)]);
     }
 
+    /// Writes what changed, as the shell does before a batch's effects go out, and checks that the files then hold
+    /// exactly the whole checkpoint; returns how many task files the batch wrote or removed.
+    fn sync(core: &mut AgentCore, dir: &mut crate::checkpoint::CheckpointDir, work: &std::path::Path) -> usize {
+        let changes = core.take_changes();
+        dir.write(&changes).unwrap();
+        let on_disk = crate::checkpoint::read(work, true).unwrap().expect("a checkpoint").checkpoint;
+        assert_eq!(on_disk, core.checkpoint(), "the files lag behind the core");
+        changes.tasks.len()
+    }
+
+    fn ack(core: &mut AgentCore, framework_id: &str, task_id: &str, effects: &[Effect], now: Instant) -> Vec<Effect> {
+        let uuid = uuid_of(effects);
+        core.handle(FromMaster::Acknowledge { framework_id: framework_id.into(), task_id: task_id.into(), uuid }, now)
+    }
+
+    #[test]
+    fn the_per_task_files_follow_every_change_and_a_batch_writes_only_the_tasks_it_changed() {
+        let work = tempfile::tempdir().unwrap();
+        let mut dir = crate::checkpoint::CheckpointDir::open(work.path()).unwrap();
+        let t0 = Instant::now();
+        let mut core = AgentCore::new(settings(t0));
+        core.mark_all_changed();
+        assert_eq!(sync(&mut core, &mut dir, work.path()), 0, "a fresh agent writes agent.info only");
+        core.connecting();
+        core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+        sync(&mut core, &mut dir, work.path());
+
+        let fw = framework(vec![Capability::TaskKillingState]);
+        let mut other = framework(vec![]);
+        other.id = Some("m-0002".into());
+        let mut starting = BTreeMap::new();
+        let mut specs = BTreeMap::new();
+        for (f, id) in [(&fw, "t1"), (&fw, "t2"), (&fw, "t3"), (&other, "t1")] {
+            let effects = core.handle(FromMaster::run_task(f.clone(), task(id, "sleep 60")), t0);
+            let k = TaskKey::new(f.id.clone().unwrap(), id);
+            specs.insert(k.clone(), launch_of(&effects));
+            starting.insert(k, effects);
+        }
+        assert_eq!(sync(&mut core, &mut dir, work.path()), 4);
+
+        // One launch result and one acknowledgement: two task files, whatever the agent runs.
+        let (k1, k2, k3, ko) = (key("t1"), key("t2"), key("t3"), TaskKey::new("m-0002", "t1"));
+        core.launched(&k1, &specs[&k1].container_id, Ok(()), t0);
+        ack(&mut core, "m-0001", "t2", &starting[&k2], t0);
+        assert_eq!(sync(&mut core, &mut dir, work.path()), 2);
+        // Retries change nothing on disk.
+        core.tick(t0 + 10 * SEC);
+        assert_eq!(sync(&mut core, &mut dir, work.path()), 0);
+
+        core.launched(&k2, &specs[&k2].container_id, Err("no".into()), t0);
+        core.launched(&k3, &specs[&k3].container_id, Ok(()), t0);
+        core.launched(&ko, &specs[&ko].container_id, Ok(()), t0);
+        core.handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t3".into(), grace: None }, t0);
+        core.tick(t0 + 20 * SEC);
+        core.handle(
+            FromMaster::InvalidTask { framework_id: "m-0001".into(), task_id: "bad/id".into(), message: "x".into() },
+            t0,
+        );
+        sync(&mut core, &mut dir, work.path());
+        core.exited(&k3, &specs[&k3].container_id, Ok(Termination::Signaled(9)), t0);
+        core.exited(&k1, &specs[&k1].container_id, Ok(Termination::Exited(0)), t0);
+        sync(&mut core, &mut dir, work.path());
+
+        // Acknowledging every update forgets the ended tasks: their files go.
+        for _ in 0..4 {
+            let fronts: Vec<Outbound> = core.updates.resend_all(t0);
+            for o in fronts {
+                let uuid = o.status.uuid.clone().unwrap();
+                let (framework_id, task_id) = (o.framework_id.clone(), o.status.task_id.clone());
+                core.handle(FromMaster::Acknowledge { framework_id, task_id, uuid }, t0);
+            }
+            sync(&mut core, &mut dir, work.path());
+        }
+        assert_eq!(core.task_state(&k1), None);
+        assert_eq!(core.task_state(&ko), Some(TaskState::Running));
+        let tasks_dir = work.path().join("meta/frameworks/m-0001/tasks");
+        assert_eq!(std::fs::read_dir(&tasks_dir).map(|d| d.count()).unwrap_or(0), 0, "no file of a forgotten task");
+
+        // A framework shut down; the master refusing the agent.
+        core.handle(FromMaster::ShutdownFramework { framework_id: "m-0002".into() }, t0);
+        sync(&mut core, &mut dir, work.path());
+        core.exited(&ko, &specs[&ko].container_id, Ok(Termination::Signaled(15)), t0);
+        let effects = core.handle(FromMaster::run_task(fw.clone(), task("t4", "sleep 60")), t0);
+        sync(&mut core, &mut dir, work.path());
+        core.handle(FromMaster::Error { message: "removed".into() }, t0);
+        sync(&mut core, &mut dir, work.path());
+
+        // Recovery loads the files as they are and writes only what it changes: here, the lost container of t4.
+        let on_disk = crate::checkpoint::read(work.path(), true).unwrap().unwrap().checkpoint;
+        let mut after = AgentCore::new(settings(t0));
+        after.recover(on_disk, vec![], t0);
+        let changes = after.take_changes();
+        let t4 = launch_of(&effects);
+        assert_eq!(changes.tasks.keys().collect::<Vec<_>>(), vec![&key("t4")], "{t4:?}");
+        dir.write(&changes).unwrap();
+        assert_eq!(crate::checkpoint::read(work.path(), true).unwrap().unwrap().checkpoint, after.checkpoint());
+    }
+
     #[test]
     fn task_runs_to_finished_with_ordered_acknowledged_updates() {
         let t0 = Instant::now();
