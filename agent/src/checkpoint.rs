@@ -515,7 +515,12 @@ mod tests {
             agent_id: "a-S0".into(),
             unreachable_time: None,
         };
-        QueuedUpdates { task_id: task_id.into(), framework_id: framework_id.into(), pending: vec![status], latest_state: state }
+        QueuedUpdates {
+            task_id: task_id.into(),
+            framework_id: framework_id.into(),
+            pending: vec![status],
+            latest_state: state,
+        }
     }
 
     fn record(framework_id: &str, task_id: &str, state: TaskState) -> Option<TaskRecord> {
@@ -622,10 +627,8 @@ mod tests {
     fn odd_ids_round_trip_through_their_file_names() {
         let work = tempfile::tempdir().unwrap();
         let mut dir = CheckpointDir::open(work.path()).unwrap();
-        let mut changes = Changes {
-            agent: Some(AgentRecord { version: VERSION, agent_id: None }),
-            ..Changes::default()
-        };
+        let mut changes =
+            Changes { agent: Some(AgentRecord { version: VERSION, agent_id: None }), ..Changes::default() };
         // A refused run_task with a '/' in its id has a TASK_FAILED to deliver and no task.
         let mut refused = record("fw/1", "../x", TaskState::Failed).unwrap();
         refused.task = None;

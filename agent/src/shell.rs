@@ -749,7 +749,8 @@ mod tests {
         assert_eq!((state("a"), state("b")), (Some(TaskState::Running), Some(TaskState::Running)));
         assert_eq!(state("c"), Some(TaskState::Starting), "the batch ends at the lost link");
         assert!(shell.reconnect_at.is_some(), "the lost link was handled");
-        let cp = crate::checkpoint::read(dir.path(), true).unwrap().expect("written before the effects went out").checkpoint;
+        let cp =
+            crate::checkpoint::read(dir.path(), true).unwrap().expect("written before the effects went out").checkpoint;
         let running = cp.tasks.iter().filter(|t| t.state == TaskState::Running).count();
         assert_eq!(running, 2, "one write holds the whole batch");
 

@@ -101,8 +101,8 @@ impl Containerizer for SimulatedContainerizer {
     async fn recover(&self) -> Result<Vec<RecoveredContainer>, ContainerError> {
         // The agent read the checkpoint just before (and stopped on what `--strict` refuses): what it skipped under
         // `--strict=false` is skipped here too, and a container no recovered task claims is destroyed anyway.
-        let recovered = crate::checkpoint::read(&self.work_dir, false)
-            .map_err(|e| ContainerError::Recover(e.to_string()))?;
+        let recovered =
+            crate::checkpoint::read(&self.work_dir, false).map_err(|e| ContainerError::Recover(e.to_string()))?;
         let Some(checkpoint) = recovered.map(|r| r.checkpoint) else { return Ok(vec![]) };
         let mut containers = self.containers();
         let mut recovered = Vec::new();
@@ -237,7 +237,10 @@ mod tests {
         };
         // The agent's own format, written as the agent writes it.
         let mut changes = crate::checkpoint::Changes {
-            agent: Some(crate::checkpoint::AgentRecord { version: crate::checkpoint::VERSION, agent_id: cp.agent_id.clone() }),
+            agent: Some(crate::checkpoint::AgentRecord {
+                version: crate::checkpoint::VERSION,
+                agent_id: cp.agent_id.clone(),
+            }),
             ..Default::default()
         };
         for t in &cp.tasks {
