@@ -189,6 +189,8 @@ struct CompletedTask {
 struct Tasks {
     map: BTreeMap<TaskKey, TaskRun>,
     changed: BTreeSet<TaskKey>,
+    /// The tasks being killed (`kill` set), so timers look at them alone, not at every task.
+    killing: BTreeSet<TaskKey>,
 }
 
 impl Tasks {
@@ -232,17 +234,34 @@ impl Tasks {
 
     fn insert(&mut self, key: TaskKey, run: TaskRun) {
         self.changed.insert(key.clone());
-        self.map.insert(key, run);
+        self.load(key, run);
     }
 
     /// A task read back from the checkpoint: already on disk as it is.
     fn load(&mut self, key: TaskKey, run: TaskRun) {
+        if run.kill.is_some() {
+            self.killing.insert(key.clone());
+        }
         self.map.insert(key, run);
+    }
+
+    /// Starts killing the task (a kill is never undone; the task is forgotten once it ended).
+    fn start_kill(&mut self, key: &TaskKey, kill: Kill) {
+        if let Some(t) = self.get_mut(key) {
+            t.kill = Some(kill);
+            self.killing.insert(key.clone());
+        }
+    }
+
+    /// The tasks being killed.
+    fn killing(&self) -> impl Iterator<Item = (&TaskKey, &TaskRun)> {
+        self.killing.iter().filter_map(|k| self.map.get(k).map(|t| (k, t)))
     }
 
     fn remove(&mut self, key: &TaskKey) -> Option<TaskRun> {
         let run = self.map.remove(key)?;
         self.changed.insert(key.clone());
+        self.killing.remove(key);
         Some(run)
     }
 
@@ -614,18 +633,19 @@ impl AgentCore {
             debug!("task is already being killed");
             return vec![];
         }
-        let Some(t) = self.tasks.get_mut(&key) else { return vec![] };
+        let Some(t) = self.tasks.get(&key) else { return vec![] };
         let grace = grace
             .or_else(|| t.info.kill_grace_period.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
             .unwrap_or(default_grace)
             .min(MAX_KILL_GRACE);
         let launching = t.container == Container::Launching;
-        t.kill = Some(Kill { grace, escalate_at: (!launching).then_some(now + grace) });
         let container_id = t.container_id.clone();
         let orphaned = t.orphaned;
+        let has_check = t.info.health_check.is_some();
+        self.tasks.start_kill(&key, Kill { grace, escalate_at: (!launching).then_some(now + grace) });
         info!(grace_secs = grace.as_secs_f64(), "killing task");
         let mut effects = Vec::new();
-        if t.info.health_check.is_some() {
+        if has_check {
             // As Mesos's executors: no more checks once the task is being killed.
             effects.push(Effect::StopHealthCheck { task: key.clone() });
         }
@@ -708,7 +728,7 @@ impl AgentCore {
 
     /// The longest grace period of any kill in progress (at least `--executor-shutdown-grace-period`).
     pub fn longest_grace(&self) -> Duration {
-        let graces = self.tasks.values().filter_map(|t| t.kill.as_ref().map(|k| k.grace));
+        let graces = self.tasks.killing().filter_map(|(_, t)| t.kill.as_ref().map(|k| k.grace));
         graces.max().unwrap_or_default().max(self.settings.executor_shutdown_grace_period)
     }
 
@@ -716,9 +736,10 @@ impl AgentCore {
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
         let due = |t: &TaskRun| {
-            t.container == Container::Running && t.kill.as_ref().is_some_and(|k| k.escalate_at.is_some_and(|at| at <= now))
+            t.container == Container::Running
+                && t.kill.as_ref().is_some_and(|k| k.escalate_at.is_some_and(|at| at <= now))
         };
-        let escalate: Vec<TaskKey> = self.tasks.iter().filter(|(_, t)| due(t)).map(|(k, _)| k.clone()).collect();
+        let escalate: Vec<TaskKey> = self.tasks.killing().filter(|(_, t)| due(t)).map(|(k, _)| k.clone()).collect();
         for key in escalate {
             let Some(t) = self.tasks.get_mut(&key) else { continue };
             if let Some(kill) = t.kill.as_mut() {
@@ -739,9 +760,9 @@ impl AgentCore {
     pub fn next_deadline(&self) -> Option<Instant> {
         let kills = self
             .tasks
-            .values()
-            .filter(|t| t.container == Container::Running)
-            .filter_map(|t| t.kill.as_ref().and_then(|k| k.escalate_at));
+            .killing()
+            .filter(|(_, t)| t.container == Container::Running)
+            .filter_map(|(_, t)| t.kill.as_ref().and_then(|k| k.escalate_at));
         let retries = if self.is_registered() { self.updates.next_deadline() } else { None };
         kills.chain(retries).min()
     }

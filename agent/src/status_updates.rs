@@ -70,6 +70,22 @@ pub struct StatusUpdateManager {
     /// The tasks whose checkpointed queue (its updates, its latest state) changed since [`Self::take_changed`];
     /// retry times are not checkpointed, so re-sends leave it alone.
     changed: BTreeSet<TaskKey>,
+    /// `(next_send, task)` of every stream with a retry time, earliest first: timers look here, not at every stream.
+    schedule: BTreeSet<(Instant, TaskKey)>,
+}
+
+/// Sets the stream's retry time, keeping `schedule` in step.
+fn reschedule(schedule: &mut BTreeSet<(Instant, TaskKey)>, key: &TaskKey, stream: &mut Stream, at: Option<Instant>) {
+    if stream.next_send == at {
+        return;
+    }
+    if let Some(old) = stream.next_send {
+        schedule.remove(&(old, key.clone()));
+    }
+    if let Some(at) = at {
+        schedule.insert((at, key.clone()));
+    }
+    stream.next_send = at;
 }
 
 impl StatusUpdateManager {
@@ -80,6 +96,7 @@ impl StatusUpdateManager {
             min_interval,
             max_interval: MAX_RETRY_INTERVAL.max(min_interval),
             changed: BTreeSet::new(),
+            schedule: BTreeSet::new(),
         }
     }
 
@@ -104,7 +121,7 @@ impl StatusUpdateManager {
         self.changed.insert(key.clone());
         if stream.pending.len() == 1 && connected {
             stream.interval = min;
-            stream.next_send = Some(now + min);
+            reschedule(&mut self.schedule, &key, stream, Some(now + min));
             return front(&key, stream);
         }
         // A waiting front now carries a newer latest_state; it goes out at its next retry.
@@ -122,11 +139,12 @@ impl StatusUpdateManager {
         self.changed.insert(key.clone());
         let was_terminal = acked.map(|s| s.state.is_terminal()).unwrap_or(false);
         if stream.pending.is_empty() {
+            reschedule(&mut self.schedule, key, stream, None);
             self.streams.remove(key);
             return AckOutcome::Acked { next: None, terminal_done: was_terminal };
         }
         stream.interval = self.min_interval;
-        stream.next_send = connected.then(|| now + self.min_interval);
+        reschedule(&mut self.schedule, key, stream, connected.then(|| now + self.min_interval));
         let next = if connected { front(key, stream) } else { None };
         AckOutcome::Acked { next, terminal_done: false }
     }
@@ -134,13 +152,15 @@ impl StatusUpdateManager {
     /// Fronts whose retry time has come; each is re-scheduled with a doubled interval (capped).
     pub fn due(&mut self, now: Instant) -> Vec<Outbound> {
         let max = self.max_interval;
+        let due: Vec<TaskKey> =
+            self.schedule.iter().take_while(|(at, _)| *at <= now).map(|(_, key)| key.clone()).collect();
         let mut out = Vec::new();
-        for (key, stream) in self.streams.iter_mut() {
-            if stream.next_send.is_some_and(|t| t <= now) {
-                stream.interval = (stream.interval * 2).min(max);
-                stream.next_send = Some(now + stream.interval);
-                out.extend(front(key, stream));
-            }
+        for key in due {
+            let Some(stream) = self.streams.get_mut(&key) else { continue };
+            stream.interval = (stream.interval * 2).min(max);
+            let at = Some(now + stream.interval);
+            reschedule(&mut self.schedule, &key, stream, at);
+            out.extend(front(&key, stream));
         }
         out
     }
@@ -148,11 +168,12 @@ impl StatusUpdateManager {
     /// After (re)registration: every front goes out at once, with the backoff reset.
     pub fn resend_all(&mut self, now: Instant) -> Vec<Outbound> {
         let min = self.min_interval;
+        let schedule = &mut self.schedule;
         self.streams
             .iter_mut()
             .filter_map(|(key, stream)| {
                 stream.interval = min;
-                stream.next_send = Some(now + min);
+                reschedule(schedule, key, stream, Some(now + min));
                 front(key, stream)
             })
             .collect()
@@ -163,11 +184,12 @@ impl StatusUpdateManager {
         for stream in self.streams.values_mut() {
             stream.next_send = None;
         }
+        self.schedule.clear();
     }
 
     /// The earliest retry time.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.streams.values().filter_map(|s| s.next_send).min()
+        self.schedule.first().map(|(at, _)| *at)
     }
 
     /// True while some update of the task awaits acknowledgement.
@@ -178,15 +200,17 @@ impl StatusUpdateManager {
     /// Drops every queue (the master removed this agent; nobody will acknowledge them).
     pub fn clear(&mut self) {
         self.changed.extend(std::mem::take(&mut self.streams).into_keys());
+        self.schedule.clear();
     }
 
     /// Drops the queues of one framework's tasks (the framework is gone; nobody will acknowledge them).
     pub fn remove_framework(&mut self, framework_id: &str) {
-        let changed = &mut self.changed;
-        self.streams.retain(|key, _| {
+        let (changed, schedule) = (&mut self.changed, &mut self.schedule);
+        self.streams.retain(|key, stream| {
             let keep = key.framework_id != framework_id;
             if !keep {
                 changed.insert(key.clone());
+                reschedule(schedule, key, stream, None);
             }
             keep
         });
@@ -238,7 +262,9 @@ impl StatusUpdateManager {
                 next_send: None,
                 interval: self.min_interval,
             };
-            self.streams.insert(key, stream);
+            if let Some(at) = self.streams.insert(key.clone(), stream).and_then(|old| old.next_send) {
+                self.schedule.remove(&(at, key));
+            }
         }
     }
 }
@@ -412,5 +438,46 @@ mod tests {
         m.remove_framework("g");
         assert!(m.has_pending(&key("f", "t")));
         assert!(!m.has_pending(&key("g", "t")));
+    }
+
+    /// The retry schedule names exactly the streams that have a retry time, at that time.
+    fn schedule_is_consistent(m: &StatusUpdateManager) {
+        let expected: BTreeSet<(Instant, TaskKey)> =
+            m.streams.iter().filter_map(|(k, s)| s.next_send.map(|at| (at, k.clone()))).collect();
+        assert_eq!(m.schedule, expected);
+        assert_eq!(m.next_deadline(), expected.first().map(|(at, _)| *at));
+    }
+
+    #[test]
+    fn the_retry_schedule_and_the_changed_queues_follow_every_operation() {
+        let t0 = Instant::now();
+        let mut m = StatusUpdateManager::new(SEC);
+        m.enqueue("f", status("a", TaskState::Starting, 1), t0, true);
+        m.enqueue("f", status("b", TaskState::Starting, 2), t0 + SEC, true);
+        m.enqueue("g", status("c", TaskState::Starting, 3), t0, false);
+        m.enqueue("f", status("a", TaskState::Running, 4), t0, true);
+        schedule_is_consistent(&m);
+        assert_eq!(m.take_changed().len(), 3);
+        assert!(m.take_changed().is_empty());
+
+        let due = m.due(t0 + 2 * SEC);
+        assert_eq!(due.iter().map(|o| o.status.task_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        schedule_is_consistent(&m);
+        assert!(m.take_changed().is_empty(), "re-sending changes nothing checkpointed");
+        m.acknowledge(&key("f", "a"), &[1; 16], t0 + 2 * SEC, true);
+        m.acknowledge(&key("f", "b"), &[2; 16], t0 + 2 * SEC, true);
+        schedule_is_consistent(&m);
+        assert_eq!(m.take_changed().into_iter().collect::<Vec<_>>(), [key("f", "a"), key("f", "b")]);
+        m.pause();
+        schedule_is_consistent(&m);
+        m.resend_all(t0 + 3 * SEC);
+        schedule_is_consistent(&m);
+        m.remove_framework("g");
+        schedule_is_consistent(&m);
+        assert_eq!(m.take_changed().into_iter().collect::<Vec<_>>(), [key("g", "c")]);
+        m.clear();
+        schedule_is_consistent(&m);
+        assert_eq!(m.take_changed().into_iter().collect::<Vec<_>>(), [key("f", "a")]);
+        assert_eq!(m.next_deadline(), None);
     }
 }
