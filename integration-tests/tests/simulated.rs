@@ -78,3 +78,81 @@ async fn simulated_tasks_run_until_killed_and_survive_an_agent_restart() -> anyh
     fw.teardown().await;
     Ok(())
 }
+
+/// The agent's running tasks as its `/state` lists them: (task id, state).
+async fn agent_tasks(cluster: &Cluster) -> Option<Vec<(String, String)>> {
+    let url = format!("http://{}/state", cluster.agent_addrs[0]);
+    let s: serde_json::Value = cluster.http.get(&url).send().await.ok()?.json().await.ok()?;
+    if s["registered"] != true {
+        return None;
+    }
+    let executors =
+        s["frameworks"].as_array()?.iter().flat_map(|f| f["executors"].as_array().cloned().unwrap_or_default());
+    let tasks = executors.flat_map(|e| e["tasks"].as_array().cloned().unwrap_or_default());
+    Some(
+        tasks
+            .map(|t| (t["id"].as_str().unwrap_or("").to_string(), t["state"].as_str().unwrap_or("").to_string()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_agent_migrates_its_single_file_checkpoint_and_refuses_a_corrupt_task_file() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent_with(AGENT, &["--isolation=simulated"]).await?;
+    let work_dir = cluster.dir.path().join("agent0");
+    let meta = work_dir.join("meta");
+    let port: u16 = cluster.agent_addrs[0].rsplit(':').next().unwrap().parse()?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("upgrade")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+    let res = |r: &str| r.parse::<Resources>().unwrap();
+    let tasks = ["a", "b"].map(|id| TaskInfo::command(id, id, &agent, res("cpus:0.5;mem:64"), "sleep 3600"));
+    fw.driver.launch(&offer, tasks.to_vec());
+    update(&mut fw, "a", |s| s.state == TaskState::Running).await;
+    update(&mut fw, "b", |s| s.state == TaskState::Running).await;
+    let task_file = |id: &str| meta.join(format!("frameworks/{}/tasks/{id}.info", fw.id));
+    assert!(task_file("a").is_file() && meta.join("agent.info").is_file(), "one file per task");
+
+    // The agent of the previous release kept everything in meta/agent.json: make this work dir look like its.
+    cluster.agents[0].kill9();
+    let old = agora_agent::checkpoint::read(&work_dir, true)?.expect("a checkpoint").checkpoint;
+    assert_eq!(old.tasks.len(), 2);
+    std::fs::remove_file(meta.join("agent.info"))?;
+    std::fs::remove_dir_all(meta.join("frameworks"))?;
+    std::fs::write(meta.join("agent.json"), agora_agent::checkpoint::legacy_bytes(&old))?;
+    cluster.agents[0] = spawn_agent(&cluster, "agent0", port, &work_dir, AGENT, &["--isolation=simulated"])?;
+    let running = wait_for("the upgraded agent to re-register with both tasks", WAIT, async || {
+        let tasks = agent_tasks(&cluster).await?;
+        (tasks.len() == 2 && tasks.iter().all(|(_, s)| s == "TASK_RUNNING")).then_some(tasks)
+    })
+    .await?;
+    assert_eq!(running.len(), 2);
+    assert!(!meta.join("agent.json").exists(), "the single file is gone once migrated");
+    assert!(task_file("a").is_file() && task_file("b").is_file());
+
+    // A damaged task file: the agent does not start, and says which file.
+    cluster.agents[0].kill9();
+    let bytes = std::fs::read(task_file("b"))?;
+    std::fs::write(task_file("b"), &bytes[..bytes.len() / 2])?;
+    cluster.agents[0] = spawn_agent(&cluster, "agent0", port, &work_dir, AGENT, &["--isolation=simulated"])?;
+    let status = wait_for("the agent to refuse the corrupt checkpoint", WAIT, async || {
+        cluster.agents[0].child.try_wait().ok().flatten()
+    })
+    .await?;
+    assert!(!status.success());
+    let log = cluster.agents[0].log_text();
+    assert!(log.contains(&task_file("b").display().to_string()) && log.contains("--strict=false"), "{log}");
+
+    // --strict=false recovers the rest.
+    let lenient = ["--isolation=simulated", "--strict=false"];
+    cluster.agents[0] = spawn_agent(&cluster, "agent0", port, &work_dir, AGENT, &lenient)?;
+    wait_for("the lenient agent to re-register with task a", WAIT, async || {
+        let tasks = agent_tasks(&cluster).await?;
+        tasks.iter().any(|(id, s)| id == "a" && s == "TASK_RUNNING").then_some(())
+    })
+    .await?;
+    let log = cluster.agents[0].log_text();
+    assert!(log.contains("skipping a corrupt checkpoint file") && log.contains("b.info"), "{log}");
+    fw.teardown().await;
+    Ok(())
+}
