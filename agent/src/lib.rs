@@ -10,6 +10,8 @@
 //! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
 //!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment; [`fetcher`]: the
 //!   `CommandInfo.uris` fetched into the sandbox before launch.
+//! - [`checkpoint`]: what a restarted agent recovers, one file per task under `<work_dir>/meta`, written for what
+//!   each batch of events changed.
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
 //! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
