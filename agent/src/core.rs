@@ -491,6 +491,7 @@ impl AgentCore {
             rootfs,
             image,
             volumes,
+            working_dir: None,
         })));
         effects
     }

@@ -506,10 +506,14 @@ impl<C: Containerizer> Shell<C> {
                             None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
                             Some(request) => match crate::image::provision(request).await {
                                 Err(e) => Err(e),
-                                Ok(rootfs) => {
-                                    info!(image = %request.image, rootfs = %rootfs.display(), "image resolved");
-                                    spec.rootfs = Some(rootfs);
-                                    containerizer.launch(&spec).await.map_err(|e| e.to_string())
+                                Ok(image) => {
+                                    info!(image = %request.image, rootfs = %image.rootfs.display(), "image resolved");
+                                    let request = request.clone();
+                                    spec.rootfs = Some(image.rootfs);
+                                    match crate::image::apply_config(&request.image, &image.config, &mut spec) {
+                                        Err(e) => Err(e),
+                                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                                    }
                                 }
                             },
                         },

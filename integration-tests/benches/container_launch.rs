@@ -97,6 +97,7 @@ async fn containerizer_series(dir: &Path, rootfs: &Path, n: usize) -> Value {
             rootfs: Some(rootfs.to_path_buf()),
             image: None,
             volumes: vec![],
+            working_dir: None,
         };
         let started = Instant::now();
         c.launch(&spec).await.expect("launch");

@@ -56,6 +56,7 @@ impl Rig {
             rootfs: None,
             image: None,
             volumes: vec![],
+            working_dir: None,
         }
     }
 

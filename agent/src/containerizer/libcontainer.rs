@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 use super::{
     ContainerError, Containerizer, LaunchSpec, Limitation, Recovered, RecoveredContainer, Termination, Usage, disk,
-    volumes,
+    rootfs, volumes,
 };
 
 /// Where the sandbox appears inside the container (`$AGORA_SANDBOX`, `$MESOS_SANDBOX`).
@@ -234,20 +234,18 @@ impl LibcontainerContainerizer {
         self.options.run_root.join(container_id)
     }
 
-    /// The OCI spec of a task.
+    /// The OCI spec of a task whose root is `root` (its own overlay, [`rootfs`]); `host`: over the host skeleton.
     fn spec(
         &self,
         spec: &LaunchSpec,
         user: Option<(u32, u32)>,
         cgroup_path: &str,
         volumes: &[volumes::Bind],
+        root: &Path,
     ) -> Result<Spec, String> {
         let e = |e: oci_spec::OciSpecError| e.to_string();
         let mut oci = Spec::default();
-        let (root, host) = match &spec.rootfs {
-            Some(dir) => (dir.clone(), false),
-            None => (self.options.hostskel.clone(), true),
-        };
+        let host = spec.rootfs.is_none();
         oci.set_root(Some(RootBuilder::default().path(root).readonly(true).build().map_err(e)?));
         let mut process = oci.process().clone().unwrap_or_default();
         let args = if spec.command.shell {
@@ -265,7 +263,8 @@ impl LibcontainerContainerizer {
                 _ => format!("{k}={v}"),
             })
             .collect();
-        process.set_args(Some(args)).set_env(Some(env)).set_cwd(PathBuf::from(SANDBOX_MOUNT));
+        let cwd = spec.working_dir.clone().unwrap_or_else(|| PathBuf::from(SANDBOX_MOUNT));
+        process.set_args(Some(args)).set_env(Some(env)).set_cwd(cwd);
         process.set_terminal(Some(false)).set_no_new_privileges(Some(true));
         if let Some((uid, gid)) = user {
             process.set_user(UserBuilder::default().uid(uid).gid(gid).build().map_err(e)?);
@@ -402,6 +401,47 @@ pub fn lookup_user(passwd: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The uid and gid of `user` in the root filesystem `root`: a name or a uid, optionally `:group` (a name or a gid),
+/// as Docker's `User` is written. A name must be in `root`'s `/etc/passwd` (a group in its `/etc/group`); a uid
+/// that is not takes gid 0, as Docker does.
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
+    let passwd_path = root.join("etc/passwd");
+    let passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
+    let (name, group) = match user.split_once(':') {
+        Some((n, g)) => (n, Some(g)),
+        None => (user, None),
+    };
+    let (uid, primary) = match name.parse::<u32>() {
+        Ok(uid) => {
+            let gid = passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2] == name).then(|| f[3].parse().ok()).flatten()
+            });
+            (uid, gid.unwrap_or(0))
+        }
+        Err(_) => lookup_user(&passwd, name)
+            .ok_or_else(|| format!("user '{name}' does not exist in {}", passwd_path.display()))?,
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let group_path = root.join("etc/group");
+                let groups = std::fs::read_to_string(&group_path).unwrap_or_default();
+                groups
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok()).flatten()
+                    })
+                    .ok_or_else(|| format!("group '{g}' does not exist in {}", group_path.display()))?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
 fn cgroup_manager(container_id: &str, cgroup_path: &str) -> Result<libcgroups::common::AnyCgroupManager, String> {
     libcgroups::common::create_cgroup_manager(CgroupConfig {
         cgroup_path: PathBuf::from(cgroup_path),
@@ -492,6 +532,11 @@ fn clean_up(container_id: &str, dir: &Path, launch: Option<&MonitorLaunch>) {
         }
         let _ = m.remove();
     }
+    // Never remove the directory through a mounted root: what cannot be unmounted stays, with a warning.
+    if let Err(e) = rootfs::unmount_under(dir) {
+        warn!(container_id, error = %e, "cannot unmount the container's root");
+        return;
+    }
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -509,13 +554,7 @@ impl Containerizer for LibcontainerContainerizer {
         }
         let user = match &spec.user {
             None => None,
-            Some(name) => {
-                let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-                let ids = lookup_user(&passwd, name).ok_or_else(|| {
-                    fail(format!("user '{name}' does not exist in {}", root.join("etc/passwd").display()))
-                })?;
-                Some(ids)
-            }
+            Some(name) => Some(resolve_user(&root, name).map_err(&fail)?),
         };
         let dir = self.checkpoint_dir(&id);
         let cgroup_path = format!("{CGROUP_PARENT}/{id}");
@@ -533,13 +572,20 @@ impl Containerizer for LibcontainerContainerizer {
         };
         let binds = volumes::plan(&spec.volumes, &spec.sandbox).map_err(&fail)?;
         volumes::prepare(&spec.volumes, &binds, &spec.sandbox).map_err(&fail)?;
-        let oci =
-            self.spec(spec, user, &cgroup_path, &binds).map_err(|e| fail(format!("cannot build the OCI spec: {e}")))?;
+        let merged = rootfs::merged(&dir);
+        let oci = self
+            .spec(spec, user, &cgroup_path, &binds, &merged)
+            .map_err(|e| fail(format!("cannot build the OCI spec: {e}")))?;
+        let lower = spec.rootfs.clone().unwrap_or_else(|| self.options.hostskel.clone());
         let prepare = || -> Result<(), String> {
             std::fs::create_dir_all(&launch.bundle)
                 .map_err(|e| format!("cannot create {}: {e}", launch.bundle.display()))?;
             std::fs::create_dir_all(&launch.state_root)
                 .map_err(|e| format!("cannot create {}: {e}", launch.state_root.display()))?;
+            rootfs::mount(&lower, &dir)?;
+            if let Some(wd) = &spec.working_dir {
+                rootfs::make_dir(&merged, wd)?;
+            }
             oci.save(launch.bundle.join("config.json")).map_err(|e| format!("cannot write the OCI spec: {e}"))?;
             let text = serde_json::to_vec_pretty(&launch).map_err(|e| e.to_string())?;
             crate::checkpoint::write_atomically(&dir.join(files::LAUNCH), &text, false)?;
@@ -670,6 +716,10 @@ impl Containerizer for LibcontainerContainerizer {
             // The usual case: the monitor recorded the end and deleted the container; only its directory is left.
             let deleted = !entry.dir.join(files::STATE).join(&id).exists();
             if !running && deleted && entry.dir.join(files::TERMINATION).exists() {
+                if let Err(e) = rootfs::unmount_under(&entry.dir) {
+                    warn!(container_id = %id, error = %e, "cannot unmount the container's root");
+                    return;
+                }
                 if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
                     warn!(container_id = %id, dir = %entry.dir.display(), error = %e, "cannot remove the container's checkpoint");
                 }
@@ -890,6 +940,21 @@ mod tests {
         assert_eq!(lookup_user(passwd, "root"), Some((0, 0)));
         assert_eq!(lookup_user(passwd, "ghost"), None);
         assert_eq!(lookup_user("broken:x\n", "broken"), None);
+    }
+
+    #[test]
+    fn users_are_names_or_ids_with_an_optional_group() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/passwd"), "app:x:1000:1001::/:/bin/sh\n").unwrap();
+        std::fs::write(root.path().join("etc/group"), "staff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(root.path(), "app"), Ok((1000, 1001)));
+        assert_eq!(resolve_user(root.path(), "1000"), Ok((1000, 1001)));
+        assert_eq!(resolve_user(root.path(), "4242"), Ok((4242, 0)));
+        assert_eq!(resolve_user(root.path(), "app:staff"), Ok((1000, 50)));
+        assert_eq!(resolve_user(root.path(), "7:8"), Ok((7, 8)));
+        assert!(resolve_user(root.path(), "ghost").unwrap_err().contains("user 'ghost' does not exist"));
+        assert!(resolve_user(root.path(), "app:nogroup").unwrap_err().contains("group 'nogroup' does not exist"));
     }
 
     #[test]

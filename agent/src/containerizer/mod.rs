@@ -9,6 +9,7 @@
 pub mod disk;
 mod libcontainer;
 mod process;
+mod rootfs;
 mod simulated;
 pub mod volumes;
 
@@ -49,6 +50,8 @@ pub struct LaunchSpec {
     /// `ContainerInfo.volumes`, bound into the container ([`volumes`]); only a containerizer that isolates the
     /// filesystem can honour them.
     pub volumes: Vec<Volume>,
+    /// The working directory inside the container (an image's `WorkingDir`); `None` is the sandbox.
+    pub working_dir: Option<PathBuf>,
 }
 
 /// A task's resource limits; `None` is unlimited.

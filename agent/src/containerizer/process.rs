@@ -181,6 +181,7 @@ mod tests {
             rootfs: None,
             image: None,
             volumes: vec![],
+            working_dir: None,
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             user: None,
             rootfs: None,
             volumes: vec![],
+            working_dir: None,
             image: None,
         }
     }

@@ -397,8 +397,12 @@ impl Master {
             Some(_) => return Err(format!("Agent '{agent_id}' is not connected")),
             None => return Err(format!("Agent '{agent_id}' is unknown")),
         }
-        if task.command.as_ref().is_none_or(|c| c.value.is_empty()) {
-            return Err("Task has no command to run".into());
+        // Only a task in an image may leave its command to the image's Entrypoint/Cmd (Mesos's docker/runtime
+        // rules: `shell: false` and no value).
+        let in_image = task.container.as_ref().is_some_and(|c| c.image.is_some());
+        match &task.command {
+            Some(c) if !c.value.is_empty() || (in_image && !c.shell) => {}
+            _ => return Err("Task has no command to run".into()),
         }
         if let Some(check) = &task.health_check {
             check.validate()?;

@@ -281,6 +281,38 @@ fn a_container_with_both_rootfs_and_image_is_refused_naming_both() {
 }
 
 #[test]
+fn only_a_task_in_an_image_may_leave_its_command_to_the_image() {
+    let mut h = Harness::new();
+    let (_ac, aid) = h.add_agent();
+    let (fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    let offer = h.offers_to(fc).remove(0);
+    h.take();
+    let image = |id: &str, shell: bool, with_image: bool| {
+        let mut t = task(id, &aid, "cpus:0.1;mem:32");
+        let command = t.command.as_mut().unwrap();
+        (command.shell, command.value) = (shell, String::new());
+        t.container = Some(agora_proto::model::ContainerInfo {
+            kind: agora_proto::model::ContainerType::Mesos,
+            rootfs: None,
+            volumes: vec![],
+            hostname: None,
+            image: with_image.then(|| "busybox".into()),
+        });
+        t
+    };
+    let tasks = vec![image("entrypoint", false, true), image("shell", true, true), image("bare", false, false)];
+    h.call(&fid, &sid, launch(&offer, tasks));
+    let updates = h.updates_to(fc);
+    let refused: Vec<(&str, &str)> = updates
+        .iter()
+        .filter(|u| u.state == TaskState::Error)
+        .map(|u| (u.task_id.as_str(), u.message.as_str()))
+        .collect();
+    assert_eq!(refused, vec![("shell", "Task has no command to run"), ("bare", "Task has no command to run")]);
+    assert!(updates.iter().all(|u| u.task_id != "entrypoint"), "the image's Entrypoint/Cmd runs: {updates:?}");
+}
+
+#[test]
 fn invalid_offers_drop_the_tasks() {
     let mut h = Harness::new();
     let (_ac, aid) = h.add_agent();

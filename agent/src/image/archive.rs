@@ -1,0 +1,315 @@
+//! Reading an image archive once it is unpacked in a directory: `docker save` output (`manifest.json` naming a
+//! config and the layer tarballs, oldest first; both Docker's old `<id>/layer.tar` and its newer `blobs/sha256/<hex>`
+//! form) or an OCI image layout (`index.json`, `blobs/sha256/<hex>`, image indexes followed to this machine's
+//! platform). The result is the ordered layers with the digests the image gives for them, and the runtime config
+//! (`Env`, `Entrypoint`, `Cmd`, `WorkingDir`, `User`). Blobs named by digest (manifests, configs) are checked against
+//! it here; layers are checked while they are applied ([`super::layers`]). Paths from the archive are confined to
+//! it. A directory holding neither `manifest.json` nor `index.json` is no image archive: a plain root filesystem.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::layers::Expected;
+use super::{ImageConfig, ImageRef};
+
+/// What to stack, oldest first, and how to run the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePlan {
+    pub layers: Vec<Layer>,
+    pub config: ImageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Inside the unpacked archive.
+    pub path: PathBuf,
+    /// How the archive names it (for messages).
+    pub name: String,
+    pub expected: Expected,
+}
+
+/// The plan of the image archive unpacked in `dir`, or `None` when `dir` is no image archive.
+pub fn plan(dir: &Path, reference: &ImageRef) -> Result<Option<ImagePlan>, String> {
+    if dir.join("manifest.json").is_file() {
+        return docker_plan(dir, reference).map(Some);
+    }
+    if dir.join("index.json").is_file() {
+        return oci_plan(dir, reference).map(Some);
+    }
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// The image config file: `config` (how to run) and `rootfs.diff_ids` (the uncompressed layers' digests).
+#[derive(Deserialize, Default)]
+struct ConfigFile {
+    #[serde(default)]
+    config: Option<RunConfig>,
+    #[serde(default)]
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RunConfig {
+    env: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+impl ConfigFile {
+    fn image_config(&self) -> ImageConfig {
+        let c = self.config.as_ref();
+        let list = |f: fn(&RunConfig) -> &Option<Vec<String>>| c.and_then(|c| f(c).clone()).unwrap_or_default();
+        let text = |f: fn(&RunConfig) -> &Option<String>| c.and_then(|c| f(c).clone()).filter(|s| !s.is_empty());
+        ImageConfig {
+            env: list(|c| &c.env),
+            entrypoint: list(|c| &c.entrypoint),
+            cmd: list(|c| &c.cmd),
+            working_dir: text(|c| &c.working_dir),
+            user: text(|c| &c.user),
+        }
+    }
+
+    /// The diff id of each of `layers` layers, if the config lists them.
+    fn diff_ids(&self, layers: usize) -> Result<Vec<Option<String>>, String> {
+        match &self.rootfs {
+            None => Ok(vec![None; layers]),
+            Some(r) if r.diff_ids.len() == layers => Ok(r.diff_ids.iter().cloned().map(Some).collect()),
+            Some(r) => Err(format!("the image config lists {} rootfs.diff_ids for {layers} layers", r.diff_ids.len())),
+        }
+    }
+}
+
+/// Whether a `RepoTags` entry or a `ref.name` annotation names `reference` (with or without a registry host).
+fn names(tag: &str, reference: &ImageRef) -> bool {
+    let full = format!("{}:{}", reference.name, reference.tag);
+    tag == full || tag.ends_with(&format!("/{full}")) || tag == reference.tag
+}
+
+/// A relative path inside the archive; `..` and absolute paths refused.
+fn inside(dir: &Path, path: &str, what: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!("{what} '{path}' is not a path inside the archive"));
+    }
+    Ok(dir.join(p))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{what} is missing from the archive"),
+        _ => format!("cannot read {what}: {e}"),
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("{what} is not valid: {e}"))
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The hex of a `sha256:<hex>` digest; other algorithms and malformed digests refused.
+fn sha256_hex(digest: &str) -> Result<&str, String> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Ok(hex)
+        }
+        _ => Err(format!("digest '{digest}' is not a sha256 digest")),
+    }
+}
+
+/// The digest a `blobs/sha256/<hex>` or `<hex>.json` path names, if it names one.
+fn digest_in_name(path: &str) -> Option<String> {
+    let file = Path::new(path).file_name()?.to_str()?;
+    let hex = file.strip_suffix(".json").unwrap_or(file);
+    let digest = format!("sha256:{hex}");
+    sha256_hex(&digest).is_ok().then_some(digest)
+}
+
+fn check_digest(bytes: &[u8], want: &str, what: &str) -> Result<(), String> {
+    let got = sha256(bytes);
+    if got != want {
+        return Err(format!("{what} has digest {got}, not {want}: the archive is corrupt"));
+    }
+    Ok(())
+}
+
+fn docker_plan(dir: &Path, reference: &ImageRef) -> Result<ImagePlan, String> {
+    let entries: Vec<DockerEntry> = parse(&read(&dir.join("manifest.json"), "manifest.json")?, "manifest.json")?;
+    let entry = match entries.len() {
+        0 => return Err("manifest.json lists no image".into()),
+        1 => &entries[0],
+        n => entries.iter().find(|e| e.repo_tags.iter().flatten().any(|t| names(t, reference))).ok_or_else(|| {
+            let tags: Vec<&str> =
+                entries.iter().flat_map(|e| e.repo_tags.iter().flatten()).map(String::as_str).collect();
+            format!(
+                "manifest.json holds {n} images and none is tagged {}:{} (tags: {})",
+                reference.name,
+                reference.tag,
+                tags.join(", ")
+            )
+        })?,
+    };
+    let what = format!("the image config '{}'", entry.config);
+    let bytes = read(&inside(dir, &entry.config, "the image config")?, &what)?;
+    if let Some(want) = digest_in_name(&entry.config) {
+        check_digest(&bytes, &want, &what)?;
+    }
+    let config: ConfigFile = parse(&bytes, &what)?;
+    let diff_ids = config.diff_ids(entry.layers.len())?;
+    let mut layers = Vec::new();
+    for (name, diff_id) in entry.layers.iter().zip(diff_ids) {
+        let path = inside(dir, name, "layer")?;
+        if !path.is_file() {
+            return Err(format!("layer '{name}' listed in manifest.json is missing from the archive"));
+        }
+        let blob = name.starts_with("blobs/").then(|| digest_in_name(name)).flatten();
+        layers.push(Layer { path, name: name.clone(), expected: Expected { blob, diff_id } });
+    }
+    Ok(ImagePlan { layers, config: config.image_config() })
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(default, rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+}
+
+/// A blob of the layout, checked against its descriptor's digest and size.
+fn blob(dir: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>, String> {
+    let hex = sha256_hex(&d.digest).map_err(|e| format!("{what}: {e}"))?;
+    let what = format!("{what} {}", d.digest);
+    let bytes = read(&dir.join("blobs/sha256").join(hex), &what)?;
+    if let Some(size) = d.size.filter(|s| *s != bytes.len() as u64) {
+        return Err(format!("{what} has {} bytes, not {size}: the archive is corrupt", bytes.len()));
+    }
+    check_digest(&bytes, &d.digest, &what)?;
+    Ok(bytes)
+}
+
+/// Docker's name for this machine's architecture.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn oci_plan(dir: &Path, reference: &ImageRef) -> Result<ImagePlan, String> {
+    #[derive(Deserialize)]
+    struct Index {
+        manifests: Vec<Descriptor>,
+    }
+    let index: Index = parse(&read(&dir.join("index.json"), "index.json")?, "index.json")?;
+    let mut chosen = match index.manifests.len() {
+        0 => return Err("index.json lists no manifest".into()),
+        1 => index.manifests.into_iter().next().ok_or("index.json lists no manifest")?,
+        n => {
+            let named = |d: &Descriptor| {
+                ["org.opencontainers.image.ref.name", "io.containerd.image.name"]
+                    .iter()
+                    .any(|k| d.annotations.get(*k).is_some_and(|t| names(t, reference)))
+            };
+            index.manifests.into_iter().find(named).ok_or_else(|| {
+                format!(
+                    "index.json lists {n} manifests and none is named {}:{} (annotation \
+                     org.opencontainers.image.ref.name)",
+                    reference.name, reference.tag
+                )
+            })?
+        }
+    };
+    // Image indexes (multi-platform images) are followed down to this machine's manifest.
+    for _ in 0..4 {
+        let bytes = blob(dir, &chosen, "the manifest")?;
+        let doc: Value = parse(&bytes, &format!("the manifest {}", chosen.digest))?;
+        let Some(list) = doc.get("manifests") else { return manifest_plan(dir, doc) };
+        let what = format!("the image index {}", chosen.digest);
+        let inner: Vec<Descriptor> =
+            serde_json::from_value(list.clone()).map_err(|e| format!("{what} is not valid: {e}"))?;
+        let arch = host_architecture();
+        let platforms: Vec<String> =
+            inner.iter().filter_map(|d| d.platform.as_ref()).map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+        chosen = inner
+            .into_iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
+            .ok_or_else(|| format!("{what} has no manifest for linux/{arch} (it has {})", platforms.join(", ")))?;
+    }
+    Err("index.json nests image indexes too deeply".into())
+}
+
+fn manifest_plan(dir: &Path, doc: Value) -> Result<ImagePlan, String> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        config: Descriptor,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+    }
+    let m: Manifest = serde_json::from_value(doc).map_err(|e| format!("the manifest is not valid: {e}"))?;
+    let bytes = blob(dir, &m.config, "the image config")?;
+    let config: ConfigFile = parse(&bytes, &format!("the image config {}", m.config.digest))?;
+    let diff_ids = config.diff_ids(m.layers.len())?;
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers.iter().zip(diff_ids) {
+        let hex = sha256_hex(&l.digest).map_err(|e| format!("layer: {e}"))?;
+        let path = dir.join("blobs/sha256").join(hex);
+        if !path.is_file() {
+            return Err(format!("layer {} ({}) is missing from the archive", l.digest, l.media_type));
+        }
+        layers.push(Layer {
+            path,
+            name: l.digest.clone(),
+            expected: Expected { blob: Some(l.digest.clone()), diff_id },
+        });
+    }
+    Ok(ImagePlan { layers, config: config.image_config() })
+}
+
+/// [`host_architecture`], for the image tests that build a multi-platform index.
+#[cfg(test)]
+pub fn tests_host_architecture() -> &'static str {
+    host_architecture()
+}
