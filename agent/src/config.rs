@@ -96,7 +96,8 @@ pub struct Flags {
 
     /// A local image registry (an absolute directory, Mesos's local `--docker_registry`): a task's
     /// `container.image` `NAME[:TAG]` (TAG `latest` by default) runs in the root filesystem directory
-    /// `DIR/NAME/TAG/`, else in the tarball `DIR/NAME/TAG.tar` unpacked once into `<work-dir>/store/docker/NAME/TAG`.
+    /// `DIR/NAME/TAG/`, else in the image archive (`docker save`, OCI layout or rootfs tarball) `DIR/NAME/TAG.tar` or
+    /// `DIR/NAME:TAG.tar` (Mesos's naming), unpacked once into `<work-dir>/store/docker/NAME/TAG`.
     /// Needs `--isolation libcontainer`. Without it, tasks with an image fail.
     #[arg(long = "docker-registry", visible_alias = "docker_registry")]
     pub docker_registry: Option<PathBuf>,

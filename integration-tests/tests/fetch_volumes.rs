@@ -252,6 +252,10 @@ async fn host_volumes_are_bound_read_write_and_read_only() -> Result<()> {
     assert_eq!(status.message, "Command exited with status 3", "{status:?}");
     assert!(err.contains("Read-only file system") && err.contains("refused"), "{err}");
     assert!(!ro.join("new.txt").exists());
+    // The volumes' mount points were made in each container's own root, never in the shared host skeleton.
+    let skeleton = cluster.dir.path().join("agent0/hostskel");
+    assert!(skeleton.join("usr").is_dir(), "the skeleton is at {}", skeleton.display());
+    assert!(!skeleton.join("data").exists() && !skeleton.join("given").exists(), "mount points left in the skeleton");
 
     let status = terminal(&mut fw, "missing").await?;
     assert_eq!(status.state, TaskState::Failed, "{status:?}");

@@ -1014,7 +1014,9 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
 fn validate_whole(app: &AppDefinition, errs: &mut Errors) {
     let has_cmd = app.cmd.as_deref().is_some_and(|c| !c.is_empty());
     let has_args = app.args.as_ref().is_some_and(|a| !a.is_empty());
-    if has_cmd == has_args {
+    // An app in an image may give neither: the image's Entrypoint/Cmd run.
+    let in_image = app.container.as_ref().is_some_and(|c| c.docker.is_some());
+    if (has_cmd && has_args) || (!has_cmd && !has_args && !in_image) {
         errs.bad("/", "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -1198,6 +1200,11 @@ mod tests {
         .unwrap();
         let c = app.container.as_ref().unwrap();
         assert_eq!(c.docker, Some(AppDocker { image: "library/busybox:1.36".into(), force_pull_image: false }));
+        // In an image neither cmd nor args is needed (the image's Entrypoint/Cmd run); without one, one of them is.
+        let entry = parse(json!({"id": "/e", "container": {"type": "MESOS", "docker": {"image": "busybox"}}})).unwrap();
+        assert_eq!((entry.cmd, entry.args), (None, None));
+        let err = parse(json!({"id": "/e", "container": {"type": "MESOS", "volumes": []}})).unwrap_err();
+        assert!(err.details()[0].errors[0].starts_with("AppDefinition must either contain"), "{:?}", err.details());
         let out = serde_json::to_value(&app).unwrap();
         assert_eq!(
             out["container"],

@@ -143,8 +143,12 @@ pub fn build_task(
         resources.ranges(PORTS).values().map(|p| p as u32).collect()
     };
     let mut b = TaskBuilder::new(task_id, pathid::task_name(&app.id)).agent(&offer.agent_id).resources(resources);
+    let in_image = app.container.as_ref().is_some_and(|c| c.docker.is_some());
     b = match (&app.cmd, &app.args) {
-        (Some(cmd), _) => b.shell(cmd.clone()),
+        (Some(cmd), _) if !cmd.is_empty() || !in_image => b.shell(cmd.clone()),
+        // In an image, `args` follow its Entrypoint and no command runs its Entrypoint/Cmd: Mesos's docker/runtime
+        // rules for `shell: false` without a value.
+        (_, args) if in_image => b.exec("", args.clone().unwrap_or_default()),
         (None, Some(args)) if !args.is_empty() => b.exec(args[0].clone(), args.clone()),
         _ => b.shell(""),
     };
@@ -394,6 +398,20 @@ mod tests {
         let m = match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids());
         let c = m.launches[0].task.container.clone().expect("a container");
         assert_eq!((c.image.as_deref(), c.rootfs), (Some("busybox:1.36"), None));
+        // In an image, `args` follow the image's Entrypoint and no command at all runs its Entrypoint/Cmd.
+        for (body, arguments) in [
+            (json!({"id": "/e", "args": ["-v", "1"]}), vec!["-v".to_string(), "1".to_string()]),
+            (json!({"id": "/e"}), vec![]),
+        ] {
+            let mut body = body;
+            body["container"] = json!({"type": "MESOS", "docker": {"image": "busybox:1.36"}});
+            let entry = app(body);
+            let reqs = [Request { app: &entry, count: 1, service_ports: vec![10004] }];
+            let o = offer("o4", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");
+            let m = match_offers(&reqs, &BTreeMap::new(), &[o], &mut ids());
+            let command = m.launches[0].task.command.clone().expect("a command");
+            assert_eq!((command.shell, command.value.as_str(), command.arguments), (false, "", arguments));
+        }
         let plain = app(json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 32}));
         let reqs = [Request { app: &plain, count: 1, service_ports: vec![10002] }];
         let o = offer("o2", "h1", "cpus:1;mem:128;ports:[31000-31010]", "");
