@@ -1,7 +1,8 @@
 //! Container images end to end, as root: an agent with `--docker-registry` (a local image registry holding a busybox
 //! root filesystem as a tarball and as a prepared directory) runs `agora-marathon` apps whose
 //! `container.docker.image` names them, inside that root filesystem; an unknown image fails its task naming the
-//! image and the registry. A `docker save` archive built here (two layers, the second with whiteouts, named as Mesos
+//! image and the registry; apps without `cmd` run an image archive's Entrypoint/Cmd, and their `args` follow its
+//! Entrypoint. A `docker save` archive built here (two layers, the second with whiteouts, named as Mesos
 //! names it) runs with its config's Entrypoint, Cmd, Env, WorkingDir and User, and its stored root filesystem is the
 //! same before and after tasks with volumes ran in it; a corrupt archive and one missing a layer fail their tasks
 //! naming the image and the problem. Build the binaries first: `cargo build --workspace --bins`. Missing
@@ -110,6 +111,30 @@ async fn marathon_apps_run_in_images_from_the_agents_local_registry_and_an_unkno
         (tasks["tasks"][0]["state"] == "TASK_RUNNING").then_some(())
     })
     .await?;
+
+    // An app in an image archive with neither cmd nor args runs the image's Entrypoint and Cmd; `args` replace Cmd.
+    let base = layer(Some(&busybox_rootfs(&scratch.path().join("entry"))), &[]);
+    let config = json!({"config": {"Env": ["WHO=the-image"], "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo \"cmd of $WHO\" > /out/entry.txt; exec sleep 600"]}});
+    std::fs::write(registry.join("entry:1.tar"), docker_save("entry:1", &[base], config, &[]))?;
+    for (id, args) in
+        [("/entry", None), ("/args", Some(json!(["echo \"args to $WHO\" > /out/args.txt; exec sleep 600"])))]
+    {
+        let mut app = json!({"id": id, "cpus": 0.1, "mem": 32, "instances": 1,
+            "container": {"type": "MESOS", "docker": {"image": "entry:1"},
+                "volumes": [{"containerPath": "/out", "hostPath": out.display().to_string(), "mode": "RW"}]}});
+        if let Some(args) = args {
+            app["args"] = args;
+        }
+        let resp = http.post(format!("{url}/v2/apps")).json(&app).send().await?;
+        assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    }
+    for (file, text) in [("entry.txt", "cmd of the-image\n"), ("args.txt", "args to the-image\n")] {
+        wait_for(&format!("{file} from the image's Entrypoint"), WAIT * 2, async || {
+            (std::fs::read_to_string(out.join(file)).ok()? == text).then_some(())
+        })
+        .await?;
+    }
 
     // An image the registry does not hold fails the task with Mesos's reason, naming the image and the registry.
     let app = json!({"id": "/unknown", "cmd": "true", "cpus": 0.1, "mem": 32, "instances": 1,
