@@ -4,11 +4,11 @@
 //!
 //! Layout of the registry directory, looked up in this order:
 //! - `DIR/NAME/TAG/` — a prepared root filesystem directory, used in place (read-only in the container); or, when it
-//!   holds `index.json` or `manifest.json`, an unpacked image archive (below);
+//!   holds `index.json`, `manifest.json` or `repositories`, an unpacked image archive (below);
 //! - `DIR/NAME/TAG.tar`, then `DIR/NAME:TAG.tar` (Mesos's naming, `docker save -o busybox:latest.tar busybox`) — an
 //!   image archive: `docker save` output or an OCI image layout ([`archive`]), whose layers are applied in order
-//!   with their whiteouts and digests checked ([`layers`]); or, holding neither `manifest.json` nor `index.json`, a
-//!   plain root filesystem tarball (whatever GNU `tar -xf` reads).
+//!   with their whiteouts and digests checked ([`layers`]); or, holding none of `manifest.json`, `index.json` and
+//!   `repositories`, a plain root filesystem tarball (whatever GNU `tar -xf` reads).
 //!
 //! An archive is unpacked once into the store `<work_dir>/store/docker/NAME/TAG/` (`rootfs/` and `config.json`, the
 //! runtime config), built in a temporary directory and renamed into place, so a half-built image is never used, and
@@ -270,7 +270,11 @@ enum Source {
 pub async fn provision(req: &ImageRequest) -> Result<Provisioned, String> {
     let dir = req.reference.directory_in(&req.registry);
     let source = if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
-        if !(is_file(&dir.join("index.json")).await || is_file(&dir.join("manifest.json")).await) {
+        let mut archive = false;
+        for marker in ["index.json", "manifest.json", "repositories"] {
+            archive |= is_file(&dir.join(marker)).await;
+        }
+        if !archive {
             return Ok(Provisioned { rootfs: dir, config: ImageConfig::default() });
         }
         Source::Layout(dir)
@@ -388,7 +392,7 @@ fn build(archive_dir: &Path, tarball: bool, image_dir: &Path, reference: &ImageR
             std::fs::rename(archive_dir, &rootfs).map_err(|e| format!("cannot move it into place: {e}"))?;
             ImageConfig::default()
         }
-        None => return Err(format!("{} holds neither index.json nor manifest.json", archive_dir.display())),
+        None => return Err(format!("{} holds no index.json, manifest.json or repositories", archive_dir.display())),
     };
     let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
     crate::checkpoint::write_atomically(&image_dir.join(STORED_CONFIG), &text, false)
@@ -710,6 +714,43 @@ mod tests {
         );
         assert!(err.ends_with(&problem), "{err}");
         assert!(!work.path().join("store/docker/tool/3").exists());
+    }
+
+    #[tokio::test]
+    async fn a_pre_1_10_docker_save_archive_follows_its_layers_parents() {
+        let reg = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let (base, top) = two_layers();
+        let repositories = serde_json::to_vec(&serde_json::json!({"old": {"v1": "topid"}})).unwrap();
+        let top_json = serde_json::to_vec(&serde_json::json!({"id": "topid", "parent": "baseid",
+            "config": {"Env": ["A=1"], "Cmd": ["/bin/tool"]}}))
+        .unwrap();
+        let base_json = serde_json::to_vec(&serde_json::json!({"id": "baseid"})).unwrap();
+        let archive = tar_of(&[
+            ("repositories", &repositories),
+            ("topid/json", &top_json),
+            ("topid/layer.tar", &top),
+            ("baseid/json", &base_json),
+            ("baseid/layer.tar", &base),
+        ]);
+        std::fs::write(reg.path().join("old:v1.tar"), archive).unwrap();
+        let p = provision(&request("old:v1", reg.path(), work.path())).await.unwrap();
+        assert_eq!(p.config, ImageConfig { env: v(&["A=1"]), cmd: v(&["/bin/tool"]), ..Default::default() });
+        assert_stacked(&p.rootfs);
+    }
+
+    #[tokio::test]
+    async fn an_unpacked_archive_directory_is_stacked_into_the_store() {
+        let reg = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let (base, top) = two_layers();
+        let dir = reg.path().join("tool/unpacked");
+        std::fs::create_dir_all(&dir).unwrap();
+        tar::Archive::new(docker_save(&base, &top, "tool:unpacked").as_slice()).unpack(&dir).unwrap();
+        let p = provision(&request("tool:unpacked", reg.path(), work.path())).await.unwrap();
+        assert_eq!(p.rootfs, work.path().join("store/docker/tool/unpacked/rootfs"));
+        assert_eq!(p.config, expected_config());
+        assert_stacked(&p.rootfs);
     }
 
     fn host_architecture_for_tests() -> &'static str {

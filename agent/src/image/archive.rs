@@ -1,10 +1,12 @@
 //! Reading an image archive once it is unpacked in a directory: `docker save` output (`manifest.json` naming a
 //! config and the layer tarballs, oldest first; both Docker's old `<id>/layer.tar` and its newer `blobs/sha256/<hex>`
-//! form) or an OCI image layout (`index.json`, `blobs/sha256/<hex>`, image indexes followed to this machine's
+//! form; before Docker 1.10 only `repositories` and each layer's `<id>/json` parent, as Mesos reads it) or an OCI
+//! image layout (`index.json`, `blobs/sha256/<hex>`, image indexes followed to this machine's
 //! platform). The result is the ordered layers with the digests the image gives for them, and the runtime config
 //! (`Env`, `Entrypoint`, `Cmd`, `WorkingDir`, `User`). Blobs named by digest (manifests, configs) are checked against
 //! it here; layers are checked while they are applied ([`super::layers`]). Paths from the archive are confined to
-//! it. A directory holding neither `manifest.json` nor `index.json` is no image archive: a plain root filesystem.
+//! it. A directory holding none of `manifest.json`, `index.json` and `repositories` is no image archive: a plain
+//! root filesystem.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -39,7 +41,56 @@ pub fn plan(dir: &Path, reference: &ImageRef) -> Result<Option<ImagePlan>, Strin
     if dir.join("index.json").is_file() {
         return oci_plan(dir, reference).map(Some);
     }
+    if dir.join("repositories").is_file() {
+        return legacy_plan(dir, reference).map(Some);
+    }
     Ok(None)
+}
+
+/// Docker's output before 1.10, as Mesos's local puller reads it: `repositories` names the top layer of
+/// `NAME:TAG`, each `<id>/json` its `parent`, and the top one's `config` the runtime config. Layer ids are no
+/// content digests, so nothing is checked.
+fn legacy_plan(dir: &Path, reference: &ImageRef) -> Result<ImagePlan, String> {
+    #[derive(Deserialize)]
+    struct V1 {
+        #[serde(default)]
+        parent: Option<String>,
+        #[serde(default)]
+        config: Option<RunConfig>,
+    }
+    let repositories: std::collections::HashMap<String, std::collections::HashMap<String, String>> =
+        parse(&read(&dir.join("repositories"), "repositories")?, "repositories")?;
+    let tags = repositories
+        .iter()
+        .find(|(repo, _)| **repo == reference.name || repo.ends_with(&format!("/{}", reference.name)))
+        .map(|(_, tags)| tags)
+        .ok_or_else(|| format!("repository '{}' is not in 'repositories'", reference.name))?;
+    let top = tags.get(&reference.tag).ok_or_else(|| format!("tag '{}' is not in 'repositories'", reference.tag))?;
+    let mut ids: Vec<String> = vec![];
+    let mut next = Some(top.clone());
+    let mut config = None;
+    while let Some(id) = next.take().filter(|id| !id.is_empty()) {
+        if ids.len() > 1000 || ids.contains(&id) {
+            return Err(format!("the layers' parents of '{top}' loop or go on too long"));
+        }
+        let what = format!("the manifest of layer '{id}'");
+        let v1: V1 = parse(&read(&inside(dir, &format!("{id}/json"), "layer")?, &what)?, &what)?;
+        if config.is_none() {
+            config = Some(ConfigFile { config: v1.config, rootfs: None });
+        }
+        next = v1.parent;
+        ids.push(id);
+    }
+    let mut layers = Vec::new();
+    for id in ids.iter().rev() {
+        let name = format!("{id}/layer.tar");
+        let path = inside(dir, &name, "layer")?;
+        if !path.is_file() {
+            return Err(format!("layer '{name}' named in 'repositories' is missing from the archive"));
+        }
+        layers.push(Layer { path, name, expected: Expected::default() });
+    }
+    Ok(ImagePlan { layers, config: config.unwrap_or_default().image_config() })
 }
 
 #[derive(Deserialize)]
