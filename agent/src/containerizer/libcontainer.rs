@@ -442,6 +442,20 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// Adds to a check's `env` the variables of the container's `environ` (`/proc/<init>/environ`) it lacks, and takes
+/// the container's `PATH` unless the check sets its own.
+fn merge_container_env(env: &mut Vec<(String, String)>, environ: &[u8], check_sets_path: bool) {
+    for var in environ.split(|b| *b == 0).filter(|v| !v.is_empty()) {
+        let var = String::from_utf8_lossy(var);
+        let Some((k, v)) = var.split_once('=') else { continue };
+        match env.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) if k == "PATH" && !check_sets_path => slot.1 = v.to_string(),
+            Some(_) => {}
+            None => env.push((k.to_string(), v.to_string())),
+        }
+    }
+}
+
 fn cgroup_manager(container_id: &str, cgroup_path: &str) -> Result<libcgroups::common::AnyCgroupManager, String> {
     libcgroups::common::create_cgroup_manager(CgroupConfig {
         cgroup_path: PathBuf::from(cgroup_path),
@@ -845,10 +859,17 @@ impl Containerizer for LibcontainerContainerizer {
         } else {
             cmd.arg(&command.value).args(command.arguments.iter().skip(1));
         }
-        let env = env.iter().map(|(k, v)| match k.as_str() {
-            "AGORA_SANDBOX" | "MESOS_SANDBOX" => (k.clone(), SANDBOX_MOUNT.to_string()),
-            _ => (k.clone(), v.clone()),
-        });
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "AGORA_SANDBOX" | "MESOS_SANDBOX" => (k.clone(), SANDBOX_MOUNT.to_string()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        // What the container's environment adds (an image's Env, and its PATH unless the check sets one).
+        let environ = std::fs::read(format!("/proc/{init}/environ")).unwrap_or_default();
+        let check_sets_path = command.environment.iter().any(|(k, _)| k == "PATH");
+        merge_container_env(&mut env, &environ, check_sets_path);
         cmd.env_clear().envs(env);
         Ok(cmd)
     }
@@ -955,6 +976,18 @@ mod tests {
         assert_eq!(resolve_user(root.path(), "7:8"), Ok((7, 8)));
         assert!(resolve_user(root.path(), "ghost").unwrap_err().contains("user 'ghost' does not exist"));
         assert!(resolve_user(root.path(), "app:nogroup").unwrap_err().contains("group 'nogroup' does not exist"));
+    }
+
+    #[test]
+    fn a_check_gets_the_containers_image_env_and_path_beneath_its_own() {
+        let environ = b"PATH=/image/bin\0LANG=C\0TASK=container\0";
+        let mut env = vec![("PATH".to_string(), "/usr/bin".to_string()), ("TASK".to_string(), "check".to_string())];
+        merge_container_env(&mut env, environ, false);
+        let pairs = |e: &[(String, String)]| e.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(pairs(&env), vec!["PATH=/image/bin", "TASK=check", "LANG=C"]);
+        let mut env = vec![("PATH".to_string(), "/check/bin".to_string())];
+        merge_container_env(&mut env, environ, true);
+        assert_eq!(pairs(&env), vec!["PATH=/check/bin", "LANG=C", "TASK=container"]);
     }
 
     #[test]
