@@ -1,12 +1,12 @@
 //! Container images end to end, as root: an agent with `--docker-registry` (a local image registry holding a busybox
-//! root filesystem as a tarball and as a prepared directory) runs `agora-marathon` apps whose
-//! `container.docker.image` names them, inside that root filesystem; an unknown image fails its task naming the
-//! image and the registry; apps without `cmd` run an image archive's Entrypoint/Cmd, and their `args` follow its
-//! Entrypoint. A `docker save` archive built here (two layers, the second with whiteouts, named as Mesos
-//! names it) runs with its config's Entrypoint, Cmd, Env, WorkingDir and User, and its stored root filesystem is the
-//! same before and after tasks with volumes ran in it; a corrupt archive and one missing a layer fail their tasks
-//! naming the image and the problem. Build the binaries first: `cargo build --workspace --bins`. Missing
-//! prerequisites (root, cgroups, libseccomp-dev, busybox-static, tar) fail the test with how to install them.
+//! root filesystem as a tarball and as a prepared directory) runs `agora-marathon` apps whose `container.docker.image`
+//! names them, inside that root filesystem; an unknown image fails its task naming the image and the registry; apps
+//! without `cmd` run an image archive's Entrypoint/Cmd, and their `args` follow its Entrypoint; a COMMAND health check
+//! of an app in an image sees the image's Env and PATH. A `docker save` archive built here (two layers, the second with
+//! whiteouts, named as Mesos names it) runs with its config's Entrypoint, Cmd, Env, WorkingDir and User, and its stored
+//! root filesystem is the same before and after tasks with volumes ran in it; a corrupt archive and one missing a layer
+//! fail their tasks naming the image and the problem. Build the binaries first: `cargo build --workspace --bins`.
+//! Missing prerequisites (root, cgroups, libseccomp-dev, busybox-static, tar) fail the test with how to install them.
 
 use std::path::Path;
 
@@ -135,6 +135,26 @@ async fn marathon_apps_run_in_images_from_the_agents_local_registry_and_an_unkno
         })
         .await?;
     }
+
+    // A COMMAND health check of an app in an image sees the image's Env, its PATH included, as the task does. The
+    // image's PATH holds no host directory, so the check's host side must not look its programs up on it.
+    let base = layer(Some(&busybox_rootfs(&scratch.path().join("checked"))), &[]);
+    let config = json!({"config": {"Env": ["PATH=/opt/tool/bin", "WHO=the-image"],
+        "Entrypoint": ["/bin/sleep", "600"]}});
+    std::fs::write(registry.join("checked:1.tar"), docker_save("checked:1", &[base], config, &[]))?;
+    let check = "[ \"$WHO\" = the-image ] && [ \"$PATH\" = /opt/tool/bin ]";
+    let app = json!({"id": "/checked", "cpus": 0.1, "mem": 32, "instances": 1,
+        "container": {"type": "MESOS", "docker": {"image": "checked:1"}},
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": check}, "gracePeriodSeconds": 0,
+                          "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0}]});
+    let resp = http.post(format!("{url}/v2/apps")).json(&app).send().await?;
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    let checked = wait_for("/checked to be healthy by its COMMAND check", WAIT * 2, async || {
+        let app = marathon.app("/checked").await?;
+        (app["tasksHealthy"] == 1).then_some(app)
+    })
+    .await?;
+    assert_eq!(checked["tasks"][0]["healthCheckResults"][0]["alive"], true, "{checked:#}");
 
     // An image the registry does not hold fails the task with Mesos's reason, naming the image and the registry.
     let app = json!({"id": "/unknown", "cmd": "true", "cpus": 0.1, "mem": 32, "instances": 1,

@@ -442,6 +442,14 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// `name` on the agent's own `PATH` (or the default one), so that a check's environment — an image's `PATH`, which
+/// names directories of the image, not of the host — never decides which host program runs; the bare name when no
+/// directory has it.
+fn host_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::sandbox::DEFAULT_PATH.into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Adds to a check's `env` the variables of the container's `environ` (`/proc/<init>/environ`) it lacks, and takes
 /// the container's `PATH` unless the check sets its own.
 fn merge_container_env(env: &mut Vec<(String, String)>, environ: &[u8], check_sets_path: bool) {
@@ -848,7 +856,7 @@ impl Containerizer for LibcontainerContainerizer {
             .map_err(|e| ContainerError::Unknown(format!("{container_id} ({e})")))?;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.args(["-c", JOIN_CGROUPS_THEN_EXEC, "agora-health-check"]).arg(procs.len().to_string()).args(&procs);
-        cmd.arg("nsenter").arg(format!("--target={init}"));
+        cmd.arg(host_program("nsenter")).arg(format!("--target={init}"));
         cmd.args(["--mount", "--uts", "--ipc", "--pid", "--cgroup", "--root", "--wd"]);
         if let (Some(uid), Some(gid)) = (id_of("Uid:"), id_of("Gid:")) {
             cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
