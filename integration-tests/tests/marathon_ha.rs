@@ -2,7 +2,8 @@
 //! agent and the harness's ZooKeeper. The standby proxies the API to the leader; `kill -9` of the leader hands the
 //! lead to the other, which reloads the state from ZooKeeper and keeps the running tasks (same ids, nothing
 //! launched twice); `DELETE /v2/leader` abdicates; a leader frozen past its session (SIGSTOP) is replaced and
-//! stops when it runs again; a leader whose state another writer changed stops on its next save. The store
+//! stops when it runs again; a leader whose state another writer changed stops on its next save; a leader that
+//! cannot save new instance records launches none of them until it can. The store
 //! itself (`ZkStore`) is tested against the same ZooKeeper: a save is applied whole or not at all, a new leader's
 //! load fences the old one off, a save over ZooKeeper's request limit is split. Build the binaries first:
 //! `cargo build --workspace --bins`.
@@ -303,6 +304,44 @@ async fn a_leader_stops_when_another_writer_changed_its_state() -> Result<()> {
     took_over_keeping_the_tasks(&cluster, &standby, &framework_id, &before).await?;
     let app = standby.app("/ha/sleepy").await.context("the app on the new leader")?;
     assert_eq!(app["instances"], json!(2), "the scale to 3 was not saved: {app}");
+    Ok(())
+}
+
+/// ZooKeeper refuses the leader's save of new instance records (the test takes away the create permission on
+/// `PATH/state/instances`; not a conflict, so the leader stays): it launches none of them, and once saves go
+/// through again it launches the instances, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_launches_nothing_it_could_not_persist() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:1024;ports:[32700-32799]").await?;
+    let zk = ZooKeeper::start(&cluster.dir.path().join("zk")).await?;
+    let (mut leading, _standby) = leader_and_standby(&cluster, &zk).await?;
+    let (_, before) = sleepy_running(&cluster, &leading).await?;
+
+    let client = zk::Client::connect(&zk.servers()).await?;
+    let dir = "/marathon/state/instances";
+    // Every permission but CREATE: ADMIN stays, so the test can give CREATE back.
+    let (perm, anyone) = (zk::Permission::READ | zk::Permission::WRITE | zk::Permission::DELETE, zk::AuthId::anyone());
+    let no_create = [zk::Acl::new(perm | zk::Permission::ADMIN, anyone)];
+    client.set_acl(dir, &no_create, None).await.with_context(|| format!("take CREATE away on {dir}"))?;
+    let (status, _, body) = leading.call(Method::PUT, "/v2/apps/ha/sleepy", Some(json!({"instances": 3}))).await?;
+    ensure!(status == 200, "scale to 3: {status} {body}");
+    wait_for("the leader to refuse to launch what it could not save", WAIT, async || {
+        leading.proc.log_text().contains("the new instances could not be persisted: launching none").then_some(())
+    })
+    .await?;
+    let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
+    assert_eq!((running, all), (before.clone(), 2), "no task was launched without its record");
+    assert!(leading.proc.child.try_wait()?.is_none(), "a ZooKeeper error that is no conflict does not stop the leader");
+
+    client.set_acl(dir, &zk::Acls::anyone_all(), None).await.with_context(|| format!("give CREATE back on {dir}"))?;
+    let three = wait_for("3 running tasks once the records can be saved", WAIT * 2, async || {
+        running_tasks(&leading).await.filter(|ids| ids.len() == 3)
+    })
+    .await?;
+    assert!(before.iter().all(|id| three.contains(id)), "the first two kept running: {three:?}");
+    let (_, _, running, all) = on_master(&cluster).await.context("the master's state")?;
+    assert_eq!((running, all), (three, 3), "each instance launched once");
     Ok(())
 }
 

@@ -217,8 +217,16 @@ impl Scheduler for MarathonScheduler {
                 launches = matched.launches.len(),
                 "the new instances could not be persisted: launching none"
             );
+            // Declined with the master's short default filter, as the resources are wanted; and the instances
+            // recorded for these launches are reconciled now: the master answers TASK_GONE (never launched), so the
+            // core drops them and plans them again at the next offer, rather than waiting for the launch timeout.
             for offer in &offers {
-                driver.decline(&offer.id, Some(DECLINE_SECONDS));
+                driver.decline(&offer.id, None);
+            }
+            let unlaunched: Vec<(String, String)> =
+                matched.launches.iter().map(|l| (l.task.task_id.clone(), l.task.agent_id.clone())).collect();
+            if !unlaunched.is_empty() {
+                driver.reconcile(unlaunched);
             }
             return;
         }
