@@ -625,17 +625,24 @@ impl Core {
         i.state == TaskState::Running && if checked { i.healthy == Some(true) } else { i.healthy != Some(false) }
     }
 
+    /// The app's active instances as the deployment arithmetic sees them. Called for every decision of a touched
+    /// app, so it is O(the app's instances) with nothing looked up per instance but its readiness result.
     fn members(&self, app: &AppDefinition, now: Millis) -> Vec<Member> {
+        let waiting = self.waiting_for_readiness(&app.id);
         self.instances_of(&app.id)
             .filter(|i| i.active(Some(app), now))
-            .map(|i| Member {
-                task_id: i.task_id.clone(),
-                new: i.version == app.version,
+            .map(|i| {
                 // During a deployment a new instance with a readiness check counts once it is also ready.
-                healthy: self.counts_healthy(i, app) && self.ready(i),
-                killing: i.killing,
-                rank: i.rank(),
-                staged_at: i.staged_at,
+                let ready =
+                    waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready);
+                Member {
+                    task_id: i.task_id.clone(),
+                    new: i.version == app.version,
+                    healthy: self.counts_healthy(i, app) && ready,
+                    killing: i.killing,
+                    rank: i.rank(),
+                    staged_at: i.staged_at,
+                }
             })
             .collect()
     }
@@ -671,9 +678,13 @@ impl Core {
         }
         // What `members` would give, counted without building it: this runs for every step of every deployment on
         // each settle.
+        let waiting = self.waiting_for_readiness(app_id);
+        let ready = |i: &Instance| {
+            waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready)
+        };
         let mut n = 0u32;
         for i in self.instances_of(app_id).filter(|i| i.active(Some(app), now)) {
-            if i.killing || !(self.counts_healthy(i, app) && self.ready(i)) {
+            if i.killing || !(self.counts_healthy(i, app) && ready(i)) {
                 return false;
             }
             n += 1;

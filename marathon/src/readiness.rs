@@ -190,16 +190,19 @@ impl Core {
         (i.version == app.version && self.deploying(&i.app_id)).then_some((app, rc))
     }
 
-    /// Ready for the deployment: no readiness check applies, or the last probe said ready.
-    pub(crate) fn ready(&self, i: &Instance) -> bool {
-        self.readiness_check(i).is_none() || self.readiness.get(&i.task_id).is_some_and(|r| r.ready)
+    /// The version whose instances wait for their readiness check before they count: the app's, while it has a
+    /// readiness check and deploys. An instance is ready for the deployment unless it runs that version and its last
+    /// probe did not say ready.
+    pub(crate) fn waiting_for_readiness(&self, app_id: &str) -> Option<&str> {
+        let app = self.state.apps.get(app_id)?;
+        (!app.readiness_checks.is_empty() && self.deploying(app_id)).then_some(app.version.as_str())
     }
 
     /// The probes due at `now`: new instances of deploying apps with a readiness check, RUNNING and healthy, not
     /// yet ready, not probed within the interval, none in flight. They are marked in flight.
     pub fn readiness_probes(&mut self, now: Millis) -> Vec<Probe> {
-        let live: std::collections::BTreeSet<&String> = self.state.instances.keys().collect();
-        self.readiness.retain(|task_id, _| live.contains(task_id));
+        let instances = &self.state.instances;
+        self.readiness.retain(|task_id, _| instances.contains_key(task_id));
         let mut due = Vec::new();
         for i in self.state.instances.values() {
             let Some((app, rc)) = self.readiness_check(i) else { continue };
