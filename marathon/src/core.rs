@@ -1442,8 +1442,8 @@ impl Core {
                 i.killing = true;
                 self.dirty = true;
                 let app = i.app_id.clone();
-                self.changes.instances.insert(task_id.clone());
-                self.touched.decision.insert(app);
+                // A kill also changes the app's progress (a killing instance no longer counts).
+                self.instance_changed(&task_id, &app);
             }
         }
     }
