@@ -715,15 +715,18 @@ impl Core {
                 .filter_map(|a| self.state.apps.get(a).map(|app| (a.clone(), app.version.clone())))
                 .collect(),
         };
-        self.changes_mut().groups.insert(gid.to_string());
         let versions = self.state.group_versions.entry(gid.to_string()).or_default();
         versions.insert(version.to_string(), snap);
+        let mut changed = vec![version.to_string()];
         let mut refs: usize = versions.values().map(|v| v.apps.len()).sum();
         while versions.len() > 1 && (versions.len() > MAX_VERSIONS || refs > MAX_GROUP_VERSION_REFS) {
-            if let Some((_, dropped)) = versions.pop_first() {
+            if let Some((dropped_version, dropped)) = versions.pop_first() {
                 refs -= dropped.apps.len();
+                changed.push(dropped_version);
             }
         }
+        let changes = self.changes_mut();
+        changes.group_versions.extend(changed.into_iter().map(|v| (gid.to_string(), v)));
         self.dirty = true;
     }
 

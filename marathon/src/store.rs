@@ -56,6 +56,8 @@ pub struct Changes {
     pub instances: BTreeSet<String>,
     pub deployments: BTreeSet<String>,
     pub groups: BTreeSet<String>,
+    /// Group versions by group id and version.
+    pub group_versions: BTreeSet<(String, String)>,
 }
 
 impl Changes {
@@ -66,7 +68,12 @@ impl Changes {
             apps: state.apps.keys().chain(state.versions.keys()).chain(state.failures.keys()).cloned().collect(),
             instances: state.instances.keys().cloned().collect(),
             deployments: state.deployments.keys().cloned().collect(),
-            groups: state.groups.keys().chain(state.group_versions.keys()).cloned().collect(),
+            groups: state.groups.keys().cloned().collect(),
+            group_versions: state
+                .group_versions
+                .iter()
+                .flat_map(|(id, versions)| versions.keys().map(|v| (id.clone(), v.clone())))
+                .collect(),
         }
     }
 
@@ -76,6 +83,7 @@ impl Changes {
             && self.instances.is_empty()
             && self.deployments.is_empty()
             && self.groups.is_empty()
+            && self.group_versions.is_empty()
     }
 
     /// Adds `other`'s records (a save that failed is retried with the next one's).
@@ -85,6 +93,7 @@ impl Changes {
         self.instances.extend(other.instances);
         self.deployments.extend(other.deployments);
         self.groups.extend(other.groups);
+        self.group_versions.extend(other.group_versions);
     }
 }
 

@@ -1,7 +1,9 @@
 //! The state as nodes, the unit both stores write: one record per app (its definition, its versions, its last
-//! failure), per instance, per deployment and per group, plus the framework id, each keyed by a relative path
-//! (`apps/_shop_web`, `instances/<task id>`, `deployments/<id>`, `groups/_shop`, `framework-id`) and serialised
-//! as JSON. [`super::zk::ZkStore`] keeps one ZooKeeper node per record; [`super::FileStore`] appends the changed
+//! failure), per instance, per deployment, per group and per group version, plus the framework id, each keyed by a
+//! relative path (`apps/_shop_web`, `instances/<task id>`, `deployments/<id>`, `groups/_shop`,
+//! `group-versions/_shop@<version>`, `framework-id`) and serialised as JSON. A group version is a record of its own
+//! because every app change records a version of the root group naming every app: rewriting all of a group's
+//! versions with each would cost O(versions × apps) per change. [`super::zk::ZkStore`] keeps one ZooKeeper node per record; [`super::FileStore`] appends the changed
 //! records to its journal. Ids become names with `/` → `_` (`_` is not allowed in Marathon ids, so this is
 //! reversible).
 
@@ -28,6 +30,7 @@ struct AppNode {
 struct GroupNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     meta: Option<GroupMeta>,
+    /// Versions kept in the group's record (the layout before `group-versions/`), still read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     versions: BTreeMap<String, GroupVersion>,
 }
@@ -59,10 +62,7 @@ struct AppNodeRef<'a> {
 /// A group's node, borrowed from the state: serialises as [`GroupNode`] does.
 #[derive(Serialize)]
 struct GroupNodeRef<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a GroupMeta>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    versions: Option<&'a BTreeMap<String, GroupVersion>>,
+    meta: &'a GroupMeta,
 }
 
 /// The node of app `id` (`None`: the state holds nothing of it).
@@ -75,11 +75,14 @@ fn app_node(state: &Persisted, id: &str) -> Option<Vec<u8>> {
     (node.app.is_some() || node.versions.is_some() || node.failure.is_some()).then(|| bytes(&node))
 }
 
-/// The node of group `id` (`None`: the state holds nothing of it).
+/// The node of group `id` (`None`: the state has no record of it).
 fn group_node(state: &Persisted, id: &str) -> Option<Vec<u8>> {
-    let node =
-        GroupNodeRef { meta: state.groups.get(id), versions: state.group_versions.get(id).filter(|v| !v.is_empty()) };
-    (node.meta.is_some() || node.versions.is_some()).then(|| bytes(&node))
+    state.groups.get(id).map(|meta| bytes(&GroupNodeRef { meta }))
+}
+
+/// The path of version `version` of group `id`.
+fn group_version_path(id: &str, version: &str) -> String {
+    format!("group-versions/{}@{version}", key(id))
 }
 
 /// The state as nodes: relative path → data.
@@ -107,6 +110,10 @@ pub fn changed_nodes(state: &Persisted, changes: &Changes) -> Vec<(String, Optio
     }
     for id in &changes.groups {
         out.push((format!("groups/{}", key(id)), group_node(state, id)));
+    }
+    for (id, version) in &changes.group_versions {
+        let data = state.group_versions.get(id).and_then(|v| v.get(version)).map(bytes);
+        out.push((group_version_path(id, version), data));
     }
     out
 }
@@ -151,9 +158,15 @@ pub fn assemble(nodes: &BTreeMap<String, Vec<u8>>, location: &str) -> Result<Per
                 if let Some(meta) = node.meta {
                     state.groups.insert(id.clone(), meta);
                 }
-                if !node.versions.is_empty() {
-                    state.group_versions.insert(id, node.versions);
-                }
+                state.group_versions.entry(id).or_default().extend(node.versions);
+            }
+            "group-versions" => {
+                let Some((id, version)) = name.rsplit_once('@') else {
+                    let e = <serde_json::Error as serde::de::Error>::custom("not a name of the form GROUP@VERSION");
+                    return Err(corrupt(path, e));
+                };
+                let v: GroupVersion = serde_json::from_slice(data).map_err(|e| corrupt(path, e))?;
+                state.group_versions.entry(unkey(id)).or_default().insert(version.to_string(), v);
             }
             _ => {}
         }

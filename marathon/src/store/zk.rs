@@ -32,7 +32,7 @@ use crate::core::Persisted;
 /// ZooKeeper's default `jute.maxbuffer` is 1 MB; stay clearly below it.
 pub const MAX_NODE_BYTES: usize = 1_000_000;
 
-const DIRS: [&str; 4] = ["apps", "instances", "deployments", "groups"];
+const DIRS: [&str; 5] = ["apps", "instances", "deployments", "groups", "group-versions"];
 
 /// A node as this store last read or wrote it: (data, node version).
 type Known = (Vec<u8>, i32);
@@ -426,9 +426,17 @@ mod tests {
         core.set_framework_id("fw-1");
         let nodes = split(&core.state);
         let names: Vec<&String> = nodes.keys().collect();
-        assert_eq!(names, ["apps/_shop_web", "deployments/d1", "framework-id", "groups/_shop"]);
+        let version = format!("group-versions/_shop@{}", crate::time::format_iso(1_700_000_000_000));
+        assert_eq!(names, ["apps/_shop_web", "deployments/d1", "framework-id", &version, "groups/_shop"]);
         let back = assemble(&nodes, "zk:/m/state").unwrap();
         assert_eq!(back, core.state);
+        // The layout before group versions had records of their own (versions inside the group's) still loads.
+        let mut old = nodes.clone();
+        let v: serde_json::Value = serde_json::from_slice(&old.remove(&version).unwrap()).unwrap();
+        let mut group: serde_json::Value = serde_json::from_slice(&old["groups/_shop"]).unwrap();
+        group["versions"] = json!({crate::time::format_iso(1_700_000_000_000): v});
+        old.insert("groups/_shop".into(), serde_json::to_vec(&group).unwrap());
+        assert_eq!(assemble(&old, "zk:/m/state").unwrap(), core.state);
         let mut bad = nodes.clone();
         bad.insert("apps/_x".into(), b"{".to_vec());
         let err = assemble(&bad, "zk:/m/state").unwrap_err().to_string();
