@@ -43,6 +43,10 @@ struct OfferMode {
     suppressed: bool,
     last_wanted: u32,
     last_reconciliation: Millis,
+    /// Offers were answered (declined with a filter, or accepted, whose leftovers the master filters) since the
+    /// last REVIVE: only then can a REVIVE bring more. Without this, 1,000 apps POSTed at once sent 1,000
+    /// REVIVEs, and the launches queued behind them.
+    filtered: bool,
 }
 
 /// What the API handlers and the scheduler share.
@@ -151,9 +155,10 @@ impl Shared {
         }
         {
             let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-            if actions.wanted > 0 && (mode.suppressed || actions.wanted > mode.last_wanted) {
+            if actions.wanted > 0 && (mode.suppressed || (actions.wanted > mode.last_wanted && mode.filtered)) {
                 self.driver.revive(vec![]);
                 mode.suppressed = false;
+                mode.filtered = false;
             } else if actions.wanted == 0 && !mode.suppressed {
                 self.driver.suppress(vec![]);
                 mode.suppressed = true;
@@ -208,7 +213,7 @@ impl Scheduler for MarathonScheduler {
         }));
         // The driver (re)subscribes with offers suppressed: REVIVE if anything is wanted.
         *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) =
-            OfferMode { suppressed: true, last_wanted: 0, last_reconciliation: now };
+            OfferMode { suppressed: true, last_wanted: 0, last_reconciliation: now, filtered: false };
         self.shared.settle(&mut core, now);
     }
 
@@ -232,6 +237,7 @@ impl Scheduler for MarathonScheduler {
             for offer in &offers {
                 driver.decline(&offer.id, None);
             }
+            self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()).filtered = true;
             let unlaunched: Vec<(String, String)> =
                 matched.launches.iter().map(|l| (l.task.task_id.clone(), l.task.agent_id.clone())).collect();
             if !unlaunched.is_empty() {
@@ -250,6 +256,7 @@ impl Scheduler for MarathonScheduler {
                 None => driver.decline(&offer.id, Some(DECLINE_SECONDS)),
             }
         }
+        self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()).filtered = true;
     }
 
     fn update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
