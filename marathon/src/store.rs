@@ -48,7 +48,8 @@ pub trait StateStore: Send + Sync + 'static {
 }
 
 /// The records of the state that changed since the last save, by the ids of their nodes (see [`nodes`]):
-/// an app's record holds its definition, its versions and its last failure; a group's its record and versions.
+/// an app's record holds its definition, its versions and its last failure; a group's its record (`GroupMeta`);
+/// each group version is a record of its own.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
     pub framework_id: bool,
