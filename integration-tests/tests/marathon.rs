@@ -69,6 +69,10 @@ async fn marathon_runs_heals_upgrades_constrains_and_survives_a_restart() -> Res
     })
     .await?;
     assert_eq!(task_ids(&healed).len(), 3);
+    // Killed without wipe, the instance relaunched as its next incarnation (Marathon since 1.8).
+    let (instance, _) = victim.rsplit_once("._app.").context("a task id of the form <instance>._app.<n>")?;
+    let next = format!("{instance}._app.2");
+    assert!(task_ids(&healed).contains(&next), "{next} among {:?}", task_ids(&healed));
 
     // ---- rolling upgrade: never below minimumHealthCapacity (1.0 → 3 running) while it rolls ---------------
     let (status, headers, body) =

@@ -834,7 +834,7 @@ async fn app_delete(State(s): AppState, Path(rest): Path<String>, Query(q): Para
                 .filter(|i| host.is_none_or(|h| h == "*" || i.placement.hostname == h))
                 .map(|i| i.task_id.clone())
                 .collect();
-            kill_response(&mut core, &ids, scale, force, now)
+            kill_response(&mut core, &ids, scale, wipe, force, now)
         }
         AppPath::Task(id, task) => {
             let (scale, wipe) = (flag(&q, "scale", false), flag(&q, "wipe", false));
@@ -847,7 +847,7 @@ async fn app_delete(State(s): AppState, Path(rest): Path<String>, Query(q): Para
             if core.state.instances.get(&task).is_none_or(|i| i.app_id != id) {
                 return message(StatusCode::NOT_FOUND, format!("Task '{task}' does not exist"));
             }
-            match core.kill_tasks(std::slice::from_ref(&task), scale, force, now, new_deployment_id()) {
+            match core.kill_tasks(std::slice::from_ref(&task), scale, wipe, force, now, new_deployment_id()) {
                 Ok((_, Some(r))) => deployment_response(StatusCode::OK, &r),
                 Ok((killed, None)) => {
                     json_response(StatusCode::OK, json!({"task": killed.first().map(task_json).unwrap_or(Value::Null)}))
@@ -861,8 +861,8 @@ async fn app_delete(State(s): AppState, Path(rest): Path<String>, Query(q): Para
     resp
 }
 
-fn kill_response(core: &mut Core, ids: &[String], scale: bool, force: bool, now: Millis) -> Response {
-    match core.kill_tasks(ids, scale, force, now, new_deployment_id()) {
+fn kill_response(core: &mut Core, ids: &[String], scale: bool, wipe: bool, force: bool, now: Millis) -> Response {
+    match core.kill_tasks(ids, scale, wipe, force, now, new_deployment_id()) {
         Ok((_, Some(r))) => deployment_response(StatusCode::OK, &r),
         Ok((killed, None)) => {
             json_response(StatusCode::OK, json!({"tasks": killed.iter().map(task_json).collect::<Vec<_>>()}))
@@ -970,7 +970,7 @@ async fn delete_tasks(State(s): AppState, Query(q): Params, body: Bytes) -> Resp
     }
     let now = now_millis();
     let mut core = s.lock();
-    let resp = kill_response(&mut core, &ids, scale, flag(&q, "force", false), now);
+    let resp = kill_response(&mut core, &ids, scale, wipe, flag(&q, "force", false), now);
     s.settle(&mut core, now);
     resp
 }

@@ -273,6 +273,16 @@ pub struct Core {
     touched: Touched,
     /// The records changed since the last save, for [`crate::store::StateStore::save_changes`].
     changes: crate::store::Changes,
+    /// Instances to relaunch, by app: (instance id, incarnation of its last task). As in Marathon since 1.8, an
+    /// instance whose task failed or was killed without `wipe` keeps its id and relaunches as its next incarnation
+    /// (`<instance id>._app.<n + 1>`); one killed with `wipe`, by a scale-down or by a deployment is replaced by a
+    /// new instance. Not persisted: after a restart a relaunch gets a new instance id.
+    relaunch: BTreeMap<String, Vec<(String, u32)>>,
+}
+
+/// The incarnation of a task (`<instance id>._app.<n>`; 1 for an id without one).
+fn incarnation(task_id: &str) -> u32 {
+    task_id.rsplit_once("._app.").and_then(|(_, n)| n.parse().ok()).unwrap_or(1)
 }
 
 /// The bookkeeping that makes the core incremental (none of it is persisted: [`Core::new`] starts with every app
@@ -910,6 +920,7 @@ impl Core {
                     self.state.apps.remove(&app_id);
                     self.backoff.remove(&app_id);
                     self.queue.remove(&app_id);
+                    self.relaunch.remove(&app_id);
                     self.emit("app_terminated_event", now, json!({"appId": app_id}));
                 }
             }
@@ -1104,6 +1115,7 @@ impl Core {
         &mut self,
         task_ids: &[String],
         scale: bool,
+        wipe: bool,
         force: bool,
         now: Millis,
         deployment_id: String,
@@ -1120,6 +1132,11 @@ impl Core {
         }
         for i in &found {
             if let Some(inst) = self.state.instances.get_mut(&i.task_id) {
+                if !scale && !wipe && !inst.killing {
+                    // Its replacement is the same instance, next incarnation.
+                    let again = (inst.instance_id.clone(), incarnation(&inst.task_id));
+                    self.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+                }
                 inst.killing = true;
             }
             self.instance_changed(&i.task_id, &i.app_id);
@@ -1270,6 +1287,11 @@ impl Core {
         );
         if status.state.is_terminal() || status.state == TaskState::Unknown {
             self.state.instances.remove(&status.task_id);
+            if status.state.is_terminal() && !inst.killing && self.state.apps.contains_key(&inst.app_id) {
+                // Ended on its own (failed, finished, lost, killed by its agent): relaunched as the same instance.
+                let again = (inst.instance_id.clone(), incarnation(&inst.task_id));
+                self.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+            }
             // Health check kills count as failures for backoff, as in Marathon.
             let failed =
                 unhealthy_kill || matches!(status.state, TaskState::Failed | TaskState::Finished | TaskState::Error);
@@ -1578,7 +1600,12 @@ impl Core {
             .iter()
             .map(|r| (r.app.id.clone(), self.instances_of(&r.app.id).map(|i| i.placement.clone()).collect()))
             .collect();
-        let matched = planner::match_offers(&requests, &placed, offers, new_id);
+        let relaunch = &mut self.relaunch;
+        let mut next = |app_id: &str| match relaunch.get_mut(app_id).and_then(Vec::pop) {
+            Some((instance_id, n)) => (instance_id, n + 1),
+            None => (new_id(app_id), 1),
+        };
+        let matched = planner::match_offers(&requests, &placed, offers, &mut next);
         let agent_ips: BTreeMap<String, String> = offers
             .iter()
             .filter_map(|o| {

@@ -226,12 +226,13 @@ pub fn build_task(
 }
 
 /// Places `requests` on `offers`. `placed` holds, per app id, where its live instances are (for constraints);
-/// `new_instance_id` names new instances (`<app>.instance-<uuid>`), so that the function itself stays pure.
+/// `next_instance` names the instance each launch is (`<app>.instance-<uuid>`) and its incarnation (the task id is
+/// `<instance id>._app.<incarnation>`), so that the function itself stays pure.
 pub fn match_offers(
     requests: &[Request<'_>],
     placed: &BTreeMap<String, Vec<Placement>>,
     offers: &[Offer],
-    new_instance_id: &mut dyn FnMut(&str) -> String,
+    next_instance: &mut dyn FnMut(&str) -> (String, u32),
 ) -> Matched {
     let mut out = Matched::default();
     let mut want: Vec<u32> = requests.iter().map(|r| r.count).collect();
@@ -262,8 +263,8 @@ pub fn match_offers(
                     reason = Some(shortfall(app, &before));
                     break;
                 };
-                let instance_id = new_instance_id(&app.id);
-                let task_id = format!("{instance_id}._app.1");
+                let (instance_id, incarnation) = next_instance(&app.id);
+                let task_id = format!("{instance_id}._app.{incarnation}");
                 let (task, host_ports) = build_task(app, &task_id, offer, resources, &req.service_ports);
                 mine.push(here.clone());
                 out.launches.push(Launch {
@@ -331,11 +332,11 @@ mod tests {
         a
     }
 
-    fn ids() -> impl FnMut(&str) -> String {
+    fn ids() -> impl FnMut(&str) -> (String, u32) {
         let mut n = 0;
         move |app: &str| {
             n += 1;
-            format!("{}.instance-{n}", pathid::task_prefix(app))
+            (format!("{}.instance-{n}", pathid::task_prefix(app)), 1)
         }
     }
 

@@ -224,12 +224,12 @@ fn a_refused_kill_and_scale_kills_nothing() {
     assert_eq!(t.len(), 2);
     // The create's deployment still runs (the tasks are not RUNNING yet): kill with scale conflicts.
     let id = h.did();
-    let err = h.core.kill_tasks(&t[..1], true, false, h.now, id).unwrap_err();
+    let err = h.core.kill_tasks(&t[..1], true, false, false, h.now, id).unwrap_err();
     assert!(matches!(err, ApiError::Locked(_)), "{err:?}");
     assert!(h.core.instances_of("/g/k").all(|i| !i.killing), "a 409 leaves every task running");
     assert_eq!(h.core.app("/g/k").unwrap().instances, 2);
     let id = h.did();
-    let (killed, deployment) = h.core.kill_tasks(&t[..1], true, true, h.now, id).unwrap();
+    let (killed, deployment) = h.core.kill_tasks(&t[..1], true, false, true, h.now, id).unwrap();
     assert_eq!((killed.len(), deployment.is_some()), (1, true));
     assert_eq!(h.core.app("/g/k").unwrap().instances, 1);
     let events = h.core.drain_events();
@@ -259,7 +259,7 @@ fn scale_down_with_kill_and_scale() {
     let t = h.round();
     h.run_all(&t);
     let id = h.did();
-    let (killed, r) = h.core.kill_tasks(&[t[0].clone()], true, false, h.now, id).unwrap();
+    let (killed, r) = h.core.kill_tasks(&[t[0].clone()], true, false, false, h.now, id).unwrap();
     assert_eq!(killed.len(), 1);
     assert!(r.is_some());
     assert_eq!(h.core.app("/s").unwrap().instances, 2);
@@ -558,6 +558,52 @@ mod incremental {
             }
         }
     }
+}
+
+/// As in Marathon since 1.8: an instance killed without `wipe` or whose task failed relaunches with the same
+/// instance id as its next incarnation; one killed with `wipe` or by a scale-down is replaced by a new instance.
+#[test]
+fn killed_or_failed_instances_relaunch_as_their_next_incarnation() {
+    let mut h = Harness::new(2);
+    create(&mut h, json!({"id": "/web", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16, "backoffSeconds": 0}));
+    let t = h.round();
+    h.run_all(&t);
+    let instance = |h: &Harness, task: &str| h.core.state.instances[task].instance_id.clone();
+    let (first, second) = (instance(&h, &t[0]), instance(&h, &t[1]));
+    assert_eq!(t[0], format!("{first}._app.1"));
+
+    // Killed without wipe: the replacement is the same instance, incarnation 2.
+    let id = h.did();
+    h.core.kill_tasks(&t[..1], false, false, false, h.now, id).unwrap();
+    h.complete_kills();
+    let again = h.round();
+    assert_eq!(again, [format!("{first}._app.2")]);
+    h.run_all(&again);
+
+    // Its task fails: incarnation 3.
+    h.update(&again[0], TaskState::Failed);
+    h.now += 10_000;
+    let third = h.round();
+    assert_eq!(third, [format!("{first}._app.3")]);
+    h.run_all(&third);
+
+    // Killed with wipe: a new instance replaces it.
+    let id = h.did();
+    h.core.kill_tasks(&t[1..2], false, true, false, h.now, id).unwrap();
+    h.complete_kills();
+    let fresh = h.round();
+    assert_eq!(fresh.len(), 1);
+    assert!(!fresh[0].starts_with(&second) && fresh[0].ends_with("._app.1"), "a new instance: {fresh:?}");
+
+    // Killed with scale: nothing replaces it, and a later scale-up starts new instances.
+    let id = h.did();
+    h.core.kill_tasks(&third, true, false, true, h.now, id).unwrap();
+    h.complete_kills();
+    assert!(h.round().is_empty());
+    let id = h.did();
+    h.core.update_app("/web", &json!({"instances": 2}), true, true, h.now, id).unwrap();
+    let up = h.round();
+    assert!(up.len() == 1 && !up[0].starts_with(&first) && up[0].ends_with("._app.1"), "{up:?}");
 }
 
 /// Group writes (create, scale, roll back to a version, delete) mark every record they change for the store.
