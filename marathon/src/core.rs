@@ -637,7 +637,7 @@ impl Core {
 
     /// The app's active instances as the deployment arithmetic sees them. Called for every decision of a touched
     /// app, so it is O(the app's instances) with nothing looked up per instance but its readiness result.
-    fn members(&self, app: &AppDefinition, now: Millis) -> Vec<Member> {
+    fn members<'a>(&'a self, app: &'a AppDefinition, now: Millis) -> Vec<Member<'a>> {
         let waiting = self.waiting_for_readiness(&app.id);
         self.instances_of(&app.id)
             .filter(|i| i.active(Some(app), now))
@@ -646,7 +646,7 @@ impl Core {
                 let ready =
                     waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready);
                 Member {
-                    task_id: i.task_id.clone(),
+                    task_id: std::borrow::Cow::Borrowed(&i.task_id),
                     new: i.version == app.version,
                     healthy: self.counts_healthy(i, app) && ready,
                     killing: i.killing,

@@ -71,10 +71,11 @@ pub fn plan_steps(current: &BTreeMap<String, AppDefinition>, target: &BTreeMap<S
     steps
 }
 
-/// What the rolling/scaling arithmetic sees of one instance of the app.
+/// What the rolling/scaling arithmetic sees of one instance of the app. The task id is borrowed where it can be:
+/// members are built for every decision of a touched app, one per instance.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Member {
-    pub task_id: String,
+pub struct Member<'a> {
+    pub task_id: std::borrow::Cow<'a, str>,
     /// Runs the target version.
     pub new: bool,
     /// RUNNING and not reported unhealthy (without agent-side health checks, RUNNING counts as healthy).
@@ -108,7 +109,7 @@ pub fn bounds(app: &AppDefinition) -> (u32, u32) {
 
 /// Scale-down order: requested rank first (unreachable < staging < starting < running), then by age per
 /// `killSelection`.
-pub fn kill_order(members: &mut [&Member], selection: KillSelection) {
+pub fn kill_order(members: &mut [&Member<'_>], selection: KillSelection) {
     members.sort_by(|a, b| {
         a.rank.cmp(&b.rank).then(match selection {
             KillSelection::YoungestFirst => b.staged_at.cmp(&a.staged_at),
@@ -122,7 +123,7 @@ pub fn kill_order(members: &mut [&Member], selection: KillSelection) {
 /// current state: old instances are killed while the healthy count stays at or above `minHealthy` (unhealthy old
 /// ones first — they do not lower it), new ones are launched while every live instance (including those being
 /// killed) stays within `maxCapacity`.
-pub fn decide(app: &AppDefinition, members: &[Member], upgrading: bool) -> Decision {
+pub fn decide(app: &AppDefinition, members: &[Member<'_>], upgrading: bool) -> Decision {
     let n = app.instances;
     let live: Vec<&Member> = members.iter().filter(|m| !m.killing).collect();
     if !upgrading {
@@ -132,7 +133,7 @@ pub fn decide(app: &AppDefinition, members: &[Member], upgrading: bool) -> Decis
         }
         let mut order = live.clone();
         kill_order(&mut order, app.kill_selection);
-        let kill = order.iter().take((count - n) as usize).map(|m| m.task_id.clone()).collect();
+        let kill = order.iter().take((count - n) as usize).map(|m| m.task_id.to_string()).collect();
         return Decision { launch: 0, kill, complete: false };
     }
 
@@ -147,17 +148,17 @@ pub fn decide(app: &AppDefinition, members: &[Member], upgrading: bool) -> Decis
     old.sort_by_key(|m| m.healthy);
     for m in old {
         if !m.healthy {
-            kill.push(m.task_id.clone());
+            kill.push(m.task_id.to_string());
         } else if healthy > min_healthy {
             healthy -= 1;
-            kill.push(m.task_id.clone());
+            kill.push(m.task_id.to_string());
         }
     }
     let mut new: Vec<&Member> = live.iter().copied().filter(|m| m.new).collect();
     let new_count = new.len() as u32;
     if new_count > n {
         kill_order(&mut new, app.kill_selection);
-        kill.extend(new.iter().take((new_count - n) as usize).map(|m| m.task_id.clone()));
+        kill.extend(new.iter().take((new_count - n) as usize).map(|m| m.task_id.to_string()));
     }
     let holding = members.len() as u32;
     let launch = n.saturating_sub(new_count).min(max_capacity.saturating_sub(holding));
@@ -180,8 +181,8 @@ mod tests {
         a
     }
 
-    fn member(i: usize, new: bool, healthy: bool) -> Member {
-        Member { task_id: format!("t{i}"), new, healthy, killing: false, rank: 3, staged_at: i as u64 }
+    fn member(i: usize, new: bool, healthy: bool) -> Member<'static> {
+        Member { task_id: format!("t{i}").into(), new, healthy, killing: false, rank: 3, staged_at: i as u64 }
     }
 
     #[test]
@@ -265,7 +266,7 @@ mod tests {
                 let d = decide(&a, &members, true);
                 if d.complete { done = true; break; }
                 for id in &d.kill {
-                    if let Some(m) = members.iter_mut().find(|m| &m.task_id == id) { m.killing = true; }
+                    if let Some(m) = members.iter_mut().find(|m| m.task_id == id.as_str()) { m.killing = true; }
                 }
                 let healthy = members.iter().filter(|m| m.healthy && !m.killing).count() as u32;
                 prop_assert!(healthy >= min_healthy.min(n), "healthy {} < {}", healthy, min_healthy);
@@ -286,7 +287,7 @@ mod tests {
                 let d = decide(&a, &members, true);
                 if d.complete { done = true; break; }
                 for id in &d.kill {
-                    if let Some(m) = members.iter_mut().find(|m| &m.task_id == id) { m.killing = true; }
+                    if let Some(m) = members.iter_mut().find(|m| m.task_id == id.as_str()) { m.killing = true; }
                 }
                 for _ in 0..d.launch { members.push(member(next, true, false)); next += 1; }
                 prop_assert!(members.len() as u32 <= limit);
