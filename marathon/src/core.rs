@@ -642,13 +642,11 @@ impl Core {
         self.instances_of(&app.id)
             .filter(|i| i.active(Some(app), now))
             .map(|i| {
-                // During a deployment a new instance with a readiness check counts once it is also ready.
-                let ready =
-                    waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready);
                 Member {
                     task_id: std::borrow::Cow::Borrowed(&i.task_id),
                     new: i.version == app.version,
-                    healthy: self.counts_healthy(i, app) && ready,
+                    // During a deployment a new instance with a readiness check counts once it is also ready.
+                    healthy: self.counts_healthy(i, app) && self.ready(i, waiting),
                     killing: i.killing,
                     rank: i.rank(),
                     staged_at: i.staged_at,
@@ -689,12 +687,9 @@ impl Core {
         // What `members` would give, counted without building it: this runs for every step of every deployment on
         // each settle.
         let waiting = self.waiting_for_readiness(app_id);
-        let ready = |i: &Instance| {
-            waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready)
-        };
         let mut n = 0u32;
         for i in self.instances_of(app_id).filter(|i| i.active(Some(app), now)) {
-            if i.killing || !(self.counts_healthy(i, app) && ready(i)) {
+            if i.killing || !(self.counts_healthy(i, app) && self.ready(i, waiting)) {
                 return false;
             }
             n += 1;

@@ -198,6 +198,11 @@ impl Core {
         (!app.readiness_checks.is_empty() && self.deploying(app_id)).then_some(app.version.as_str())
     }
 
+    /// Ready for the deployment, given its app's [`Core::waiting_for_readiness`].
+    pub(crate) fn ready(&self, i: &Instance, waiting: Option<&str>) -> bool {
+        waiting != Some(i.version.as_str()) || self.readiness.get(&i.task_id).is_some_and(|r| r.ready)
+    }
+
     /// The probes due at `now`: new instances of deploying apps with a readiness check, RUNNING and healthy, not
     /// yet ready, not probed within the interval, none in flight. They are marked in flight.
     pub fn readiness_probes(&mut self, now: Millis) -> Vec<Probe> {

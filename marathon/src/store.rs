@@ -229,14 +229,15 @@ impl FileStore {
 
     /// Appends one save to the journal and syncs it.
     fn append(&self, journal: &mut Journal, generation: u64, records: &[u8]) -> std::io::Result<()> {
-        if journal.file.is_none() {
-            let path = self.journal_path(generation);
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-            journal.bytes = file.metadata()?.len();
-            journal.file = Some(file);
-            self.sync_dir()?;
-        }
-        let Some(file) = journal.file.as_mut() else { unreachable!("opened above") };
+        let file = match &mut journal.file {
+            Some(file) => file,
+            slot => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(self.journal_path(generation))?;
+                journal.bytes = file.metadata()?.len();
+                self.sync_dir()?;
+                slot.insert(file)
+            }
+        };
         file.write_all(records)?;
         file.sync_data()?;
         journal.bytes += records.len() as u64;
