@@ -22,6 +22,10 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long one call, one TCP connection, or the wait for SUBSCRIBED may take.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many calls go in one `Calls` request ...
+pub const MAX_BATCH_CALLS: usize = 512;
+/// ... and no more calls are added once a batch's encoding reaches this size (the master's gRPC limit is 4 MiB).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// The heartbeat interval assumed when the master does not announce one.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// Announced heartbeat intervals are capped at this, so that a silent connection is always noticed.
@@ -268,8 +272,19 @@ enum Attempt {
     Fatal(String),
 }
 
+/// How one call of a batch fared: `failure` is `None` when the master accepted it.
+struct Outcome {
+    name: &'static str,
+    task_id: String,
+    failure: Option<String>,
+}
+
+/// A batch of calls on its way to the master.
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Outcome>> + Send>>;
+
 /// What woke the connected loop up.
 enum Next {
+    Sent(Vec<Outcome>),
     Command(Option<Command>),
     Event(Result<Result<Option<wire::Event>, tonic::Status>, tokio::time::error::Elapsed>),
 }
@@ -410,20 +425,32 @@ impl Driver {
 
             let idle = session.heartbeat.saturating_mul(self.options.missed_heartbeats.max(1));
             let mut deadline = Instant::now() + idle;
+            // At most one batch of calls is in flight; what is queued meanwhile goes in the next. Events keep being
+            // dispatched while a batch is on its way.
+            let mut in_flight: Option<InFlight> = None;
+            let mut ending = false;
             let reason = loop {
                 let next = tokio::select! {
                     biased;
-                    command = self.commands.recv() => Next::Command(command),
+                    sent = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                        Next::Sent(sent)
+                    }
+                    command = self.commands.recv(), if in_flight.is_none() && !ending => Next::Command(command),
                     event = timeout_at(deadline, session.events.message()) => Next::Event(event),
                 };
                 match next {
-                    Next::Command(None | Some(Command::Stop)) => return Ok(()),
-                    Next::Command(Some(Command::Call(c))) => {
-                        let teardown = matches!(c, call::Call::Teardown(_));
-                        self.send(&mut session, c, scheduler).await;
-                        if teardown {
+                    Next::Sent(outcomes) => {
+                        in_flight = None;
+                        self.report(outcomes, scheduler);
+                        if ending {
                             return Ok(());
                         }
+                    }
+                    Next::Command(None | Some(Command::Stop)) => return Ok(()),
+                    Next::Command(Some(Command::Call(first))) => {
+                        let (batch, end) = self.batch(first);
+                        ending = end;
+                        in_flight = Some(self.send(&session, batch));
                     }
                     Next::Event(Err(_)) => break format!("no event for {idle:?}"),
                     Next::Event(Ok(Err(status))) => break format!("event stream failed: {}", describe_status(&status)),
@@ -436,6 +463,15 @@ impl Driver {
                     }
                 }
             };
+            // The batch on its way when the stream broke is seen to its end (bounded by the call timeout), so that
+            // every call queued is either sent or reported failed.
+            if let Some(batch) = in_flight.take() {
+                let outcomes = batch.await;
+                self.report(outcomes, scheduler);
+                if ending {
+                    return Ok(());
+                }
+            }
             warn!(reason, "disconnected from the master; resubscribing");
             scheduler.disconnected(&driver);
             if self.pause(&mut stop, backoff).await {
@@ -547,40 +583,90 @@ impl Driver {
         }
     }
 
-    async fn send<S: Scheduler>(&mut self, session: &mut Session, c: call::Call, scheduler: &mut S) {
-        let name = call_name(&c);
-        let task_id = match &c {
-            call::Call::Kill(k) => k.task_id.clone(),
-            call::Call::Acknowledge(a) => a.task_id.clone(),
-            _ => String::new(),
-        };
-        match &c {
-            call::Call::Suppress(s) if s.roles.is_empty() => {
-                self.suppressed.extend(self.framework.roles.iter().cloned())
+    /// `first` and the calls queued behind it, up to [`MAX_BATCH_CALLS`] or [`MAX_BATCH_BYTES`], or up to a STOP
+    /// (which is consumed) or a TEARDOWN (which is included). True when the driver ends once the batch is sent.
+    fn batch(&mut self, first: call::Call) -> (Vec<call::Call>, bool) {
+        let mut bytes = first.encoded_len();
+        let mut end = matches!(first, call::Call::Teardown(_));
+        let mut batch = vec![first];
+        while !end && batch.len() < MAX_BATCH_CALLS && bytes < MAX_BATCH_BYTES {
+            match self.commands.try_recv() {
+                Ok(Command::Call(c)) => {
+                    end = matches!(c, call::Call::Teardown(_));
+                    bytes += c.encoded_len();
+                    batch.push(c);
+                }
+                Ok(Command::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => end = true,
+                Err(mpsc::error::TryRecvError::Empty) => break,
             }
-            call::Call::Suppress(s) => self.suppressed.extend(s.roles.iter().cloned()),
-            call::Call::Revive(r) if r.roles.is_empty() => self.suppressed.clear(),
-            call::Call::Revive(r) => r.roles.iter().for_each(|role| {
-                self.suppressed.remove(role);
-            }),
-            _ => {}
         }
-        let request = wire::Call {
-            framework_id: session.framework_id.clone(),
-            stream_id: session.stream_id.clone(),
-            call: Some(c),
-        };
-        let limit = self.options.call_timeout;
-        let failure = match timeout(limit, session.client.call(request)).await {
-            Ok(Ok(_)) => {
-                trace!(call = name, task_id, "call sent");
-                return;
+        (batch, end)
+    }
+
+    /// Sends a batch in one `Calls` request; the future resolves to each call's outcome, in order.
+    fn send(&mut self, session: &Session, batch: Vec<call::Call>) -> InFlight {
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut calls = Vec::with_capacity(batch.len());
+        for c in batch {
+            match &c {
+                call::Call::Suppress(s) if s.roles.is_empty() => {
+                    self.suppressed.extend(self.framework.roles.iter().cloned())
+                }
+                call::Call::Suppress(s) => self.suppressed.extend(s.roles.iter().cloned()),
+                call::Call::Revive(r) if r.roles.is_empty() => self.suppressed.clear(),
+                call::Call::Revive(r) => r.roles.iter().for_each(|role| {
+                    self.suppressed.remove(role);
+                }),
+                _ => {}
             }
-            Ok(Err(status)) => describe_status(&status),
-            Err(_) => format!("no answer within {limit:?}"),
-        };
-        debug!(call = name, task_id, failure, "call failed");
-        scheduler.call_failed(&self.handle, name, &failure);
+            let task_id = match &c {
+                call::Call::Kill(k) => k.task_id.clone(),
+                call::Call::Acknowledge(a) => a.task_id.clone(),
+                _ => String::new(),
+            };
+            sent.push((call_name(&c), task_id));
+            calls.push(wire::Call {
+                framework_id: session.framework_id.clone(),
+                stream_id: session.stream_id.clone(),
+                call: Some(c),
+            });
+        }
+        let mut client = session.client.clone();
+        let limit = self.options.call_timeout;
+        Box::pin(async move {
+            let answer = match timeout(limit, client.calls(wire::CallBatch { calls })).await {
+                Ok(Ok(response)) => Ok(response.into_inner().results),
+                Ok(Err(status)) => Err(describe_status(&status)),
+                Err(_) => Err(format!("no answer within {limit:?}")),
+            };
+            sent.into_iter()
+                .enumerate()
+                .map(|(i, (name, task_id))| {
+                    let failure = match &answer {
+                        Err(failure) => Some(failure.clone()),
+                        Ok(results) => match results.get(i) {
+                            None => Some("the master gave no answer for this call".to_string()),
+                            Some(r) if r.code == tonic::Code::Ok as i32 => None,
+                            Some(r) => Some(format!("{:?}: {}", tonic::Code::from_i32(r.code), r.message)),
+                        },
+                    };
+                    Outcome { name, task_id, failure }
+                })
+                .collect()
+        })
+    }
+
+    /// Logs what was sent and reports every failed call to the scheduler.
+    fn report<S: Scheduler>(&self, outcomes: Vec<Outcome>, scheduler: &mut S) {
+        for Outcome { name, task_id, failure } in outcomes {
+            match failure {
+                None => trace!(call = name, task_id, "call sent"),
+                Some(failure) => {
+                    debug!(call = name, task_id, failure, "call failed");
+                    scheduler.call_failed(&self.handle, name, &failure);
+                }
+            }
+        }
     }
 
     fn dispatch<S: Scheduler>(&mut self, event: wire::Event, scheduler: &mut S) -> Flow {

@@ -413,8 +413,70 @@ async fn master_state_and_http_endpoints_have_mesos_shapes() -> anyhow::Result<(
     // The agent answers on its own port, in Mesos's agent shape.
     let agent_base = format!("http://{}", cluster.agent_addrs[0]);
     assert!(http.get(format!("{agent_base}/health")).send().await?.status().is_success());
-    let agent_state: serde_json::Value = http.get(format!("{agent_base}/state")).send().await?.json().await?;
-    assert_eq!(agent_state["id"], agent.as_str());
+    // The master answers as soon as it registered the agent; the agent learns its id when the answer arrives.
+    let agent_state = wait_for("the agent's /state to show its id", WAIT, async || {
+        let s: serde_json::Value = http.get(format!("{agent_base}/state")).send().await.ok()?.json().await.ok()?;
+        (s["id"] == agent.as_str()).then_some(s)
+    })
+    .await?;
     assert_eq!(agent_state["resources"]["cpus"], 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_calls_is_applied_in_order_and_answered_call_by_call() -> anyhow::Result<()> {
+    use agora_proto::wire::{self, call, event, scheduler_client::SchedulerClient};
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent(AGENT).await?;
+    let mut client = SchedulerClient::connect(format!("http://{}", cluster.master_addr)).await?;
+    // Subscribed with offers suppressed: offers come only once a REVIVE is applied after the SUPPRESS below.
+    let info = wire::FrameworkInfo::from(&FrameworkInfo::new("batcher"));
+    let subscribe = wire::SubscribeRequest { framework_info: Some(info), suppressed_roles: vec!["*".into()] };
+    let mut events = client.subscribe(subscribe).await?.into_inner();
+    let Some(event::Event::Subscribed(s)) = events.message().await?.and_then(|e| e.event) else {
+        anyhow::bail!("the first event is not SUBSCRIBED");
+    };
+    let call = |stream_id: &str, c: call::Call| wire::Call {
+        framework_id: s.framework_id.clone(),
+        stream_id: stream_id.to_string(),
+        call: Some(c),
+    };
+    let batch = wire::CallBatch {
+        calls: vec![
+            call(&s.stream_id, call::Call::Suppress(call::Suppress { roles: vec![] })),
+            call(
+                &s.stream_id,
+                call::Call::Acknowledge(call::Acknowledge {
+                    agent_id: agent.clone(),
+                    task_id: "t".into(),
+                    uuid: vec![],
+                }),
+            ),
+            call(&s.stream_id, call::Call::Revive(call::Revive { roles: vec![] })),
+            call("not-my-stream", call::Call::Suppress(call::Suppress { roles: vec![] })),
+        ],
+    };
+    let results = client.calls(batch).await?.into_inner().results;
+    let codes: Vec<tonic::Code> = results.iter().map(|r| tonic::Code::from_i32(r.code)).collect();
+    assert_eq!(
+        codes,
+        [tonic::Code::Ok, tonic::Code::InvalidArgument, tonic::Code::Ok, tonic::Code::PermissionDenied],
+        "{results:?}"
+    );
+    assert!(results[1].message.contains("uuid"), "the refusal says what is wrong: {results:?}");
+    // SUPPRESS then REVIVE, in that order: the agent is offered (had the REVIVE been applied first, the framework
+    // would be left suppressed and nothing offered); the refused calls changed nothing.
+    let offered = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.message().await?.and_then(|e| e.event) {
+                Some(event::Event::Offers(o)) => return anyhow::Ok(o.offers),
+                Some(_) => continue,
+                None => anyhow::bail!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no offer within {WAIT:?} after SUPPRESS, REVIVE"))??;
+    assert_eq!(offered[0].agent_id, agent);
     Ok(())
 }

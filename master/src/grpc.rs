@@ -152,19 +152,51 @@ impl wire::scheduler_server::Scheduler for SchedulerService {
     }
 
     async fn call(&self, req: Request<wire::Call>) -> Result<Response<wire::CallResponse>, Status> {
-        let req = req.into_inner();
+        let reply = self.submit(req.into_inner())?;
+        call_outcome(reply.await).map(|()| Response::new(wire::CallResponse {}))
+    }
+
+    async fn calls(&self, req: Request<wire::CallBatch>) -> Result<Response<wire::CallBatchResponse>, Status> {
+        // Every call is queued for the core before any answer is awaited: the core applies them in this order.
+        let replies: Vec<_> = req.into_inner().calls.into_iter().map(|c| self.submit(c)).collect();
+        let mut results = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let outcome = match reply {
+                Ok(reply) => call_outcome(reply.await),
+                Err(status) => Err(status),
+            };
+            results.push(match outcome {
+                Ok(()) => wire::call_batch_response::Result { code: tonic::Code::Ok as i32, message: String::new() },
+                Err(status) => wire::call_batch_response::Result {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                },
+            });
+        }
+        Ok(Response::new(wire::CallBatchResponse { results }))
+    }
+}
+
+impl SchedulerService {
+    /// Checks a call and queues it for the core; the receiver gets the core's answer.
+    fn submit(&self, req: wire::Call) -> Result<oneshot::Receiver<Result<(), CallError>>, Status> {
         let call = req.call.ok_or_else(|| Status::invalid_argument("call: no call type set"))?;
         let call = call_from_wire(call)?;
         let (reply, rx) = oneshot::channel();
         self.handle.send(Input::Call { framework_id: req.framework_id, stream_id: req.stream_id, call, reply });
-        match rx.await {
-            Ok(Ok(())) => Ok(Response::new(wire::CallResponse {})),
-            Ok(Err(e @ (CallError::NotSubscribed(_) | CallError::WrongStream { .. }))) => {
-                Err(Status::permission_denied(e.to_string()))
-            }
-            Ok(Err(e @ CallError::Invalid(_))) => Err(Status::invalid_argument(e.to_string())),
-            Err(_) => Err(Status::unavailable("master is shutting down")),
+        Ok(rx)
+    }
+}
+
+/// The core's answer to a call as the gRPC status `Call` returns.
+fn call_outcome(answer: Result<Result<(), CallError>, oneshot::error::RecvError>) -> Result<(), Status> {
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ (CallError::NotSubscribed(_) | CallError::WrongStream { .. }))) => {
+            Err(Status::permission_denied(e.to_string()))
         }
+        Ok(Err(e @ CallError::Invalid(_))) => Err(Status::invalid_argument(e.to_string())),
+        Err(_) => Err(Status::unavailable("master is shutting down")),
     }
 }
 

@@ -32,6 +32,10 @@ struct FakeMaster {
     subscribes: mpsc::UnboundedSender<wire::SubscribeRequest>,
     streams: mpsc::UnboundedSender<EventSender>,
     calls: mpsc::UnboundedSender<wire::Call>,
+    /// The size of every `Calls` batch, in the order received.
+    batches: mpsc::UnboundedSender<usize>,
+    /// Each batch takes a permit before it is answered: a test holds batches in flight by adding none.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The test's side of the fake master: what it received, and one event sender per subscription.
@@ -40,6 +44,8 @@ struct Script {
     subscribes: mpsc::UnboundedReceiver<wire::SubscribeRequest>,
     streams: mpsc::UnboundedReceiver<EventSender>,
     calls: mpsc::UnboundedReceiver<wire::Call>,
+    batches: mpsc::UnboundedReceiver<usize>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Script {
@@ -53,6 +59,15 @@ impl Script {
 
     async fn call(&mut self) -> wire::Call {
         timeout(WAIT, self.calls.recv()).await.expect("no call in time").expect("fake master gone")
+    }
+
+    async fn batch(&mut self) -> usize {
+        timeout(WAIT, self.batches.recv()).await.expect("no batch in time").expect("fake master gone")
+    }
+
+    /// Lets one held batch be answered.
+    fn release(&self) {
+        self.gate.as_ref().expect("a gated fake master").add_permits(1);
     }
 }
 
@@ -90,14 +105,44 @@ impl SchedulerService for FakeMaster {
             CallAnswer::PermissionDenied => Err(Status::permission_denied("framework is not subscribed")),
         }
     }
+
+    async fn calls(&self, request: Request<wire::CallBatch>) -> Result<Response<wire::CallBatchResponse>, Status> {
+        let calls = request.into_inner().calls;
+        let _ = self.batches.send(calls.len());
+        let n = calls.len();
+        for c in calls {
+            let _ = self.calls.send(c);
+        }
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.map_err(|_| Status::internal("gate closed"))?.forget();
+        }
+        let result = match self.call_answer {
+            CallAnswer::Ok => wire::call_batch_response::Result { code: 0, message: String::new() },
+            CallAnswer::PermissionDenied => wire::call_batch_response::Result {
+                code: tonic::Code::PermissionDenied as i32,
+                message: "framework is not subscribed".into(),
+            },
+        };
+        Ok(Response::new(wire::CallBatchResponse { results: vec![result; n] }))
+    }
 }
 
 async fn fake_master(heartbeat_seconds: f64, refuse: Option<Status>, call_answer: CallAnswer) -> Script {
+    serve_fake_master(heartbeat_seconds, refuse, call_answer, None).await
+}
+
+async fn serve_fake_master(
+    heartbeat_seconds: f64,
+    refuse: Option<Status>,
+    call_answer: CallAnswer,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> Script {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let (subscribes_tx, subscribes) = mpsc::unbounded_channel();
     let (streams_tx, streams) = mpsc::unbounded_channel();
     let (calls_tx, calls) = mpsc::unbounded_channel();
+    let (batches_tx, batches) = mpsc::unbounded_channel();
     let master = FakeMaster {
         subscriptions: AtomicUsize::new(0),
         heartbeat_seconds,
@@ -106,13 +151,15 @@ async fn fake_master(heartbeat_seconds: f64, refuse: Option<Status>, call_answer
         subscribes: subscribes_tx,
         streams: streams_tx,
         calls: calls_tx,
+        batches: batches_tx,
+        gate: gate.clone(),
     };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(SchedulerServer::new(master))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    Script { address, subscribes, streams, calls }
+    Script { address, subscribes, streams, calls, batches, gate }
 }
 
 /// What the recording scheduler saw.
@@ -413,6 +460,42 @@ async fn failed_calls_are_reported_not_panicked() {
     master.call().await;
     assert_eq!(run.seen().await, Seen::CallFailed("REVIVE".into()));
     run.handle.stop();
+    run.finish().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn calls_queued_while_a_batch_is_in_flight_go_together_in_order_and_events_keep_flowing() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut master = serve_fake_master(15.0, None, CallAnswer::Ok, Some(gate)).await;
+    let mut run = start(&master.address, fast_options());
+    master.subscribe().await;
+    let stream = master.stream().await;
+    assert_eq!(run.seen().await, Seen::Subscribed("fw-1".into()));
+
+    run.handle.revive(vec![]);
+    assert_eq!(master.batch().await, 1);
+    assert!(matches!(master.call().await.call, Some(call::Call::Revive(_))));
+    // The REVIVE is held in flight: updates are still dispatched, and their acknowledgements queue up.
+    for i in 0..50 {
+        push(&stream, update_event(&format!("t-{i}"), wire::TaskState::TaskRunning, b"u")).await;
+        assert_eq!(run.seen().await, Seen::Update(format!("t-{i}"), model::TaskState::Running));
+    }
+    run.handle.suppress(vec![]);
+    master.release();
+    assert_eq!(master.batch().await, 51, "everything queued meanwhile goes in one batch");
+    for i in 0..50 {
+        let Some(call::Call::Acknowledge(ack)) = master.call().await.call else { panic!("expected ACKNOWLEDGE") };
+        assert_eq!(ack.task_id, format!("t-{i}"));
+    }
+    assert!(matches!(master.call().await.call, Some(call::Call::Suppress(_))), "the SUPPRESS comes last");
+    master.release();
+
+    // STOP after queued calls: they are sent first, then the driver returns.
+    run.handle.kill("t-1", "agent-1");
+    run.handle.stop();
+    assert_eq!(master.batch().await, 1);
+    assert!(matches!(master.call().await.call, Some(call::Call::Kill(_))));
+    master.release();
     run.finish().await.expect("clean stop");
 }
 
