@@ -228,6 +228,12 @@ pub fn build_task(
 /// Places `requests` on `offers`. `placed` holds, per app id, where its live instances are (for constraints);
 /// `next_instance` names the instance each launch is (`<app>.instance-<uuid>`) and its incarnation (the task id is
 /// `<instance id>._app.<incarnation>`), so that the function itself stays pure.
+///
+/// Apps are served in the order given. An app's instances go round the offers one at a time, so that they spread
+/// over the agents at hand rather than filling the first offer: 1,000 instances offered 10 agents that each fit all
+/// of them land 100 per agent, which then start them side by side (Marathon reaches a spread by capping each offer
+/// at `--max_instances_per_offer` over many offer cycles). An offer leaves an app's round once it cannot take one
+/// more of its instances, and that is why the app declined it when it took none.
 pub fn match_offers(
     requests: &[Request<'_>],
     placed: &BTreeMap<String, Vec<Placement>>,
@@ -235,33 +241,46 @@ pub fn match_offers(
     next_instance: &mut dyn FnMut(&str) -> (String, u32),
 ) -> Matched {
     let mut out = Matched::default();
-    let mut want: Vec<u32> = requests.iter().map(|r| r.count).collect();
     let mut placed: BTreeMap<String, Vec<Placement>> = placed.clone();
-    for offer in offers {
-        let mut packer = OfferPacker::new(offer);
-        let here = Placement { hostname: offer.hostname.clone(), attributes: offer.attributes.clone() };
-        let mut used = false;
-        for (i, req) in requests.iter().enumerate() {
-            if want[i] == 0 {
-                continue;
-            }
-            let app = req.app;
-            let stats = out.stats.entry(app.id.clone()).or_default();
-            stats.processed += 1;
-            let request = request_for(app);
-            let mut launched_here = 0;
-            let mut reason = None;
-            while want[i] > 0 {
-                let mine = placed.entry(app.id.clone()).or_default();
-                let refs: Vec<&Placement> = mine.iter().collect();
-                if !app.constraints.iter().all(|c| c.accepts(&here, &refs)) {
-                    reason = Some(Reason::UnfulfilledConstraint);
+    let mut packers: Vec<OfferPacker> = offers.iter().map(OfferPacker::new).collect();
+    let hosts: Vec<Placement> =
+        offers.iter().map(|o| Placement { hostname: o.hostname.clone(), attributes: o.attributes.clone() }).collect();
+    let mut used = vec![false; offers.len()];
+    for req in requests {
+        let app = req.app;
+        let mut want = req.count;
+        if want == 0 {
+            continue;
+        }
+        let request = request_for(app);
+        let mine = placed.entry(app.id.clone()).or_default();
+        // Per offer: how many of this app's instances it took, and why it stopped taking them (None: still open).
+        let mut launched = vec![0u32; offers.len()];
+        let mut stopped: Vec<Option<Reason>> = vec![None; offers.len()];
+        let mut open = offers.len();
+        while want > 0 && open > 0 {
+            for (k, offer) in offers.iter().enumerate() {
+                if want == 0 {
                     break;
                 }
-                let before = packer.remaining().clone();
-                let Some(resources) = packer.take(&request) else {
-                    reason = Some(shortfall(app, &before));
-                    break;
+                if stopped[k].is_some() {
+                    continue;
+                }
+                let here = &hosts[k];
+                let fits_constraints = app.constraints.is_empty() || {
+                    let refs: Vec<&Placement> = mine.iter().collect();
+                    app.constraints.iter().all(|c| c.accepts(here, &refs))
+                };
+                if !fits_constraints {
+                    stopped[k] = Some(Reason::UnfulfilledConstraint);
+                    open -= 1;
+                    continue;
+                }
+                let before = packers[k].remaining().clone();
+                let Some(resources) = packers[k].take(&request) else {
+                    stopped[k] = Some(shortfall(app, &before));
+                    open -= 1;
+                    continue;
                 };
                 let (instance_id, incarnation) = next_instance(&app.id);
                 let task_id = format!("{instance_id}._app.{incarnation}");
@@ -275,25 +294,31 @@ pub fn match_offers(
                     placement: here.clone(),
                     host_ports,
                 });
-                want[i] -= 1;
-                launched_here += 1;
+                want -= 1;
+                launched[k] += 1;
             }
-            let stats = out.stats.entry(app.id.clone()).or_default();
-            if launched_here > 0 {
+        }
+        let stats = out.stats.entry(app.id.clone()).or_default();
+        for (k, offer) in offers.iter().enumerate() {
+            // An offer counts as processed by the app once it was tried; the round ends before trying the rest
+            // when the last instance is placed.
+            if launched[k] > 0 {
+                stats.processed += 1;
                 stats.used += 1;
-                used = true;
-            } else if let Some(r) = reason {
+                used[k] = true;
+            } else if let Some(r) = stopped[k] {
+                stats.processed += 1;
                 *stats.declined.entry(r).or_default() += 1;
                 out.no_matches.push(NoMatch { app_id: app.id.clone(), offer_id: offer.id.clone(), reason: r });
             }
         }
-        if !used {
-            out.unused.push(offer.id.clone());
+        if want > 0 {
+            out.unplaced.insert(app.id.clone(), want);
         }
     }
-    for (i, req) in requests.iter().enumerate() {
-        if want[i] > 0 {
-            out.unplaced.insert(req.app.id.clone(), want[i]);
+    for (k, offer) in offers.iter().enumerate() {
+        if !used[k] {
+            out.unused.push(offer.id.clone());
         }
     }
     out
@@ -483,10 +508,32 @@ mod tests {
             offer("o2", "h2", "cpus:4;mem:1024;ports:[31000-32000]", "rack:r2"),
         ];
         let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
-        // o1 takes one (rack r1 may not take a second while r2 is unused), o2 takes ...
+        // The instances go round the offers: r1, r2, r1, r2; each rack and host gets two, as GROUP_BY and MAX_PER
+        // ask. (Filling o1 first stopped after one: rack r1 may not take a second while r2 has none.)
         let per_host = |h: &str| m.launches.iter().filter(|l| l.placement.hostname == h).count();
-        assert!(per_host("h1") <= 2 && per_host("h2") <= 2);
-        assert_eq!(per_host("h1"), 1);
+        assert_eq!((per_host("h1"), per_host("h2")), (2, 2));
+        assert!(m.unplaced.is_empty());
+    }
+
+    #[test]
+    fn instances_spread_over_offers_that_could_each_take_them_all() {
+        let a = app(json!({"id": "/many", "cmd": "x", "cpus": 0.1, "mem": 16, "instances": 10}));
+        let b = app(json!({"id": "/more", "cmd": "x", "cpus": 0.1, "mem": 16, "instances": 3}));
+        let reqs = [
+            Request { app: &a, count: 10, service_ports: vec![0] },
+            Request { app: &b, count: 3, service_ports: vec![0] },
+        ];
+        let offers: Vec<Offer> = (1..=3)
+            .map(|i| offer(&format!("o{i}"), &format!("h{i}"), "cpus:4;mem:1024;ports:[31000-32000]", ""))
+            .collect();
+        let m = match_offers(&reqs, &BTreeMap::new(), &offers, &mut ids());
+        let on =
+            |app: &str, h: &str| m.launches.iter().filter(|l| l.app_id == app && l.placement.hostname == h).count();
+        assert_eq!((on("/many", "h1"), on("/many", "h2"), on("/many", "h3")), (4, 3, 3));
+        // The next app goes round from the first offer as well.
+        assert_eq!((on("/more", "h1"), on("/more", "h2"), on("/more", "h3")), (1, 1, 1));
+        assert_eq!(m.stats["/many"].used, 3);
+        assert!(m.unused.is_empty() && m.unplaced.is_empty());
     }
 
     proptest! {
