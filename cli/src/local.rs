@@ -150,6 +150,7 @@ impl LocalCluster {
             framework_name: "marathon".into(),
             max_running_deployments: agora_marathon::core::MAX_RUNNING_DEPLOYMENTS,
             access_control_allow_origin: Vec::new(),
+            event_stream_max_outstanding_messages: agora_marathon::events::BUFFER,
         };
         let (stop_marathon, _) = watch::channel(false);
         let marathon_stopped = stopped(&stop_marathon);

@@ -1044,7 +1044,7 @@ async fn events(
                 tracing::warn!(
                     client = %remote,
                     missed,
-                    buffer = crate::events::BUFFER,
+                    buffer = s.bus.capacity(),
                     "an event stream client fell too far behind: disconnecting it"
                 );
             }

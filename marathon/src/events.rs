@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// Events buffered per slow subscriber. A stream that falls further behind has missed events and is
-/// disconnected (`/v2/events`), as Marathon closes slow consumers; the client re-reads the state and attaches
-/// again.
-pub const BUFFER: usize = 4096;
+/// Events buffered per slow subscriber by default (`--event-stream-max-outstanding-messages`). A stream that
+/// falls further behind has missed events and is disconnected (`/v2/events`), as Marathon closes slow consumers;
+/// the client re-reads the state and attaches again. Filling 10,000 instances at once publishes about 40,000 events
+/// within seconds; with 4,096 the bench's own stream was cut off. A slot costs about 64 bytes up front; events are
+/// freed as soon as every stream has read them.
+pub const BUFFER: usize = 65_536;
 
 /// The events whose `plan` carries the `original` and `target` root groups.
 pub const DEPLOYMENT_EVENTS: [&str; 5] = [
@@ -24,13 +26,14 @@ pub const DEPLOYMENT_EVENTS: [&str; 5] = [
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Value>,
+    capacity: usize,
     /// Attached streams that want deployment plans with their groups.
     plan_streams: Arc<AtomicUsize>,
 }
 
 impl Default for EventBus {
     fn default() -> EventBus {
-        EventBus { tx: broadcast::channel(BUFFER).0, plan_streams: Arc::default() }
+        EventBus::with_capacity(BUFFER)
     }
 }
 
@@ -44,6 +47,17 @@ impl Drop for PlanStream {
 }
 
 impl EventBus {
+    /// A bus that buffers up to `capacity` events per stream (at least 1).
+    pub fn with_capacity(capacity: usize) -> EventBus {
+        let capacity = capacity.max(1);
+        EventBus { tx: broadcast::channel(capacity).0, capacity, plan_streams: Arc::default() }
+    }
+
+    /// How many events a stream may fall behind before it is disconnected.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// A stream that wants deployment plans with their `original` and `target` groups attaches.
     pub fn plan_stream(&self) -> PlanStream {
         self.plan_streams.fetch_add(1, Ordering::Relaxed);

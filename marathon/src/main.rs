@@ -42,6 +42,12 @@ struct Flags {
     /// `--access_control_allow_origin`). Not set: no CORS headers.
     #[arg(long, alias = "access_control_allow_origin")]
     access_control_allow_origin: Option<String>,
+    /// How many events an `/v2/events` client may fall behind before it is disconnected (Marathon's
+    /// `--event_stream_max_outstanding_messages`; ours is larger, as a deployment of thousands of instances
+    /// publishes tens of thousands of events within seconds).
+    #[arg(long, alias = "event_stream_max_outstanding_messages", default_value_t = agora_marathon::events::BUFFER as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    event_stream_max_outstanding_messages: u64,
 }
 
 fn default_hostname() -> String {
@@ -91,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
             .access_control_allow_origin
             .map(|o| agora_marathon::api::split_origins(&o))
             .unwrap_or_default(),
+        event_stream_max_outstanding_messages: usize::try_from(flags.event_stream_max_outstanding_messages)
+            .context("--event-stream-max-outstanding-messages")?,
     };
     match ha {
         None => agora_marathon::server::run(config, listener, shutdown_signal()).await,

@@ -39,6 +39,9 @@ pub struct Config {
     pub max_running_deployments: usize,
     /// Marathon's `--access_control_allow_origin`: origins allowed by CORS (empty: no CORS headers).
     pub access_control_allow_origin: Vec<String>,
+    /// Marathon's `--event_stream_max_outstanding_messages`: how far an `/v2/events` client may fall behind before
+    /// it is disconnected ([`crate::events::BUFFER`] by default).
+    pub event_stream_max_outstanding_messages: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +264,9 @@ fn start_leading(
     };
     let mut core = Core::new(state);
     core.max_running_deployments = Some(config.max_running_deployments);
-    let shared = Arc::new(Shared::new(core, store, driver.handle(), info));
+    let mut shared = Shared::new(core, store, driver.handle(), info);
+    shared.bus = crate::events::EventBus::with_capacity(config.event_stream_max_outstanding_messages);
+    let shared = Arc::new(shared);
 
     let scheduler = MarathonScheduler { shared: shared.clone() };
     let driver_task = tokio::spawn(driver.run(scheduler));
