@@ -14,11 +14,17 @@
 //! [`crate::containerizer::LibcontainerContainerizer`]).
 //!
 //! [`CheckpointDir::write`] writes a batch's [`Changes`] (the records that changed, from
-//! [`crate::core::AgentCore::take_changes`]): each file atomically (every new file written beside the old one as
-//! `.tmp`, then fsynced — by one `syncfs` for a large batch —, then renamed over it), a task that is gone by removing its file, then one
-//! fsync per directory touched; so a `kill -9` or a crash at any moment leaves
-//! each file old or new, never torn, and the shell sends nothing before the batch is on disk. Within a batch
-//! frameworks are written before their tasks and `agent.info` last.
+//! [`crate::core::AgentCore::take_changes`]). A task's file is a log of its records, one JSON line each, the last
+//! complete line being the task's checkpoint (as Mesos appends to a task's `task.updates`): a change appends a line.
+//! The agent's and frameworks' files, a new task's file, and a task file that reached [`MAX_TASK_RECORDS`] lines are
+//! written whole instead: beside the old one as `.tmp`, then renamed over it. Appending creates no file; replacing
+//! a file creates one and frees one per write. On ext4 without a journal (this project's CI machine) every file
+//! creation scans the recently freed inodes, which made a task's five rewrites the agent's main cost when a
+//! thousand tasks started at once. Everything written is made durable — an fsync each, or one `syncfs` for a large
+//! batch — before the renames, and then one fsync per directory touched; a task that is gone has its file removed.
+//! So a `kill -9` or a crash at any moment leaves each file old or new: an append it interrupted is an incomplete
+//! last line, which recovery ignores. The shell sends nothing before the batch is on disk. Within a batch frameworks
+//! are written before their tasks and `agent.info` last.
 //!
 //! [`read`] reads it all back. A corrupt `agent.info` stops the agent naming the file; a corrupt task or framework
 //! file does too, as Mesos's `--strict=true` (the default) makes every recovery error fatal, unless the agent runs
@@ -26,7 +32,7 @@
 //! whole checkpoint to one file, `<work_dir>/meta/agent.json` (format 1); [`read`] still reads it, the agent then
 //! rewrites everything in this layout and, once `agent.info` is written, removes the old file.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +52,8 @@ const FRAMEWORK_FILE: &str = "framework.info";
 const TASKS_DIR: &str = "tasks";
 const TASK_SUFFIX: &str = ".info";
 const LEGACY_FILE: &str = "agent.json";
+/// A task file holds at most this many records (lines); the next write replaces it with one.
+pub const MAX_TASK_RECORDS: u32 = 8;
 /// File names longer than this are shortened with a hash (most file systems allow 255 bytes).
 const MAX_NAME: usize = 200;
 
@@ -84,8 +92,9 @@ pub struct AgentRecord {
     pub agent_id: Option<String>,
 }
 
-/// `meta/frameworks/<framework>/tasks/<task>.info`: a task the agent tracks, its unacknowledged updates, or both
-/// (a `run_task` the agent refused has updates but no task; a task whose updates are all acknowledged has none).
+/// A line of `meta/frameworks/<framework>/tasks/<task>.info` (the last complete one counts): a task the agent
+/// tracks, its unacknowledged updates, or both (a `run_task` the agent refused has updates but no task; a task whose
+/// updates are all acknowledged has none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub framework_id: String,
@@ -234,7 +243,7 @@ pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, Checkpoi
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             // Temporary files are writes a crash interrupted; their task's previous file is the checkpoint.
             let Some(stem) = name.strip_suffix(TASK_SUFFIX) else { continue };
-            match read_json::<TaskRecord>(&path) {
+            match read_task_record(&path) {
                 Ok(None) => {}
                 Ok(Some(r)) => match check_record(&r, &dir_name, stem) {
                     Ok(()) => {
@@ -316,6 +325,22 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, R
     }
 }
 
+/// The last complete record of a task file. Records end with a newline; what follows the last newline is an
+/// append a crash interrupted, ignored. A file without any newline is one record written whole by an agent before
+/// task files were logs.
+fn read_task_record(path: &Path) -> Result<Option<TaskRecord>, ReadError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let last = match bytes.iter().rposition(|&b| b == b'\n') {
+        None => &bytes[..],
+        Some(end) => &bytes[bytes[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)..end],
+    };
+    serde_json::from_slice(last).map(Some).map_err(|e| ReadError::Parse(e.to_string()))
+}
+
 /// The entries of `dir`, sorted; none when it does not exist.
 fn list(dir: &Path) -> Result<std::vec::IntoIter<PathBuf>, CheckpointError> {
     let read_error = |source| CheckpointError::Read { path: dir.to_path_buf(), source };
@@ -337,6 +362,9 @@ pub struct CheckpointDir {
     existing: HashSet<PathBuf>,
     /// The old single file may still be there: it goes once `agent.info` is written.
     legacy: bool,
+    /// How many records each task file this agent wrote holds. A file not listed (written before this agent
+    /// started, or by a write that failed) is replaced whole at its next write.
+    records: HashMap<PathBuf, u32>,
 }
 
 impl CheckpointDir {
@@ -346,28 +374,40 @@ impl CheckpointDir {
         std::fs::create_dir_all(&meta)
             .map_err(|e| CheckpointError::Write { path: meta.clone(), message: e.to_string() })?;
         let legacy = meta.join(LEGACY_FILE).exists();
-        Ok(CheckpointDir { existing: HashSet::from([meta.clone()]), meta, legacy })
+        Ok(CheckpointDir { existing: HashSet::from([meta.clone()]), meta, legacy, records: HashMap::new() })
     }
 
     /// Writes `changes`: frameworks, then tasks (written or removed), then removed frameworks, then `agent.info`;
     /// each file atomically, then one fsync per directory touched. When this returns `Ok`, all of it is durable.
     ///
-    /// The new files are first written beside the old ones (`.tmp`), then made durable — for a large batch by one
-    /// `syncfs` rather than an fsync per file, which made a batch of 1,000 launches cost seconds — and only then do
-    /// they replace the old ones.
+    /// Task records are appended to their files; files written whole go first beside the old ones (`.tmp`). All is
+    /// then made durable — for a large batch by one `syncfs` rather than an fsync per file, which made a batch of
+    /// 1,000 launches cost seconds — and only then do the new files replace the old ones.
     pub fn write(&mut self, changes: &Changes) -> Result<(), CheckpointError> {
         let mut touched = BTreeSet::new();
         let mut staged = Staged::default();
         let result = self.stage_all(changes, &mut staged, &mut touched);
         let result = result.and_then(|()| staged.commit(&self.meta));
         if result.is_err() {
+            // Files whose write may be incomplete are replaced whole next time.
+            for path in staged.appended.iter().map(|(p, _)| p).chain(staged.files.iter().map(|(_, p)| p)) {
+                self.records.remove(path);
+            }
             staged.discard();
         }
         result?;
+        for (path, _) in &staged.appended {
+            *self.records.entry(path.clone()).or_default() += 1;
+        }
+        for (_, path) in &staged.renamed {
+            self.records.insert(path.clone(), 1);
+        }
         for (key, record) in &changes.tasks {
             if record.is_none() {
                 let dir = self.framework_dir(&key.framework_id).join(TASKS_DIR);
-                if remove(&dir.join(format!("{}{TASK_SUFFIX}", file_name(&key.task_id))))? {
+                let path = dir.join(format!("{}{TASK_SUFFIX}", file_name(&key.task_id)));
+                self.records.remove(&path);
+                if remove(&path)? {
                     touched.insert(dir);
                 }
             }
@@ -419,8 +459,13 @@ impl CheckpointDir {
         for (key, record) in &changes.tasks {
             let Some(record) = record else { continue };
             let dir = self.framework_dir(&key.framework_id).join(TASKS_DIR);
+            let path = dir.join(format!("{}{TASK_SUFFIX}", file_name(&key.task_id)));
+            if self.records.get(&path).is_some_and(|n| *n < MAX_TASK_RECORDS) {
+                staged.append(path, record)?;
+                continue;
+            }
             self.ensure_dir(&dir, touched)?;
-            staged.stage(dir.join(format!("{}{TASK_SUFFIX}", file_name(&key.task_id))), record)?;
+            staged.stage(path, record)?;
             touched.insert(dir);
         }
         if let Some(agent) = &changes.agent {
@@ -457,16 +502,40 @@ impl CheckpointDir {
 /// From this many files in one write on, one `syncfs` makes them durable rather than an fsync each.
 const SYNCFS_FROM: usize = 16;
 
-/// New checkpoint files written beside the ones they replace (`<file>.tmp`), not yet durable.
+/// A batch's writes before they are durable: new files beside the ones they replace (`<file>.tmp`), records
+/// appended to task files (each with its file, to sync it), and, once committed, the files renamed.
 #[derive(Default)]
 struct Staged {
     files: Vec<(PathBuf, PathBuf)>,
+    appended: Vec<(PathBuf, std::fs::File)>,
+    renamed: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Staged {
+    /// Appends `record` as a line to the task file `path`. A failed append is cut off again, so that the file
+    /// never holds an incomplete line followed by complete ones.
+    fn append(&mut self, path: PathBuf, record: &TaskRecord) -> Result<(), CheckpointError> {
+        let write_error = |message: String| CheckpointError::Write { path: path.clone(), message };
+        let mut line = serde_json::to_vec(record).map_err(|e| write_error(e.to_string()))?;
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| write_error(format!("cannot open it to append: {e}")))?;
+        let len = f.metadata().map_err(|e| write_error(format!("cannot read its length: {e}")))?.len();
+        if let Err(e) = f.write_all(&line) {
+            let _ = f.set_len(len);
+            return Err(write_error(format!("cannot append to it: {e}")));
+        }
+        self.appended.push((path, f));
+        Ok(())
+    }
+
     fn stage<T: Serialize>(&mut self, path: PathBuf, value: &T) -> Result<(), CheckpointError> {
         let write_error = |message: String| CheckpointError::Write { path: path.clone(), message };
-        let bytes = serde_json::to_vec(value).map_err(|e| write_error(e.to_string()))?;
+        // One line: a task file goes on with appended lines (JSON readers take the newline as whitespace).
+        let mut bytes = serde_json::to_vec(value).map_err(|e| write_error(e.to_string()))?;
+        bytes.push(b'\n');
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes).map_err(|e| write_error(format!("cannot write {}: {e}", tmp.display())))?;
         self.files.push((tmp, path));
@@ -477,12 +546,16 @@ impl Staged {
     /// one by one; from [`SYNCFS_FROM`] files on, one `syncfs` of the file system holding `meta` does it for all
     /// (it also flushes whatever else is dirty on that file system, which costs less than hundreds of fsyncs).
     fn commit(&mut self, meta: &Path) -> Result<(), CheckpointError> {
-        if self.files.len() < SYNCFS_FROM {
+        let fsync_error = |path: &Path, e: std::io::Error| CheckpointError::Write {
+            path: path.to_path_buf(),
+            message: format!("cannot fsync it: {e}"),
+        };
+        if self.files.len() + self.appended.len() < SYNCFS_FROM {
             for (tmp, _) in &self.files {
-                std::fs::File::open(tmp).and_then(|f| f.sync_data()).map_err(|e| CheckpointError::Write {
-                    path: tmp.clone(),
-                    message: format!("cannot fsync it: {e}"),
-                })?;
+                std::fs::File::open(tmp).and_then(|f| f.sync_data()).map_err(|e| fsync_error(tmp, e))?;
+            }
+            for (path, f) in &self.appended {
+                f.sync_data().map_err(|e| fsync_error(path, e))?;
             }
         } else {
             let flush_error = |e: String| CheckpointError::Write { path: meta.to_path_buf(), message: e };
@@ -498,6 +571,7 @@ impl Staged {
                 self.files = std::iter::once((tmp, path.clone())).chain(files).collect();
                 return Err(CheckpointError::Write { path, message });
             }
+            self.renamed.push((tmp, path));
         }
         Ok(())
     }
@@ -629,6 +703,78 @@ mod tests {
         dir
     }
 
+    fn lines(path: &Path) -> usize {
+        std::fs::read(path).unwrap().iter().filter(|&&b| b == b'\n').count()
+    }
+
+    fn state_of(work_dir: &Path, task_id: &str) -> TaskState {
+        let r = read(work_dir, true).unwrap().expect("a checkpoint");
+        r.checkpoint.tasks.iter().find(|t| t.framework_id == "f" && t.info.task_id == task_id).expect("the task").state
+    }
+
+    /// A batch that changes only task `f/<task_id>`, to `state`.
+    fn change(task_id: &str, state: TaskState) -> Changes {
+        let mut changes = Changes::default();
+        changes.tasks.insert(TaskKey::new("f", task_id), record("f", task_id, state));
+        changes
+    }
+
+    #[test]
+    fn a_task_file_is_a_log_of_records_replaced_by_one_when_full_or_after_a_restart() {
+        let work = tempfile::tempdir().unwrap();
+        let mut dir = written(work.path());
+        let path = task_path(work.path(), "f", "t1");
+        let first = inode(&path);
+        let states = [TaskState::Running, TaskState::Killing, TaskState::Running];
+        for n in 2..=MAX_TASK_RECORDS as usize {
+            let state = states[n % states.len()];
+            dir.write(&change("t1", state)).unwrap();
+            assert_eq!((lines(&path), inode(&path)), (n, first), "record {n} is appended");
+            assert_eq!(state_of(work.path(), "t1"), state, "the last record counts");
+        }
+        dir.write(&change("t1", TaskState::Finished)).unwrap();
+        assert_eq!(lines(&path), 1, "a full file is replaced by one record");
+        assert_ne!(inode(&path), first);
+        assert_eq!(state_of(work.path(), "t1"), TaskState::Finished);
+        dir.write(&change("t1", TaskState::Running)).unwrap();
+        assert_eq!(lines(&path), 2);
+
+        // A restarted agent does not know how long the files are: it replaces each whole at its first write.
+        let mut dir = CheckpointDir::open(work.path()).unwrap();
+        let before = inode(&path);
+        dir.write(&change("t1", TaskState::Killing)).unwrap();
+        assert_eq!(lines(&path), 1);
+        assert_ne!(inode(&path), before);
+        assert_eq!(state_of(work.path(), "t1"), TaskState::Killing);
+    }
+
+    #[test]
+    fn an_interrupted_append_is_ignored_but_a_corrupt_last_record_is_not() {
+        let work = tempfile::tempdir().unwrap();
+        let mut dir = written(work.path());
+        dir.write(&change("t1", TaskState::Running)).unwrap();
+        let path = task_path(work.path(), "f", "t1");
+        let complete = std::fs::read(&path).unwrap();
+
+        // A crash in the middle of an append leaves part of a line: the record before it is the checkpoint.
+        let torn = serde_json::to_vec(&record("f", "t1", TaskState::Finished)).unwrap();
+        let mut bytes = complete.clone();
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(state_of(work.path(), "t1"), TaskState::Running);
+
+        // A complete last line that does not parse is damage, not an interrupted write.
+        let mut bytes = complete;
+        bytes.extend_from_slice(b"{\"framework_id\": 7}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read(work.path(), true).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("corrupt"), "{err}");
+
+        // A task file of an agent before the logs (one record, no newline) is read as it is.
+        std::fs::write(&path, serde_json::to_vec(&record("f", "t1", TaskState::Killing)).unwrap()).unwrap();
+        assert_eq!(state_of(work.path(), "t1"), TaskState::Killing);
+    }
+
     fn inode(path: &Path) -> u64 {
         std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).ino()
     }
@@ -663,7 +809,7 @@ mod tests {
         assert_eq!(ids, pairs.to_vec(), "the same task id in two frameworks is two tasks");
         assert_eq!(r.checkpoint.updates.len(), 4);
 
-        // One task changes: only its file is replaced (a rename gives it a new inode); another one is gone.
+        // One task changes: only its file grows, by one line (appended: the same inode); another one is gone.
         let untouched = [task_path(work.path(), "f", "t1"), task_path(work.path(), "g", "t1")];
         let before: Vec<u64> = untouched.iter().map(|p| inode(p)).collect();
         let changed = task_path(work.path(), "f", "t2");
@@ -675,7 +821,9 @@ mod tests {
         changes.tasks.insert(TaskKey::new("f", "t3"), None);
         dir.write(&changes).unwrap();
         assert_eq!(untouched.iter().map(|p| inode(p)).collect::<Vec<_>>(), before, "unchanged tasks are not rewritten");
-        assert_ne!(inode(&changed), changed_before, "the changed task is rewritten");
+        assert_eq!(inode(&changed), changed_before, "the changed task's record is appended");
+        assert_eq!(lines(&changed), 2);
+        assert!(untouched.iter().all(|p| lines(p) == 1));
         assert!(!task_path(work.path(), "f", "t3").exists(), "a task that is gone leaves no file");
 
         let r = read_back();
