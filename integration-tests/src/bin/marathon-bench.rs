@@ -16,6 +16,8 @@
 //! phase. Usage (binaries built first, release for meaningful numbers):
 //! `cargo build --release --workspace --bins && cargo run --release -p agora-integration-tests --bin marathon-bench`
 //! `-- [--agents 10] [--instances 1000] [--apps 1000] [--tasks 10000] [--requests 100]`
+//! A phase given a count of 0 is skipped. With `MARATHON_BENCH_KEEP=1` in the environment the cluster's directory
+//! (every process's log) is kept.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -254,7 +256,6 @@ async fn main() -> Result<()> {
     };
     let per_agent = a.tasks.max(a.instances + a.apps).div_ceil(a.agents);
     let mut cluster = Cluster::start(&[]).await?;
-    eprintln!("cluster in {} (logs kept there until the end)", cluster.dir.path().display());
     for _ in 0..a.agents {
         cluster.add_agent_with(&agent_resources(per_agent), &["--isolation=simulated"]).await?;
     }
@@ -265,6 +266,13 @@ async fn main() -> Result<()> {
     let flags = ["--max-running-deployments", max_deployments.as_str()];
     let marathon =
         Marathon::start_with(&cluster, &cluster.dir.path().join("marathon"), port, "marathon", &flags).await?;
+    if std::env::var_os("MARATHON_BENCH_KEEP").is_some() {
+        eprintln!("cluster in {} (kept: MARATHON_BENCH_KEEP is set)", cluster.dir.path().display());
+        // The cluster's processes use paths under the directory taken out here, which is no longer removed.
+        let _ = std::mem::replace(&mut cluster.dir, tempfile::tempdir()?).keep();
+    } else {
+        eprintln!("cluster in {} (logs kept there until the end)", cluster.dir.path().display());
+    }
     let bench = Bench { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}") };
     let procs = || {
         let mut p: Vec<(&'static str, &Proc)> = vec![("master", &cluster.master), ("marathon", &marathon.proc)];
@@ -285,44 +293,48 @@ async fn main() -> Result<()> {
     );
 
     // 1. One app × N instances.
-    eprintln!("1 app x {} instances", a.instances);
-    let cpu = Cpu::start(procs());
-    let t0 = Instant::now();
-    let post = bench.post(&app("/bench/one", a.instances)).await?;
-    running.until(&mut rx, "/bench/one to run", |r| r.of("/bench/one") == a.instances).await?;
-    let lat: Vec<f64> = running.by_app["/bench/one"].values().map(|t| millis(*t - t0)).collect();
-    let all = lat.iter().copied().fold(0.0, f64::max);
-    report.insert(
-        "one_app",
-        json!({"instances": a.instances, "post_ms": millis(post), "to_running_ms": summary(lat),
-               "all_running_ms": all, "cpu_seconds": cpu.used()}),
-    );
+    if a.instances > 0 {
+        eprintln!("1 app x {} instances", a.instances);
+        let cpu = Cpu::start(procs());
+        let t0 = Instant::now();
+        let post = bench.post(&app("/bench/one", a.instances)).await?;
+        running.until(&mut rx, "/bench/one to run", |r| r.of("/bench/one") == a.instances).await?;
+        let lat: Vec<f64> = running.by_app["/bench/one"].values().map(|t| millis(*t - t0)).collect();
+        let all = lat.iter().copied().fold(0.0, f64::max);
+        report.insert(
+            "one_app",
+            json!({"instances": a.instances, "post_ms": millis(post), "to_running_ms": summary(lat),
+                   "all_running_ms": all, "cpu_seconds": cpu.used()}),
+        );
+    }
 
     // 2. N apps × 1 instance, POSTed one after another.
-    eprintln!("{} apps x 1 instance", a.apps);
-    let cpu = Cpu::start(procs());
-    let first = Instant::now();
-    let mut posted: Vec<(String, Instant)> = Vec::with_capacity(a.apps);
-    let mut posts = Vec::with_capacity(a.apps);
-    for i in 0..a.apps {
-        let id = format!("/bench/many/app-{i:04}");
-        let t = Instant::now();
-        posts.push(millis(bench.post(&app(&id, 1)).await?));
-        posted.push((id, t));
-        while let Ok(u) = rx.try_recv() {
-            running.take(u);
+    if a.apps > 0 {
+        eprintln!("{} apps x 1 instance", a.apps);
+        let cpu = Cpu::start(procs());
+        let first = Instant::now();
+        let mut posted: Vec<(String, Instant)> = Vec::with_capacity(a.apps);
+        let mut posts = Vec::with_capacity(a.apps);
+        for i in 0..a.apps {
+            let id = format!("/bench/many/app-{i:04}");
+            let t = Instant::now();
+            posts.push(millis(bench.post(&app(&id, 1)).await?));
+            posted.push((id, t));
+            while let Ok(u) = rx.try_recv() {
+                running.take(u);
+            }
         }
+        let ids: HashSet<String> = posted.iter().map(|(id, _)| id.clone()).collect();
+        running.until(&mut rx, "every /bench/many app to run", |r| ids.iter().all(|id| r.of(id) == 1)).await?;
+        let lat: Vec<f64> =
+            posted.iter().map(|(id, t)| millis(*running.by_app[id].values().next().expect("counted") - *t)).collect();
+        let last = posted.iter().map(|(id, _)| *running.by_app[id].values().next().expect("counted")).max();
+        report.insert(
+            "many_apps",
+            json!({"apps": a.apps, "post_ms": summary(posts), "to_running_ms": summary(lat),
+                   "all_running_ms": last.map(|l| millis(l - first)), "cpu_seconds": cpu.used()}),
+        );
     }
-    let ids: HashSet<String> = posted.iter().map(|(id, _)| id.clone()).collect();
-    running.until(&mut rx, "every /bench/many app to run", |r| ids.iter().all(|id| r.of(id) == 1)).await?;
-    let lat: Vec<f64> =
-        posted.iter().map(|(id, t)| millis(*running.by_app[id].values().next().expect("counted") - *t)).collect();
-    let last = posted.iter().map(|(id, _)| *running.by_app[id].values().next().expect("counted")).max();
-    report.insert(
-        "many_apps",
-        json!({"apps": a.apps, "post_ms": summary(posts), "to_running_ms": summary(lat),
-               "all_running_ms": last.map(|l| millis(l - first)), "cpu_seconds": cpu.used()}),
-    );
 
     // 3. Fill up to the target number of running tasks.
     let fill = a.tasks.saturating_sub(running.count);
