@@ -436,7 +436,9 @@ impl Driver {
                         Next::Sent(sent)
                     }
                     command = self.commands.recv(), if in_flight.is_none() && !ending => Next::Command(command),
-                    event = timeout_at(deadline, session.events.message()) => Next::Event(event),
+                    // Once a TEARDOWN or STOP is on its way nothing more is dispatched (the master answers a
+                    // TEARDOWN by ending the stream with an ERROR, which is no failure of the driver).
+                    event = timeout_at(deadline, session.events.message()), if !ending => Next::Event(event),
                 };
                 match next {
                     Next::Sent(outcomes) => {

@@ -422,6 +422,23 @@ async fn teardown_is_sent_and_ends_the_driver() {
 }
 
 #[tokio::test]
+async fn a_teardown_the_master_answers_with_an_error_event_still_ends_cleanly() {
+    // The real master removes the framework while the TEARDOWN is in flight and ends its stream with an ERROR.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut master = serve_fake_master(15.0, None, CallAnswer::Ok, Some(gate)).await;
+    let mut run = start(&master.address, fast_options());
+    master.subscribe().await;
+    let stream = master.stream().await;
+    run.seen().await;
+    run.handle.teardown();
+    assert!(matches!(master.call().await.call, Some(call::Call::Teardown(_))));
+    let removed = event::Error { message: "framework removed: framework asked for TEARDOWN".into() };
+    push(&stream, wire::Event { event: Some(event::Event::Error(removed)) }).await;
+    master.release();
+    run.finish().await.expect("a TEARDOWN ends the driver without an error");
+}
+
+#[tokio::test]
 async fn error_event_is_fatal() {
     let mut master = fake_master(15.0, None, CallAnswer::Ok).await;
     let mut run = start(&master.address, fast_options());
