@@ -141,6 +141,12 @@ pub struct Persisted {
     /// Group versions by the group written and its version, for `/v2/groups/{id}/versions` and rollback.
     #[serde(default)]
     pub group_versions: BTreeMap<String, BTreeMap<String, GroupVersion>>,
+    /// Instances to relaunch, by app: (instance id, incarnation of its last task). As in Marathon since 1.8, an
+    /// instance whose task failed or was killed without `wipe` keeps its id and relaunches as its next incarnation
+    /// (`<instance id>._app.<n + 1>`); one killed with `wipe`, by a scale-down or by a deployment is replaced by a
+    /// new instance. Persisted with the app, so a restarted Marathon relaunches the same instances.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relaunch: BTreeMap<String, Vec<(String, u32)>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -273,11 +279,6 @@ pub struct Core {
     touched: Touched,
     /// The records changed since the last save, for [`crate::store::StateStore::save_changes`].
     changes: crate::store::Changes,
-    /// Instances to relaunch, by app: (instance id, incarnation of its last task). As in Marathon since 1.8, an
-    /// instance whose task failed or was killed without `wipe` keeps its id and relaunches as its next incarnation
-    /// (`<instance id>._app.<n + 1>`); one killed with `wipe`, by a scale-down or by a deployment is replaced by a
-    /// new instance. Not persisted: after a restart a relaunch gets a new instance id.
-    relaunch: BTreeMap<String, Vec<(String, u32)>>,
 }
 
 /// The incarnation of a task (`<instance id>._app.<n>`; 1 for an id without one).
@@ -902,8 +903,9 @@ impl Core {
                         o.needs_restart(&app)
                             || o.version_info.last_config_change_at != app.version_info.last_config_change_at
                     }) {
-                        // A new configuration resets the launch delay.
+                        // A new configuration resets the launch delay, and its instances are new instances.
                         self.backoff.remove(&app_id);
+                        self.state.relaunch.remove(&app_id);
                     }
                     self.touch(&app_id);
                     self.changes.apps.insert(app_id.clone());
@@ -915,7 +917,7 @@ impl Core {
                     self.state.apps.remove(&app_id);
                     self.backoff.remove(&app_id);
                     self.queue.remove(&app_id);
-                    self.relaunch.remove(&app_id);
+                    self.state.relaunch.remove(&app_id);
                     self.emit("app_terminated_event", now, json!({"appId": app_id}));
                 }
             }
@@ -1130,7 +1132,8 @@ impl Core {
                 if !scale && !wipe && !inst.killing {
                     // Its replacement is the same instance, next incarnation.
                     let again = (inst.instance_id.clone(), incarnation(&inst.task_id));
-                    self.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+                    self.state.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+                    self.changes.apps.insert(inst.app_id.clone());
                 }
                 inst.killing = true;
             }
@@ -1285,7 +1288,8 @@ impl Core {
             if status.state.is_terminal() && !inst.killing && self.state.apps.contains_key(&inst.app_id) {
                 // Ended on its own (failed, finished, lost, killed by its agent): relaunched as the same instance.
                 let again = (inst.instance_id.clone(), incarnation(&inst.task_id));
-                self.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+                self.state.relaunch.entry(inst.app_id.clone()).or_default().push(again);
+                self.changes.apps.insert(inst.app_id.clone());
             }
             // Health check kills count as failures for backoff, as in Marathon.
             let failed =
@@ -1595,12 +1599,17 @@ impl Core {
             .iter()
             .map(|r| (r.app.id.clone(), self.instances_of(&r.app.id).map(|i| i.placement.clone()).collect()))
             .collect();
-        let relaunch = &mut self.relaunch;
+        let relaunch = &mut self.state.relaunch;
+        let changed_apps = &mut self.changes.apps;
         let mut next = |app_id: &str| match relaunch.get_mut(app_id).and_then(Vec::pop) {
-            Some((instance_id, n)) => (instance_id, n + 1),
+            Some((instance_id, n)) => {
+                changed_apps.insert(app_id.to_string());
+                (instance_id, n + 1)
+            }
             None => (new_id(app_id), 1),
         };
         let matched = planner::match_offers(&requests, &placed, offers, &mut next);
+        self.state.relaunch.retain(|_, waiting| !waiting.is_empty());
         let agent_ips: BTreeMap<String, String> = offers
             .iter()
             .filter_map(|o| {

@@ -66,7 +66,14 @@ impl Changes {
     pub fn everything(state: &Persisted) -> Changes {
         Changes {
             framework_id: true,
-            apps: state.apps.keys().chain(state.versions.keys()).chain(state.failures.keys()).cloned().collect(),
+            apps: state
+                .apps
+                .keys()
+                .chain(state.versions.keys())
+                .chain(state.failures.keys())
+                .chain(state.relaunch.keys())
+                .cloned()
+                .collect(),
             instances: state.instances.keys().cloned().collect(),
             deployments: state.deployments.keys().cloned().collect(),
             groups: state.groups.keys().cloned().collect(),

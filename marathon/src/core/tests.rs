@@ -464,6 +464,8 @@ mod incremental {
         Run(usize),
         Healthy(usize, bool),
         Fail(usize),
+        /// The task ends on its own (TASK_FINISHED): relaunched as the same instance, no failure recorded.
+        Finish(usize),
         Unreachable(usize),
         Advance(u64),
         CompleteKills,
@@ -480,6 +482,7 @@ mod incremental {
             (0usize..16).prop_map(Op::Run),
             (0usize..16, any::<bool>()).prop_map(|(k, b)| Op::Healthy(k, b)),
             (0usize..16).prop_map(Op::Fail),
+            (0usize..16).prop_map(Op::Finish),
             (0usize..16).prop_map(Op::Unreachable),
             (0u64..4000).prop_map(Op::Advance),
             Just(Op::CompleteKills),
@@ -542,6 +545,7 @@ mod incremental {
                         h.core.on_update(&health(&t, b, ""), h.now);
                     },
                     Op::Fail(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Failed) },
+                    Op::Finish(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Finished) },
                     Op::Unreachable(k) => if let Some(t) = pick(k) { h.update(&t, TaskState::Unreachable) },
                     Op::Advance(ms) => h.now += ms,
                     Op::CompleteKills => { h.complete_kills(); }
@@ -580,11 +584,16 @@ fn killed_or_failed_instances_relaunch_as_their_next_incarnation() {
     assert_eq!(again, [format!("{first}._app.2")]);
     h.run_all(&again);
 
-    // Its task fails: incarnation 3.
+    // Its task fails: incarnation 3, also after a restart (the relaunch is kept with the app's record).
     h.update(&again[0], TaskState::Failed);
+    let nodes = crate::store::nodes::split(&h.core.state);
+    let reloaded = crate::store::nodes::assemble(&nodes, "test").unwrap();
+    assert_eq!(reloaded.relaunch["/web"], [(first.clone(), 2)]);
+    h.core = Core::new(reloaded);
     h.now += 10_000;
     let third = h.round();
     assert_eq!(third, [format!("{first}._app.3")]);
+    assert!(h.core.state.relaunch.is_empty(), "a relaunch is taken once");
     h.run_all(&third);
 
     // Killed with wipe: a new instance replaces it.
@@ -594,6 +603,18 @@ fn killed_or_failed_instances_relaunch_as_their_next_incarnation() {
     let fresh = h.round();
     assert_eq!(fresh.len(), 1);
     assert!(!fresh[0].starts_with(&second) && fresh[0].ends_with("._app.1"), "a new instance: {fresh:?}");
+
+    // A new configuration: its instances are new instances, even for one waiting to relaunch.
+    h.update(&third[0], TaskState::Failed);
+    assert_eq!(h.core.state.relaunch["/web"].len(), 1);
+    let id = h.did();
+    h.core.update_app("/web", &json!({"cmd": "y"}), true, true, h.now, id).unwrap();
+    assert!(h.core.state.relaunch.is_empty());
+    h.now += 10_000;
+    let mut third = h.round();
+    assert!(third.iter().all(|t| !t.starts_with(&first) && t.ends_with("._app.1")), "{third:?}");
+    h.run_all(&third);
+    third.truncate(1);
 
     // Killed with scale: nothing replaces it, and a later scale-up starts new instances.
     let id = h.did();

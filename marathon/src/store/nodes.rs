@@ -24,6 +24,9 @@ struct AppNode {
     versions: BTreeMap<String, AppDefinition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<TaskFailure>,
+    /// Instances waiting to relaunch as their next incarnation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relaunch: Vec<(String, u32)>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -57,6 +60,8 @@ struct AppNodeRef<'a> {
     versions: Option<&'a BTreeMap<String, AppDefinition>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<&'a TaskFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relaunch: Option<&'a Vec<(String, u32)>>,
 }
 
 /// A group's node, borrowed from the state: serialises as [`GroupNode`] does.
@@ -71,8 +76,10 @@ fn app_node(state: &Persisted, id: &str) -> Option<Vec<u8>> {
         app: state.apps.get(id),
         versions: state.versions.get(id).filter(|v| !v.is_empty()),
         failure: state.failures.get(id),
+        relaunch: state.relaunch.get(id).filter(|r| !r.is_empty()),
     };
-    (node.app.is_some() || node.versions.is_some() || node.failure.is_some()).then(|| bytes(&node))
+    let any = node.app.is_some() || node.versions.is_some() || node.failure.is_some() || node.relaunch.is_some();
+    any.then(|| bytes(&node))
 }
 
 /// The node of group `id` (`None`: the state has no record of it).
@@ -141,7 +148,10 @@ pub fn assemble(nodes: &BTreeMap<String, Vec<u8>>, location: &str) -> Result<Per
                     state.versions.insert(id.clone(), node.versions);
                 }
                 if let Some(f) = node.failure {
-                    state.failures.insert(id, f);
+                    state.failures.insert(id.clone(), f);
+                }
+                if !node.relaunch.is_empty() {
+                    state.relaunch.insert(id, node.relaunch);
                 }
             }
             "instances" => {
