@@ -220,14 +220,18 @@ async fn standalone_abdication_is_won_again_without_touching_the_tasks() -> Resu
 
     let (status, _, body) = m.call(Method::DELETE, "/v2/leader", None).await?;
     assert_eq!((status, body), (200, json!({"message": "Leadership abdicated"})));
+    // The answer comes before the instance steps down: wait until its log says it stepped down and leads anew
+    // (asserting at once failed when the test got there first).
+    wait_for("the instance to step down and lead anew", WAIT, async || {
+        m.proc.log_text().contains("this one leads again").then_some(())
+    })
+    .await?;
     let me = m.url.trim_start_matches("http://").to_string();
     wait_for("the instance to lead again", WAIT, async || (leader_seen_by(&m).await? == me).then_some(())).await?;
     let again = wait_for("the app with its tasks", WAIT, async || running_tasks(&m).await).await?;
     assert_eq!(again, before);
     let mut m = m;
     assert!(m.proc.child.try_wait()?.is_none(), "a lone instance keeps running");
-    let log = m.proc.log_text();
-    assert!(log.contains("this one leads again"), "the instance stepped down and led anew:\n{log}");
     wait_for("the framework to be subscribed again", WAIT, async || {
         on_master(&cluster).await.filter(|(id, active, _, _)| *id == framework_id && *active)
     })
