@@ -6,10 +6,11 @@
 //! 3. Records init's pid in `pid`, prints `started <pid>` on stdout (the agent waits for that line; any failure is
 //!    printed as `error <message>` instead), and closes stdout.
 //! 4. Waits for init; reads the memory cgroup's `oom_kill` count before anything is removed; writes
-//!    `termination.json` atomically; deletes the container (its cgroups and libcontainer state) and exits 0.
+//!    `termination.json` atomically; deletes the container (its cgroups and libcontainer state); unmounts the
+//!    container's root (`<dir>/root`, [`crate::containerizer::rootfs`]) and exits 0.
 //!
 //! It never reads the agent's state and the agent never needs it alive: if the agent restarts, it finds the record
-//! (the task ended) or a live monitor pid (still running). The monitor holds no lock and touches only its directory.
+//! (the task ended) or a live monitor pid (still running). The monitor holds no lock and touches only its directory (and the mounts under it).
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -20,7 +21,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitStatus, waitpid};
 
 use crate::checkpoint::write_atomically;
-use crate::containerizer::{MonitorLaunch, MonitorRecord, monitor_files as files};
+use crate::containerizer::{MonitorLaunch, MonitorRecord, monitor_files as files, rootfs};
 
 /// Runs the monitor for the container checkpointed in `dir`; returns the process exit code.
 pub fn run(dir: &Path) -> i32 {
@@ -60,6 +61,11 @@ pub fn run(dir: &Path) -> i32 {
         eprintln!("agora-container-monitor: {e}");
     }
     delete(&launch);
+    // The root is needed only while the container runs; unmounting it here, not only when the agent destroys the
+    // container, leaves nothing mounted when the agent is gone for good (killed and never restarted).
+    if let Err(e) = rootfs::unmount_under(&dir.join(rootfs::ROOT_DIR)) {
+        eprintln!("agora-container-monitor: {e}");
+    }
     0
 }
 

@@ -355,3 +355,79 @@ async fn tasks_survive_an_agent_kill_9_and_one_that_exits_meanwhile_is_reported(
     let _ = free_port;
     Ok(())
 }
+
+/// The containers under `work_dir` whose root (or anything else under their checkpoint directory) is mounted.
+fn containers_with_mounts(work_dir: &Path) -> std::collections::BTreeSet<String> {
+    let containers = work_dir.join("containers");
+    mounts_containing(&work_dir.display().to_string())
+        .iter()
+        .filter_map(|m| Path::new(m).strip_prefix(&containers).ok()?.components().next())
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_container_root_stays_mounted_after_an_agent_kill_9_a_recovery_and_a_graceful_stop() -> anyhow::Result<()> {
+    require_container_prerequisites();
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    let agent = cluster.add_agent(AGENT).await?;
+    let work_dir = cluster.dir.path().join("agent0");
+    let port: u16 = cluster.agent_addrs[0].rsplit(':').next().unwrap().parse()?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("mounts")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+    let (ends, stays) = (format!("sleep 601.{}", std::process::id()), format!("sleep 602.{}", std::process::id()));
+    let ends_task = TaskInfo::command("ends", "ends", &agent, res("cpus:0.5;mem:64"), ends.as_str());
+    let stays_task = TaskInfo::command("stays", "stays", &agent, res("cpus:0.5;mem:64"), stays.as_str());
+    // Kills what a failed assertion leaves running (the agent is down for part of the test).
+    struct KillOnDrop(Vec<String>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|m| kill_processes_matching(m));
+        }
+    }
+    let _leftovers = KillOnDrop(vec![ends.clone(), stays.clone()]);
+    fw.driver.launch(&offer, vec![ends_task, stays_task]);
+    update(cluster.dir.path(), &mut fw, "ends", |s| s.state == TaskState::Running).await;
+    update(cluster.dir.path(), &mut fw, "stays", |s| s.state == TaskState::Running).await;
+    assert_eq!(containers_with_mounts(&work_dir).len(), 2, "{:?}", mounts_containing(&work_dir.display().to_string()));
+
+    // The agent crashes; one task ends while it is down. Its root must not outlive it: no agent may ever come back.
+    cluster.agents[0].kill9();
+    wait_for("the task's sleep to run", WAIT, async || {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .any(|e| {
+                let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&c).contains(&ends)
+            })
+            .then_some(())
+    })
+    .await?;
+    kill_processes_matching(&ends);
+    wait_for("only the running container's root to stay mounted", WAIT, async || {
+        (containers_with_mounts(&work_dir).len() == 1).then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {:?}", mounts_containing(&work_dir.display().to_string())))?;
+
+    // The restarted agent recovers both containers; stopped gracefully, it kills the running one and destroys both.
+    cluster.agents[0] = spawn_agent(&cluster, "agent0", port, &work_dir, AGENT, &[])?;
+    let status = update(cluster.dir.path(), &mut fw, "ends", |s| s.state.is_terminal()).await;
+    assert_eq!(status.state, TaskState::Failed, "{status:?}");
+    let url = format!("http://{}/state", cluster.agent_addrs[0]);
+    let http = cluster.http.clone();
+    wait_for("the restarted agent to re-register", WAIT, async || {
+        let s: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        (s["registered"] == true).then_some(())
+    })
+    .await?;
+    let exit = cluster.agents[0].terminate();
+    assert!(exit.is_some_and(|s| s.success()), "the agent stops gracefully: {exit:?}\n{}", logs(cluster.dir.path()));
+    let left = mounts_containing(&work_dir.display().to_string());
+    let dirs: Vec<_> = std::fs::read_dir(work_dir.join("containers"))?.flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "mounted after a graceful stop: {left:?}\n{}", logs(cluster.dir.path()));
+    assert!(dirs.is_empty(), "container checkpoints left after a graceful stop: {dirs:?}");
+    fw.teardown().await;
+    Ok(())
+}

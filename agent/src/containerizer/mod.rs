@@ -9,7 +9,7 @@
 pub mod disk;
 mod libcontainer;
 mod process;
-mod rootfs;
+pub(crate) mod rootfs;
 mod simulated;
 pub mod volumes;
 

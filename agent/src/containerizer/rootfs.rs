@@ -3,8 +3,11 @@
 //! a small tmpfs of the container's, mounted at `<checkpoint dir>/root/merged`. What setting up the container
 //! creates in its root — the mount points of the sandbox, `/tmp`, `/proc` and the volumes, an image's missing
 //! `WorkingDir` — lands in that tmpfs and never in the shared root, as Mesos creates mount points in the container's
-//! own root filesystem. The root stays read-only to the task. Destroying the container unmounts both
-//! ([`unmount_under`]), and with them everything that was created for it.
+//! own root filesystem. The root stays read-only to the task. The root lives as long as the container: its monitor
+//! unmounts both ([`unmount_under`]) when the container's init has ended — so a task that ends while its agent is
+//! down (`kill -9`) or never comes back leaves no mount behind — and destroying the container unmounts whatever is
+//! still there (a monitor that died, a container killed while starting), and with them everything that was created
+//! for it.
 //!
 //! [`mounts_under`] (reading `/proc/self/mountinfo`) is pure; the rest is the IO the containerizer calls.
 
@@ -64,14 +67,22 @@ pub fn make_dir(merged: &Path, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Unmounts everything mounted at or under `dir`, deepest first (a busy mount is detached lazily).
+/// Unmounts everything mounted at or under `dir`, deepest first (a busy mount is detached lazily). Both the
+/// container's monitor (when the container has ended) and the agent (when it destroys the container) call this, so
+/// a mount that is gone by the time it is unmounted (`EINVAL`, `ENOENT`: the other one was first) is no error.
 pub fn unmount_under(dir: &Path) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Ok(()) };
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let gone = |e: nix::errno::Errno| matches!(e, nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT);
     for point in mounts_under(&text, &dir) {
-        if let Err(e) = nix::mount::umount2(&point, MntFlags::empty()) {
-            nix::mount::umount2(&point, MntFlags::MNT_DETACH)
-                .map_err(|e2| format!("cannot unmount {}: {e} (detaching: {e2})", point.display()))?;
+        match nix::mount::umount2(&point, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(e) if gone(e) => {}
+            Err(e) => match nix::mount::umount2(&point, MntFlags::MNT_DETACH) {
+                Ok(()) => {}
+                Err(e2) if gone(e2) => {}
+                Err(e2) => return Err(format!("cannot unmount {}: {e} (detaching: {e2})", point.display())),
+            },
         }
     }
     Ok(())
