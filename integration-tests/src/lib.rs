@@ -486,6 +486,41 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     root
 }
 
+/// A safety net, not a fix: the agents stop gracefully (SIGTERM) and then nothing may stay mounted under the
+/// cluster's directory (each container's monitor unmounts its root when the container ends, the agent when it
+/// destroys one). Whatever still is after a bounded wait for monitors finishing is reported loudly — it is a bug in
+/// the agent — and detached, so that one leak does not pile up on the machine and the directory can be removed.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            if let Ok(None) = agent.child.try_wait() {
+                agent.terminate();
+            }
+        }
+        let dir = self.dir.path().display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut left = mounts_containing(&dir);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            left = mounts_containing(&dir);
+        }
+        if left.is_empty() {
+            return;
+        }
+        eprintln!(
+            "WARNING: LEAKED MOUNTS: {} mount(s) under {dir} outlived the cluster (a bug in the agent); detaching \
+             them: {left:?}",
+            left.len()
+        );
+        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in left {
+            if let Err(e) = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("WARNING: cannot detach {m}: {e}");
+            }
+        }
+    }
+}
+
 /// Cgroup directories left under `/sys/fs/cgroup/<controller>/agora` (cgroup v1) or `/sys/fs/cgroup/agora` (v2).
 pub fn leftover_container_cgroups() -> Vec<PathBuf> {
     let mut out = Vec::new();
