@@ -279,6 +279,12 @@ pub struct Core {
     touched: Touched,
     /// The records changed since the last save, for [`crate::store::StateStore::save_changes`].
     changes: crate::store::Changes,
+    /// Which core this is (unique per process) and, per instance, at which change its record is: what is derived
+    /// from an instance (`api::RenderedTasks`) stays valid while [`Core::instance_revision`] is the same. Every
+    /// change of an instance record is marked by `instance_changed` (the store relies on it too).
+    generation: u64,
+    revisions: HashMap<String, u64>,
+    next_revision: u64,
 }
 
 /// The incarnation of a task (`<instance id>._app.<n>`; 1 for an id without one).
@@ -332,7 +338,9 @@ pub(crate) fn set_version(app: &mut AppDefinition, previous: Option<&AppDefiniti
 
 impl Core {
     pub fn new(state: Persisted) -> Core {
-        let mut core = Core { state, dirty: false, ..Core::default() };
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut core = Core { state, dirty: false, generation, ..Core::default() };
         let ids: Vec<String> = core.state.deployments.keys().cloned().collect();
         for id in ids {
             core.index_deployment(&id);
@@ -368,6 +376,17 @@ impl Core {
     fn instance_changed(&mut self, task_id: &str, app_id: &str) {
         self.touch(app_id);
         self.changes.instances.insert(task_id.to_string());
+        self.next_revision += 1;
+        self.revisions.insert(task_id.to_string(), self.next_revision);
+        if self.revisions.len() > 2 * self.state.instances.len() + 1024 {
+            let instances = &self.state.instances;
+            self.revisions.retain(|task_id, _| instances.contains_key(task_id));
+        }
+    }
+
+    /// Where the record of instance `task_id` is: the same pair means the same record (see `revisions`).
+    pub fn instance_revision(&self, task_id: &str) -> (u64, u64) {
+        (self.generation, self.revisions.get(task_id).copied().unwrap_or(0))
     }
 
     /// Marks `app_id` for a new decision and a progress check of its deployments.

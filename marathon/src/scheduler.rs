@@ -63,6 +63,8 @@ pub struct Shared {
     pub overtaken: tokio::sync::Notify,
     /// Status updates ask the settler ([`Shared::spawn_settler`]) to settle; a burst of them costs one settle.
     updated: tokio::sync::Notify,
+    /// Tasks rendered as JSON for `GET /v2/apps?embed=apps.tasks`, reused while unchanged.
+    pub rendered: crate::api::RenderedTasks,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ impl Shared {
             abdicated: tokio::sync::Notify::new(),
             overtaken: tokio::sync::Notify::new(),
             updated: tokio::sync::Notify::new(),
+            rendered: crate::api::RenderedTasks::default(),
         }
     }
 

@@ -854,3 +854,67 @@ fn uuid_like() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{:08}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// `GET /v2/apps?embed=apps.tasks` reuses each task's JSON while its instance is unchanged: what it embeds is what
+/// the per-app task list renders afresh, before and after an instance changes, and a task that is gone is gone.
+#[tokio::test]
+async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
+    use agora_proto::model::{Offer, Source, TaskState, TaskStatus};
+    let mut core = Core::new(Persisted::default());
+    let now = agora_marathon::time::now_millis();
+    core.create_app(&json!({"id": "/w", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16}), false, now, "d".into())
+        .unwrap();
+    let offer = Offer {
+        id: "offer-1".into(),
+        framework_id: "fw".into(),
+        agent_id: "agent-1".into(),
+        hostname: "host-1".into(),
+        resources: "cpus:2;mem:1024;ports:[31000-31009]".parse().unwrap(),
+        attributes: Default::default(),
+        role: "*".into(),
+        url: String::new(),
+    };
+    let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
+    assert_eq!(core.match_offers(&[offer], now + 1, &mut id).launches.len(), 2);
+    let (api, shared) = start_full(core, info()).await;
+    let embedded = async || api.call("GET", "/v2/apps?embed=apps.tasks", None).await.body["apps"][0]["tasks"].clone();
+    let fresh = async || api.call("GET", "/v2/apps/w/tasks", None).await.body["tasks"].clone();
+
+    let first = embedded().await;
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    assert_eq!(first, fresh().await);
+    assert_eq!(embedded().await, first, "rendered once, answered again");
+
+    let task = |n: usize| first[n]["id"].as_str().unwrap().to_string();
+    let status = |task_id: String, state| TaskStatus {
+        task_id,
+        state,
+        reason: None,
+        source: Source::Agent,
+        message: String::new(),
+        uuid: None,
+        timestamp: 0.0,
+        healthy: None,
+        agent_id: "agent-1".into(),
+        unreachable_time: None,
+    };
+    shared.lock().on_update(&status(task(0), TaskState::Running), now + 2);
+    let changed = embedded().await;
+    assert_eq!(changed[0]["state"], "TASK_RUNNING");
+    assert!(changed[0]["startedAt"].is_string());
+    assert_eq!(changed[1], first[1]);
+    assert_eq!(changed, fresh().await);
+
+    shared.lock().on_update(&status(task(1), TaskState::Failed), now + 3);
+    let after = embedded().await;
+    assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after, fresh().await);
+
+    // A reloaded core (a new leadership term) whose record of the same task differs: rendered anew.
+    let mut state = shared.lock().state.clone();
+    state.instances.get_mut(&task(0)).unwrap().state = TaskState::Killing;
+    *shared.lock() = Core::new(state);
+    let reloaded = embedded().await;
+    assert_eq!(reloaded[0]["state"], "TASK_KILLING");
+    assert_eq!(reloaded, fresh().await);
+}
