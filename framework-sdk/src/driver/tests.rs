@@ -131,6 +131,11 @@ async fn fake_master(heartbeat_seconds: f64, refuse: Option<Status>, call_answer
     serve_fake_master(heartbeat_seconds, refuse, call_answer, None).await
 }
 
+/// A fake master that answers no `Calls` batch until the test [`Script::release`]s it.
+async fn gated_fake_master() -> Script {
+    serve_fake_master(15.0, None, CallAnswer::Ok, Some(Arc::new(tokio::sync::Semaphore::new(0)))).await
+}
+
 async fn serve_fake_master(
     heartbeat_seconds: f64,
     refuse: Option<Status>,
@@ -424,8 +429,7 @@ async fn teardown_is_sent_and_ends_the_driver() {
 #[tokio::test]
 async fn a_teardown_the_master_answers_with_an_error_event_still_ends_cleanly() {
     // The real master removes the framework while the TEARDOWN is in flight and ends its stream with an ERROR.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let mut master = serve_fake_master(15.0, None, CallAnswer::Ok, Some(gate)).await;
+    let mut master = gated_fake_master().await;
     let mut run = start(&master.address, fast_options());
     master.subscribe().await;
     let stream = master.stream().await;
@@ -482,8 +486,7 @@ async fn failed_calls_are_reported_not_panicked() {
 
 #[tokio::test]
 async fn calls_queued_while_a_batch_is_in_flight_go_together_in_order_and_events_keep_flowing() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let mut master = serve_fake_master(15.0, None, CallAnswer::Ok, Some(gate)).await;
+    let mut master = gated_fake_master().await;
     let mut run = start(&master.address, fast_options());
     master.subscribe().await;
     let stream = master.stream().await;

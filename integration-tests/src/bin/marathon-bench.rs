@@ -256,6 +256,12 @@ async fn main() -> Result<()> {
     };
     let per_agent = a.tasks.max(a.instances + a.apps).div_ceil(a.agents);
     let mut cluster = Cluster::start(&[]).await?;
+    if std::env::var_os("MARATHON_BENCH_KEEP").is_some() {
+        eprintln!("cluster in {} (kept: MARATHON_BENCH_KEEP is set)", cluster.dir.path().display());
+        cluster.dir.disable_cleanup(true);
+    } else {
+        eprintln!("cluster in {} (logs kept there until the end)", cluster.dir.path().display());
+    }
     for _ in 0..a.agents {
         cluster.add_agent_with(&agent_resources(per_agent), &["--isolation=simulated"]).await?;
     }
@@ -266,13 +272,6 @@ async fn main() -> Result<()> {
     let flags = ["--max-running-deployments", max_deployments.as_str()];
     let marathon =
         Marathon::start_with(&cluster, &cluster.dir.path().join("marathon"), port, "marathon", &flags).await?;
-    if std::env::var_os("MARATHON_BENCH_KEEP").is_some() {
-        eprintln!("cluster in {} (kept: MARATHON_BENCH_KEEP is set)", cluster.dir.path().display());
-        // The cluster's processes use paths under the directory taken out here, which is no longer removed.
-        let _ = std::mem::replace(&mut cluster.dir, tempfile::tempdir()?).keep();
-    } else {
-        eprintln!("cluster in {} (logs kept there until the end)", cluster.dir.path().display());
-    }
     let bench = Bench { http: reqwest::Client::new(), url: format!("http://127.0.0.1:{port}") };
     let procs = || {
         let mut p: Vec<(&'static str, &Proc)> = vec![("master", &cluster.master), ("marathon", &marathon.proc)];
