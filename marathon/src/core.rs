@@ -1473,6 +1473,19 @@ impl Core {
             };
             let d = self.decision(app, now);
             kills.extend(d.kill.iter().cloned());
+            // Instances waiting to relaunch stand for missing instances: after a scale-down, fewer are missing.
+            let live = self.instances_of(&id).filter(|i| !i.killing).count();
+            let missing = (app.instances as usize).saturating_sub(live);
+            if let Some(waiting) = self.state.relaunch.get_mut(&id)
+                && waiting.len() > missing
+            {
+                // The last ones relaunch first (they are popped), so the oldest go.
+                waiting.drain(..waiting.len() - missing);
+                if waiting.is_empty() {
+                    self.state.relaunch.remove(&id);
+                }
+                self.changes.apps.insert(id.clone());
+            }
             self.touched.decisions.insert(id, d);
         }
         for task_id in kills {

@@ -627,6 +627,43 @@ fn killed_or_failed_instances_relaunch_as_their_next_incarnation() {
     assert!(up.len() == 1 && !up[0].starts_with(&first) && up[0].ends_with("._app.1"), "{up:?}");
 }
 
+/// An instance waiting to relaunch stands for a missing instance: a scale-down that leaves none missing drops it
+/// (from the store too), one that leaves some missing keeps as many.
+#[test]
+fn a_scale_down_drops_the_relaunches_no_longer_missing() {
+    let mut h = Harness::new(2);
+    create(&mut h, json!({"id": "/web", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 16, "backoffSeconds": 3600}));
+    let t = h.round();
+    h.run_all(&t);
+    let mut saved = crate::store::nodes::split(&h.core.state);
+    h.core.take_changes();
+
+    // Two fail; the backoff holds their relaunch back.
+    h.update(&t[0], TaskState::Failed);
+    h.update(&t[1], TaskState::Failed);
+    assert!(h.round().is_empty());
+    assert_eq!(h.core.state.relaunch["/web"].len(), 2);
+
+    // Two instances wanted, one running: one relaunch is still missing, the last one to fail.
+    let id = h.did();
+    h.core.update_app("/web", &json!({"instances": 2}), true, true, h.now, id).unwrap();
+    h.round();
+    let second = h.core.state.instances.get(&t[1]).map(|i| i.instance_id.clone());
+    assert!(second.is_none());
+    assert_eq!(h.core.state.relaunch["/web"].len(), 1);
+    assert!(t[1].starts_with(&h.core.state.relaunch["/web"][0].0), "{:?}", h.core.state.relaunch);
+
+    // One wanted, one running: none missing, nothing waits, and the store says so.
+    let id = h.did();
+    h.core.update_app("/web", &json!({"instances": 1}), true, true, h.now, id).unwrap();
+    h.round();
+    assert!(h.core.state.relaunch.is_empty(), "{:?}", h.core.state.relaunch);
+    apply_changes(&mut saved, &mut h.core);
+    assert!(saved == crate::store::nodes::split(&h.core.state), "the dropped relaunch was not marked");
+    h.now += 3_600_000;
+    assert!(h.round().is_empty());
+}
+
 /// Group writes (create, scale, roll back to a version, delete) mark every record they change for the store.
 #[test]
 fn group_changes_are_marked_for_the_store() {
