@@ -24,6 +24,12 @@ pub const DEFAULT_REGISTRATION_BACKOFF_FACTOR: &str = "1secs";
 pub const DEFAULT_FETCHER_CACHE_SIZE: &str = "2GB";
 /// Default `--executor-shutdown-grace-period`.
 pub const DEFAULT_EXECUTOR_SHUTDOWN_GRACE_PERIOD: &str = "3secs";
+/// Default `--gc-delay` (Mesos's): how long an ended container's sandbox is kept when the disk is empty.
+pub const DEFAULT_GC_DELAY: &str = "1weeks";
+/// Default `--gc-disk-headroom` (Mesos's).
+pub const DEFAULT_GC_DISK_HEADROOM: &str = "0.1";
+/// Default `--disk-watch-interval` (Mesos's): how often the disk is measured and old sandboxes deleted.
+pub const DEFAULT_DISK_WATCH_INTERVAL: &str = "1mins";
 
 /// The longest duration any flag accepts.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -81,6 +87,20 @@ pub struct Flags {
         default_value = "15secs"
     )]
     pub container_disk_watch_interval: String,
+
+    /// How long the sandbox of an ended container is kept; shortened as the disk fills (see
+    /// `--gc-disk-headroom`). `0secs` deletes sandboxes at the next disk watch.
+    #[arg(long = "gc-delay", visible_alias = "gc_delay", default_value = DEFAULT_GC_DELAY)]
+    pub gc_delay: String,
+
+    /// The fraction of the disk kept free: sandboxes older than gc-delay × max(0, 1 − headroom − disk used) are
+    /// deleted (0.0 to 1.0).
+    #[arg(long = "gc-disk-headroom", visible_alias = "gc_disk_headroom", default_value = DEFAULT_GC_DISK_HEADROOM)]
+    pub gc_disk_headroom: String,
+
+    /// How often the work dir's disk is measured and old sandboxes deleted.
+    #[arg(long = "disk-watch-interval", visible_alias = "disk_watch_interval", default_value = DEFAULT_DISK_WATCH_INTERVAL)]
+    pub disk_watch_interval: String,
 
     /// First retry interval of an unacknowledged status update; doubles up to 10mins.
     #[arg(long = "status-update-retry-interval", visible_alias = "status_update_retry_interval", default_value = DEFAULT_STATUS_UPDATE_RETRY_INTERVAL)]
@@ -151,6 +171,8 @@ pub struct Config {
     pub registration_backoff_factor: Duration,
     pub executor_shutdown_grace_period: Duration,
     pub container_disk_watch_interval: Duration,
+    /// `--gc-delay`, `--gc-disk-headroom` and `--disk-watch-interval`: see [`crate::gc`].
+    pub gc: GcConfig,
     /// `--docker-registry`: where `container.image` is looked up.
     pub docker_registry: Option<PathBuf>,
     /// `--fetcher-cache-dir`, or `<work_dir>/fetch-cache`.
@@ -161,6 +183,14 @@ pub struct Config {
     pub fetcher_ca_file: Option<PathBuf>,
     /// `--strict`: a corrupt checkpoint file stops the agent (else it is skipped).
     pub strict: bool,
+}
+
+/// When sandboxes are deleted (see [`crate::gc`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GcConfig {
+    pub delay: Duration,
+    pub disk_headroom: f64,
+    pub disk_watch_interval: Duration,
 }
 
 impl Config {
@@ -204,6 +234,7 @@ impl Flags {
             registration_backoff_factor: v.registration_backoff_factor,
             executor_shutdown_grace_period: v.executor_shutdown_grace_period,
             container_disk_watch_interval: v.container_disk_watch_interval,
+            gc: v.gc,
             docker_registry: self.docker_registry.clone(),
             fetcher_cache_dir: self
                 .fetcher_cache_dir
@@ -300,6 +331,32 @@ impl Flags {
         let retry = duration("status-update-retry-interval", &self.status_update_retry_interval);
         let backoff = duration("registration-backoff-factor", &self.registration_backoff_factor);
         let disk_watch = duration("container-disk-watch-interval", &self.container_disk_watch_interval);
+        let gc_watch = duration("disk-watch-interval", &self.disk_watch_interval);
+        let gc_delay = match parse_duration(&self.gc_delay) {
+            Ok(d) if d > MAX_DURATION => {
+                errors.push(format!("--gc-delay: '{}' is longer than a year", self.gc_delay));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(format!("--gc-delay: {e}"));
+                None
+            }
+        };
+        let headroom = match self.gc_disk_headroom.trim().parse::<f64>() {
+            Ok(h) if (0.0..=1.0).contains(&h) => Some(h),
+            _ => {
+                let text = &self.gc_disk_headroom;
+                errors.push(format!("--gc-disk-headroom: '{text}' is not a fraction between 0.0 and 1.0"));
+                None
+            }
+        };
+        let gc = match (gc_delay, headroom, gc_watch) {
+            (Some(delay), Some(disk_headroom), Some(disk_watch_interval)) => {
+                Some(GcConfig { delay, disk_headroom, disk_watch_interval })
+            }
+            _ => None,
+        };
         let grace = match parse_duration(&self.executor_shutdown_grace_period) {
             Ok(d) if d > MAX_DURATION => {
                 let text = &self.executor_shutdown_grace_period;
@@ -312,7 +369,7 @@ impl Flags {
                 None
             }
         };
-        match (master, ip, port, resources, attributes, isolation, retry, backoff, (grace, disk_watch)) {
+        match (master, ip, port, resources, attributes, isolation, retry, backoff, (grace, disk_watch, gc)) {
             (
                 Some(master),
                 Some(ip),
@@ -322,7 +379,7 @@ impl Flags {
                 Some(isolation),
                 Some(status_update_retry_interval),
                 Some(registration_backoff_factor),
-                (Some(executor_shutdown_grace_period), Some(container_disk_watch_interval)),
+                (Some(executor_shutdown_grace_period), Some(container_disk_watch_interval), Some(gc)),
             ) if errors.is_empty() => Ok(Validated {
                 fetcher_cache_size,
                 master,
@@ -335,6 +392,7 @@ impl Flags {
                 registration_backoff_factor,
                 executor_shutdown_grace_period,
                 container_disk_watch_interval,
+                gc,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -353,6 +411,7 @@ struct Validated {
     registration_backoff_factor: Duration,
     executor_shutdown_grace_period: Duration,
     container_disk_watch_interval: Duration,
+    gc: GcConfig,
 }
 
 /// Mesos's `Bytes`: a whole number with a unit `B`, `KB`, `MB`, `GB` or `TB` (powers of 1024), or a bare number of
@@ -505,6 +564,8 @@ mod tests {
         assert_eq!(c.status_update_retry_interval, Duration::from_secs(10));
         assert_eq!(c.registration_backoff_factor, Duration::from_secs(1));
         assert_eq!(c.executor_shutdown_grace_period, Duration::from_secs(3));
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(c.gc, GcConfig { delay: week, disk_headroom: 0.1, disk_watch_interval: Duration::from_secs(60) });
         assert_eq!(c.resources.to_string(), "cpus:2;disk:4096;mem:1024;ports:[31000-31009]");
         assert!(!c.hostname.is_empty());
     }
@@ -613,12 +674,21 @@ mod tests {
             "cpus:two;mem:1024;ports:[5-1]",
             "--attributes",
             "rack:r1;zone",
+            "--gc_delay",
+            "2years",
+            "--gc-disk-headroom",
+            "1.5",
+            "--disk-watch-interval",
+            "0secs",
         ])
         .unwrap();
         let errors = f.config().unwrap_err();
         let text = errors.to_string();
-        assert_eq!(errors.0.len(), 9, "{text}");
-        assert_eq!(text.lines().count(), 9, "{text}");
+        assert_eq!(errors.0.len(), 12, "{text}");
+        assert_eq!(text.lines().count(), 12, "{text}");
+        assert!(text.contains("--gc-delay: '2years' has an unknown unit"), "{text}");
+        assert!(text.contains("--gc-disk-headroom: '1.5' is not a fraction between 0.0 and 1.0"), "{text}");
+        assert!(text.contains("--disk-watch-interval: '0secs' must be longer than zero"), "{text}");
         assert!(text.contains("--port: '70000'"), "{text}");
         assert!(text.contains("--ip: 'nowhere'"), "{text}");
         assert!(text.contains("--isolation: 'cgroups/cpu' is not supported; the isolations are"), "{text}");

@@ -182,6 +182,26 @@ struct CompletedTask {
     state: TaskState,
 }
 
+/// The sandbox collector asks here which directories the agent still uses: those of tracked tasks (running, or
+/// ended and not yet forgotten).
+impl crate::gc::InUse for AgentCore {
+    fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+
+    fn uses_container(&self, framework_id: &str, task_id: &str, container_id: &str) -> bool {
+        self.tasks.get(&TaskKey::new(framework_id, task_id)).is_some_and(|t| t.container_id == container_id)
+    }
+
+    fn uses_task(&self, framework_id: &str, task_id: &str) -> bool {
+        self.tasks.get(&TaskKey::new(framework_id, task_id)).is_some()
+    }
+
+    fn uses_framework(&self, framework_id: &str) -> bool {
+        self.tasks.of_framework(framework_id).next().is_some()
+    }
+}
+
 /// The tracked tasks, keyed by framework id and task id (task ids are unique only per framework), with the keys
 /// whose checkpointed record may have changed since [`AgentCore::take_changes`]. Every way to change a task goes
 /// through here, so no change escapes the checkpoint; reading does not mark anything.
@@ -321,6 +341,11 @@ impl AgentCore {
     /// Containers launching or running; shutdown is over when this is zero.
     pub fn live_containers(&self) -> usize {
         self.tasks.values().filter(|t| t.container != Container::Gone).count()
+    }
+
+    /// The sandbox of a tracked task's container.
+    pub fn sandbox_of(&self, key: &TaskKey) -> Option<&std::path::Path> {
+        self.tasks.get(key).map(|t| t.sandbox.as_path())
     }
 
     /// The latest state of a tracked task.

@@ -12,6 +12,7 @@
 //!   `CommandInfo.uris` fetched into the sandbox before launch.
 //! - [`checkpoint`]: what a restarted agent recovers, one file per task under `<work_dir>/meta`, written for what
 //!   each batch of events changed.
+//! - [`gc`]: ended containers' sandboxes deleted after `--gc-delay`, sooner as the disk fills (Mesos's rule).
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
 //! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
@@ -24,6 +25,7 @@ pub mod containerizer;
 pub mod core;
 pub mod fetcher;
 pub mod files;
+pub mod gc;
 pub mod health;
 mod http;
 pub mod image;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::AgentError;
-use crate::config::Config;
+use crate::config::{Config, GcConfig};
 use crate::containerizer::{Containerizer, LaunchSpec, Termination};
 use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings, TaskKey};
 use crate::link::{self, LinkEvent};
@@ -156,6 +157,7 @@ pub async fn run_with<C: Containerizer>(
         })
         .into_future();
     let http = tokio::spawn(server);
+    let gc = tokio::spawn(collect_garbage(config.work_dir.clone(), config.gc, core.clone()));
 
     let (events, mut inbox) = mpsc::unbounded_channel();
     let mut shell = Shell {
@@ -182,6 +184,7 @@ pub async fn run_with<C: Containerizer>(
     let shutdown = std::pin::pin!(shutdown);
     shell.serve(&mut inbox, shutdown).await;
     shell.stop(&mut inbox).await;
+    gc.abort();
 
     let _ = stop_http.send(());
     let mut http = http;
@@ -196,6 +199,53 @@ pub async fn run_with<C: Containerizer>(
     }
     info!("agent stopped");
     Ok(())
+}
+
+/// Marks a sandbox whose container just ended, so the garbage collector counts its age from now.
+fn mark_ended(sandbox: &Path) {
+    if let Err(e) = crate::gc::mark_ended(sandbox, SystemTime::now()) {
+        // It then counts from its last change: deleted sooner, never kept forever.
+        debug!(sandbox = %sandbox.display(), error = %e, "cannot mark the sandbox as ended");
+    }
+}
+
+/// Every `--disk-watch-interval`: measures the work dir's disk and deletes the sandboxes older than the
+/// [`crate::gc::max_age`] that leaves (Mesos's `--gc_delay` and `--gc_disk_headroom`).
+async fn collect_garbage(work_dir: PathBuf, gc: GcConfig, core: Arc<Mutex<AgentCore>>) {
+    let mut every = tokio::time::interval(gc.disk_watch_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let (work_dir, core) = (work_dir.clone(), core.clone());
+        let round = tokio::task::spawn_blocking(move || -> Result<(f64, Duration, crate::gc::Report), String> {
+            let used = crate::gc::disk_used(&work_dir)?;
+            let max_age = crate::gc::max_age(gc.delay, gc.disk_headroom, used);
+            let scanned = crate::gc::scan(&work_dir)?;
+            Ok((used, max_age, crate::gc::collect(&work_dir, &scanned, SystemTime::now(), max_age, || lock(&core))))
+        });
+        match round.await {
+            Ok(Ok((used, max_age, report))) => {
+                for path in &report.removed {
+                    debug!(sandbox = %path.display(), "deleted an old sandbox");
+                }
+                for (path, error) in &report.failed {
+                    warn!(sandbox = %path.display(), error = %error, "cannot delete an old sandbox");
+                }
+                if !report.removed.is_empty() || !report.failed.is_empty() {
+                    info!(
+                        deleted = report.removed.len(),
+                        failed = report.failed.len(),
+                        kept = report.pending,
+                        disk_used = format!("{:.1}%", used * 100.0),
+                        max_age = ?max_age,
+                        "sandbox garbage collection"
+                    );
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "sandbox garbage collection failed"),
+            Err(e) => error!(error = %e, "sandbox garbage collection panicked"),
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -473,12 +523,18 @@ impl<C: Containerizer> Shell<C> {
     fn reattach(&self, task: TaskKey, container_id: String) {
         let containerizer = self.containerizer.clone();
         let events = self.events.clone();
-        let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
+        let (agent_id, sandbox) = {
+            let core = lock(&self.core);
+            (core.agent_id().unwrap_or_default().to_string(), core.sandbox_of(&task).map(Path::to_path_buf))
+        };
         let span =
             info_span!("container", task_id = %task.task_id, framework_id = %task.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
                 let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                if let Some(sandbox) = &sandbox {
+                    mark_ended(sandbox);
+                }
                 let _ = events.send(Event::Exited { task, container_id, result });
             }
             .instrument(span),
@@ -523,6 +579,7 @@ impl<C: Containerizer> Shell<C> {
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
                 if launched {
                     let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                    mark_ended(&spec.sandbox);
                     let _ = events.send(Event::Exited { task, container_id, result });
                 }
             }

@@ -480,3 +480,50 @@ async fn a_batch_of_calls_is_applied_in_order_and_answered_call_by_call() -> any
     assert_eq!(offered[0].agent_id, agent);
     Ok(())
 }
+
+/// Sandboxes of ended containers are deleted `--gc-delay` after they ended (Mesos's sandbox GC), with their emptied
+/// task directory; a running task's sandbox stays, and so does everything of a task the agent still tracks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sandboxes_are_deleted_after_the_gc_delay_and_running_ones_stay() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    // Headroom 0: the sandbox is kept 10 s × the free fraction of the disk (the formula is unit-tested in gc.rs),
+    // long enough to see it after the task ended even on a disk 95 % full.
+    let agent_flags = ["--gc-delay", "10secs", "--gc-disk-headroom", "0", "--disk-watch-interval", "200ms"];
+    cluster.add_agent_with(AGENT, &agent_flags).await?;
+    let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("gc")).await?;
+    let offer = fw.next_offers().await?.remove(0);
+    let (done, sleeper) = (format!("{}-done", fw.id), format!("{}-sleeper", fw.id));
+    let sleep = unique_sleep();
+    let tasks = vec![
+        TaskInfo::command(&done, "done", &offer.agent_id, res("cpus:0.5;mem:32"), "echo bye"),
+        TaskInfo::command(&sleeper, "sleeper", &offer.agent_id, res("cpus:0.5;mem:32"), format!("echo hi; {sleep}")),
+    ];
+    fw.driver.accept(vec![offer.id.clone()], tasks, None);
+    fw.update_of(&sleeper, |s| s.state == TaskState::Running).await?;
+    fw.update_of(&done, |s| s.state == TaskState::Finished).await?;
+
+    // Right after it ended, the finished task's output is still there.
+    let executors = |task: &str| -> Vec<std::path::PathBuf> {
+        walk(&cluster.dir.path().join("agent0"), "stdout")
+            .into_iter()
+            .filter(|p| p.components().any(|c| c.as_os_str() == task))
+            .collect()
+    };
+    let out = executors(&done);
+    assert_eq!(out.len(), 1, "one sandbox of {done}: {out:?}");
+    assert_eq!(std::fs::read_to_string(&out[0])?, "bye\n");
+    let task_dir = out[0].ancestors().nth(3).expect("executors/<task_id>").to_path_buf();
+    assert!(task_dir.ends_with(format!("executors/{done}")), "{}", task_dir.display());
+
+    // Then it goes, with its task directory; the sleeper's stays.
+    wait_for("the finished task's sandbox to be deleted", WAIT, async || (!task_dir.exists()).then_some(())).await?;
+    let kept = executors(&sleeper);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read_to_string(&kept[0])?, "hi\n");
+    let log = cluster.agents[0].log_text();
+    assert!(log.contains("sandbox garbage collection") && log.contains("deleted=1"), "{log}");
+
+    fw.teardown().await;
+    kill_processes_matching(&sleep);
+    Ok(())
+}
