@@ -222,6 +222,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
         "or:  curl -X POST http://{}/v2/apps -H 'Content-Type: application/json' \\\n       -d '{{\"id\":\"/hello\",\"cmd\":\"python3 -m http.server $PORT0\",\"instances\":2,\"cpus\":0.1,\"mem\":32}}'",
         cluster.marathon_addr
     );
+    println!("then: agora app list --marathon {}", cluster.marathon_addr);
 
     let mut code = 0;
     tokio::select! {

@@ -6,10 +6,13 @@
 //!   on one machine.
 //! - `agora state`, `agora agents`, `agora frameworks`, `agora tasks` and `agora task log` look at a running
 //!   cluster through the master's HTTP endpoints (`inspect`).
+//! - `agora app`, `agora deployment` and `agora queue` drive Marathon through its `/v2` REST API (`marathon`),
+//!   as `dcos marathon ...` did.
 
 mod execute;
 mod inspect;
 mod local;
+mod marathon;
 
 use std::io::IsTerminal;
 
@@ -44,6 +47,12 @@ enum Command {
     /// One task: `agora task log TASK_ID [--stderr] [--follow]`.
     #[command(subcommand)]
     Task(inspect::TaskCommand),
+    /// Marathon's apps: list, add, show, update, scale, restart, rollback, remove, tasks, kill, versions.
+    App(marathon::AppArgs),
+    /// Marathon's deployments: list, rollback, stop.
+    Deployment(marathon::DeploymentArgs),
+    /// Marathon's launch queue: what waits to launch, its delay, and why offers did not fit.
+    Queue(marathon::QueueArgs),
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -83,6 +92,9 @@ async fn main() {
         Command::Frameworks(args) => inspect_exit(inspect::frameworks(args).await),
         Command::Tasks(args) => inspect_exit(inspect::tasks(args).await),
         Command::Task(cmd) => inspect_exit(inspect::task(cmd).await),
+        Command::App(args) => inspect_exit(marathon::app(args).await),
+        Command::Deployment(args) => inspect_exit(marathon::deployment(args).await),
+        Command::Queue(args) => inspect_exit(marathon::queue(args).await),
     };
     let code = match result {
         Ok(code) => code,

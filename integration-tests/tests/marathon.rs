@@ -269,3 +269,134 @@ async fn group_by_and_max_per_spread_instances() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `agora app`, `agora deployment` and `agora queue` drive a real Marathon: add from a file, list, scale, update
+/// with `key=value`, tasks, versions and rollback, a validation error shown with its path, the queue saying why an
+/// app cannot launch, and remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agora_cli_drives_marathon() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:1024;ports:[32300-32399]").await?;
+    let port = free_port();
+    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), port, "marathon").await?;
+    let at = ["--marathon", marathon.url.as_str()];
+    let agora = async |args: &[&str]| -> Result<(i32, String, String)> {
+        agora_integration_tests::run_agora(&[args, &at[..]].concat()).await
+    };
+
+    // add from a file
+    let file = cluster.dir.path().join("web.json");
+    std::fs::write(
+        &file,
+        json!({"id": "/cli/web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1, "mem": 16}).to_string(),
+    )?;
+    let (code, out, err) = agora(&["app", "add", file.to_str().context("utf-8 path")?]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("created /cli/web (1 instances): deployment "), "{out}");
+    marathon.settled("/cli/web", 1).await?;
+
+    // list: one running of one, nothing waiting
+    let (code, out, err) = agora(&["app", "list"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let row: Vec<&str> =
+        out.lines().find(|l| l.starts_with("/cli/web")).context(out.clone())?.split_whitespace().collect();
+    assert_eq!(row, ["/cli/web", "16", "0.1", "1/1", "-", "-", "no", "sleep", "1000"]);
+
+    // scale, then the tasks
+    let (code, out, err) = agora(&["app", "scale", "/cli/web", "2"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("scaling /cli/web to 2: deployment "), "{out}");
+    let app = marathon.settled("/cli/web", 2).await?;
+    let (code, out, err) = agora(&["app", "tasks", "cli/web"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    for task in app["tasks"].as_array().context("tasks")? {
+        let id = task["id"].as_str().context("a task id")?;
+        let line = out.lines().find(|l| l.starts_with(id)).with_context(|| format!("{id} in\n{out}"))?;
+        let port = task["ports"][0].to_string();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[2..4], [port.as_str(), "TASK_RUNNING"], "{line}");
+    }
+
+    // update with key=value, then roll back to the first version
+    let (code, out, err) = agora(&["app", "update", "/cli/web", "cmd=sleep 2000", "env={\"MODE\":\"two\"}"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("updated /cli/web: deployment "), "{out}");
+    let updated = wait_for("the update to roll out", WAIT * 2, async || {
+        let app = marathon.settled("/cli/web", 2).await.ok()?;
+        (app["cmd"] == "sleep 2000" && app["env"]["MODE"] == "two").then_some(app)
+    })
+    .await?;
+    assert_eq!(updated["instances"], 2);
+    let (code, out, err) = agora(&["app", "versions", "/cli/web"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let versions: Vec<&str> = out.lines().collect();
+    assert_eq!(versions.len(), 3, "create, scale, update: {out}");
+    let first = versions.last().context("a version")?;
+    let (code, out, err) = agora(&["app", "show", "/cli/web", "--version", first]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: Value = serde_json::from_str(&out)?;
+    assert_eq!((shown["cmd"].as_str(), shown["instances"].as_u64()), (Some("sleep 1000"), Some(1)));
+    let (code, out, err) = agora(&["app", "rollback", "/cli/web", first]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("the rollback", WAIT * 2, async || {
+        let app = marathon.settled("/cli/web", 1).await.ok()?;
+        (app["cmd"] == "sleep 1000").then_some(())
+    })
+    .await?;
+
+    // a validation error: exit 1, Marathon's message and the path
+    std::fs::write(&file, json!({"id": "/cli/Bad", "cmd": "x", "cpus": -1}).to_string())?;
+    let (code, out, err) = agora(&["app", "add", file.to_str().context("utf-8 path")?]).await?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("POST /v2/apps: 422 Object is not valid") && err.contains("  /id: ") && err.contains("  /cpus: "),
+        "{err}"
+    );
+
+    // an app that cannot fit waits in the queue, which says why
+    let (code, out, err) = agora(&["app", "update", "/cli/huge", "cmd=sleep 1", "cpus=64", "mem=16"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("created /cli/huge: deployment "), "PUT creates a missing app: {out}");
+    let queued = wait_for("the queue to explain", WAIT, async || {
+        let (_, out, _) = agora(&["queue"]).await.ok()?;
+        out.lines().find(|l| l.starts_with("/cli/huge") && l.contains("InsufficientCpus")).map(String::from)
+    })
+    .await?;
+    assert!(queued.split_whitespace().nth(1) == Some("1"), "{queued}");
+    let (_, out, _) = agora(&["app", "list"]).await?;
+    let huge = out.lines().find(|l| l.starts_with("/cli/huge")).context(out.clone())?;
+    assert_eq!(huge.split_whitespace().nth(6), Some("yes"), "waiting: {huge}");
+    let (code, out, err) = agora(&["deployment", "list"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let deployment = out
+        .lines()
+        .find(|l| l.contains("/cli/huge"))
+        .context(out.clone())?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+
+    // the deployment holds the app: a plain scale is refused with the deployment named, --force overrides
+    let (code, _, err) = agora(&["app", "scale", "/cli/huge", "0"]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("409") && err.contains(&deployment) && err.contains("--force overrides"), "{err}");
+    let (code, out, err) = agora(&["deployment", "stop", &deployment]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), format!("stopped {deployment}"));
+
+    // remove both
+    for id in ["/cli/huge", "/cli/web"] {
+        let (code, out, err) = agora(&["app", "remove", id]).await?;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    wait_for("the apps to be gone", WAIT, async || {
+        let v = marathon.get("/v2/apps").await.ok()?;
+        v["apps"].as_array()?.is_empty().then_some(())
+    })
+    .await?;
+    let (code, _, err) = agora(&["app", "show", "/cli/web"]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("/cli/web"), "{err}");
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! `agora app`, `agora deployment` and `agora queue`: Marathon from the terminal, as `dcos marathon ...` did it.
+//! Every command is one or two calls of Marathon's public `/v2` REST API (the same any client uses); tables are
+//! pure functions of its JSON (unit-tested), `--json` prints the JSON itself. Marathon's errors are shown as it
+//! sends them: the message, each `details` path with its errors, and the deployments that lock an app.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::inspect::Table;
+
+/// Default `--marathon`: Marathon's own port on this machine (where `agora local` starts it).
+pub const DEFAULT_MARATHON: &str = "http://127.0.0.1:8080";
+/// How long one API call may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where Marathon is, and how to print.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Marathon's address, as http://HOST:PORT or HOST:PORT.
+    #[arg(long, global = true, default_value = DEFAULT_MARATHON)]
+    pub marathon: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AppArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: AppCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCommand {
+    /// The apps: id, resources, tasks, health, deployments, whether launches wait.
+    List {
+        /// Print Marathon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an app from a JSON app definition (a file, or stdin when FILE is `-` or left out).
+    Add { file: Option<String> },
+    /// Print an app's definition (and, with --version, an older one) as JSON.
+    Show {
+        id: String,
+        /// A version from `agora app versions`.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Change an app: `key=value` properties (the value is JSON, or else a string), or a JSON object on stdin.
+    Update {
+        id: String,
+        properties: Vec<String>,
+        /// Override a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set an app's number of instances.
+    Scale {
+        id: String,
+        instances: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace every instance of an app (a rolling restart).
+    Restart {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Roll an app back to one of its versions.
+    Rollback {
+        id: String,
+        version: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Destroy an app and its tasks.
+    Remove {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// An app's tasks: host, ports, state, health, version.
+    Tasks {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill an app's tasks (all, or those on --host); they are replaced unless --scale.
+    Kill {
+        id: String,
+        /// Only the tasks on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Lower the app's instances by the tasks killed instead of replacing them.
+        #[arg(long)]
+        scale: bool,
+    },
+    /// An app's versions, newest first.
+    Versions { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct DeploymentArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: DeploymentCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentCommand {
+    /// The running deployments: apps, actions, progress.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a deployment and roll its apps back (Marathon's DELETE /v2/deployments/ID).
+    Rollback { id: String },
+    /// Stop a deployment where it is, without rolling back (force=true).
+    Stop { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Talks to one Marathon.
+struct Marathon {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Marathon {
+    fn new(target: &Target) -> Result<Marathon> {
+        let t = target.marathon.trim().trim_end_matches('/');
+        let base = if t.contains("://") { t.to_string() } else { format!("http://{t}") };
+        let url = reqwest::Url::parse(&base).with_context(|| format!("bad --marathon {}", target.marathon))?;
+        if url.scheme() != "http" || url.host_str().is_none() {
+            bail!("bad --marathon {}: give http://HOST:PORT or HOST:PORT", target.marathon);
+        }
+        let http =
+            reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("cannot build an HTTP client")?;
+        Ok(Marathon { base, http })
+    }
+
+    /// One call; a status other than 2xx is an error that says what Marathon said.
+    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Value> {
+        Ok(self.call_with_status(method, path, query, body).await?.1)
+    }
+
+    /// [`Marathon::call`], with the status (a PUT answers 201 when it created the app).
+    async fn call_with_status(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.clone(), &url).query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Marathon at {}: is it running? (--marathon)", self.base))?;
+        let status = response.status();
+        let text =
+            response.text().await.with_context(|| format!("cannot read Marathon's answer to {method} {path}"))?;
+        let body: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            bail!("{method} {path}: {}", error_text(status.as_u16(), &body));
+        }
+        Ok((status.as_u16(), body))
+    }
+}
+
+/// Marathon's error body as lines: status and message, each `details` path with its errors, and the deployments
+/// that lock the app (409).
+pub fn error_text(status: u16, body: &Value) -> String {
+    let message = match body {
+        Value::String(s) => s.clone(),
+        b => b["message"].as_str().map(String::from).unwrap_or_else(|| b.to_string()),
+    };
+    let mut out = format!("{status} {message}");
+    for d in body["details"].as_array().into_iter().flatten() {
+        let errors: Vec<String> = d["errors"].as_array().into_iter().flatten().map(text).collect();
+        out.push_str(&format!("\n  {}: {}", text(&d["path"]), errors.join("; ")));
+    }
+    let locks: Vec<String> = body["deployments"].as_array().into_iter().flatten().map(|d| text(&d["id"])).collect();
+    if !locks.is_empty() {
+        out.push_str(&format!("\n  deployments: {} (--force overrides)", locks.join(", ")));
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A resource figure: integers without decimals, others with at most two.
+fn num(v: &Value) -> String {
+    let f = v.as_f64().unwrap_or(0.0);
+    if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.2}").trim_end_matches('0').to_string() }
+}
+
+/// `/v2/apps/ID` for an id with or without its leading slash.
+fn app_path(id: &str) -> String {
+    format!("/v2/apps/{}", id.trim_start_matches('/'))
+}
+
+/// `agora app list` from `/v2/apps` and `/v2/queue` (dcos's columns).
+pub fn apps_table(apps: &Value, queue: &Value) -> String {
+    let waiting: Vec<&str> = queue["queue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| q["count"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|q| q["app"]["id"].as_str())
+        .collect();
+    let mut t = Table::new(&["ID", "MEM", "CPUS", "TASKS", "HEALTH", "DEPLOYMENT", "WAITING", "CMD"]);
+    for a in apps["apps"].as_array().into_iter().flatten() {
+        let id = text(&a["id"]);
+        let checked = a["healthChecks"].as_array().is_some_and(|c| !c.is_empty());
+        let health =
+            if checked { format!("{}/{}", num(&a["tasksHealthy"]), num(&a["tasksRunning"])) } else { "-".to_string() };
+        let deploying = a["deployments"].as_array().is_some_and(|d| !d.is_empty());
+        let cmd = a["cmd"].as_str().map(String::from).unwrap_or_else(|| {
+            a["args"].as_array().map(|v| v.iter().map(text).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+        });
+        t.row(vec![
+            id.clone(),
+            num(&a["mem"]),
+            num(&a["cpus"]),
+            format!("{}/{}", num(&a["tasksRunning"]), num(&a["instances"])),
+            health,
+            if deploying { "yes" } else { "-" }.to_string(),
+            if waiting.contains(&id.as_str()) { "yes" } else { "no" }.to_string(),
+            cmd,
+        ]);
+    }
+    t.render()
+}
+
+/// `agora app tasks` from `/v2/apps/ID/tasks`.
+pub fn tasks_table(tasks: &Value) -> String {
+    let mut t = Table::new(&["ID", "HOST", "PORTS", "STATE", "HEALTH", "VERSION", "STARTED"]);
+    for task in tasks["tasks"].as_array().into_iter().flatten() {
+        let ports: Vec<String> = task["ports"].as_array().into_iter().flatten().map(text).collect();
+        let results = task["healthCheckResults"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let health = if results.is_empty() {
+            "-"
+        } else if results.iter().all(|r| r["alive"] == true) {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        t.row(vec![
+            text(&task["id"]),
+            text(&task["host"]),
+            ports.join(","),
+            text(&task["state"]),
+            health.to_string(),
+            text(&task["version"]),
+            text(&task["startedAt"]),
+        ]);
+    }
+    t.render()
+}
+
+/// `agora deployment list` from `/v2/deployments`.
+pub fn deployments_table(deployments: &Value) -> String {
+    let mut t = Table::new(&["ID", "APPS", "ACTIONS", "STEP", "VERSION"]);
+    for d in deployments.as_array().into_iter().flatten() {
+        let apps: Vec<String> = d["affectedApps"].as_array().into_iter().flatten().map(text).collect();
+        let mut actions: Vec<String> = d["currentActions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", text(&a["action"]), text(&a["app"])))
+            .collect();
+        actions.dedup();
+        t.row(vec![
+            text(&d["id"]),
+            apps.join(","),
+            actions.join(", "),
+            format!("{}/{}", text(&d["currentStep"]), text(&d["totalSteps"])),
+            text(&d["version"]),
+        ]);
+    }
+    t.render()
+}
+
+/// `agora queue` from `/v2/queue`: what waits, its delay, and why the last offers did not fit.
+pub fn queue_table(queue: &Value) -> String {
+    let mut t = Table::new(&["APP", "WAITING", "DELAY", "OFFERS", "WHY NOT (last offer of each agent)"]);
+    for q in queue["queue"].as_array().into_iter().flatten() {
+        let delay = &q["delay"];
+        let delay =
+            if delay["overdue"] == true { "-".to_string() } else { format!("{}s", text(&delay["timeLeftSeconds"])) };
+        let summary = &q["processedOffersSummary"];
+        let why: Vec<String> = summary["rejectSummaryLastOffers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["declined"].as_u64().unwrap_or(0) > 0)
+            .map(|r| format!("{} ({})", text(&r["reason"]), text(&r["declined"])))
+            .collect();
+        t.row(vec![
+            text(&q["app"]["id"]),
+            text(&q["count"]),
+            delay,
+            format!(
+                "{} processed, {} unused",
+                text(&summary["processedOffersCount"]),
+                text(&summary["unusedOffersCount"])
+            ),
+            why.join(", "),
+        ]);
+    }
+    t.render()
+}
+
+/// `key=value` properties as one JSON object: the value is parsed as JSON, or taken as a string.
+pub fn properties(items: &[String]) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    let mut bad = Vec::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                let v = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+                out.insert(key.trim().to_string(), v);
+            }
+            _ => bad.push(format!("'{item}' is not key=value (e.g. instances=3 or cmd=\"sleep 100\")")),
+        }
+    }
+    if !bad.is_empty() {
+        bail!("{}", bad.join("\n"));
+    }
+    Ok(Value::Object(out))
+}
+
+/// A JSON object from `file` (or stdin for `-`/none), naming the source of a parse error.
+fn read_json(file: Option<&str>) -> Result<Value> {
+    let (name, content) = match file {
+        None | Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
+            ("stdin".to_string(), s)
+        }
+        Some(path) => (path.to_string(), std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?),
+    };
+    let v: Value = serde_json::from_str(&content).with_context(|| format!("{name} is not valid JSON"))?;
+    if !v.is_object() {
+        bail!("{name}: an app definition is a JSON object");
+    }
+    Ok(v)
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn force(f: bool) -> Vec<(&'static str, String)> {
+    if f { vec![("force", "true".to_string())] } else { vec![] }
+}
+
+/// What a change started: Marathon's `deploymentId` (and the new version).
+fn deployment_line(v: &Value) -> String {
+    let id = v["deploymentId"].as_str().or_else(|| v["deployments"][0]["id"].as_str()).unwrap_or("?");
+    match v["version"].as_str() {
+        Some(version) => format!("deployment {id} (version {version})"),
+        None => format!("deployment {id}"),
+    }
+}
+
+pub async fn app(args: AppArgs) -> Result<()> {
+    let m = Marathon::new(&args.target)?;
+    match args.command {
+        AppCommand::List { json } => {
+            let q = [("embed", "apps.counts".to_string()), ("embed", "apps.deployments".to_string())];
+            let apps = m.call(Method::GET, "/v2/apps", &q, None).await?;
+            if json {
+                return print_json(&apps);
+            }
+            let queue = m.call(Method::GET, "/v2/queue", &[], None).await?;
+            print!("{}", apps_table(&apps, &queue));
+        }
+        AppCommand::Add { file } => {
+            let definition = read_json(file.as_deref())?;
+            let app = m.call(Method::POST, "/v2/apps", &[], Some(&definition)).await?;
+            let deployment = app["deployments"][0]["id"].as_str().unwrap_or("?");
+            println!("created {} ({} instances): deployment {deployment}", text(&app["id"]), num(&app["instances"]));
+        }
+        AppCommand::Show { id, version } => {
+            let v = match version {
+                Some(version) => {
+                    m.call(Method::GET, &format!("{}/versions/{version}", app_path(&id)), &[], None).await?
+                }
+                None => m.call(Method::GET, &app_path(&id), &[], None).await?["app"].take(),
+            };
+            print_json(&v)?;
+        }
+        AppCommand::Update { id, properties: items, force: f } => {
+            let change = if items.is_empty() { read_json(None)? } else { properties(&items)? };
+            let (status, v) = m.call_with_status(Method::PUT, &app_path(&id), &force(f), Some(&change)).await?;
+            let done = if status == 201 { "created" } else { "updated" };
+            println!("{done} {id}: {}", deployment_line(&v));
+        }
+        AppCommand::Scale { id, instances, force: f } => {
+            let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": instances}))).await?;
+            println!("scaling {id} to {instances}: {}", deployment_line(&v));
+        }
+        AppCommand::Restart { id, force: f } => {
+            let v = m.call(Method::POST, &format!("{}/restart", app_path(&id)), &force(f), None).await?;
+            println!("restarting {id}: {}", deployment_line(&v));
+        }
+        AppCommand::Rollback { id, version, force: f } => {
+            let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"version": version}))).await?;
+            println!("rolling {id} back to {version}: {}", deployment_line(&v));
+        }
+        AppCommand::Remove { id, force: f } => {
+            let v = m.call(Method::DELETE, &app_path(&id), &force(f), None).await?;
+            println!("removing {id}: {}", deployment_line(&v));
+        }
+        AppCommand::Tasks { id, json } => {
+            let v = m.call(Method::GET, &format!("{}/tasks", app_path(&id)), &[], None).await?;
+            if json {
+                return print_json(&v);
+            }
+            print!("{}", tasks_table(&v));
+        }
+        AppCommand::Kill { id, host, scale } => {
+            let mut q = Vec::new();
+            if let Some(host) = host {
+                q.push(("host", host));
+            }
+            if scale {
+                q.push(("scale", "true".to_string()));
+            }
+            let v = m.call(Method::DELETE, &format!("{}/tasks", app_path(&id)), &q, None).await?;
+            match v["tasks"].as_array() {
+                Some(tasks) => {
+                    println!("killing {} task(s) of {id}", tasks.len());
+                    for t in tasks {
+                        println!("  {}", text(&t["id"]));
+                    }
+                }
+                // With scale=true Marathon answers with the deployment that lowers the instances.
+                None => println!("killing the tasks of {id} and scaling down: {}", deployment_line(&v)),
+            }
+        }
+        AppCommand::Versions { id } => {
+            let v = m.call(Method::GET, &format!("{}/versions", app_path(&id)), &[], None).await?;
+            for version in v["versions"].as_array().into_iter().flatten() {
+                println!("{}", text(version));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn deployment(args: DeploymentArgs) -> Result<()> {
+    let m = Marathon::new(&args.target)?;
+    match args.command {
+        DeploymentCommand::List { json } => {
+            let v = m.call(Method::GET, "/v2/deployments", &[], None).await?;
+            if json {
+                return print_json(&v);
+            }
+            print!("{}", deployments_table(&v));
+        }
+        DeploymentCommand::Rollback { id } => {
+            let v = m.call(Method::DELETE, &format!("/v2/deployments/{id}"), &[], None).await?;
+            println!("rolling back {id}: {}", deployment_line(&v));
+        }
+        DeploymentCommand::Stop { id } => {
+            m.call(Method::DELETE, &format!("/v2/deployments/{id}"), &force(true), None).await?;
+            println!("stopped {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn queue(args: QueueArgs) -> Result<()> {
+    let m = Marathon::new(&args.target)?;
+    let v = m.call(Method::GET, "/v2/queue", &[], None).await?;
+    if args.json {
+        return print_json(&v);
+    }
+    print!("{}", queue_table(&v));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_the_message_every_path_and_the_locking_deployments() {
+        let invalid = json!({"message": "Object is not valid", "details": [
+            {"path": "/cpus", "errors": ["error.min"]},
+            {"path": "/id", "errors": ["must be lowercase", "must not be empty"]}]});
+        assert_eq!(
+            error_text(422, &invalid),
+            "422 Object is not valid\n  /cpus: error.min\n  /id: must be lowercase; must not be empty"
+        );
+        let locked = json!({"message": "App is locked by one or more deployments.", "deployments": [{"id": "d1"}]});
+        assert_eq!(
+            error_text(409, &locked),
+            "409 App is locked by one or more deployments.\n  deployments: d1 (--force overrides)"
+        );
+        assert_eq!(error_text(502, &Value::String("Bad Gateway".into())), "502 Bad Gateway");
+    }
+
+    #[test]
+    fn properties_are_json_values_or_strings_and_every_bad_one_is_named() {
+        let items = ["instances=3", "cmd=sleep 100", "env={\"A\":\"b\"}", "cpus=0.5"].map(String::from);
+        assert_eq!(
+            properties(&items).unwrap(),
+            json!({"instances": 3, "cmd": "sleep 100", "env": {"A": "b"}, "cpus": 0.5})
+        );
+        let e = properties(&["instances".to_string(), "=3".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("'instances' is not key=value") && e.contains("'=3' is not key=value"), "{e}");
+    }
+
+    #[test]
+    fn the_app_list_says_tasks_health_deployments_and_what_waits() {
+        let apps = json!({"apps": [
+            {"id": "/web", "mem": 32, "cpus": 0.1, "instances": 3, "tasksRunning": 2, "tasksHealthy": 1,
+             "healthChecks": [{"protocol": "HTTP"}], "deployments": [{"id": "d"}], "cmd": "serve"},
+            {"id": "/batch/job", "mem": 64.5, "cpus": 1, "instances": 1, "tasksRunning": 1, "tasksHealthy": 0,
+             "healthChecks": [], "deployments": [], "cmd": null, "args": ["run", "--fast"]}]});
+        let queue = json!({"queue": [{"app": {"id": "/web"}, "count": 1}]});
+        let table = apps_table(&apps, &queue);
+        let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["ID", "MEM", "CPUS", "TASKS", "HEALTH", "DEPLOYMENT", "WAITING", "CMD"]);
+        assert_eq!(lines[1], ["/web", "32", "0.1", "2/3", "1/2", "yes", "yes", "serve"]);
+        assert_eq!(lines[2], ["/batch/job", "64.5", "1", "1/1", "-", "-", "no", "run", "--fast"]);
+    }
+
+    #[test]
+    fn the_queue_says_why_the_last_offers_did_not_fit() {
+        let queue = json!({"queue": [{"app": {"id": "/big"}, "count": 2,
+            "delay": {"timeLeftSeconds": 0, "overdue": true},
+            "processedOffersSummary": {"processedOffersCount": 7, "unusedOffersCount": 7,
+                "rejectSummaryLastOffers": [
+                    {"reason": "UnfulfilledRole", "declined": 0, "processed": 2},
+                    {"reason": "InsufficientCpus", "declined": 2, "processed": 2}]}}]});
+        let table = queue_table(&queue);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.starts_with("/big"), "{table}");
+        assert!(row.contains("7 processed, 7 unused") && row.ends_with("InsufficientCpus (2)"), "{table}");
+        assert!(!row.contains("UnfulfilledRole"), "{table}");
+    }
+
+    #[test]
+    fn deployments_show_apps_actions_and_progress() {
+        let d = json!([{"id": "d1", "version": "2026-11-24T20:00:00.000Z", "affectedApps": ["/a", "/b"],
+            "currentActions": [{"action": "ScaleApplication", "app": "/a"}], "currentStep": 1, "totalSteps": 2}]);
+        let row: Vec<String> = deployments_table(&d)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split("  ")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim().to_string())
+            .collect();
+        assert_eq!(row, ["d1", "/a,/b", "ScaleApplication /a", "1/2", "2026-11-24T20:00:00.000Z"]);
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_naming_the_flag() {
+        let bad = Marathon::new(&Target { marathon: "ftp://x".into() }).err().unwrap().to_string();
+        assert!(bad.contains("--marathon ftp://x"), "{bad}");
+        assert_eq!(
+            Marathon::new(&Target { marathon: "127.0.0.1:8080/".into() }).unwrap().base,
+            "http://127.0.0.1:8080"
+        );
+    }
+}
