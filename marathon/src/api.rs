@@ -1254,6 +1254,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/queue", get(queue))
         .route("/v2/queue/{*rest}", delete(reset_delay))
         .route("/v2/events", get(events))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::middleware::map_response(|resp: Response| async move { no_cache(HeaderMap::new(), resp).await }))

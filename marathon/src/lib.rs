@@ -12,7 +12,8 @@
 //! - [`groups`]: the group tree behind `/v2/groups` (group bodies, dependencies, group versions).
 //! - [`store`]: the `StateStore` seam, its file implementation and its ZooKeeper one (`--zk`).
 //! - [`scheduler`], [`api`], [`events`], [`server`]: the shell — the SDK scheduler, the axum REST API, the SSE
-//!   event bus, and the process that ties them together; [`proxy`]: the HTTP front of a standby with `--zk`.
+//!   event bus, and the process that ties them together; [`proxy`]: the HTTP front of a standby with `--zk`;
+//!   [`ui`]: the web UI at `/ui/`, one embedded page that uses only the `/v2` API.
 
 pub mod api;
 pub mod app;
@@ -31,3 +32,4 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod ui;

@@ -1,6 +1,6 @@
 //! The HTTP front of a Marathon, as Marathon's `LeaderProxyFilter`: while this instance leads, every request goes to
 //! its own API (answers carry `X-Marathon-Leader`); while it stands by (with `--zk`, or standalone for the moment
-//! of a re-election), `/ping` is answered here, `GET /v2/leader` names the leader (404 `There is no leader` when
+//! of a re-election), `/ping` and the web UI (`/`, `/ui/`, [`crate::ui`]) are answered here, `GET /v2/leader` names the leader (404 `There is no leader` when
 //! none is known), `/v2/events` is redirected to the leader, and every other request is proxied to the leader with
 //! `X-Marathon-Via` (a request that already passed a standby is refused, so two standbys with stale views never
 //! bounce it between them).
@@ -106,6 +106,12 @@ async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if path == "/ping" {
         return "pong".into_response();
+    }
+    // The web UI is static: a standby serves it itself, and proxies the page's `/v2` calls like any other.
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some(page) = crate::ui::serve(&path)
+    {
+        return page;
     }
     if path == "/v2/leader" && req.method() == Method::GET {
         return match front.leader.borrow().clone() {

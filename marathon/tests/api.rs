@@ -98,6 +98,28 @@ async fn ping_info_leader_and_unknown_routes() {
     assert_eq!(r.headers["cache-control"], "no-cache, no-store, must-revalidate");
 }
 
+/// Marathon redirects `/` to its UI at `/ui/`; the API's router serves the page (`agora_marathon::ui`).
+#[tokio::test]
+async fn root_redirects_to_the_ui_which_the_api_serves() {
+    let api = start().await;
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (path, status) in [("/", 302), ("/ui", 301)] {
+        let r = plain.get(format!("{}{path}", api.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.headers()["location"], "/ui/", "{path}");
+    }
+    let r = plain.get(format!("{}/ui/", api.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<title>Marathon"), "{}", &page[..200]);
+    // A redirect followed lands on the page; other paths under /ui/ are not the UI.
+    let followed = api.http.get(format!("{}/", api.url)).send().await.unwrap();
+    assert_eq!(followed.url().path(), "/ui/");
+    assert_eq!(followed.text().await.unwrap(), page);
+    assert_eq!(api.call("GET", "/ui/nothing", None).await.status, 404);
+}
+
 #[tokio::test]
 async fn create_get_list_and_conflicts() {
     let api = start().await;
