@@ -216,6 +216,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
     println!("master: http://{}", cluster.master_addr);
     println!("agent: http://{}", cluster.agent_addr);
     println!("marathon: http://{}", cluster.marathon_addr);
+    println!("marathon UI: http://{}/ui/", cluster.marathon_addr);
     println!("work dir: {}", cluster.work_dir.display());
     println!("try: agora execute --master {} --name hello --command 'echo hello'", cluster.master_addr);
     println!(

@@ -419,6 +419,55 @@ pub fn require_openssl() {
     );
 }
 
+/// Where the browser tests live (`integration-tests/web`) and Debian's Chromium they drive; panics with the install
+/// commands when node, Chromium or playwright-core is missing (never skips).
+pub fn browser_prerequisites() -> (PathBuf, PathBuf) {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let hint = "install them with `apt-get install -y chromium nodejs` and `(cd integration-tests/web && npm ci)`";
+    let node = Command::new("node").arg("--version").output();
+    assert!(node.is_ok_and(|o| o.status.success()), "the browser test needs node on PATH: {hint}");
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(chromium.exists(), "the browser test needs Chromium at {} (or set CHROMIUM): {hint}", chromium.display());
+    assert!(
+        web.join("node_modules/playwright-core/package.json").exists(),
+        "the browser test needs playwright-core in {}/node_modules: {hint}",
+        web.display()
+    );
+    (web, chromium)
+}
+
+/// Runs the playwright-core script `web/<script>` in headless Chromium with `env` (plus `AGORA_SHOTS=shots` and
+/// `CHROMIUM`), bounded by `WAIT × 8`; copies the screenshots named in `keep` that it took into
+/// `target/<profile>/web-screenshots/` as artifacts; fails unless it exited 0 and printed `PASS`.
+pub async fn run_browser_script(script: &str, env: &[(&str, String)], shots: &Path, keep: &[&str]) -> Result<()> {
+    let (web, chromium) = browser_prerequisites();
+    std::fs::create_dir_all(shots)?;
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(web.join(script)).current_dir(&web).env("AGORA_SHOTS", shots).env("CHROMIUM", &chromium);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = cmd.stdin(Stdio::null()).kill_on_drop(true).output();
+    let out =
+        tokio::time::timeout(WAIT * 8, run).await.with_context(|| format!("{script} did not finish in time"))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let artifacts = bin_dir().join("web-screenshots");
+    std::fs::create_dir_all(&artifacts)?;
+    for name in keep {
+        if shots.join(name).exists() {
+            std::fs::copy(shots.join(name), artifacts.join(name))?;
+            eprintln!("screenshot: {}", artifacts.join(name).display());
+        }
+    }
+    anyhow::ensure!(
+        out.status.success() && stdout.contains("PASS"),
+        "browser test {script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    Ok(())
+}
+
 /// `openssl s_server -WWW` serving the files of `dir` over HTTPS on a free loopback port, with a fresh self-signed
 /// certificate for 127.0.0.1 in `dir/cert.pem` (hand it to the agent's `--fetcher-ca-file` to trust it); killed
 /// on drop.

@@ -2,10 +2,11 @@
 //! the `agora state|agents|frameworks|tasks|task log` tables, sandbox confinement over HTTP, and the status page in
 //! a real headless Chromium driven by playwright-core (`integration-tests/web/page.test.mjs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
-use agora_integration_tests::{Cluster, WAIT, bin_dir, kill_processes_matching, wait_for};
+use agora_integration_tests::browser_prerequisites;
+use agora_integration_tests::{Cluster, WAIT, bin_dir, kill_processes_matching, run_browser_script, wait_for};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
@@ -356,31 +357,12 @@ async fn task_log_follow_prints_new_output_until_the_task_ends() -> Result<()> {
     Ok(())
 }
 
-/// Where the browser test lives, and the prerequisites it needs; panics with the install commands when one is
-/// missing (never skips).
-fn browser_prerequisites() -> (PathBuf, PathBuf) {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    let hint = "install them with `apt-get install -y chromium nodejs` and `(cd integration-tests/web && npm ci)`";
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(node.is_ok_and(|o| o.status.success()), "the browser test needs node on PATH: {hint}");
-    let chromium =
-        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(chromium.exists(), "the browser test needs Chromium at {} (or set CHROMIUM): {hint}", chromium.display());
-    assert!(
-        web.join("node_modules/playwright-core/package.json").exists(),
-        "the browser test needs playwright-core in {}/node_modules: {hint}",
-        web.display()
-    );
-    (web, chromium)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_the_cluster_in_headless_chromium() -> Result<()> {
-    let (web, chromium) = browser_prerequisites();
+    browser_prerequisites();
     let busy = busy_cluster().await?;
     let c = &busy.cluster;
     let shots = c.dir.path().join("screenshots");
-    std::fs::create_dir_all(&shots)?;
     let expect = json!({
         "agent_id": busy.agent_id,
         "agent_hostname": "agent0",
@@ -392,32 +374,9 @@ async fn status_page_shows_the_cluster_in_headless_chromium() -> Result<()> {
         "stdout_text": "hello from hello-1",
         "follow_task": "ticker-0",
     });
-    let run = tokio::process::Command::new("node")
-        .arg(web.join("page.test.mjs"))
-        .current_dir(&web)
-        .env("AGORA_URL", format!("http://{}/", c.master_addr))
-        .env("AGORA_EXPECT", expect.to_string())
-        .env("AGORA_SHOTS", &shots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT * 8, run).await.context("the browser test did not finish in time")??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Keep the screenshots as artifacts beside the binaries (target/<profile>/web-screenshots).
+    let env = [("AGORA_URL", format!("http://{}/", c.master_addr)), ("AGORA_EXPECT", expect.to_string())];
+    run_browser_script("page.test.mjs", &env, &shots, &["cluster.png", "task.png", "failure.png"]).await?;
     let artifacts = bin_dir().join("web-screenshots");
-    std::fs::create_dir_all(&artifacts)?;
-    for name in ["cluster.png", "task.png", "failure.png"] {
-        if shots.join(name).exists() {
-            std::fs::copy(shots.join(name), artifacts.join(name))?;
-            eprintln!("screenshot: {}", artifacts.join(name).display());
-        }
-    }
-    assert!(
-        out.status.success() && stdout.contains("PASS"),
-        "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     assert!(artifacts.join("cluster.png").exists() && artifacts.join("task.png").exists());
     Ok(())
 }

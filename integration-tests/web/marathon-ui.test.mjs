@@ -1,0 +1,209 @@
+// Drives Marathon's web UI (/ui/ of agora-marathon) in a real headless Chromium (Debian's, through playwright-core;
+// no browser download). Run by integration-tests/tests/marathon_ui.rs, which starts a master, one agent and
+// Marathon. Everything here goes through the page: the JSON editor, the buttons, the dialogs. Every wait is
+// bounded; on success it prints "PASS" and the screenshot paths, on failure it exits 1.
+//
+// MARATHON_URL       Marathon's base URL, e.g. http://127.0.0.1:8080
+// MARATHON_SCENARIO  {"app_id": "/ui-test/web", "cmd": "sleep 3600", "cpus": 0.1, "stuck_instances": 30}:
+//                    stuck_instances is more than the agent can hold, so that deployment stays in progress
+// AGORA_SHOTS        directory for the screenshots
+// CHROMIUM           the browser (default /usr/bin/chromium)
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = (process.env.MARATHON_URL || "").replace(/\/+$/, "");
+const scenario = JSON.parse(process.env.MARATHON_SCENARIO || "{}");
+const shots = process.env.AGORA_SHOTS || tmpdir();
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const WAIT = 30000;
+const APP = scenario.app_id;
+const GROUP = APP ? APP.slice(0, APP.lastIndexOf("/")) : "";
+
+function fail(message) {
+  console.error("FAIL: " + message);
+  process.exit(1);
+}
+
+if (!base) fail("MARATHON_URL is not set");
+if (!APP || !scenario.cmd || !scenario.stuck_instances) fail("MARATHON_SCENARIO lacks app_id, cmd or stuck_instances");
+
+// The flags that keep Chromium off the (closed) network; a fresh profile each run.
+const profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  viewport: { width: 1400, height: 1000 },
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+  ],
+});
+const page = context.pages()[0] || (await context.newPage());
+page.setDefaultTimeout(WAIT);
+const problems = [];
+page.on("pageerror", (e) => problems.push(String(e)));
+// The UI needs nothing but Marathon's own origin, and of it only the page and the /v2 API.
+page.on("request", (r) => {
+  const u = r.url();
+  if (!u.startsWith(base + "/")) problems.push("request outside Marathon: " + u);
+  else if (!/^\/(ui\/?|v2\/.*)?$/.test(new URL(u).pathname)) problems.push("request outside /ui/ and /v2: " + u);
+});
+
+async function step(what, fn) {
+  try {
+    await fn();
+    console.log("ok: " + what);
+  } catch (e) {
+    await page.screenshot({ path: join(shots, "marathon-failure.png"), fullPage: true }).catch(() => {});
+    console.error(await page.content().catch(() => ""));
+    fail(`${what}: ${e.message}`);
+  }
+}
+const appRow = () => page.locator(`#apps tbody tr[data-id="${APP}"]`);
+async function confirmDialog(input) {
+  await page.locator("#dialog:not([hidden])").waitFor();
+  if (input != null) await page.fill("#dialog-input", String(input));
+  await page.click("#dialog-ok");
+  await page.locator("#dialog").waitFor({ state: "hidden" });
+}
+async function openEditorWith(text) {
+  await page.click("#create-app");
+  await page.locator("#editor:not([hidden])").waitFor();
+  await page.fill("#editor-json", text);
+  await page.click("#editor-submit");
+}
+
+try {
+  await step("/ redirects to the UI at /ui/, which polls the API", async () => {
+    await page.goto(base + "/");
+    if (new URL(page.url()).pathname !== "/ui/") throw new Error("landed on " + page.url());
+    await page.locator("#status", { hasText: "updated" }).waitFor();
+    await page.locator("#apps tbody tr.empty").waitFor();
+  });
+
+  await step("the JSON editor refuses malformed JSON before sending it", async () => {
+    await openEditorWith('{"id": "/ui-test/bad", ');
+    await page.locator("#editor-error", { hasText: "Invalid JSON" }).waitFor();
+  });
+
+  await step("an invalid app shows Marathon's 422 with each path and error beside the editor", async () => {
+    await page.fill("#editor-json", JSON.stringify({ id: GROUP + "/bad", cmd: "sleep 1", cpus: -1, mem: 32, instances: -2 }));
+    await page.click("#editor-submit");
+    const err = page.locator("#editor-error");
+    await err.locator("text=422").waitFor();
+    await err.locator("text=Object is not valid").waitFor();
+    await err.locator('li[data-path="/cpus"]').waitFor();
+    await err.locator('li[data-path="/instances"]').waitFor();
+    await page.locator("#editor:not([hidden])").waitFor();
+  });
+  await page.screenshot({ path: join(shots, "marathon-create-error.png") });
+
+  await step(`${APP} is created through the JSON editor and reaches Running with its instance listed`, async () => {
+    await page.fill("#editor-json", JSON.stringify({ id: APP, cmd: scenario.cmd, cpus: scenario.cpus, mem: 32, instances: 1 }, null, 2));
+    await page.click("#editor-submit");
+    await page.locator("#editor").waitFor({ state: "hidden" });
+    await page.waitForFunction((app) => location.hash === "#/app" + app, APP, { timeout: WAIT });
+    await page.locator('#app-status[data-status="Running"]').waitFor();
+    await page.locator('#instances tbody tr[data-state="TASK_RUNNING"]').first().waitFor();
+    const rows = await page.locator("#instances tbody tr[data-id]").count();
+    if (rows !== 1) throw new Error(`${rows} instances listed, expected 1`);
+  });
+  await page.screenshot({ path: join(shots, "marathon-app.png") });
+
+  await step(`the group ${GROUP} leads to ${APP}, Running with 1 of 1`, async () => {
+    await page.click('header a[data-nav="apps"]');
+    await page.locator(`#apps tbody tr[data-group="${GROUP}"] a`).click();
+    await page.locator("#apps-breadcrumb", { hasText: GROUP.slice(1) }).waitFor();
+    await appRow().and(page.locator('[data-status="Running"]')).waitFor();
+    await appRow().locator("td.running", { hasText: "1 of 1" }).waitFor();
+  });
+
+  await step(`${APP} is scaled to 2 from its row`, async () => {
+    await appRow().locator('button[data-action="Scale"]').click();
+    await confirmDialog(2);
+    await appRow().locator("td.running", { hasText: "2 of 2" }).waitFor();
+    await appRow().and(page.locator('[data-status="Running"]')).waitFor();
+  });
+  await page.screenshot({ path: join(shots, "marathon-apps.png") });
+
+  await step("the search box filters the applications", async () => {
+    await page.fill("#search", "no-such-app");
+    await page.locator("#apps tbody tr.empty", { hasText: "No application matches" }).waitFor();
+    await page.fill("#search", APP.slice(APP.lastIndexOf("/") + 1));
+    await appRow().waitFor();
+    await page.fill("#search", "");
+  });
+
+  await step("Kill & Scale of one selected instance leaves 1", async () => {
+    await appRow().locator("a.app-name").click();
+    await page.locator('#instances tbody tr[data-state="TASK_RUNNING"]').nth(1).waitFor();
+    await page.locator("#instances tbody tr[data-id] input[type=checkbox]").first().check();
+    await page.click("#kill-scale");
+    await confirmDialog();
+    await page.locator(".card .value.running", { hasText: "1 of 1" }).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll("#instances tbody tr[data-id]").length === 1, null, { timeout: WAIT });
+  });
+
+  await step(`scaled past the agent to ${scenario.stuck_instances}, ${APP} is Waiting and Debug says why`, async () => {
+    await page.click("#app-scale");
+    await confirmDialog(scenario.stuck_instances);
+    await page.locator('#app-status[data-status="Waiting"]').waitFor();
+    await page.click('.tabs button[data-tab="debug"]');
+    await page.locator('#queue-info tr[data-reason="InsufficientCpus"]').first().waitFor();
+  });
+  await page.screenshot({ path: join(shots, "marathon-debug.png"), fullPage: true });
+
+  await step("the Deployments page shows the stuck deployment, and Rollback undoes it", async () => {
+    await page.click('header a[data-nav="deployments"]');
+    const row = page.locator("#deployments tbody tr[data-id]", { has: page.locator(`a[href="#/app${APP}"]`) });
+    await row.locator("td.action", { hasText: "ScaleApplication" }).waitFor();
+    await row.locator("td.progress-cell", { hasText: "/" }).waitFor();
+    await page.screenshot({ path: join(shots, "marathon-deployments.png") });
+    await row.locator('button[data-action="rollback"]').click();
+    await confirmDialog();
+    await page.locator("#deployments tbody tr.empty", { hasText: "No deployments in progress" }).waitFor();
+    await page.goto(`${base}/ui/#/app${APP}`);
+    await page.locator('#app-status[data-status="Running"]').waitFor();
+    await page.locator(".card .value.running", { hasText: "1 of 1" }).waitFor();
+  });
+
+  await step("Configuration shows the definition and its versions; Edit deploys a change", async () => {
+    await page.click('.tabs button[data-tab="configuration"]');
+    await page.locator("#app-config", { hasText: `"id": "${APP}"` }).waitFor();
+    await page.locator("#versions tbody tr[data-version]").nth(1).waitFor();
+    await page.click("#app-edit");
+    const text = await page.inputValue("#editor-json");
+    const app = JSON.parse(text);
+    app.cmd = scenario.cmd + " # edited in the UI";
+    await page.fill("#editor-json", JSON.stringify(app, null, 2));
+    await page.click("#editor-submit");
+    await page.locator("#editor").waitFor({ state: "hidden" });
+    await page.locator("#app-config", { hasText: "# edited in the UI" }).waitFor();
+    await page.locator('#app-status[data-status="Running"]').waitFor();
+  });
+
+  await step("About shows /v2/info", async () => {
+    await page.click('header a[data-nav="about"]');
+    await page.locator("#about-info dd", { hasText: "marathon" }).first().waitFor();
+    await page.locator("#about-http dt", { hasText: "http_port" }).waitFor();
+  });
+
+  await step(`${APP} is destroyed from its page and leaves the list`, async () => {
+    await page.goto(`${base}/ui/#/app${APP}`);
+    await page.locator('#app-status[data-status="Running"]').waitFor();
+    await page.click("#app-destroy");
+    await confirmDialog();
+    await page.waitForFunction(() => location.hash.startsWith("#/apps"), null, { timeout: WAIT });
+    await page.goto(`${base}/ui/#/apps`);
+    await page.locator("#status", { hasText: "updated" }).waitFor();
+    await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), APP, { timeout: WAIT });
+  });
+
+  if (problems.length) fail("problems in the page: " + problems.join("; "));
+  console.log("PASS " + ["app", "apps", "create-error", "debug", "deployments"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
