@@ -3,7 +3,7 @@
 //! `agora-marathon` on loopback: an app created through the JSON editor reaches Running with its instance listed, a
 //! 422 is shown beside the editor, the app is scaled from its row, killed & scaled, scaled past the agent so its
 //! deployment stays (Waiting, with the reject reasons on the Debug tab) and rolled back from the Deployments page,
-//! edited, and destroyed. Build the binaries first: `cargo build --workspace --bins`.
+//! edited, and destroyed; an app of 120 instances (on a simulated agent) is listed 50 to a page. Build the binaries first: `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
 use agora_integration_tests::{Cluster, browser_prerequisites, free_port, run_browser_script};
@@ -12,13 +12,17 @@ use serde_json::json;
 
 /// Room for 10 instances of 0.1 CPU: 30 can never all run.
 const AGENT: &str = "cpus:1;mem:2048;disk:1024;ports:[33200-33299]";
+/// A simulated agent (no processes) for an app with three pages of instances.
+const CROWD_AGENT: &str = "cpus:4;mem:4096;disk:1024;ports:[33300-33499]";
 const APP: &str = "/ui-test/web";
+const CROWD: &str = "/ui-crowd/many";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_chromium() -> Result<()> {
     browser_prerequisites();
     let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
     cluster.add_agent(AGENT).await?;
+    cluster.add_agent_with(CROWD_AGENT, &["--isolation=simulated"]).await?;
     let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
 
     // `/` is Marathon's redirect to the UI, before any browser comes.
@@ -26,7 +30,14 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
     let root = plain.get(format!("{}/", marathon.url)).send().await?;
     assert_eq!((root.status().as_u16(), root.headers()["location"].to_str()?), (302, "/ui/"));
 
-    let scenario = json!({"app_id": APP, "cmd": "sleep 3600", "cpus": 0.1, "stuck_instances": 30});
+    // The agents' hostnames are agent0 (real) and agent1 (simulated).
+    let scenario = json!({
+        "app": {"id": APP, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1,
+                "constraints": [["hostname", "LIKE", "agent0"]]},
+        "stuck_instances": 30,
+        "crowd": {"id": CROWD, "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": 120,
+                  "constraints": [["hostname", "LIKE", "agent1"]]},
+    });
     let env = [("MARATHON_URL", marathon.url.clone()), ("MARATHON_SCENARIO", scenario.to_string())];
     let shots = cluster.dir.path().join("screenshots");
     let keep = [
@@ -35,12 +46,15 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
         "marathon-create-error.png",
         "marathon-debug.png",
         "marathon-deployments.png",
+        "marathon-paged.png",
     ];
     run_browser_script("marathon-ui.test.mjs", &env, &shots, &[&keep[..], &["marathon-failure.png"]].concat()).await?;
 
     // What the page did, seen through the API: the app is gone, and nothing is left deploying.
-    let (status, _, body) = marathon.call(reqwest::Method::GET, &format!("/v2/apps{APP}"), None).await?;
-    assert_eq!(status, 404, "{body}");
+    for id in [APP, CROWD] {
+        let (status, _, body) = marathon.call(reqwest::Method::GET, &format!("/v2/apps{id}"), None).await?;
+        assert_eq!(status, 404, "{id}: {body}");
+    }
     assert_eq!(marathon.get("/v2/deployments").await?, json!([]));
     for name in keep {
         assert!(shots.join(name).exists(), "the browser test took no {name}");

@@ -4,8 +4,9 @@
 // bounded; on success it prints "PASS" and the screenshot paths, on failure it exits 1.
 //
 // MARATHON_URL       Marathon's base URL, e.g. http://127.0.0.1:8080
-// MARATHON_SCENARIO  {"app_id": "/ui-test/web", "cmd": "sleep 3600", "cpus": 0.1, "stuck_instances": 30}:
-//                    stuck_instances is more than the agent can hold, so that deployment stays in progress
+// MARATHON_SCENARIO  {"app": {app definition with 1 instance}, "stuck_instances": 30,
+//                     "crowd": {app definition with more than one page of instances}}: stuck_instances is more
+//                    than the app's agent can hold, so that deployment stays in progress
 // AGORA_SHOTS        directory for the screenshots
 // CHROMIUM           the browser (default /usr/bin/chromium)
 import { mkdtempSync, rmSync } from "node:fs";
@@ -18,7 +19,9 @@ const scenario = JSON.parse(process.env.MARATHON_SCENARIO || "{}");
 const shots = process.env.AGORA_SHOTS || tmpdir();
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT = 30000;
-const APP = scenario.app_id;
+const APP = scenario.app && scenario.app.id;
+const CROWD = scenario.crowd || {};
+const PAGE = 50;
 const GROUP = APP ? APP.slice(0, APP.lastIndexOf("/")) : "";
 
 function fail(message) {
@@ -27,7 +30,7 @@ function fail(message) {
 }
 
 if (!base) fail("MARATHON_URL is not set");
-if (!APP || !scenario.cmd || !scenario.stuck_instances) fail("MARATHON_SCENARIO lacks app_id, cmd or stuck_instances");
+if (!APP || !scenario.stuck_instances || !(CROWD.instances > 2 * PAGE)) fail("MARATHON_SCENARIO lacks app, stuck_instances or a crowd of over two pages");
 
 // The flags that keep Chromium off the (closed) network; a fresh profile each run.
 const profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
@@ -101,7 +104,7 @@ try {
   await page.screenshot({ path: join(shots, "marathon-create-error.png") });
 
   await step(`${APP} is created through the JSON editor and reaches Running with its instance listed`, async () => {
-    await page.fill("#editor-json", JSON.stringify({ id: APP, cmd: scenario.cmd, cpus: scenario.cpus, mem: 32, instances: 1 }, null, 2));
+    await page.fill("#editor-json", JSON.stringify(scenario.app, null, 2));
     await page.click("#editor-submit");
     await page.locator("#editor").waitFor({ state: "hidden" });
     await page.waitForFunction((app) => location.hash === "#/app" + app, APP, { timeout: WAIT });
@@ -176,7 +179,7 @@ try {
     await page.click("#app-edit");
     const text = await page.inputValue("#editor-json");
     const app = JSON.parse(text);
-    app.cmd = scenario.cmd + " # edited in the UI";
+    app.cmd = scenario.app.cmd + " # edited in the UI";
     await page.fill("#editor-json", JSON.stringify(app, null, 2));
     await page.click("#editor-submit");
     await page.locator("#editor").waitFor({ state: "hidden" });
@@ -201,8 +204,35 @@ try {
     await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), APP, { timeout: WAIT });
   });
 
+  const crowdRow = () => page.locator(`#apps tbody tr[data-id="${CROWD.id}"]`);
+  await step(`${CROWD.id} with ${CROWD.instances} instances lists them ${PAGE} to a page`, async () => {
+    await openEditorWith(JSON.stringify(CROWD, null, 2));
+    await page.waitForFunction((app) => location.hash === "#/app" + app, CROWD.id, { timeout: WAIT });
+    const all = `${CROWD.instances} of ${CROWD.instances}`;
+    await page.locator(".card .value.running", { hasText: all }).waitFor();
+    await page.locator("#page-info", { hasText: `1–${PAGE} of ${CROWD.instances}` }).waitFor();
+    const rows = await page.locator("#instances tbody tr[data-id]").count();
+    if (rows !== PAGE) throw new Error(`${rows} rows on the first page, expected ${PAGE}`);
+    const last = Math.floor((CROWD.instances - 1) / PAGE);
+    for (let i = 0; i < last; i++) await page.click("#page-next");
+    const from = last * PAGE + 1;
+    await page.locator("#page-info", { hasText: `${from}–${CROWD.instances} of ${CROWD.instances}` }).waitFor();
+    await page.waitForFunction((n) => document.querySelectorAll("#instances tbody tr[data-id]").length === n,
+      CROWD.instances - last * PAGE, { timeout: WAIT });
+    if (!(await page.isDisabled("#page-next"))) throw new Error("a page after the last");
+  });
+  await page.screenshot({ path: join(shots, "marathon-paged.png") });
+
+  await step(`${CROWD.id} is destroyed from its row in the list`, async () => {
+    await page.goto(`${base}/ui/#/apps`);
+    await page.fill("#search", CROWD.id.slice(1));
+    await crowdRow().locator('button[data-action="Destroy"]').click();
+    await confirmDialog();
+    await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), CROWD.id, { timeout: WAIT });
+  });
+
   if (problems.length) fail("problems in the page: " + problems.join("; "));
-  console.log("PASS " + ["app", "apps", "create-error", "debug", "deployments"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
+  console.log("PASS " + ["app", "apps", "create-error", "debug", "deployments", "paged"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
