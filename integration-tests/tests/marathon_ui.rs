@@ -3,7 +3,7 @@
 //! `agora-marathon` on loopback: an app created through the JSON editor reaches Running with its instance listed, a
 //! 422 is shown beside the editor, the app is scaled from its row, killed & scaled, scaled past the agent so its
 //! deployment stays (Waiting, with the reject reasons on the Debug tab) and rolled back from the Deployments page,
-//! edited, and destroyed; an app of 120 instances (on a simulated agent) is listed 50 to a page. Build the binaries first: `cargo build --workspace --bins`.
+//! edited, and destroyed; a failing app is Delayed, its failure on Debug, relaunched by Reset Delay; an app of 120 instances (on a simulated agent) is listed 50 to a page. Build the binaries first: `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
 use agora_integration_tests::{Cluster, browser_prerequisites, free_port, run_browser_script};
@@ -16,6 +16,7 @@ const AGENT: &str = "cpus:1;mem:2048;disk:1024;ports:[33200-33299]";
 const CROWD_AGENT: &str = "cpus:4;mem:4096;disk:1024;ports:[33300-33499]";
 const APP: &str = "/ui-test/web";
 const CROWD: &str = "/ui-crowd/many";
+const CRASH: &str = "/ui-test/crash";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_chromium() -> Result<()> {
@@ -35,6 +36,8 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
         "app": {"id": APP, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1,
                 "constraints": [["hostname", "LIKE", "agent0"]]},
         "stuck_instances": 30,
+        "crash": {"id": CRASH, "cmd": "exit 3", "cpus": 0.1, "mem": 32, "instances": 1, "backoffSeconds": 300,
+                  "constraints": [["hostname", "LIKE", "agent0"]]},
         "crowd": {"id": CROWD, "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": 120,
                   "constraints": [["hostname", "LIKE", "agent1"]]},
     });
@@ -45,13 +48,14 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
         "marathon-apps.png",
         "marathon-create-error.png",
         "marathon-debug.png",
+        "marathon-delayed.png",
         "marathon-deployments.png",
         "marathon-paged.png",
     ];
     run_browser_script("marathon-ui.test.mjs", &env, &shots, &[&keep[..], &["marathon-failure.png"]].concat()).await?;
 
     // What the page did, seen through the API: the app is gone, and nothing is left deploying.
-    for id in [APP, CROWD] {
+    for id in [APP, CRASH, CROWD] {
         let (status, _, body) = marathon.call(reqwest::Method::GET, &format!("/v2/apps{id}"), None).await?;
         assert_eq!(status, 404, "{id}: {body}");
     }

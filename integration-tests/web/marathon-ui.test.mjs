@@ -5,6 +5,7 @@
 //
 // MARATHON_URL       Marathon's base URL, e.g. http://127.0.0.1:8080
 // MARATHON_SCENARIO  {"app": {app definition with 1 instance}, "stuck_instances": 30,
+//                     "crash": {app definition that fails at once, with a long backoffSeconds},
 //                     "crowd": {app definition with more than one page of instances}}: stuck_instances is more
 //                    than the app's agent can hold, so that deployment stays in progress
 // AGORA_SHOTS        directory for the screenshots
@@ -21,6 +22,7 @@ const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT = 30000;
 const APP = scenario.app && scenario.app.id;
 const CROWD = scenario.crowd || {};
+const CRASH = scenario.crash || {};
 const PAGE = 50;
 const GROUP = APP ? APP.slice(0, APP.lastIndexOf("/")) : "";
 
@@ -30,7 +32,9 @@ function fail(message) {
 }
 
 if (!base) fail("MARATHON_URL is not set");
-if (!APP || !scenario.stuck_instances || !(CROWD.instances > 2 * PAGE)) fail("MARATHON_SCENARIO lacks app, stuck_instances or a crowd of over two pages");
+if (!APP || !scenario.stuck_instances || !CRASH.id || !(CROWD.instances > 2 * PAGE)) {
+  fail("MARATHON_SCENARIO lacks app, stuck_instances, crash or a crowd of over two pages");
+}
 
 // The flags that keep Chromium off the (closed) network; a fresh profile each run.
 const profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
@@ -204,6 +208,27 @@ try {
     await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), APP, { timeout: WAIT });
   });
 
+  await step(`${CRASH.id} fails, is Delayed, Debug shows its last failure, and Reset Delay relaunches it`, async () => {
+    await openEditorWith(JSON.stringify(CRASH, null, 2));
+    await page.waitForFunction((app) => location.hash === "#/app" + app, CRASH.id, { timeout: WAIT });
+    await page.locator('#app-status[data-status="Delayed"]').waitFor();
+    await page.click('.tabs button[data-tab="debug"]');
+    const failed = page.locator("#failure-details dd").first();
+    await page.locator("#failure-details dd", { hasText: "TASK_FAILED" }).waitFor();
+    const first = await failed.textContent();
+    await page.locator("#queue-info dd", { hasText: "backed off" }).waitFor();
+    await page.screenshot({ path: join(shots, "marathon-delayed.png"), fullPage: true });
+    await page.click("#app-reset-delay");
+    // Within the backoff the app could not have been launched again: a new failure means the reset worked.
+    await page.waitForFunction((before) => {
+      const dd = document.querySelector("#failure-details dd");
+      return dd && dd.textContent !== before;
+    }, first, { timeout: WAIT });
+    await page.click("#app-destroy");
+    await confirmDialog();
+    await page.waitForFunction(() => location.hash.startsWith("#/apps"), null, { timeout: WAIT });
+  });
+
   const crowdRow = () => page.locator(`#apps tbody tr[data-id="${CROWD.id}"]`);
   await step(`${CROWD.id} with ${CROWD.instances} instances lists them ${PAGE} to a page`, async () => {
     await openEditorWith(JSON.stringify(CROWD, null, 2));
@@ -232,7 +257,7 @@ try {
   });
 
   if (problems.length) fail("problems in the page: " + problems.join("; "));
-  console.log("PASS " + ["app", "apps", "create-error", "debug", "deployments", "paged"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
+  console.log("PASS " + ["app", "apps", "create-error", "debug", "delayed", "deployments", "paged"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
