@@ -140,6 +140,13 @@ async fn marathon_fails_over_through_zookeeper_without_relaunching() -> Result<(
     let r = no_redirects.get(format!("{}/v2/events?event_type=deployment_info", standby.url)).send().await?;
     assert_eq!(r.status().as_u16(), 302);
     assert_eq!(r.headers()["location"], format!("{}/v2/events?event_type=deployment_info", leading.url).as_str());
+    // The web UI is the standby's own (not proxied, so no X-Marathon-Leader), and `/` redirects to it.
+    let r = no_redirects.get(format!("{}/", standby.url)).send().await?;
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str()?), (302, "/ui/"));
+    let r = no_redirects.get(format!("{}/ui/", standby.url)).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!r.headers().contains_key("x-marathon-leader"), "the standby's own page, not the leader's");
+    assert!(r.text().await?.contains("<title>Marathon"));
     ensure!(body["id"] == "/ha/sleepy", "{body}");
     let before =
         wait_for("2 running tasks", WAIT * 2, async || running_tasks(&standby).await.filter(|ids| ids.len() == 2))
