@@ -1,9 +1,11 @@
 //! Marathon's web UI (`/ui/`) in a real headless Chromium driven by playwright-core
-//! (`integration-tests/web/marathon-ui.test.mjs`), against the real `agora-master`, one `agora-agent` and
-//! `agora-marathon` on loopback: an app created through the JSON editor reaches Running with its instance listed, a
-//! 422 is shown beside the editor, the app is scaled from its row, killed & scaled, scaled past the agent so its
-//! deployment stays (Waiting, with the reject reasons on the Debug tab) and rolled back from the Deployments page,
-//! edited, and destroyed; a failing app is Delayed, its failure on Debug, relaunched by Reset Delay; an app of 120 instances (on a simulated agent) is listed 50 to a page. Build the binaries first: `cargo build --workspace --bins`.
+//! (`integration-tests/web/marathon-ui.test.mjs`), against the real `agora-master`, two `agora-agent`s (one
+//! `--isolation=simulated`) and `agora-marathon` on loopback. Through the page only: an app created in the JSON
+//! editor reaches Running with its instance listed, a 422 is shown beside the editor by path, the app is scaled from
+//! its row, killed & scaled, scaled past its agent so the deployment stays (Waiting, the reject reasons on Debug)
+//! and rolled back from the Deployments page, edited, and destroyed; a failing app is Delayed with its failure on
+//! Debug and relaunched by Reset Delay, then destroyed from its row; an app of 120 instances is listed 50 to a
+//! page, its group scaled by 0.5 and destroyed. Build the binaries first: `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
 use agora_integration_tests::{Cluster, browser_prerequisites, free_port, run_browser_script};

@@ -224,9 +224,16 @@ try {
       const dd = document.querySelector("#failure-details dd");
       return dd && dd.textContent !== before;
     }, first, { timeout: WAIT });
-    await page.click("#app-destroy");
+  });
+
+  await step(`${CRASH.id} is destroyed from its row in the list`, async () => {
+    await page.click('header a[data-nav="apps"]');
+    await page.fill("#search", CRASH.id.slice(1));
+    const row = page.locator(`#apps tbody tr[data-id="${CRASH.id}"]`);
+    await row.locator('button[data-action="Destroy"]').click();
     await confirmDialog();
-    await page.waitForFunction(() => location.hash.startsWith("#/apps"), null, { timeout: WAIT });
+    await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), CRASH.id, { timeout: WAIT });
+    await page.fill("#search", "");
   });
 
   const crowdRow = () => page.locator(`#apps tbody tr[data-id="${CROWD.id}"]`);
@@ -248,12 +255,24 @@ try {
   });
   await page.screenshot({ path: join(shots, "marathon-paged.png") });
 
-  await step(`${CROWD.id} is destroyed from its row in the list`, async () => {
+  const crowdGroup = CROWD.id.slice(0, CROWD.id.lastIndexOf("/"));
+  const groupRow = () => page.locator(`#apps tbody tr[data-group="${crowdGroup}"]`);
+  const half = Math.ceil(CROWD.instances / 2);
+  await step(`the group ${crowdGroup} is scaled by 0.5 to ${half} instances from its row`, async () => {
     await page.goto(`${base}/ui/#/apps`);
-    await page.fill("#search", CROWD.id.slice(1));
-    await crowdRow().locator('button[data-action="Destroy"]').click();
+    await groupRow().locator('button[data-action="ScaleBy"]').click();
+    await confirmDialog("0.5");
+    await groupRow().locator("td.running", { hasText: `${half} of ${half}` }).waitFor();
+    await groupRow().locator("a").click();
+    await crowdRow().locator("td.running", { hasText: `${half} of ${half}` }).waitFor();
+  });
+
+  await step(`the group ${crowdGroup} is destroyed from its row, with its app`, async () => {
+    await page.goto(`${base}/ui/#/apps`);
+    await groupRow().locator('button[data-action="Destroy"]').click();
     await confirmDialog();
-    await page.waitForFunction((app) => !document.querySelector(`#apps tbody tr[data-id="${app}"]`), CROWD.id, { timeout: WAIT });
+    await page.waitForFunction((g) => !document.querySelector(`#apps tbody tr[data-group="${g}"]`), crowdGroup, { timeout: WAIT });
+    await page.locator("#apps tbody tr.empty", { hasText: "No applications yet" }).waitFor();
   });
 
   if (problems.length) fail("problems in the page: " + problems.join("; "));
