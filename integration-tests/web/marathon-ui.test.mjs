@@ -162,6 +162,20 @@ try {
   });
   await page.screenshot({ path: join(shots, "marathon-debug.png"), fullPage: true });
 
+  await step("an edit while that deployment runs shows Marathon's 409 with the deployment and a force button", async () => {
+    await page.click('.tabs button[data-tab="configuration"]');
+    await page.click("#app-edit");
+    await page.locator("#editor:not([hidden])").waitFor();
+    await page.click("#editor-submit");
+    const err = page.locator("#editor-error");
+    await err.locator("text=409").waitFor();
+    await err.locator("text=locked").waitFor();
+    await err.locator('a[href="#/deployments"]').waitFor();
+    await err.locator("#force").waitFor();
+    await page.click("#editor-cancel");
+    await page.locator("#editor").waitFor({ state: "hidden" });
+  });
+
   await step("the Deployments page shows the stuck deployment, and Rollback undoes it", async () => {
     await page.click('header a[data-nav="deployments"]');
     const row = page.locator("#deployments tbody tr[data-id]", { has: page.locator(`a[href="#/app${APP}"]`) });
