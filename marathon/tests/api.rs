@@ -940,3 +940,42 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
     assert_eq!(reloaded[0]["state"], "TASK_KILLING");
     assert_eq!(reloaded, fresh().await);
 }
+
+/// Listing many apps finds each app's instances in one walk over all instances: the same tasks, in the same order,
+/// as each app's own task list, for ids that prefix one another.
+#[tokio::test]
+async fn many_listed_apps_list_exactly_their_own_tasks() {
+    use agora_proto::model::Offer;
+    let mut core = Core::new(Persisted::default());
+    let now = agora_marathon::time::now_millis();
+    let mut ids: Vec<String> = ["/a", "/a.b", "/ab", "/g/a", "/g/a.b", "/g.a", "/b"].map(String::from).to_vec();
+    ids.extend((0..20).map(|k| format!("/n/app-{k}")));
+    for (k, id) in ids.iter().enumerate() {
+        let app = json!({"id": id, "cmd": "x", "instances": 1 + k % 3, "cpus": 0.01, "mem": 1});
+        core.create_app(&app, false, now, format!("d{k}")).unwrap();
+    }
+    let offer = Offer {
+        id: "offer-1".into(),
+        framework_id: "fw".into(),
+        agent_id: "agent-1".into(),
+        hostname: "host-1".into(),
+        resources: "cpus:64;mem:4096;ports:[31000-31999]".parse().unwrap(),
+        attributes: Default::default(),
+        role: "*".into(),
+        url: String::new(),
+    };
+    let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
+    let launched = core.match_offers(&[offer], now + 1, &mut id).launches.len();
+    assert_eq!(launched, (0..ids.len()).map(|k| 1 + k % 3).sum::<usize>());
+    let api = start_with(core).await;
+    let listed = api.call("GET", "/v2/apps?embed=apps.tasks", None).await.body;
+    let apps = listed["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), ids.len());
+    for app in apps {
+        let id = app["id"].as_str().unwrap();
+        let own = api.call("GET", &format!("/v2/apps{id}/tasks"), None).await.body["tasks"].clone();
+        assert_eq!(app["tasks"], own, "{id}");
+        assert_eq!(app["tasks"].as_array().unwrap().len(), app["instances"].as_u64().unwrap() as usize, "{id}");
+        assert!(app["tasks"].as_array().unwrap().iter().all(|t| t["appId"] == id), "{id}");
+    }
+}
