@@ -179,18 +179,15 @@ where
     report
 }
 
-/// The fraction of the file system holding `dir` in use (0.0 to 1.0), as `df` counts it.
+/// The fraction of the file system holding `dir` in use (0.0 to 1.0), as Mesos's `fs::usage` counts it:
+/// `(blocks − free blocks) / blocks` (blocks reserved for root count as free).
 pub fn disk_used(dir: &Path) -> Result<f64, String> {
-    let st =
-        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot measure the disk of {}: {e}", dir.display()))?;
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot measure the disk of {}: {e}", dir.display()))?;
     let total = st.blocks() as f64;
     if total == 0.0 {
         return Ok(0.0);
     }
-    let used = (st.blocks() - st.blocks_free()) as f64;
-    let available = st.blocks_available() as f64;
-    // df's Use%: used / (used + available), so blocks reserved for root count as full.
-    Ok((used / (used + available)).clamp(0.0, 1.0))
+    Ok(((total - st.blocks_free() as f64) / total).clamp(0.0, 1.0))
 }
 
 /// Marks the sandbox of a container that just ended: its age for [`collect`] counts from now.
