@@ -428,38 +428,155 @@ fn app_info_of<'a>(
     }
 }
 
-/// Marathon's label selector: comma = AND; `k`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`.
-pub fn label_matches(selector: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0, 0);
-    for (i, c) in selector.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&selector[start..i]);
-                start = i + 1;
+/// One `label=` selector term: the label it tests and how.
+#[derive(Debug, PartialEq)]
+enum LabelTest {
+    Exists,
+    Equals(String),
+    NotEquals(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+}
+
+/// A parsed `label=` query (Marathon's `LabelSelectorParsers`): selectors joined by commas, all of which must
+/// hold. Every selector, `!=` and `notin` included, needs the label to be present, as Marathon's
+/// `LabelSelector.matches` does.
+#[derive(Debug, PartialEq)]
+pub struct LabelSelectors(Vec<(String, LabelTest)>);
+
+impl LabelSelectors {
+    /// Parses Marathon's grammar: `key`, `key==value`, `key!=value`, `key in (a, b)`, `key notin (a, b)`, comma
+    /// separated; terms are `[-A-Za-z0-9_.]` and any other character escaped with a backslash; blanks between
+    /// tokens are skipped. The error is Marathon's message (a 422 with only `message`).
+    pub fn parse(query: &str) -> Result<LabelSelectors, String> {
+        let fail = |why: String| format!("Can not parse label selector {query}. Reason: {why}");
+        let mut p = SelectorParser { chars: query.chars().collect(), pos: 0 };
+        let mut out = Vec::new();
+        p.blanks();
+        if p.pos == p.chars.len() {
+            return Ok(LabelSelectors(out));
+        }
+        loop {
+            out.push(p.selector().ok_or_else(|| fail(format!("expected a selector at offset {}", p.pos)))?);
+            if p.literal(",") {
+                continue;
             }
-            _ => {}
+            p.blanks();
+            if p.pos == p.chars.len() {
+                return Ok(LabelSelectors(out));
+            }
+            return Err(fail(format!("unexpected '{}' at offset {}", p.chars[p.pos], p.pos)));
         }
     }
-    parts.push(&selector[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).all(|p| {
-        let set = |rest: &str| -> Vec<String> {
-            rest.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|s| s.trim().to_string()).collect()
-        };
-        if let Some((k, v)) = p.split_once("==") {
-            labels.get(k.trim()).is_some_and(|x| x == v.trim())
-        } else if let Some((k, v)) = p.split_once("!=") {
-            labels.get(k.trim()).is_none_or(|x| x != v.trim())
-        } else if let Some((k, rest)) = p.split_once(" notin ") {
-            labels.get(k.trim()).is_none_or(|x| !set(rest).contains(x))
-        } else if let Some((k, rest)) = p.split_once(" in ") {
-            labels.get(k.trim()).is_some_and(|x| set(rest).contains(x))
-        } else {
-            labels.contains_key(p)
+
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(key, test)| {
+            labels.get(key).is_some_and(|v| match test {
+                LabelTest::Exists => true,
+                LabelTest::Equals(x) => v == x,
+                LabelTest::NotEquals(x) => v != x,
+                LabelTest::In(set) => set.contains(v),
+                LabelTest::NotIn(set) => !set.contains(v),
+            })
+        })
+    }
+}
+
+/// A cursor over a selector query; each rule restores the position when it does not match.
+struct SelectorParser {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl SelectorParser {
+    fn blanks(&mut self) {
+        while self.chars.get(self.pos).is_some_and(|c| c.is_whitespace()) {
+            self.pos += 1;
         }
-    })
+    }
+
+    fn literal(&mut self, lit: &str) -> bool {
+        self.blanks();
+        let n = lit.chars().count();
+        if self.chars.len() >= self.pos + n && self.chars[self.pos..self.pos + n].iter().copied().eq(lit.chars()) {
+            self.pos += n;
+            return true;
+        }
+        false
+    }
+
+    /// `(\\.|[-A-Za-z0-9_.])+`, unescaped.
+    fn term(&mut self) -> Option<String> {
+        self.blanks();
+        let mut out = String::new();
+        while let Some(&c) = self.chars.get(self.pos) {
+            if c == '\\' && self.pos + 1 < self.chars.len() {
+                out.push(self.chars[self.pos + 1]);
+                self.pos += 2;
+            } else if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                out.push(c);
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// `set | equality | existence`, the first that matches.
+    fn selector(&mut self) -> Option<(String, LabelTest)> {
+        let start = self.pos;
+        if let Some(found) = self.set_selector() {
+            return Some(found);
+        }
+        self.pos = start;
+        if let Some(found) = self.equality_selector() {
+            return Some(found);
+        }
+        self.pos = start;
+        self.term().map(|key| (key, LabelTest::Exists))
+    }
+
+    fn set_selector(&mut self) -> Option<(String, LabelTest)> {
+        let key = self.term()?;
+        // `in` is tried first as Marathon's `(in|notin)` does; `notin` does not start with it.
+        let negated = if self.literal("in") {
+            false
+        } else if self.literal("notin") {
+            true
+        } else {
+            return None;
+        };
+        if !self.literal("(") {
+            return None;
+        }
+        let mut set = Vec::new();
+        if !self.literal(")") {
+            loop {
+                set.push(self.term()?);
+                if self.literal(")") {
+                    break;
+                }
+                if !self.literal(",") {
+                    return None;
+                }
+            }
+        }
+        Some((key, if negated { LabelTest::NotIn(set) } else { LabelTest::In(set) }))
+    }
+
+    fn equality_selector(&mut self) -> Option<(String, LabelTest)> {
+        let key = self.term()?;
+        let equals = if self.literal("==") {
+            true
+        } else if self.literal("!=") {
+            false
+        } else {
+            return None;
+        };
+        let value = self.term()?;
+        Some((key, if equals { LabelTest::Equals(value) } else { LabelTest::NotEquals(value) }))
+    }
 }
 
 // ---- handlers -----------------------------------------------------------------------------------------------
@@ -571,14 +688,18 @@ async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
     let e = embed(&q);
     let id_filter = param(&q, "id").map(str::to_lowercase);
     let cmd_filter = param(&q, "cmd");
-    let label = param(&q, "label");
+    let label = match param(&q, "label").map(LabelSelectors::parse).transpose() {
+        Ok(l) => l,
+        // Marathon's IllegalArgumentException: 422 with the reason.
+        Err(why) => return message(StatusCode::UNPROCESSABLE_ENTITY, why),
+    };
     let listed: Vec<&AppDefinition> = core
         .state
         .apps
         .values()
         .filter(|a| id_filter.as_deref().is_none_or(|f| a.id.contains(f)))
         .filter(|a| cmd_filter.is_none_or(|f| a.cmd.as_deref().is_some_and(|c| c.contains(f))))
-        .filter(|a| label.is_none_or(|l| label_matches(l, &a.labels)))
+        .filter(|a| label.as_ref().is_none_or(|l| l.matches(&a.labels)))
         .collect();
     let instances = instances_of_apps(&core, &listed);
     let rendered = e.tasks.then(|| s.rendered.fresh(&core, instances.iter().flatten().copied()));
@@ -1043,18 +1164,31 @@ fn text_response(text: String) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
+/// `status=` / `status[]=` of `GET /v2/tasks`, as Marathon's `TasksResource` reads them: `running` and `staging`
+/// (any case) select those states; other values are ignored, and with none left every task is listed.
+fn status_filter(q: &[(String, String)]) -> Vec<agora_proto::model::TaskState> {
+    use agora_proto::model::TaskState;
+    all(q, "status")
+        .chain(all(q, "status[]"))
+        .filter_map(|v| match v.to_ascii_lowercase().as_str() {
+            "running" => Some(TaskState::Running),
+            "staging" => Some(TaskState::Staging),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn list_tasks(State(s): AppState, headers: HeaderMap, Query(q): Params) -> Response {
     let core = s.lock();
     if wants_text(&headers) {
         return text_response(tasks_text(&core, core.state.apps.values()));
     }
-    let statuses: Vec<String> =
-        all(&q, "status").chain(all(&q, "status[]")).map(|v| format!("TASK_{}", v.to_ascii_uppercase())).collect();
+    let statuses = status_filter(&q);
     let tasks: Vec<TaskView> = core
         .state
         .instances
         .values()
-        .filter(|i| statuses.is_empty() || statuses.iter().any(|s| s == i.state.name()))
+        .filter(|i| statuses.is_empty() || statuses.contains(&i.state))
         .map(TaskView::of)
         .collect();
     (StatusCode::OK, axum::Json(Tasks { tasks })).into_response()
@@ -1348,16 +1482,53 @@ mod tests {
         assert_eq!(t["startedAt"], json!(format_iso(1_764_000_001_000)));
     }
 
+    /// Marathon's `LabelSelectorParsersTest` cases: every selector needs its label, escapes, blanks, errors.
     #[test]
     fn label_selectors() {
-        let labels =
-            std::collections::BTreeMap::from([("env".to_string(), "prod".to_string()), ("x".into(), "1".into())]);
-        assert!(label_matches("env", &labels));
-        assert!(label_matches("env==prod,x", &labels));
-        assert!(!label_matches("env!=prod", &labels));
-        assert!(label_matches("env in (dev, prod)", &labels));
-        assert!(!label_matches("env notin (dev,prod)", &labels));
-        assert!(!label_matches("missing", &labels));
+        let labels = std::collections::BTreeMap::from([
+            ("env".to_string(), "prod".to_string()),
+            ("x".into(), "1".into()),
+            ("a!b".into(), "c d".into()),
+        ]);
+        let matches = |q: &str| LabelSelectors::parse(q).unwrap().matches(&labels);
+        assert!(matches("env"));
+        assert!(matches(""));
+        assert!(matches("env==prod,x"));
+        assert!(matches(" env == prod , x "));
+        assert!(!matches("env!=prod"));
+        assert!(matches("env!=dev"));
+        assert!(matches("env in (dev, prod)"));
+        assert!(matches("env in(prod)"));
+        assert!(!matches("env notin (dev,prod)"));
+        assert!(matches("env notin (dev)"));
+        assert!(!matches("missing"));
+        // A missing label matches neither `!=` nor `notin` (Marathon: `labels.contains(key) && fn(value)`).
+        assert!(!matches("missing!=prod"));
+        assert!(!matches("missing notin (prod)"));
+        assert!(matches(r"a\!b==c\ d"));
+        assert_eq!(
+            LabelSelectors::parse("env==dev").unwrap(),
+            LabelSelectors(vec![("env".into(), LabelTest::Equals("dev".into()))])
+        );
+        for bad in ["env==", "env in (a", "env == a b", "a,,b", "env=prod", ",a"] {
+            let err = LabelSelectors::parse(bad).unwrap_err();
+            assert!(err.starts_with(&format!("Can not parse label selector {bad}. Reason: ")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn task_status_filter_knows_running_and_staging_only() {
+        use agora_proto::model::TaskState;
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(status_filter(&q(&[("status", "running")])), vec![TaskState::Running]);
+        assert_eq!(
+            status_filter(&q(&[("status[]", "Staging"), ("status[]", "RUNNING")])),
+            vec![TaskState::Staging, TaskState::Running]
+        );
+        // Unknown values select nothing, so every task is listed (Marathon ignores them).
+        assert!(status_filter(&q(&[("status", "killing"), ("status", "bogus")])).is_empty());
     }
 
     #[test]

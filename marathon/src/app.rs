@@ -399,8 +399,25 @@ fn number(v: &Value, path: &str, errs: &mut Errors) -> Option<f64> {
     }
 }
 
+/// A JSON number that is a whole number: `2`, or `2.0` as YAML-to-JSON tools and float-typed clients write it
+/// (play-json's `IntReads`, behind Marathon's integer fields, takes both); `2.5` is not.
+pub(crate) fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
+/// [`whole_number`], not negative.
+pub(crate) fn whole_u64(v: &Value) -> Option<u64> {
+    whole_number(v).and_then(|n| u64::try_from(n).ok())
+}
+
+/// An integer field of at least `min`.
 fn integer(v: &Value, path: &str, min: i64, errs: &mut Errors) -> Option<u64> {
-    match v.as_i64() {
+    let whole = whole_number(v);
+    if whole.is_none() && v.is_number() {
+        errs.ty(path, "int");
+        return None;
+    }
+    match whole {
         Some(n) if n < min => {
             errs.bad(path, format!("got {n}, expected {min} or more"));
             None
@@ -480,7 +497,7 @@ fn port_definitions(v: &Value, errs: &mut Errors) -> Option<Vec<PortDefinition>>
         for (k, val) in m {
             let p = format!("{path}/{k}");
             match k.as_str() {
-                "port" => match val.as_u64() {
+                "port" => match whole_u64(val) {
                     Some(n) if n <= 65535 => pd.port = n as u32,
                     _ => errs.bad(&p, "must be a port number between 0 and 65535"),
                 },
@@ -861,7 +878,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                 if let Value::Array(items) = v {
                     let mut defs = Vec::new();
                     for (i, item) in items.iter().enumerate() {
-                        match item.as_u64() {
+                        match whole_u64(item) {
                             Some(n) if n <= 65535 => defs.push(PortDefinition {
                                 port: n as u32,
                                 protocol: "tcp".into(),
@@ -1270,6 +1287,20 @@ mod tests {
     fn type_errors_are_separate() {
         let err = parse(json!({"id": "/a", "cmd": "x", "instances": "three"})).unwrap_err();
         assert!(matches!(err, Invalid::Types(ref d) if d[0].path == "/instances"), "{err:?}");
+    }
+
+    /// Whole numbers written as floats are integers (play-json's `IntReads`); fractions are type errors.
+    #[test]
+    fn whole_floats_are_integers() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "instances": 2.0, "gpus": 0.0, "backoffSeconds": 1.0,
+                               "ports": [0.0], "maxLaunchDelaySeconds": 3600.0}));
+        let app = app.unwrap();
+        assert_eq!((app.instances, app.backoff_seconds, app.max_launch_delay_seconds), (2, 1, 3600));
+        let err = parse(json!({"id": "/a", "cmd": "x", "instances": 2.5})).unwrap_err();
+        assert!(
+            matches!(err, Invalid::Types(ref d) if d[0].path == "/instances" && d[0].errors == ["error.expected.int"]),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl AppHealthCheck {
 }
 
 fn seconds(v: &Value, path: &str, min: u64, errs: &mut Errors) -> Option<u64> {
-    match v.as_u64() {
+    match crate::app::whole_u64(v) {
         Some(n) if n >= min => Some(n),
         Some(n) => {
             errs.bad(path, format!("got {n}, expected {min} or more"));
@@ -183,11 +183,11 @@ pub(crate) fn parse(v: &Value, path: &str, errs: &mut Errors) -> Vec<AppHealthCh
                     Some(_) => errs.bad(&p, "must start with /"),
                     None => errs.ty(&p, "jsstring"),
                 },
-                "portIndex" => match val.as_u64() {
+                "portIndex" => match crate::app::whole_u64(val) {
                     Some(n) => hc.port_index = Some(n.min(u64::from(u32::MAX)) as u32),
                     None => errs.bad(&p, "must be a non-negative index into the app's ports"),
                 },
-                "port" => match val.as_u64() {
+                "port" => match crate::app::whole_u64(val) {
                     Some(n) if (1..=65535).contains(&n) => hc.port = Some(n as u32),
                     _ => errs.bad(&p, "must be a port number between 1 and 65535"),
                 },

@@ -69,7 +69,7 @@ fn non_empty_string(v: &Value, path: &str, errs: &mut Errors) -> Option<String> 
 }
 
 fn positive(v: &Value, path: &str, errs: &mut Errors) -> Option<u64> {
-    match v.as_u64() {
+    match crate::app::whole_u64(v) {
         Some(n) if n >= 1 => Some(n),
         _ if v.is_number() => {
             errs.bad(path, format!("got {v}, expected a whole number of 1 or more"));
