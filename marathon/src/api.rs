@@ -686,8 +686,9 @@ async fn abdicate(State(s): AppState) -> Response {
 async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
     let core = s.lock();
     let e = embed(&q);
+    // Marathon's `AppsResource.search`: both are case-insensitive substrings.
     let id_filter = param(&q, "id").map(str::to_lowercase);
-    let cmd_filter = param(&q, "cmd");
+    let cmd_filter = param(&q, "cmd").map(str::to_lowercase);
     let label = match param(&q, "label").map(LabelSelectors::parse).transpose() {
         Ok(l) => l,
         // Marathon's IllegalArgumentException: 422 with the reason.
@@ -697,8 +698,10 @@ async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
         .state
         .apps
         .values()
-        .filter(|a| id_filter.as_deref().is_none_or(|f| a.id.contains(f)))
-        .filter(|a| cmd_filter.is_none_or(|f| a.cmd.as_deref().is_some_and(|c| c.contains(f))))
+        .filter(|a| id_filter.as_deref().is_none_or(|f| a.id.to_lowercase().contains(f)))
+        .filter(|a| {
+            cmd_filter.as_deref().is_none_or(|f| a.cmd.as_deref().is_some_and(|c| c.to_lowercase().contains(f)))
+        })
         .filter(|a| label.as_ref().is_none_or(|l| l.matches(&a.labels)))
         .collect();
     let instances = instances_of_apps(&core, &listed);
@@ -922,6 +925,8 @@ enum AppPath {
     App(String),
     Restart(String),
     Tasks(String),
+    /// `/v2/apps/{group}/*/tasks`: the tasks of every app in a group.
+    GroupTasks(String),
     Task(String, String),
     Versions(String),
     Version(String, String),
@@ -940,6 +945,9 @@ fn app_path(rest: &str) -> AppPath {
         return AppPath::Restart(join(n - 1));
     }
     if n >= 2 && segs[n - 1] == "tasks" {
+        if segs[n - 2] == "*" {
+            return AppPath::GroupTasks(join(n - 2));
+        }
         return AppPath::Tasks(join(n - 1));
     }
     if n >= 3 && segs[n - 2] == "tasks" {
@@ -959,13 +967,17 @@ async fn app_get(State(s): AppState, headers: HeaderMap, Path(rest): Path<String
     match app_path(&rest) {
         AppPath::App(id) => match core.app(&id) {
             Ok(app) => {
-                // Marathon always embeds tasks, lastTaskFailure and readiness results here (compatibility), and honours `embed`.
-                let e = Embed { tasks: true, last_task_failure: true, readiness: true, ..embed(&q) };
+                // Marathon always embeds tasks and lastTaskFailure here (compatibility), and honours `embed`
+                // (`app.readiness` for readinessCheckResults).
+                let e = Embed { tasks: true, last_task_failure: true, ..embed(&q) };
                 json_response(StatusCode::OK, json!({"app": app_info(&core, app, &e, None)}))
             }
             Err(e) => error(e),
         },
         AppPath::GroupWildcard(group) => {
+            if !core.group_exists(&group) {
+                return message(StatusCode::NOT_FOUND, format!("Group '{group}' does not exist"));
+            }
             let e = embed(&q);
             let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
             let apps: Vec<AppInfo> = core
@@ -986,6 +998,21 @@ async fn app_get(State(s): AppState, headers: HeaderMap, Path(rest): Path<String
             }
             Err(e) => error(e),
         },
+        AppPath::GroupTasks(group) => {
+            if !core.group_exists(&group) {
+                return message(StatusCode::NOT_FOUND, format!("Group '{group}' does not exist"));
+            }
+            let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
+            let tasks = core
+                .state
+                .apps
+                .range(prefix.clone()..)
+                .take_while(|(id, _)| id.starts_with(&prefix))
+                .flat_map(|(id, _)| core.instances_of(id))
+                .map(TaskView::of)
+                .collect();
+            (StatusCode::OK, axum::Json(Tasks { tasks })).into_response()
+        }
         AppPath::Task(id, task) => match core.app(&id) {
             Ok(_) => match core.state.instances.get(&task).filter(|i| i.app_id == id) {
                 Some(i) => json_response(StatusCode::OK, json!({"task": task_json(i)})),
@@ -1037,7 +1064,15 @@ async fn app_update(
     let partial = method == Method::PATCH || flag(&q, "partialUpdate", true);
     let result = core.update_app(&id, &body, partial, flag(&q, "force", false), now, new_deployment_id());
     let resp = match result {
-        Ok((created, r)) => deployment_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &r),
+        Ok((false, r)) => deployment_response(StatusCode::OK, &r),
+        // Created: 201 with `Location`, as Marathon's `Response.created`.
+        Ok((true, r)) => {
+            let mut resp = deployment_response(StatusCode::CREATED, &r);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("Location", v);
+            }
+            resp
+        }
         Err(e) => error(e),
     };
     stamp_origin(&mut core, &ext, &uri);
@@ -1541,5 +1576,7 @@ mod tests {
         );
         assert!(matches!(app_path("web/versions"), AppPath::Versions(id) if id == "/web"));
         assert!(matches!(app_path("prod/*"), AppPath::GroupWildcard(g) if g == "/prod"));
+        assert!(matches!(app_path("prod/*/tasks"), AppPath::GroupTasks(g) if g == "/prod"));
+        assert!(matches!(app_path("*/tasks"), AppPath::GroupTasks(g) if g == "/"));
     }
 }

@@ -979,3 +979,64 @@ async fn many_listed_apps_list_exactly_their_own_tasks() {
         assert!(app["tasks"].as_array().unwrap().iter().all(|t| t["appId"] == id), "{id}");
     }
 }
+
+/// The audit against Marathon 1.10's resources (`AppsResource`, `AppTasksResource`, `TasksResource`,
+/// `LabelSelectorParsers`): the answers a client written for Marathon gets.
+#[tokio::test]
+async fn queries_and_paths_answer_as_marathons_resources() {
+    let api = start_with(core_with_tasks()).await;
+    let mut db = app("/prod/db");
+    db["cmd"] = json!("Run-DB --fast");
+    db["labels"] = json!({"tier": "db", "HAPROXY_GROUP": "internal"});
+    api.call("POST", "/v2/apps", Some(db)).await;
+    api.call("POST", "/v2/apps", Some(app("/other"))).await;
+    let ids = |body: &Value| -> Vec<String> {
+        body["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+    };
+    let list = |query: &'static str| {
+        let api = &api;
+        async move {
+            let r = api.http.get(format!("{}/v2/apps", api.url)).query(&[("label", query)]).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Every selector needs its label: /prod/web has none, so `!=` and `notin` do not select it.
+    let (status, body) = list("tier!=web").await;
+    assert_eq!((status, ids(&body)), (200, vec!["/prod/db".to_string()]));
+    assert_eq!(ids(&list("tier notin (db)").await.1), vec!["/other"]);
+    assert_eq!(ids(&list("HAPROXY_GROUP==internal, tier in (db, web)").await.1), vec!["/prod/db"]);
+    let (status, body) = list("tier==").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("Can not parse label selector tier==. Reason: "), "{body}");
+    // `cmd` and `id` are case-insensitive substrings.
+    assert_eq!(ids(&api.call("GET", "/v2/apps?cmd=run-db", None).await.body), vec!["/prod/db"]);
+    assert_eq!(ids(&api.call("GET", "/v2/apps?id=PROD/D", None).await.body), vec!["/prod/db"]);
+
+    // `/v2/apps/{group}/*` and `/v2/apps/{group}/*/tasks`; an unknown group is a 404.
+    let r = api.call("GET", "/v2/apps/prod/*", None).await;
+    let group: Vec<&str> = r.body["*"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(group, vec!["/prod/db", "/prod/web"]);
+    let r = api.call("GET", "/v2/apps/prod/*/tasks", None).await;
+    assert_eq!((r.status, r.body["tasks"].as_array().map(Vec::len)), (200, Some(2)));
+    for path in ["/v2/apps/nothere/*", "/v2/apps/nothere/*/tasks"] {
+        let r = api.call("GET", path, None).await;
+        assert_eq!((r.status, r.body), (404, json!({"message": "Group '/nothere' does not exist"})), "{path}");
+    }
+
+    // The one-app view embeds tasks and lastTaskFailure; readiness results only with `embed=app.readiness`.
+    let one = api.call("GET", "/v2/apps/prod/web", None).await.body;
+    assert!(one["app"].get("readinessCheckResults").is_none(), "{one}");
+    let one = api.call("GET", "/v2/apps/prod/web?embed=app.readiness", None).await.body;
+    assert_eq!(one["app"]["readinessCheckResults"], json!([]));
+
+    // `status=` knows running and staging; anything else is ignored (all tasks).
+    let count = |body: Value| body["tasks"].as_array().unwrap().len();
+    assert_eq!(count(api.call("GET", "/v2/tasks?status=RUNNING", None).await.body), 1);
+    assert_eq!(count(api.call("GET", "/v2/tasks?status=killing", None).await.body), 2);
+
+    // PUT creating an app: 201 with `Location`, as POST; whole numbers written as floats are integers.
+    let r = api.call("PUT", "/v2/apps/made", Some(json!({"cmd": "x", "instances": 0.0, "cpus": 0.1, "mem": 16}))).await;
+    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (201, "/made"), "{}", r.body);
+    let r = api.call("PUT", "/v2/apps/made", Some(json!({"instances": 1.0}))).await;
+    assert!(r.status == 200 && !r.headers.contains_key("location"), "{} {:?}", r.body, r.headers);
+}
