@@ -793,12 +793,27 @@ pub fn parse_app(body: &Value, base: Option<&AppDefinition>, id: Option<&str>) -
 
 fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Errors) {
     let has = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
-    if has("ports") && has("portDefinitions") {
-        errs.bad("/", "You cannot specify both ports and port definitions");
+    // Legacy `ports` and `uris` beside their successors, as Marathon's `AppValidation`/`AppNormalization` take
+    // them (old GET output echoed back carries both): an empty legacy list is ignored, and `ports` equal to the
+    // `portDefinitions`' ports are the same thing said twice; only two different non-empty lists conflict.
+    let non_empty = |k: &str| m.get(k).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let definition_ports: Option<Vec<&Value>> = m
+        .get("portDefinitions")
+        .and_then(Value::as_array)
+        .map(|defs| defs.iter().map(|d| d.get("port").unwrap_or(&Value::Null)).collect());
+    let legacy_ports: Option<Vec<&Value>> = m.get("ports").and_then(Value::as_array).map(|p| p.iter().collect());
+    let same_ports = match (&definition_ports, &legacy_ports) {
+        (Some(d), Some(p)) => d.len() == p.len() && d.iter().zip(p).all(|(a, b)| a.as_f64() == b.as_f64()),
+        _ => false,
+    };
+    if non_empty("ports") && non_empty("portDefinitions") && !same_ports {
+        errs.bad("/", "cannot specify both ports and port definitions");
     }
-    if has("uris") && has("fetch") {
-        errs.bad("/", "You cannot specify both uris and fetch fields");
+    if non_empty("uris") && non_empty("fetch") {
+        errs.bad("/", "cannot specify both uris and fetch fields");
     }
+    let skip_ports = has("portDefinitions") && (same_ports || !non_empty("ports"));
+    let skip_uris = !non_empty("uris") && has("fetch");
     // Setting one of cmd/args without the other replaces the other on a partial update.
     if has("cmd") && !m.contains_key("args") {
         app.args = None;
@@ -854,6 +869,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                     errs.ty(p, "jsarray");
                 }
             }
+            "uris" if skip_uris => {}
             "uris" => {
                 if let Some(uris) = if v.is_null() { Some(vec![]) } else { strings(v, p, errs) } {
                     app.fetch = uris
@@ -874,6 +890,7 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                 }
             }
             "container" => app.container = if v.is_null() { None } else { container(v, errs) },
+            "ports" if skip_ports => {}
             "ports" => {
                 if let Value::Array(items) = v {
                     let mut defs = Vec::new();
@@ -1300,6 +1317,31 @@ mod tests {
         assert!(
             matches!(err, Invalid::Types(ref d) if d[0].path == "/instances" && d[0].errors == ["error.expected.int"]),
             "{err:?}"
+        );
+    }
+
+    /// Old GET output echoed back carries `ports` and `uris` beside `portDefinitions` and `fetch`: Marathon takes
+    /// an empty legacy list or the same ports said twice, and refuses only two different non-empty lists.
+    #[test]
+    fn legacy_lists_beside_their_successors() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "ports": [10000, 10001], "uris": [],
+                               "portDefinitions": [{"port": 10000, "name": "http"}, {"port": 10001}],
+                               "fetch": [{"uri": "http://example.com/a.tgz"}]}))
+        .unwrap();
+        assert_eq!(app.port_definitions.iter().map(|p| p.port).collect::<Vec<_>>(), vec![10000, 10001]);
+        assert_eq!(app.port_definitions[0].name.as_deref(), Some("http"), "portDefinitions win");
+        assert_eq!(app.fetch.len(), 1, "an empty uris leaves fetch alone");
+        let app = parse(json!({"id": "/a", "cmd": "x", "ports": [], "portDefinitions": [{"port": 0, "name": "p"}],
+                               "uris": ["http://example.com/b.zip"], "fetch": []}))
+        .unwrap();
+        assert_eq!(app.port_definitions[0].name.as_deref(), Some("p"));
+        assert_eq!(app.fetch[0].uri, "http://example.com/b.zip");
+        let err = parse(json!({"id": "/a", "cmd": "x", "ports": [1], "portDefinitions": [{"port": 2}],
+                               "uris": ["http://example.com/c"], "fetch": [{"uri": "http://example.com/d"}]}))
+        .unwrap_err();
+        assert_eq!(
+            err.details()[0].errors,
+            vec!["cannot specify both ports and port definitions", "cannot specify both uris and fetch fields"]
         );
     }
 
