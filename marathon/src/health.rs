@@ -221,6 +221,10 @@ pub(crate) fn parse(v: &Value, path: &str, errs: &mut Errors) -> Vec<AppHealthCh
                     Some(v @ ("IPv4" | "IPv6")) => hc.ip_protocol = Some(v.to_string()),
                     _ => errs.bad(&p, "must be one of IPv4, IPv6"),
                 },
+                // Marathon accepts these on every protocol and drops them where they mean nothing; their
+                // no-op values are taken here too (forms and old GET output send them), any other is refused.
+                "ignoreHttp1xx" if val.as_bool() == Some(false) => {}
+                "ipProtocol" if val.as_str() == Some("IPv4") => {}
                 _ => errs.bad(&p, format!("'{k}' is not a known field for a {} health check", protocol_name(protocol))),
             }
         }
@@ -378,6 +382,14 @@ mod tests {
             errors(app(json!([{"protocol": "MESOS_HTTP", "ignoreHttp1xx": true}])))[0].0,
             "/healthChecks(0)/ignoreHttp1xx",
             "Marathon's HTTP and HTTPS checks only"
+        );
+        // Their no-op values are accepted on any protocol, as Marathon accepts them (and drops them).
+        let a = app(json!([{"protocol": "MESOS_HTTP", "ignoreHttp1xx": false}])).unwrap();
+        assert_eq!(a.health_checks[0].ignore_http1xx, None);
+        app(json!([{"protocol": "COMMAND", "command": {"value": "true"}, "ipProtocol": "IPv4"}])).unwrap();
+        assert_eq!(
+            errors(app(json!([{"protocol": "COMMAND", "command": {"value": "true"}, "ipProtocol": "IPv6"}])))[0].0,
+            "/healthChecks(0)/ipProtocol"
         );
         assert_eq!(errors(app(json!([{"protocol": "TCP", "path": "/x"}])))[0].0, "/healthChecks(0)/path");
         assert!(matches!(app(json!({"protocol": "HTTP"})), Err(Invalid::Types(_))), "not an array");
