@@ -821,10 +821,32 @@ fn group_rest(path: Option<Path<String>>) -> String {
     path.map(|Path(p)| p).unwrap_or_else(|| "/".into())
 }
 
-/// `GET /v2/groups[/{id}]`, `/v2/groups/{id}/versions` and `/v2/groups/{id}/versions/{version}`.
+/// `GET /v2/groups/{id}/apps` (Marathon's `ListApps`, for GET only): the group's apps, nested ones included, as
+/// an array of AppInfo; an unknown group has none.
+fn group_apps_path(rest: &str) -> Option<String> {
+    let path = pathid::normalize(rest, "/");
+    let group = path.strip_suffix("/apps")?;
+    Some(if group.is_empty() { "/".into() } else { group.to_string() })
+}
+
+/// `GET /v2/groups[/{id}]`, `/v2/groups/{id}/apps`, `/v2/groups/{id}/versions` and
+/// `/v2/groups/{id}/versions/{version}`.
 async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Params) -> Response {
     let core = s.lock();
-    match group_path(&group_rest(path)) {
+    let rest = group_rest(path);
+    if let Some(group) = group_apps_path(&rest) {
+        let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
+        let e = embed(&q);
+        let apps: Vec<AppInfo> = core
+            .state
+            .apps
+            .range(prefix.clone()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, a)| app_info(&core, a, &e, None))
+            .collect();
+        return (StatusCode::OK, axum::Json(apps)).into_response();
+    }
+    match group_path(&rest) {
         GroupPath::Group(id) => {
             if !core.group_exists(&id) {
                 return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
@@ -1564,6 +1586,15 @@ mod tests {
         );
         // Unknown values select nothing, so every task is listed (Marathon ignores them).
         assert!(status_filter(&q(&[("status", "killing"), ("status", "bogus")])).is_empty());
+    }
+
+    #[test]
+    fn group_apps_paths() {
+        assert_eq!(group_apps_path("shop/apps").as_deref(), Some("/shop"));
+        assert_eq!(group_apps_path("apps").as_deref(), Some("/"));
+        assert_eq!(group_apps_path("shop//apps/").as_deref(), Some("/shop"));
+        assert_eq!(group_apps_path("shop/apps/x"), None);
+        assert_eq!(group_apps_path("shop/myapps"), None);
     }
 
     #[test]

@@ -1018,6 +1018,11 @@ async fn queries_and_paths_answer_as_marathons_resources() {
     assert_eq!(group, vec!["/prod/db", "/prod/web"]);
     let r = api.call("GET", "/v2/apps/prod/*/tasks", None).await;
     assert_eq!((r.status, r.body["tasks"].as_array().map(Vec::len)), (200, Some(2)));
+    // `/v2/groups/{id}/apps`: an array of the group's apps (none for an unknown group).
+    let r = api.call("GET", "/v2/groups/prod/apps", None).await;
+    let listed: Vec<&str> = r.body.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!((r.status, listed), (200, vec!["/prod/db", "/prod/web"]));
+    assert_eq!(api.call("GET", "/v2/groups/nothere/apps", None).await.body, json!([]));
     for path in ["/v2/apps/nothere/*", "/v2/apps/nothere/*/tasks"] {
         let r = api.call("GET", path, None).await;
         assert_eq!((r.status, r.body), (404, json!({"message": "Group '/nothere' does not exist"})), "{path}");
