@@ -254,34 +254,87 @@ pub fn task_json(i: &Instance) -> Value {
     serde_json::to_value(TaskView::of(i)).unwrap_or_default()
 }
 
-/// What an AppInfo carries besides the app, counts and deployments (which Marathon always embeds).
-#[derive(Clone, Copy, Default)]
+/// What an AppInfo carries besides the app (Marathon's `AppInfo.Embed`).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
 struct Embed {
+    counts: bool,
+    deployments: bool,
     tasks: bool,
     last_task_failure: bool,
     readiness: bool,
     task_stats: bool,
 }
 
-/// Marathon's `InfoEmbedResolver`: the prefixes `apps.`, `app.`, `group.apps.` (or none) are interchangeable;
-/// `counts` and `deployments` are always there; unknown values are ignored.
-fn embed(q: &[(String, String)]) -> Embed {
+impl Embed {
+    /// What `/v2/apps` always embeds.
+    const LIST: Embed = Embed {
+        counts: true,
+        deployments: true,
+        tasks: false,
+        last_task_failure: false,
+        readiness: false,
+        task_stats: false,
+    };
+    /// What `/v2/apps/{id}` (and `/v2/apps/{group}/*`) always embeds, for compatibility.
+    const ONE: Embed = Embed { tasks: true, last_task_failure: true, ..Embed::LIST };
+
+    fn or(self, other: Embed) -> Embed {
+        Embed {
+            counts: self.counts || other.counts,
+            deployments: self.deployments || other.deployments,
+            tasks: self.tasks || other.tasks,
+            last_task_failure: self.last_task_failure || other.last_task_failure,
+            readiness: self.readiness || other.readiness,
+            task_stats: self.task_stats || other.task_stats,
+        }
+    }
+}
+
+/// Marathon's `InfoEmbedResolver.resolveApp`: the prefixes `group.apps.`, `apps.` and `app.` (or none) are
+/// interchangeable; `tasks` brings `deployments` along, `failures` (deprecated) tasks, lastTaskFailure and
+/// deployments; unknown values are ignored.
+fn resolve_app_embed<'a>(values: impl Iterator<Item = &'a str>) -> Embed {
     let mut e = Embed::default();
-    for v in all(q, "embed") {
-        let suffix = v.rsplit('.').next().unwrap_or(v);
+    for v in values {
+        let suffix = ["group.apps.", "apps.", "app."].iter().find_map(|p| v.strip_prefix(p)).unwrap_or(v);
         match suffix {
-            "tasks" => e.tasks = true,
+            "tasks" => (e.tasks, e.deployments) = (true, true),
+            "counts" => e.counts = true,
+            "deployments" => e.deployments = true,
             "lastTaskFailure" => e.last_task_failure = true,
             "readiness" => e.readiness = true,
             "taskStats" => e.task_stats = true,
-            "failures" => {
-                e.tasks = true;
-                e.last_task_failure = true;
-            }
+            "failures" => (e.tasks, e.last_task_failure, e.deployments) = (true, true, true),
             _ => {}
         }
     }
     e
+}
+
+/// The `embed=` values of an `/v2/apps` request.
+fn embed(q: &[(String, String)]) -> Embed {
+    resolve_app_embed(all(q, "embed"))
+}
+
+/// What a group view holds (Marathon's `GroupInfo.Embed`): its apps, its subgroups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GroupEmbed {
+    apps: bool,
+    groups: bool,
+}
+
+/// Marathon's `GroupsResource` embeds: none given means `group.apps`, `group.groups` and `group.pods`;
+/// otherwise the `group.apps.*` values say what each app carries (`group.apps.counts`, `group.apps.tasks`, …;
+/// nothing beyond the app by default) and `group.apps` / `group.groups` whether apps and subgroups are listed
+/// (empty lists otherwise).
+fn group_embed(q: &[(String, String)]) -> (Embed, GroupEmbed) {
+    let given: Vec<&str> = all(q, "embed").collect();
+    if given.is_empty() {
+        return (Embed::default(), GroupEmbed { apps: true, groups: true });
+    }
+    let (app, group): (Vec<&str>, Vec<&str>) = given.into_iter().partition(|v| v.starts_with("group.apps."));
+    let g = GroupEmbed { apps: group.contains(&"group.apps"), groups: group.contains(&"group.groups") };
+    (resolve_app_embed(app.into_iter()), g)
 }
 
 /// `tasksStats` (Marathon's key; the embed is named `taskStats`): counts and life times of the app's tasks in
@@ -328,17 +381,22 @@ fn tasks_stats(app: &AppDefinition, instances: &[&Instance], checked: bool, now:
     Value::Object(out)
 }
 
-/// AppInfo: the app plus counts and deployments (always), tasks and lastTaskFailure when embedded.
+/// AppInfo: the app plus what is embedded (counts, deployments, tasks, lastTaskFailure, readiness, tasksStats).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AppInfo<'a> {
     #[serde(flatten)]
     app: &'a AppDefinition,
-    tasks_staged: usize,
-    tasks_running: usize,
-    tasks_healthy: usize,
-    tasks_unhealthy: usize,
-    deployments: Vec<DeploymentRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_staged: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_running: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_healthy: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_unhealthy: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployments: Option<Vec<DeploymentRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks: Option<Vec<TaskEntry<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,11 +467,13 @@ fn app_info_of<'a>(
     let health = |h: bool| count(&|i| checked && i.healthy == Some(h) && i.state == Running);
     AppInfo {
         app,
-        tasks_staged: count(&|i| matches!(i.state, Staging | Starting)),
-        tasks_running: count(&|i| i.state == Running),
-        tasks_healthy: health(true),
-        tasks_unhealthy: health(false),
-        deployments: core.deployments_of(&app.id).into_iter().map(|id| DeploymentRef { id }).collect(),
+        tasks_staged: embed.counts.then(|| count(&|i| matches!(i.state, Staging | Starting))),
+        tasks_running: embed.counts.then(|| count(&|i| i.state == Running)),
+        tasks_healthy: embed.counts.then(|| health(true)),
+        tasks_unhealthy: embed.counts.then(|| health(false)),
+        deployments: embed
+            .deployments
+            .then(|| core.deployments_of(&app.id).into_iter().map(|id| DeploymentRef { id }).collect()),
         tasks: embed.tasks.then(|| {
             // `fresh` rendered these instances under the same lock: an entry found is current.
             let entry = |i: &'a Instance| match rendered.and_then(|r| r.get(&i.task_id)) {
@@ -685,7 +745,7 @@ async fn abdicate(State(s): AppState) -> Response {
 
 async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
     let core = s.lock();
-    let e = embed(&q);
+    let e = Embed::LIST.or(embed(&q));
     // Marathon's `AppsResource.search`: both are case-insensitive substrings.
     let id_filter = param(&q, "id").map(str::to_lowercase);
     let cmd_filter = param(&q, "cmd").map(str::to_lowercase);
@@ -728,7 +788,7 @@ async fn create_app(State(s): AppState, ext: Extensions, uri: Uri, Query(q): Par
     let result = core.create_app(&body, flag(&q, "force", false), now, new_deployment_id());
     let resp = match result {
         Ok((app, r)) => {
-            let info = app_info(&core, &app, &Embed::default(), None);
+            let info = app_info(&core, &app, &Embed::LIST, None);
             let mut resp = json_response(StatusCode::CREATED, json!(info));
             if let Ok(v) = HeaderValue::from_str(&app.id) {
                 resp.headers_mut().insert("Location", v);
@@ -777,18 +837,26 @@ async fn bulk_update(
     resp
 }
 
-fn group_json(core: &Core, id: &str, e: Embed) -> Value {
+fn group_json(core: &Core, id: &str, e: Embed, g: GroupEmbed) -> Value {
     let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
-    let apps: Vec<Value> = core
-        .state
-        .apps
-        .range(prefix.clone()..)
-        .take_while(|(a, _)| a.starts_with(&prefix))
-        .filter(|(a, _)| groups::parent(a) == id)
-        .map(|(_, a)| json!(app_info(core, a, &e, None)))
-        .collect();
-    let groups: Vec<Value> =
-        groups::children(&core.state.apps, &core.state.groups, id).iter().map(|g| group_json(core, g, e)).collect();
+    let apps: Vec<Value> = match g.apps {
+        true => core
+            .state
+            .apps
+            .range(prefix.clone()..)
+            .take_while(|(a, _)| a.starts_with(&prefix))
+            .filter(|(a, _)| groups::parent(a) == id)
+            .map(|(_, a)| json!(app_info(core, a, &e, None)))
+            .collect(),
+        false => Vec::new(),
+    };
+    let groups: Vec<Value> = match g.groups {
+        true => groups::children(&core.state.apps, &core.state.groups, id)
+            .iter()
+            .map(|child| group_json(core, child, e, g))
+            .collect(),
+        false => Vec::new(),
+    };
     let mut version = groups::version_of(&core.state.apps, &core.state.groups, id);
     if version.is_empty() {
         version = format_iso(now_millis());
@@ -836,7 +904,7 @@ async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Par
     let rest = group_rest(path);
     if let Some(group) = group_apps_path(&rest) {
         let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
-        let e = embed(&q);
+        let (e, _) = group_embed(&q);
         let apps: Vec<AppInfo> = core
             .state
             .apps
@@ -851,7 +919,8 @@ async fn group_get(State(s): AppState, path: Option<Path<String>>, Query(q): Par
             if !core.group_exists(&id) {
                 return message(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"));
             }
-            json_response(StatusCode::OK, group_json(&core, &id, embed(&q)))
+            let (e, g) = group_embed(&q);
+            json_response(StatusCode::OK, group_json(&core, &id, e, g))
         }
         GroupPath::Versions(id) => match core.group_versions(&id) {
             Ok(v) => json_response(StatusCode::OK, json!(v)),
@@ -989,9 +1058,9 @@ async fn app_get(State(s): AppState, headers: HeaderMap, Path(rest): Path<String
     match app_path(&rest) {
         AppPath::App(id) => match core.app(&id) {
             Ok(app) => {
-                // Marathon always embeds tasks and lastTaskFailure here (compatibility), and honours `embed`
-                // (`app.readiness` for readinessCheckResults).
-                let e = Embed { tasks: true, last_task_failure: true, ..embed(&q) };
+                // Marathon always embeds counts, deployments, tasks and lastTaskFailure here (compatibility),
+                // and honours `embed` (`app.readiness` for readinessCheckResults).
+                let e = Embed::ONE.or(embed(&q));
                 json_response(StatusCode::OK, json!({"app": app_info(&core, app, &e, None)}))
             }
             Err(e) => error(e),
@@ -1000,14 +1069,14 @@ async fn app_get(State(s): AppState, headers: HeaderMap, Path(rest): Path<String
             if !core.group_exists(&group) {
                 return message(StatusCode::NOT_FOUND, format!("Group '{group}' does not exist"));
             }
-            let e = embed(&q);
+            let e = Embed::ONE.or(embed(&q));
             let prefix = if group == "/" { "/".to_string() } else { format!("{group}/") };
             let apps: Vec<AppInfo> = core
                 .state
                 .apps
                 .values()
                 .filter(|a| a.id.starts_with(&prefix))
-                .map(|a| app_info(&core, a, &Embed { tasks: true, ..e }, None))
+                .map(|a| app_info(&core, a, &e, None))
                 .collect();
             json_response(StatusCode::OK, json!({"*": apps}))
         }
@@ -1586,6 +1655,35 @@ mod tests {
         );
         // Unknown values select nothing, so every task is listed (Marathon ignores them).
         assert!(status_filter(&q(&[("status", "killing"), ("status", "bogus")])).is_empty());
+    }
+
+    #[test]
+    fn embeds_resolve_as_marathons_info_embed_resolver() {
+        let q = |values: &[&str]| -> Vec<(String, String)> {
+            values.iter().map(|v| ("embed".to_string(), v.to_string())).collect()
+        };
+        let e = embed(&q(&["apps.tasks", "app.lastTaskFailure", "group.apps.taskStats", "readiness", "x.counts"]));
+        let want = Embed {
+            tasks: true,
+            deployments: true,
+            last_task_failure: true,
+            task_stats: true,
+            readiness: true,
+            counts: false,
+        };
+        assert_eq!(e, want, "x.counts has no known prefix: ignored");
+        assert_eq!(
+            embed(&q(&["apps.failures"])),
+            Embed { tasks: true, last_task_failure: true, deployments: true, ..Embed::default() }
+        );
+        assert_eq!(Embed::LIST.or(embed(&q(&["apps.bogus"]))), Embed::LIST);
+
+        // Groups: nothing given = apps and subgroups, apps bare; given = only what is named.
+        assert_eq!(group_embed(&q(&[])), (Embed::default(), GroupEmbed { apps: true, groups: true }));
+        let (e, g) = group_embed(&q(&["group.groups", "group.apps", "group.apps.counts", "apps.tasks"]));
+        assert_eq!((e, g), (Embed { counts: true, ..Embed::default() }, GroupEmbed { apps: true, groups: true }));
+        let (e, g) = group_embed(&q(&["group.apps.tasks"]));
+        assert_eq!((e.tasks, g), (true, GroupEmbed { apps: false, groups: false }));
     }
 
     #[test]

@@ -336,14 +336,17 @@ async fn group_writes_versions_and_errors() {
         (409, json!({"message": "Group /shop is already created. Use PUT to change this group."}))
     );
 
-    // Marathon's group shape, the nested group with its dependencies, apps with their counts.
+    // Marathon's group shape, the nested group with its dependencies; apps carry counts only when embedded.
     let shop = api.call("GET", "/v2/groups/shop", None).await.body;
+    assert!(shop["apps"][0].get("tasksRunning").is_none(), "{shop}");
+    let counted = "/v2/groups/shop?embed=group.apps&embed=group.apps.counts";
+    let counted = api.call("GET", counted, None).await.body;
+    assert_eq!((&counted["apps"][0]["tasksRunning"], &counted["groups"]), (&json!(0), &json!([])));
     let mut keys: Vec<&String> = shop.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["apps", "dependencies", "enforceRole", "groups", "id", "pods", "version"]);
     assert_eq!(shop["version"], version.as_str());
     assert_eq!(shop["apps"][0]["id"], "/shop/db");
-    assert_eq!(shop["apps"][0]["tasksRunning"], 0);
     assert_eq!(shop["groups"][0]["id"], "/shop/web");
     assert_eq!(shop["groups"][0]["dependencies"], json!(["/shop/db"]));
     assert_eq!(shop["groups"][0]["apps"][0]["id"], "/shop/web/front");
@@ -464,7 +467,14 @@ async fn embeds_task_stats_and_the_text_task_list() {
     assert_eq!(one["app"]["tasksStats"]["totalSummary"]["stats"]["counts"]["staged"], 1);
     let plain = api.call("GET", "/v2/apps/prod/web", None).await.body;
     assert!(plain["app"].get("tasksStats").is_none());
-    let tree = api.call("GET", "/v2/groups?embed=group.apps.tasks&embed=group.apps.taskStats", None).await.body;
+    let tree = api
+        .call(
+            "GET",
+            "/v2/groups?embed=group.groups&embed=group.apps&embed=group.apps.tasks&embed=group.apps.taskStats",
+            None,
+        )
+        .await
+        .body;
     let web = &tree["groups"][0]["apps"][0];
     assert_eq!((web["id"].as_str(), web["tasks"].as_array().map(Vec::len)), (Some("/prod/web"), Some(2)));
     assert_eq!(web["tasksStats"]["totalSummary"]["stats"]["counts"]["running"], 1);
