@@ -1403,12 +1403,14 @@ async fn events(
     // Deployment plans carry the original and target root groups unless `plan-format=light` (Marathon's).
     let light = param(&q, "plan-format") == Some("light");
     let plans = (!light && crate::events::wants_deployments(&filters)).then(|| s.bus.plan_stream());
+    // As Marathon's `HttpEventStreamHandleActor`: the stream subscribes, then `event_stream_attached` goes to every
+    // stream (this one's first frame among them), and `event_stream_detached` when it ends.
     let rx = s.bus.subscribe();
-    let attached = json!({
+    s.bus.publish(json!({
         "eventType": "event_stream_attached", "timestamp": format_iso(now_millis()),
         "remoteAddress": remote.ip().to_string(),
-    });
-    let first = futures::stream::iter(wanted(&filters, &attached).then_some(attached));
+    }));
+    let detach = crate::events::Detach::new(s.bus.clone(), remote.ip().to_string());
     // A client that fell more than the bus's buffer behind has missed events: it is disconnected (and can
     // re-read the state and attach again) rather than left to skip them silently, as Marathon closes slow
     // consumers.
@@ -1425,15 +1427,15 @@ async fn events(
             futures::future::ready(e.is_ok())
         })
         .filter_map(move |e| {
-            // The stream owns its plan registration: it ends when the client goes.
-            let _plans = &plans;
+            // The stream owns its plan registration and its detach notice: both end when the client goes.
+            let (_plans, _detach) = (&plans, &detach);
             let keep = e.ok().filter(|e| wanted(&filters, e)).map(|e| match light {
                 true => crate::events::light(&e).unwrap_or(e),
                 false => e,
             });
             async move { keep }
         });
-    let stream = first.chain(rest).map(|e| Ok(Event::default().event(event_type(&e)).data(e.to_string())));
+    let stream = rest.map(|e| Ok(Event::default().event(event_type(&e)).data(e.to_string())));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -78,6 +78,29 @@ impl EventBus {
     }
 }
 
+/// Held by an attached `/v2/events` stream: when the stream ends (the client went, or fell too far behind),
+/// `event_stream_detached` with its address goes to the streams still attached, as Marathon publishes it.
+pub struct Detach {
+    bus: EventBus,
+    remote_address: String,
+}
+
+impl Detach {
+    pub fn new(bus: EventBus, remote_address: String) -> Detach {
+        Detach { bus, remote_address }
+    }
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        self.bus.publish(serde_json::json!({
+            "eventType": "event_stream_detached",
+            "timestamp": crate::time::format_iso(crate::time::now_millis()),
+            "remoteAddress": self.remote_address,
+        }));
+    }
+}
+
 /// The `eventType` of an event.
 pub fn event_type(event: &Value) -> &str {
     event.get("eventType").and_then(Value::as_str).unwrap_or("")
@@ -105,4 +128,19 @@ pub fn light(event: &Value) -> Option<Value> {
         p.remove("target");
     }
     Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_detach_tells_the_streams_still_attached() {
+        let bus = EventBus::with_capacity(4);
+        let mut rx = bus.subscribe();
+        drop(Detach::new(bus.clone(), "10.0.0.9".into()));
+        let e = rx.try_recv().unwrap();
+        assert_eq!((event_type(&e), &e["remoteAddress"]), ("event_stream_detached", &serde_json::json!("10.0.0.9")));
+        assert!(e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
 }

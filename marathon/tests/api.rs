@@ -1055,3 +1055,24 @@ async fn queries_and_paths_answer_as_marathons_resources() {
     let r = api.call("PUT", "/v2/apps/made", Some(json!({"instances": 1.0}))).await;
     assert!(r.status == 200 && !r.headers.contains_key("location"), "{} {:?}", r.body, r.headers);
 }
+
+/// As Marathon's `HttpEventStreamHandleActor`: a stream attaching or going away is an event on every stream.
+#[tokio::test]
+async fn attaching_and_detaching_streams_are_events_for_all() {
+    let api = start().await;
+    let mut first = api.http.get(format!("{}/v2/events", api.url)).send().await.unwrap();
+    let mut buf = String::new();
+    assert_eq!(next_event(&mut first, &mut buf).await["eventType"], "event_stream_attached", "its own first");
+    let second = api.http.get(format!("{}/v2/events", api.url)).send().await.unwrap();
+    let attached = next_event(&mut first, &mut buf).await;
+    assert_eq!(
+        (&attached["eventType"], &attached["remoteAddress"]),
+        (&json!("event_stream_attached"), &json!("127.0.0.1"))
+    );
+    drop(second);
+    let detached = next_event(&mut first, &mut buf).await;
+    assert_eq!(
+        (&detached["eventType"], &detached["remoteAddress"]),
+        (&json!("event_stream_detached"), &json!("127.0.0.1"))
+    );
+}
