@@ -309,6 +309,8 @@ pub struct AgentCore {
     agent_changed: bool,
     /// Frameworks added, changed or removed since [`AgentCore::take_changes`].
     frameworks_changed: BTreeSet<String>,
+    /// What the sandbox collector ([`crate::gc`]) did so far, for the metrics.
+    gc: crate::gc::Counters,
 }
 
 impl AgentCore {
@@ -327,7 +329,20 @@ impl AgentCore {
             updates,
             agent_changed: false,
             frameworks_changed: BTreeSet::new(),
+            gc: crate::gc::Counters::default(),
         }
+    }
+
+    /// Adds one round of the sandbox collector to its counters.
+    pub fn record_gc(&mut self, report: &crate::gc::Report) {
+        self.gc.succeeded += report.removed.len() as u64;
+        self.gc.failed += report.failed.len() as u64;
+        self.gc.pending = report.pending as u64;
+    }
+
+    /// The sandbox collector's counters (`gc/path_removals_*`).
+    pub fn gc_counters(&self) -> crate::gc::Counters {
+        self.gc
     }
 
     pub fn agent_id(&self) -> Option<&str> {

@@ -100,6 +100,16 @@ fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
+/// What the collector did over the agent's life: Mesos's `gc/path_removals_succeeded`, `gc/path_removals_failed`
+/// and `gc/path_removals_pending`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Ended sandboxes waiting for their time, at the last collection.
+    pub pending: u64,
+}
+
 /// What one collection did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -182,7 +192,8 @@ where
 /// The fraction of the file system holding `dir` in use (0.0 to 1.0), as Mesos's `fs::usage` counts it:
 /// `(blocks − free blocks) / blocks` (blocks reserved for root count as free).
 pub fn disk_used(dir: &Path) -> Result<f64, String> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot measure the disk of {}: {e}", dir.display()))?;
+    let st =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot measure the disk of {}: {e}", dir.display()))?;
     let total = st.blocks() as f64;
     if total == 0.0 {
         return Ok(0.0);

@@ -27,9 +27,14 @@ fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
 }
 
 fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
-    let state = lock(core).state_json();
+    let (state, gc) = {
+        let core = lock(core);
+        (core.state_json(), core.gc_counters())
+    };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64());
-    crate::metrics::snapshot(&state, now.unwrap_or_default())
+    let mut snapshot = crate::metrics::snapshot(&state, now.unwrap_or_default());
+    crate::metrics::add_gc(&mut snapshot, &gc);
+    snapshot
 }
 
 async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<crate::metrics::Snapshot> {

@@ -67,6 +67,13 @@ pub fn snapshot(state: &Value, now_wall: f64) -> Snapshot {
     s
 }
 
+/// The sandbox collector's counters under Mesos's keys (`gc/path_removals_succeeded`, `_failed`, `_pending`).
+pub fn add_gc(s: &mut Snapshot, gc: &crate::gc::Counters) {
+    s.insert("gc/path_removals_succeeded".into(), gc.succeeded as f64);
+    s.insert("gc/path_removals_failed".into(), gc.failed as f64);
+    s.insert("gc/path_removals_pending".into(), gc.pending as f64);
+}
+
 /// Prometheus text exposition: `slave/tasks_running` becomes `slave_tasks_running`, each a gauge.
 pub fn prometheus(snapshot: &Snapshot) -> String {
     agora_proto::prometheus::text(snapshot)
@@ -99,5 +106,9 @@ mod tests {
         assert_eq!(s["slave/mem_percent"], 0.0625);
         let text = prometheus(&s);
         assert!(text.contains("# TYPE slave_tasks_running gauge\nslave_tasks_running 1\n"), "{text}");
+
+        let mut s = s;
+        add_gc(&mut s, &crate::gc::Counters { succeeded: 3, failed: 1, pending: 2 });
+        assert_eq!(["succeeded", "failed", "pending"].map(|k| s[&format!("gc/path_removals_{k}")]), [3.0, 1.0, 2.0]);
     }
 }

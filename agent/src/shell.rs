@@ -216,15 +216,16 @@ async fn collect_garbage(work_dir: PathBuf, gc: GcConfig, core: Arc<Mutex<AgentC
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let (work_dir, core) = (work_dir.clone(), core.clone());
+        let (work_dir, in_use) = (work_dir.clone(), core.clone());
         let round = tokio::task::spawn_blocking(move || -> Result<(f64, Duration, crate::gc::Report), String> {
             let used = crate::gc::disk_used(&work_dir)?;
             let max_age = crate::gc::max_age(gc.delay, gc.disk_headroom, used);
             let scanned = crate::gc::scan(&work_dir)?;
-            Ok((used, max_age, crate::gc::collect(&work_dir, &scanned, SystemTime::now(), max_age, || lock(&core))))
+            Ok((used, max_age, crate::gc::collect(&work_dir, &scanned, SystemTime::now(), max_age, || lock(&in_use))))
         });
         match round.await {
             Ok(Ok((used, max_age, report))) => {
+                lock(&core).record_gc(&report);
                 for path in &report.removed {
                     debug!(sandbox = %path.display(), "deleted an old sandbox");
                 }

@@ -522,6 +522,10 @@ async fn ended_sandboxes_are_deleted_after_the_gc_delay_and_running_ones_stay() 
     assert_eq!(std::fs::read_to_string(&kept[0])?, "hi\n");
     let log = cluster.agents[0].log_text();
     assert!(log.contains("sandbox garbage collection") && log.contains("deleted=1"), "{log}");
+    let url = format!("http://{}/metrics/snapshot", cluster.agent_addrs[0]);
+    let metrics: serde_json::Value = cluster.http.get(url).send().await?.json().await?;
+    assert_eq!(metrics["gc/path_removals_succeeded"], 1.0, "{metrics}");
+    assert_eq!(metrics["gc/path_removals_failed"], 0.0, "{metrics}");
 
     fw.teardown().await;
     kill_processes_matching(&sleep);
