@@ -419,47 +419,7 @@ fn app_info<'a>(
     embed: &Embed,
     rendered: Option<&'a HashMap<String, RenderedTask>>,
 ) -> AppInfo<'a> {
-    app_info_of(core, app, core.instances_of(&app.id).collect(), embed, rendered)
-}
-
-/// The instances of each of `apps`, in their order. Listing many apps, one walk over every instance: a range
-/// search per app costs some twenty key comparisons, each a cache miss (a profile of `GET /v2/apps` at 1,000 apps
-/// and 10,000 tasks found a quarter of the request in them). Instances are ordered by task id, which starts with
-/// the app's prefix, so an app's instances come in a run.
-fn instances_of_apps<'a>(core: &'a Core, apps: &[&'a AppDefinition]) -> Vec<Vec<&'a Instance>> {
-    if apps.len() <= FEW_APPS {
-        return apps.iter().map(|a| core.instances_of(&a.id).collect()).collect();
-    }
-    let index: HashMap<&str, usize> = apps.iter().enumerate().map(|(n, a)| (a.id.as_str(), n)).collect();
-    let mut out: Vec<Vec<&Instance>> = vec![Vec::new(); apps.len()];
-    let mut run: Option<(&str, Option<usize>)> = None;
-    for i in core.state.instances.values() {
-        let slot = match run {
-            Some((app, slot)) if app == i.app_id => slot,
-            _ => {
-                let slot = index.get(i.app_id.as_str()).copied();
-                run = Some((&i.app_id, slot));
-                slot
-            }
-        };
-        if let Some(n) = slot {
-            out[n].push(i);
-        }
-    }
-    out
-}
-
-/// Up to this many apps listed, [`instances_of_apps`] searches each app's range.
-const FEW_APPS: usize = 16;
-
-/// [`app_info`] with the app's instances found already.
-fn app_info_of<'a>(
-    core: &'a Core,
-    app: &'a AppDefinition,
-    instances: Vec<&'a Instance>,
-    embed: &Embed,
-    rendered: Option<&'a HashMap<String, RenderedTask>>,
-) -> AppInfo<'a> {
+    let instances: Vec<&Instance> = core.instances_of(&app.id).collect();
     use agora_proto::model::TaskState::*;
     let count = |f: &dyn Fn(&Instance) -> bool| instances.iter().filter(|i| f(i)).count();
     // Without health checks Marathon reports neither healthy nor unhealthy tasks; with them, what the agents said.
@@ -764,13 +724,8 @@ async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
         })
         .filter(|a| label.as_ref().is_none_or(|l| l.matches(&a.labels)))
         .collect();
-    let instances = instances_of_apps(&core, &listed);
-    let rendered = e.tasks.then(|| s.rendered.fresh(&core, instances.iter().flatten().copied()));
-    let apps: Vec<AppInfo> = listed
-        .iter()
-        .zip(instances)
-        .map(|(a, instances)| app_info_of(&core, a, instances, &e, rendered.as_deref()))
-        .collect();
+    let rendered = e.tasks.then(|| s.rendered.fresh(&core, listed.iter().flat_map(|a| core.instances_of(&a.id))));
+    let apps: Vec<AppInfo> = listed.iter().map(|a| app_info(&core, a, &e, rendered.as_deref())).collect();
     #[derive(Serialize)]
     struct Apps<'a> {
         apps: Vec<AppInfo<'a>>,
