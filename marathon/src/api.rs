@@ -197,12 +197,12 @@ fn ip_addresses<S: serde::Serializer>(ip: &Option<&str>, s: S) -> Result<S::Ok, 
     s.collect_seq(ip.iter().map(|ip| IpAddress { ip_address: ip, protocol: "IPv4" }))
 }
 
-/// A task as embedded in an AppInfo: rendered already, or rendered now.
+/// An app's tasks as embedded in an AppInfo: the array rendered already, or rendered now.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum TaskEntry<'a> {
+enum AppTasks<'a> {
     Rendered(&'a RawValue),
-    View(Box<TaskView<'a>>),
+    Views(Vec<TaskView<'a>>),
 }
 
 /// Tasks rendered as JSON once, reused while their instance is unchanged. `GET /v2/apps?embed=apps.tasks` (what
@@ -210,8 +210,18 @@ enum TaskEntry<'a> {
 /// its time went to serde_json escaping the same strings (perf). A task's JSON depends on its instance record only
 /// ([`TaskView::of`]), so an entry is reused while the record's [`Core::instance_revision`] is the one it was
 /// rendered at (comparing whole instances instead cost as much as rendering). About 0.5 KB a task.
+///
+/// Each app's whole `tasks` array is kept too, while [`Core::app_revision`] (stamped with every change of one of
+/// its instances) is the one it was put together at: a request then looks up one entry per app instead of one per
+/// task, and copies the arrays. One task's change re-renders that task and joins its app's array again.
 #[derive(Default)]
-pub struct RenderedTasks(Mutex<HashMap<String, RenderedTask>>);
+pub struct RenderedTasks(Mutex<Rendered>);
+
+#[derive(Default)]
+struct Rendered {
+    tasks: HashMap<String, RenderedTask>,
+    apps: HashMap<String, RenderedTask>,
+}
 
 struct RenderedTask {
     revision: (u64, u64),
@@ -222,31 +232,54 @@ struct RenderedTask {
 const RENDERED_SLACK: usize = 1024;
 
 impl RenderedTasks {
-    /// Renders each of `wanted` (instances of `core`) that has no entry or whose record changed, and returns the
-    /// entries (the lock is held while the answer is serialised). Entries of instances that are gone are dropped
-    /// once there are [`RENDERED_SLACK`] more entries than instances.
-    fn fresh<'a>(
-        &self,
-        core: &Core,
-        wanted: impl Iterator<Item = &'a Instance>,
-    ) -> MutexGuard<'_, HashMap<String, RenderedTask>> {
-        let mut rendered = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for i in wanted {
-            let revision = core.instance_revision(&i.task_id);
-            if rendered.get(&i.task_id).is_some_and(|r| r.revision == revision) {
+    /// Brings the `tasks` array of each of `apps` up to date, rendering the tasks whose record changed, and
+    /// returns the entries (the lock is held while the answer is serialised). Entries of instances and apps that
+    /// are gone are dropped once there are [`RENDERED_SLACK`] more entries than there are of them.
+    fn fresh(&self, core: &Core, apps: &[&AppDefinition]) -> MutexGuard<'_, Rendered> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let rendered = &mut *guard;
+        for app in apps {
+            let revision = core.app_revision(&app.id);
+            if rendered.apps.get(&app.id).is_some_and(|r| r.revision == revision) {
                 continue;
             }
-            // Plain data with string keys: rendering cannot fail; should it, the task is rendered per request.
-            match serde_json::value::to_raw_value(&TaskView::of(i)) {
-                Ok(json) => rendered.insert(i.task_id.clone(), RenderedTask { revision, json }),
-                Err(_) => rendered.remove(&i.task_id),
+            let mut complete = true;
+            for i in core.instances_of(&app.id) {
+                let revision = core.instance_revision(&i.task_id);
+                if rendered.tasks.get(&i.task_id).is_some_and(|r| r.revision == revision) {
+                    continue;
+                }
+                // Plain data with string keys: rendering cannot fail; should it, the app's tasks are rendered per
+                // request.
+                match serde_json::value::to_raw_value(&TaskView::of(i)) {
+                    Ok(json) => rendered.tasks.insert(i.task_id.clone(), RenderedTask { revision, json }),
+                    Err(_) => {
+                        complete = false;
+                        rendered.tasks.remove(&i.task_id)
+                    }
+                };
+            }
+            let joined = complete.then(|| {
+                let tasks: Vec<&RawValue> = core
+                    .instances_of(&app.id)
+                    .filter_map(|i| rendered.tasks.get(&i.task_id).map(|r| &*r.json))
+                    .collect();
+                serde_json::value::to_raw_value(&tasks)
+            });
+            match joined {
+                Some(Ok(json)) => rendered.apps.insert(app.id.clone(), RenderedTask { revision, json }),
+                _ => rendered.apps.remove(&app.id),
             };
         }
         let all = &core.state.instances;
-        if rendered.len() > all.len() + RENDERED_SLACK {
-            rendered.retain(|task_id, _| all.contains_key(task_id));
+        if rendered.tasks.len() > all.len() + RENDERED_SLACK {
+            rendered.tasks.retain(|task_id, _| all.contains_key(task_id));
         }
-        rendered
+        let all = &core.state.apps;
+        if rendered.apps.len() > all.len() + RENDERED_SLACK {
+            rendered.apps.retain(|app_id, _| all.contains_key(app_id));
+        }
+        guard
     }
 }
 
@@ -398,7 +431,7 @@ struct AppInfo<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     deployments: Option<Vec<DeploymentRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tasks: Option<Vec<TaskEntry<'a>>>,
+    tasks: Option<AppTasks<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     readiness_check_results: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -412,13 +445,8 @@ struct DeploymentRef {
     id: String,
 }
 
-/// `rendered`: tasks rendered already ([`RenderedTasks`]); the others are rendered here.
-fn app_info<'a>(
-    core: &'a Core,
-    app: &'a AppDefinition,
-    embed: &Embed,
-    rendered: Option<&'a HashMap<String, RenderedTask>>,
-) -> AppInfo<'a> {
+/// `rendered`: tasks rendered already ([`RenderedTasks`]); without an entry for the app they are rendered here.
+fn app_info<'a>(core: &'a Core, app: &'a AppDefinition, embed: &Embed, rendered: Option<&'a Rendered>) -> AppInfo<'a> {
     let instances: Vec<&Instance> = core.instances_of(&app.id).collect();
     use agora_proto::model::TaskState::*;
     let count = |f: &dyn Fn(&Instance) -> bool| instances.iter().filter(|i| f(i)).count();
@@ -435,12 +463,11 @@ fn app_info<'a>(
             .deployments
             .then(|| core.deployments_of(&app.id).into_iter().map(|id| DeploymentRef { id }).collect()),
         tasks: embed.tasks.then(|| {
-            // `fresh` rendered these instances under the same lock: an entry found is current.
-            let entry = |i: &'a Instance| match rendered.and_then(|r| r.get(&i.task_id)) {
-                Some(r) => TaskEntry::Rendered(&r.json),
-                None => TaskEntry::View(Box::new(TaskView::of(i))),
-            };
-            instances.iter().map(|i| entry(i)).collect()
+            // `fresh` brought the listed apps' entries up to date under the same lock: an entry found is current.
+            match rendered.and_then(|r| r.apps.get(&app.id)) {
+                Some(r) => AppTasks::Rendered(&r.json),
+                None => AppTasks::Views(instances.iter().map(|i| TaskView::of(i)).collect()),
+            }
         }),
         readiness_check_results: embed.readiness.then(|| core.readiness_results(&app.id)),
         last_task_failure: core.last_failure(&app.id).filter(|_| embed.last_task_failure),
@@ -724,7 +751,7 @@ async fn list_apps(State(s): AppState, Query(q): Params) -> Response {
         })
         .filter(|a| label.as_ref().is_none_or(|l| l.matches(&a.labels)))
         .collect();
-    let rendered = e.tasks.then(|| s.rendered.fresh(&core, listed.iter().flat_map(|a| core.instances_of(&a.id))));
+    let rendered = e.tasks.then(|| s.rendered.fresh(&core, &listed));
     let apps: Vec<AppInfo> = listed.iter().map(|a| app_info(&core, a, &e, rendered.as_deref())).collect();
     #[derive(Serialize)]
     struct Apps<'a> {

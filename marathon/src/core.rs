@@ -284,6 +284,9 @@ pub struct Core {
     /// change of an instance record is marked by `instance_changed` (the store relies on it too).
     generation: u64,
     revisions: HashMap<String, u64>,
+    /// Per app, the change of its last changed instance (added, changed or removed): what is derived from an app's
+    /// instances stays valid while [`Core::app_revision`] is the same. Stamped by `instance_changed` too.
+    app_revisions: HashMap<String, u64>,
     next_revision: u64,
 }
 
@@ -382,11 +385,27 @@ impl Core {
             let instances = &self.state.instances;
             self.revisions.retain(|task_id, _| instances.contains_key(task_id));
         }
+        match self.app_revisions.get_mut(app_id) {
+            Some(r) => *r = self.next_revision,
+            None => {
+                self.app_revisions.insert(app_id.to_string(), self.next_revision);
+                if self.app_revisions.len() > 2 * self.state.apps.len() + 1024 {
+                    let apps = &self.state.apps;
+                    self.app_revisions.retain(|app_id, _| apps.contains_key(app_id));
+                }
+            }
+        }
     }
 
     /// Where the record of instance `task_id` is: the same pair means the same record (see `revisions`).
     pub fn instance_revision(&self, task_id: &str) -> (u64, u64) {
         (self.generation, self.revisions.get(task_id).copied().unwrap_or(0))
+    }
+
+    /// Where the instances of `app_id` are: the same pair means the same instances with the same records (see
+    /// `app_revisions`).
+    pub fn app_revision(&self, app_id: &str) -> (u64, u64) {
+        (self.generation, self.app_revisions.get(app_id).copied().unwrap_or(0))
     }
 
     /// Marks `app_id` for a new decision and a progress check of its deployments.

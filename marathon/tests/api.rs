@@ -907,7 +907,7 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
         url: String::new(),
     };
     let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
-    assert_eq!(core.match_offers(&[offer], now + 1, &mut id).launches.len(), 2);
+    assert_eq!(core.match_offers(&[offer.clone()], now + 1, &mut id).launches.len(), 2);
     let (api, shared) = start_full(core, info()).await;
     let embedded = async || api.call("GET", "/v2/apps?embed=apps.tasks", None).await.body["apps"][0]["tasks"].clone();
     let fresh = async || api.call("GET", "/v2/apps/w/tasks", None).await.body["tasks"].clone();
@@ -941,6 +941,14 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
     let after = embedded().await;
     assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
     assert_eq!(after, fresh().await);
+
+    // Its replacement launches: the app's tasks are joined again with the new one.
+    let again = Offer { id: "offer-2".into(), ..offer.clone() };
+    let launched = shared.lock().match_offers(&[again], now + 60_000, &mut id).launches.len();
+    assert_eq!(launched, 1);
+    let relaunched = embedded().await;
+    assert_eq!(relaunched.as_array().unwrap().len(), 2, "{relaunched}");
+    assert_eq!(relaunched, fresh().await);
 
     // A reloaded core (a new leadership term) whose record of the same task differs: rendered anew.
     let mut state = shared.lock().state.clone();
