@@ -907,7 +907,7 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
         url: String::new(),
     };
     let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
-    assert_eq!(core.match_offers(&[offer.clone()], now + 1, &mut id).launches.len(), 2);
+    assert_eq!(core.match_offers(std::slice::from_ref(&offer), now + 1, &mut id).launches.len(), 2);
     let (api, shared) = start_full(core, info()).await;
     let embedded = async || api.call("GET", "/v2/apps?embed=apps.tasks", None).await.body["apps"][0]["tasks"].clone();
     let fresh = async || api.call("GET", "/v2/apps/w/tasks", None).await.body["tasks"].clone();
