@@ -9,16 +9,14 @@
 //                     "crowd": {app definition with more than one page of instances}}: stuck_instances is more
 //                    than the app's agent can hold, so that deployment stays in progress
 // AGORA_SHOTS        directory for the screenshots
-// CHROMIUM           the browser (default /usr/bin/chromium)
-import { mkdtempSync, rmSync } from "node:fs";
+// CHROMIUM           the browser (see browser.mjs)
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const base = (process.env.MARATHON_URL || "").replace(/\/+$/, "");
 const scenario = JSON.parse(process.env.MARATHON_SCENARIO || "{}");
 const shots = process.env.AGORA_SHOTS || tmpdir();
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT = 30000;
 const APP = scenario.app && scenario.app.id;
 const CROWD = scenario.crowd || {};
@@ -36,19 +34,7 @@ if (!APP || !scenario.stuck_instances || !CRASH.id || !(CROWD.instances > 2 * PA
   fail("MARATHON_SCENARIO lacks app, stuck_instances, crash or a crowd of over two pages");
 }
 
-// The flags that keep Chromium off the (closed) network; a fresh profile each run.
-const profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  viewport: { width: 1400, height: 1000 },
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-});
-const page = context.pages()[0] || (await context.newPage());
-page.setDefaultTimeout(WAIT);
+const { page, close } = await launch(WAIT);
 const problems = [];
 page.on("pageerror", (e) => problems.push(String(e)));
 // The UI needs nothing but Marathon's own origin, and of it only the page and the /v2 API.
@@ -292,6 +278,5 @@ try {
   if (problems.length) fail("problems in the page: " + problems.join("; "));
   console.log("PASS " + ["app", "apps", "create-error", "debug", "delayed", "deployments", "paged"].map((n) => join(shots, `marathon-${n}.png`)).join(" "));
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

@@ -7,16 +7,14 @@
 //                  "finished": [task ids], "failed": [task ids], "stdout_task": id, "stdout_text": text,
 //                  "follow_task": id}
 // AGORA_SHOTS     directory for the screenshots
-// CHROMIUM        the browser (default /usr/bin/chromium)
-import { mkdtempSync, rmSync } from "node:fs";
+// CHROMIUM        the browser (see browser.mjs)
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const url = process.env.AGORA_URL;
 const expect = JSON.parse(process.env.AGORA_EXPECT || "{}");
 const shots = process.env.AGORA_SHOTS || tmpdir();
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT = 30000;
 
 function fail(message) {
@@ -26,19 +24,7 @@ function fail(message) {
 
 if (!url) fail("AGORA_URL is not set");
 
-// The flags that keep Chromium off the (closed) network; a fresh profile each run.
-const profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  viewport: { width: 1400, height: 1000 },
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-  ],
-});
-const page = context.pages()[0] || (await context.newPage());
-page.setDefaultTimeout(WAIT);
+const { page, close } = await launch(WAIT);
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 // The page must need nothing but the master: no CDN, no agent addressed directly.
@@ -132,6 +118,5 @@ try {
   if (consoleErrors.length) fail("errors in the page: " + consoleErrors.join("; "));
   console.log("PASS " + join(shots, "cluster.png") + " " + join(shots, "task.png"));
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

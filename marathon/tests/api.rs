@@ -835,6 +835,20 @@ async fn deployment_events_carry_the_original_and_target_groups_unless_light() {
     assert!(e["plan"].get("original").is_none() && e["plan"].get("target").is_none(), "{e}");
 }
 
+/// One offer of `resources` from agent `agent-1` on `host-1`, no attributes.
+fn offer_of(resources: &str) -> agora_proto::model::Offer {
+    agora_proto::model::Offer {
+        id: "offer-1".into(),
+        framework_id: "fw".into(),
+        agent_id: "agent-1".into(),
+        hostname: "host-1".into(),
+        resources: resources.parse().unwrap(),
+        attributes: Default::default(),
+        role: "*".into(),
+        url: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn the_queue_embeds_the_last_unused_offers() {
     use agora_proto::model::{Attributes, Offer};
@@ -845,13 +859,10 @@ async fn the_queue_embeds_the_last_unused_offers() {
     core.create_app(&body, false, now, "d-1".into()).unwrap();
     let offer = |n: usize, t: u64| Offer {
         id: format!("offer-{n}-{t}"),
-        framework_id: "fw".into(),
         agent_id: format!("agent-{n}"),
         hostname: format!("host-{n}"),
-        resources: "cpus:2;mem:1024;ports:[31000-31009]".parse().unwrap(),
         attributes: "rack:r1".parse::<Attributes>().unwrap(),
-        role: "*".into(),
-        url: String::new(),
+        ..offer_of("cpus:2;mem:1024;ports:[31000-31009]")
     };
     let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
     // Two rounds over the same two agents: one entry per agent, the newer offer kept.
@@ -896,16 +907,7 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
     let now = agora_marathon::time::now_millis();
     core.create_app(&json!({"id": "/w", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16}), false, now, "d".into())
         .unwrap();
-    let offer = Offer {
-        id: "offer-1".into(),
-        framework_id: "fw".into(),
-        agent_id: "agent-1".into(),
-        hostname: "host-1".into(),
-        resources: "cpus:2;mem:1024;ports:[31000-31009]".parse().unwrap(),
-        attributes: Default::default(),
-        role: "*".into(),
-        url: String::new(),
-    };
+    let offer = offer_of("cpus:2;mem:1024;ports:[31000-31009]");
     let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
     assert_eq!(core.match_offers(std::slice::from_ref(&offer), now + 1, &mut id).launches.len(), 2);
     let (api, shared) = start_full(core, info()).await;
@@ -963,7 +965,6 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
 /// as each app's own task list, for ids that prefix one another.
 #[tokio::test]
 async fn many_listed_apps_list_exactly_their_own_tasks() {
-    use agora_proto::model::Offer;
     let mut core = Core::new(Persisted::default());
     let now = agora_marathon::time::now_millis();
     let mut ids: Vec<String> = ["/a", "/a.b", "/ab", "/g/a", "/g/a.b", "/g.a", "/b"].map(String::from).to_vec();
@@ -972,16 +973,7 @@ async fn many_listed_apps_list_exactly_their_own_tasks() {
         let app = json!({"id": id, "cmd": "x", "instances": 1 + k % 3, "cpus": 0.01, "mem": 1});
         core.create_app(&app, false, now, format!("d{k}")).unwrap();
     }
-    let offer = Offer {
-        id: "offer-1".into(),
-        framework_id: "fw".into(),
-        agent_id: "agent-1".into(),
-        hostname: "host-1".into(),
-        resources: "cpus:64;mem:4096;ports:[31000-31999]".parse().unwrap(),
-        attributes: Default::default(),
-        role: "*".into(),
-        url: String::new(),
-    };
+    let offer = offer_of("cpus:64;mem:4096;ports:[31000-31999]");
     let mut id = |app: &str| format!("{}{}", agora_marathon::core::instance_prefix(app), uuid_like());
     let launched = core.match_offers(&[offer], now + 1, &mut id).launches.len();
     assert_eq!(launched, (0..ids.len()).map(|k| 1 + k % 3).sum::<usize>());
