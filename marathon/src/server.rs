@@ -219,12 +219,21 @@ impl Leading {
         self.ticker.abort();
         self.settler.abort();
         self.shared.driver.stop();
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.driver_task).await;
+        wait_ended(&mut self.driver_task, Duration::from_secs(5)).await;
         if persist {
             let mut core = self.shared.lock();
             core.dirty = true;
             self.shared.settle(&mut core, now_millis());
         }
+    }
+}
+
+/// Waits up to `limit` for `task` to end. The caller's `select!` may have taken its result already (the driver
+/// ended first, e.g. on the master's "framework failed over", or the HTTP server failed): a finished task is not
+/// polled again, which panics.
+async fn wait_ended<T>(task: &mut JoinHandle<T>, limit: Duration) {
+    if !task.is_finished() {
+        let _ = tokio::time::timeout(limit, task).await;
     }
 }
 
@@ -307,7 +316,7 @@ fn serve(
 async fn stop_serving(stop_http: tokio::sync::oneshot::Sender<()>, mut http: Http) {
     let _ = stop_http.send(());
     // SSE streams never end on their own; do not wait for them long.
-    let _ = tokio::time::timeout(Duration::from_secs(2), &mut http).await;
+    wait_ended(&mut http, Duration::from_secs(2)).await;
     http.abort();
 }
 
@@ -324,5 +333,24 @@ fn http_result(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ServerError::Http(e)),
         Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader whose driver ended first (its result taken by the `select!`) stops without polling it again.
+    #[tokio::test]
+    async fn a_task_whose_result_was_taken_is_not_awaited_again() {
+        let mut task = tokio::spawn(async { 1 });
+        assert_eq!((&mut task).await.unwrap(), 1);
+        wait_ended(&mut task, Duration::from_secs(5)).await;
+
+        let mut running = tokio::spawn(std::future::pending::<()>());
+        let started = std::time::Instant::now();
+        wait_ended(&mut running, Duration::from_millis(50)).await;
+        assert!(!running.is_finished() && started.elapsed() >= Duration::from_millis(50));
+        running.abort();
     }
 }
