@@ -391,7 +391,11 @@ fn tasks_stats(app: &AppDefinition, instances: &[&Instance], checked: bool, now:
             lives.sort_by(f64::total_cmp);
             let n = lives.len();
             let median = if n % 2 == 1 { lives[n / 2] } else { (lives[n / 2 - 1] + lives[n / 2]) / 2.0 };
-            v["lifeTime"] = json!({"averageSeconds": lives.iter().sum::<f64>() / n as f64, "medianSeconds": median});
+            let average = lives.iter().sum::<f64>() / n as f64;
+            v["lifeTime"] = json!({
+                "averageSeconds": crate::app::marathon_number_value(average),
+                "medianSeconds": crate::app::marathon_number_value(median),
+            });
         }
         Some(json!({"stats": v}))
     };

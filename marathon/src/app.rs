@@ -157,7 +157,9 @@ pub struct AppDocker {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStrategy {
+    #[serde(serialize_with = "marathon_number")]
     pub minimum_health_capacity: f64,
+    #[serde(serialize_with = "marathon_number")]
     pub maximum_over_capacity: f64,
 }
 
@@ -227,8 +229,11 @@ pub struct AppDefinition {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     pub instances: u32,
+    #[serde(serialize_with = "marathon_number")]
     pub cpus: f64,
+    #[serde(serialize_with = "marathon_number")]
     pub mem: f64,
+    #[serde(serialize_with = "marathon_number")]
     pub disk: f64,
     pub gpus: u32,
     pub executor: String,
@@ -250,6 +255,7 @@ pub struct AppDefinition {
     pub upgrade_strategy: UpgradeStrategy,
     pub labels: BTreeMap<String, String>,
     pub backoff_seconds: u64,
+    #[serde(serialize_with = "marathon_number")]
     pub backoff_factor: f64,
     pub max_launch_delay_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,6 +409,17 @@ fn number(v: &Value, path: &str, errs: &mut Errors) -> Option<f64> {
 /// (play-json's `IntReads`, behind Marathon's integer fields, takes both); `2.5` is not.
 pub(crate) fn whole_number(v: &Value) -> Option<i64> {
     v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
+/// Writes a number as Marathon does: play-json strips trailing zeros, so `128.0` goes out as `128` and `0.5` as
+/// `0.5`. Reads take either form, so stored records and clients are unaffected.
+pub(crate) fn marathon_number<S: serde::Serializer>(f: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 { s.serialize_i64(*f as i64) } else { s.serialize_f64(*f) }
+}
+
+/// [`marathon_number`] for values built with `json!`.
+pub(crate) fn marathon_number_value(f: f64) -> Value {
+    marathon_number(&f, serde_json::value::Serializer).unwrap_or(Value::Null)
 }
 
 /// [`whole_number`], not negative.
@@ -1096,6 +1113,26 @@ mod tests {
 
     fn parse(v: Value) -> Result<AppDefinition, Invalid> {
         parse_app(&v, None, None)
+    }
+
+    /// play-json strips trailing zeros: Marathon answers `"mem": 128`, not `128.0`; fractions stay; both read back.
+    #[test]
+    fn whole_numbers_are_written_without_a_fraction_and_read_back() {
+        let app = parse(json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 128.0, "disk": 64,
+            "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}}))
+        .unwrap();
+        let text = serde_json::to_string(&app).unwrap();
+        for part in [
+            r#""cpus":0.5,"mem":128,"disk":64,"#,
+            r#""minimumHealthCapacity":0.5,"maximumOverCapacity":0}"#,
+            r#""backoffFactor":1.15,"#,
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let back: AppDefinition = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, app);
+        assert_eq!(marathon_number_value(2.0).to_string(), "2");
+        assert_eq!(marathon_number_value(-0.25).to_string(), "-0.25");
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn offer_json(o: &Offer) -> Value {
         .map(|r| {
             let mut v = json!({"name": r.name, "role": r.role});
             match &r.value {
-                R::Scalar(x) => v["scalar"] = json!(x.as_f64()),
+                R::Scalar(x) => v["scalar"] = crate::app::marathon_number_value(x.as_f64()),
                 R::Ranges(x) => v["ranges"] = ranges(x),
                 R::Set(x) => v["set"] = json!(x),
             }
@@ -214,7 +214,7 @@ fn offer_json(o: &Offer) -> Value {
         .map(|a| {
             let mut v = json!({"name": a.name});
             match &a.value {
-                AttrValue::Scalar(x) => v["scalar"] = json!(x.as_f64()),
+                AttrValue::Scalar(x) => v["scalar"] = crate::app::marathon_number_value(x.as_f64()),
                 AttrValue::Ranges(x) => v["ranges"] = ranges(x),
                 AttrValue::Set(x) => v["set"] = json!(x),
                 AttrValue::Text(x) => v["text"] = json!(x),

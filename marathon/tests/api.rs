@@ -881,7 +881,7 @@ async fn the_queue_embeds_the_last_unused_offers() {
     assert_eq!(first["reason"], json!(["UnfulfilledConstraint"]));
     assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
     let resources = first["offer"]["resources"].as_array().unwrap();
-    assert!(resources.contains(&json!({"name": "cpus", "role": "*", "scalar": 2.0})), "{resources:?}");
+    assert!(resources.contains(&json!({"name": "cpus", "role": "*", "scalar": 2})), "{resources:?}");
     assert!(resources.contains(&json!({"name": "ports", "role": "*", "ranges": [{"begin": 31000, "end": 31009}]})));
     assert_eq!(first["offer"]["attributes"], json!([{"name": "rack", "text": "r1"}]));
     // The last offers' funnel counts them; the launch attempts' counts every offer processed.
