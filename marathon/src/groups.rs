@@ -589,9 +589,10 @@ impl Core {
             tree.groups.extend(old.groups);
         } else if only("scaleBy") {
             self.group_or_404(&gid)?;
-            let factor = m.get("scaleBy").and_then(Value::as_f64).filter(|f| *f > 0.0 && f.is_finite());
+            let factor = m.get("scaleBy").and_then(Value::as_f64).filter(|f| *f >= 0.0 && f.is_finite());
+            // Marathon's RAML says `minimum: 0`: 0 scales every app below to no instances.
             let Some(factor) = factor else {
-                return Err(ApiError::Invalid(Invalid::one("/scaleBy", "must be a number greater than 0")));
+                return Err(ApiError::Invalid(Invalid::one("/scaleBy", "must be a number of at least 0")));
             };
             for id in keys_under(&self.state.apps, &gid) {
                 if let Some(app) = tree.apps.get_mut(id) {

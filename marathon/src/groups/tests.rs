@@ -241,6 +241,29 @@ fn update_replaces_listed_apps_scales_and_rolls_back() {
     assert_eq!(err, ApiError::NotFound("Group '/nope' does not exist".into()));
 }
 
+/// Marathon's `scaleBy` has `minimum: 0`: 0 suspends every app below; a negative factor is refused, changing nothing.
+#[test]
+fn scale_by_zero_suspends_the_group_and_a_negative_factor_is_refused() {
+    let mut h = H::new();
+    h.update_group(
+        "/shop",
+        json!({"apps": [app("db", 2)], "groups": [{"id": "web", "apps": [app("front", 3)]}]}),
+        false,
+    )
+    .unwrap();
+    h.core.actions(h.now);
+    for bad in [json!({"scaleBy": -1}), json!({"scaleBy": "2"})] {
+        let err = h.update_group("/shop", bad, true).unwrap_err();
+        let ApiError::Invalid(invalid) = err else { panic!("{err:?}") };
+        assert_eq!(invalid.details()[0].path, "/scaleBy");
+        assert_eq!(h.core.state.apps["/shop/web/front"].instances, 3, "nothing changed");
+    }
+    let (_, out) = h.update_group("/shop", json!({"scaleBy": 0}), true).unwrap();
+    assert!(matches!(out, Outcome::Deployed(_)));
+    assert_eq!(h.core.state.apps["/shop/db"].instances, 0);
+    assert_eq!(h.core.state.apps["/shop/web/front"].instances, 0);
+}
+
 #[test]
 fn put_creates_a_missing_group_and_dry_run_changes_nothing() {
     let mut h = H::new();
