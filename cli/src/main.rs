@@ -47,8 +47,10 @@ enum Command {
     /// One task: `agora task log TASK_ID [--stderr] [--follow]`.
     #[command(subcommand)]
     Task(inspect::TaskCommand),
-    /// Marathon's apps: list, add, show, update, scale, restart, rollback, remove, tasks, kill, versions.
+    /// Marathon's apps: list, add, show, update, scale, start, stop, restart, rollback, remove, tasks, kill, versions.
     App(marathon::AppArgs),
+    /// Marathon's groups: list, add, show, scale, update, remove.
+    Group(marathon::GroupArgs),
     /// Marathon's deployments: list, rollback, stop.
     Deployment(marathon::DeploymentArgs),
     /// Marathon's launch queue: what waits to launch, its delay, and why offers did not fit.
@@ -93,6 +95,7 @@ async fn main() {
         Command::Tasks(args) => inspect_exit(inspect::tasks(args).await),
         Command::Task(cmd) => inspect_exit(inspect::task(cmd).await),
         Command::App(args) => inspect_exit(marathon::app(args).await),
+        Command::Group(args) => inspect_exit(marathon::group(args).await),
         Command::Deployment(args) => inspect_exit(marathon::deployment(args).await),
         Command::Queue(args) => inspect_exit(marathon::queue(args).await),
     };

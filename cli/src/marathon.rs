@@ -1,4 +1,4 @@
-//! `agora app`, `agora deployment` and `agora queue`: Marathon from the terminal, as `dcos marathon ...` did it.
+//! `agora app`, `agora group`, `agora deployment` and `agora queue`: Marathon from the terminal, as `dcos marathon ...` did it.
 //! Every command is one or two calls of Marathon's public `/v2` REST API (the same any client uses); tables are
 //! pure functions of its JSON (unit-tested), `--json` prints the JSON itself. Marathon's errors are shown as it
 //! sends them: the message, each `details` path with its errors, and the deployments that lock an app.
@@ -66,6 +66,20 @@ enum AppCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Start a stopped app with INSTANCES (default 1); an app already running is refused.
+    Start {
+        id: String,
+        #[arg(default_value_t = 1)]
+        instances: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop an app: scale it to 0, keeping its definition (`agora app start` brings it back).
+    Stop {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
     /// Replace every instance of an app (a rolling restart).
     Restart {
         id: String,
@@ -103,6 +117,52 @@ enum AppCommand {
     },
     /// An app's versions, newest first.
     Versions { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Every group: its apps and instances (below it, all levels), its version.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a group (with its apps and subgroups) from JSON (a file, or stdin when FILE is `-` or left out).
+    Add { file: Option<String> },
+    /// Print a group (and, with --version, an older one) as JSON.
+    Show {
+        id: String,
+        /// A version from `GET /v2/groups/ID/versions`.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Multiply the instances of every app below a group by FACTOR, rounded up (0 stops them all).
+    Scale {
+        id: String,
+        factor: f64,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change a group: `key=value` properties (the value is JSON, or else a string), or a JSON object on stdin.
+    Update {
+        id: String,
+        properties: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Destroy a group with every app and group below it.
+    Remove {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +286,33 @@ fn num(v: &Value) -> String {
 /// `/v2/apps/ID` for an id with or without its leading slash.
 fn app_path(id: &str) -> String {
     format!("/v2/apps/{}", id.trim_start_matches('/'))
+}
+
+/// `/v2/groups/ID` for an id with or without its leading slash (`/` is the root group).
+fn group_path(id: &str) -> String {
+    format!("/v2/groups/{}", id.trim_start_matches('/'))
+}
+
+/// `agora group list` from `/v2/groups` with `group.groups` and `group.apps` embedded: one row per group, the
+/// root first, then depth first by id; APPS and INSTANCES count everything below the group.
+pub fn groups_table(root: &Value) -> String {
+    fn totals(g: &Value) -> (u64, u64) {
+        let apps = g["apps"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let own = (apps.len() as u64, apps.iter().map(|a| a["instances"].as_u64().unwrap_or(0)).sum::<u64>());
+        g["groups"].as_array().into_iter().flatten().map(totals).fold(own, |(a, i), (b, j)| (a + b, i + j))
+    }
+    fn rows(g: &Value, t: &mut Table) {
+        let (apps, instances) = totals(g);
+        t.row(vec![text(&g["id"]), apps.to_string(), instances.to_string(), text(&g["version"])]);
+        let mut subgroups: Vec<&Value> = g["groups"].as_array().into_iter().flatten().collect();
+        subgroups.sort_by_key(|s| text(&s["id"]));
+        for s in subgroups {
+            rows(s, t);
+        }
+    }
+    let mut t = Table::new(&["ID", "APPS", "INSTANCES", "VERSION"]);
+    rows(root, &mut t);
+    t.render()
 }
 
 /// `agora app list` from `/v2/apps` and `/v2/queue` (dcos's columns).
@@ -431,6 +518,23 @@ pub async fn app(args: AppArgs) -> Result<()> {
             let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": instances}))).await?;
             println!("scaling {id} to {instances}: {}", deployment_line(&v));
         }
+        AppCommand::Start { id, instances, force: f } => {
+            let app = m.call(Method::GET, &app_path(&id), &[], None).await?;
+            let now = app["app"]["instances"].as_u64().unwrap_or(0);
+            if now > 0 {
+                bail!("{id} is already started with {now} instances: use `agora app scale` to change that");
+            }
+            let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": instances}))).await?;
+            println!("starting {id} with {instances} instances: {}", deployment_line(&v));
+        }
+        AppCommand::Stop { id, force: f } => {
+            let app = m.call(Method::GET, &app_path(&id), &[], None).await?;
+            if app["app"]["instances"].as_u64() == Some(0) {
+                bail!("{id} is already stopped (0 instances)");
+            }
+            let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": 0}))).await?;
+            println!("stopping {id}: {}", deployment_line(&v));
+        }
         AppCommand::Restart { id, force: f } => {
             let v = m.call(Method::POST, &format!("{}/restart", app_path(&id)), &force(f), None).await?;
             println!("restarting {id}: {}", deployment_line(&v));
@@ -475,6 +579,47 @@ pub async fn app(args: AppArgs) -> Result<()> {
             for version in v["versions"].as_array().into_iter().flatten() {
                 println!("{}", text(version));
             }
+        }
+    }
+    Ok(())
+}
+
+pub async fn group(args: GroupArgs) -> Result<()> {
+    let m = Marathon::new(&args.target)?;
+    match args.command {
+        GroupCommand::List { json } => {
+            let q = [("embed", "group.groups".to_string()), ("embed", "group.apps".to_string())];
+            let v = m.call(Method::GET, "/v2/groups", &q, None).await?;
+            if json {
+                return print_json(&v);
+            }
+            print!("{}", groups_table(&v));
+        }
+        GroupCommand::Add { file } => {
+            let definition = read_json(file.as_deref())?;
+            let v = m.call(Method::POST, "/v2/groups", &[], Some(&definition)).await?;
+            println!("created {}: {}", text(&definition["id"]), deployment_line(&v));
+        }
+        GroupCommand::Show { id, version } => {
+            let path = match version {
+                Some(version) => format!("{}/versions/{version}", group_path(&id)),
+                None => group_path(&id),
+            };
+            print_json(&m.call(Method::GET, &path, &[], None).await?)?;
+        }
+        GroupCommand::Scale { id, factor, force: f } => {
+            let v = m.call(Method::PUT, &group_path(&id), &force(f), Some(&json!({"scaleBy": factor}))).await?;
+            println!("scaling {id} by {factor}: {}", deployment_line(&v));
+        }
+        GroupCommand::Update { id, properties: items, force: f } => {
+            let change = if items.is_empty() { read_json(None)? } else { properties(&items)? };
+            let (status, v) = m.call_with_status(Method::PUT, &group_path(&id), &force(f), Some(&change)).await?;
+            let done = if status == 201 { "created" } else { "updated" };
+            println!("{done} {id}: {}", deployment_line(&v));
+        }
+        GroupCommand::Remove { id, force: f } => {
+            let v = m.call(Method::DELETE, &group_path(&id), &force(f), None).await?;
+            println!("removing {id}: {}", deployment_line(&v));
         }
     }
     Ok(())
@@ -587,6 +732,27 @@ mod tests {
             .map(|s| s.trim().to_string())
             .collect();
         assert_eq!(row, ["d1", "/a,/b", "ScaleApplication /a", "1/2", "2026-11-24T20:00:00.000Z"]);
+    }
+
+    #[test]
+    fn groups_count_the_apps_and_instances_below_them_root_first_then_by_id() {
+        let root = json!({"id": "/", "version": "v0", "apps": [{"id": "/top", "instances": 1}], "groups": [
+            {"id": "/shop", "version": "v2", "apps": [{"id": "/shop/db", "instances": 2}], "groups": [
+                {"id": "/shop/web", "version": "v2", "apps": [{"id": "/shop/web/a", "instances": 3},
+                    {"id": "/shop/web/b", "instances": 0}], "groups": []}]},
+            {"id": "/empty", "version": "v1", "apps": [], "groups": []}]});
+        let rows: Vec<Vec<String>> =
+            groups_table(&root).lines().map(|l| l.split_whitespace().map(String::from).collect()).collect();
+        assert_eq!(
+            rows,
+            [
+                ["ID", "APPS", "INSTANCES", "VERSION"],
+                ["/", "4", "6", "v0"],
+                ["/empty", "0", "0", "v1"],
+                ["/shop", "3", "5", "v2"],
+                ["/shop/web", "2", "3", "v2"],
+            ]
+        );
     }
 
     #[test]

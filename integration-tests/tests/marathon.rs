@@ -400,3 +400,83 @@ async fn the_agora_cli_drives_marathon() -> Result<()> {
     assert!(err.contains("404") && err.contains("/cli/web"), "{err}");
     Ok(())
 }
+
+/// `agora group` and `agora app start|stop` against a real Marathon: a group tree added from a file, listed with
+/// its totals, scaled by a factor (and by 0), updated, shown and removed; an app stopped and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agora_cli_drives_marathon_groups_and_stops_and_starts_apps() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster.add_agent("cpus:2;mem:1024;ports:[32400-32499]").await?;
+    let marathon = Marathon::start(&cluster, &cluster.dir.path().join("marathon"), free_port(), "marathon").await?;
+    let at = ["--marathon", marathon.url.as_str()];
+    let agora = async |args: &[&str]| -> Result<(i32, String, String)> {
+        agora_integration_tests::run_agora(&[args, &at[..]].concat()).await
+    };
+    let ok = |(code, out, err): (i32, String, String)| -> Result<String> {
+        anyhow::ensure!(code == 0, "exit {code}: {out}{err}");
+        Ok(out)
+    };
+    let sleeper = |id: &str, n: u32| json!({"id": id, "cmd": "sleep 1000", "instances": n, "cpus": 0.1, "mem": 16});
+
+    let file = cluster.dir.path().join("shop.json");
+    let shop =
+        json!({"id": "/shop", "apps": [sleeper("db", 1)], "groups": [{"id": "web", "apps": [sleeper("front", 2)]}]});
+    std::fs::write(&file, shop.to_string())?;
+    let out = ok(agora(&["group", "add", file.to_str().context("utf-8 path")?]).await?)?;
+    assert!(out.starts_with("created /shop: deployment "), "{out}");
+    marathon.settled("/shop/db", 1).await?;
+    marathon.settled("/shop/web/front", 2).await?;
+
+    let out = ok(agora(&["group", "list"]).await?)?;
+    let row = |out: &str, id: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row(&out, "/shop")[1..3], ["2", "3"], "{out}");
+    assert_eq!(row(&out, "/shop/web")[1..3], ["1", "2"], "{out}");
+
+    let out = ok(agora(&["group", "scale", "shop", "2"]).await?)?;
+    assert!(out.starts_with("scaling shop by 2: deployment "), "{out}");
+    marathon.settled("/shop/db", 2).await?;
+    marathon.settled("/shop/web/front", 4).await?;
+
+    let out = ok(agora(&["group", "update", "/shop/web", "dependencies=[\"/shop/db\"]"]).await?)?;
+    assert!(out.starts_with("updated /shop/web: deployment "), "{out}");
+    let shown: Value = serde_json::from_str(&ok(agora(&["group", "show", "/shop/web"]).await?)?)?;
+    assert_eq!(shown["dependencies"], json!(["/shop/db"]), "{shown}");
+    assert_eq!(shown["apps"][0]["instances"], 4, "a dependencies change keeps the apps: {shown}");
+
+    // stop, refused twice; start with a count, refused twice
+    let out = ok(agora(&["app", "stop", "/shop/web/front"]).await?)?;
+    assert!(out.starts_with("stopping /shop/web/front: deployment "), "{out}");
+    marathon.settled("/shop/web/front", 0).await?;
+    let (code, _, err) = agora(&["app", "stop", "/shop/web/front"]).await?;
+    assert!(code == 1 && err.contains("already stopped"), "{code} {err}");
+    let out = ok(agora(&["app", "start", "/shop/web/front", "3"]).await?)?;
+    assert!(out.starts_with("starting /shop/web/front with 3 instances: deployment "), "{out}");
+    marathon.settled("/shop/web/front", 3).await?;
+    let (code, _, err) = agora(&["app", "start", "/shop/web/front"]).await?;
+    assert!(code == 1 && err.contains("already started with 3 instances"), "{code} {err}");
+
+    // scale by 0 stops everything below; a group that does not exist is Marathon's 404
+    ok(agora(&["group", "scale", "/shop", "0"]).await?)?;
+    marathon.settled("/shop/db", 0).await?;
+    marathon.settled("/shop/web/front", 0).await?;
+    let (code, _, err) = agora(&["group", "scale", "/nope", "2"]).await?;
+    assert!(code == 1 && err.contains("404") && err.contains("/nope"), "{code} {err}");
+
+    let out = ok(agora(&["group", "remove", "/shop"]).await?)?;
+    assert!(out.starts_with("removing /shop: deployment "), "{out}");
+    wait_for("the group to be gone", WAIT, async || {
+        let v = marathon.get("/v2/apps").await.ok()?;
+        v["apps"].as_array()?.is_empty().then_some(())
+    })
+    .await?;
+    let out = ok(agora(&["group", "list"]).await?)?;
+    assert!(row(&out, "/shop").is_empty(), "{out}");
+    Ok(())
+}
