@@ -1,7 +1,7 @@
 //! Marathon's web UI (`/ui/`) in a real headless Chromium driven by playwright-core
 //! (`integration-tests/web/marathon-ui.test.mjs`), against the real `agora-master`, two `agora-agent`s (one
 //! `--isolation=simulated`) and `agora-marathon` on loopback. Through the page only: an app created in the JSON
-//! editor reaches Running with its instance listed, a 422 is shown beside the editor by path, the app is scaled from
+//! editor reaches Running with its instance listed, whose Logs link opens the master's page with its stdout, a 422 is shown beside the editor by path, the app is scaled from
 //! its row, killed & scaled, scaled past its agent so the deployment stays (Waiting, the reject reasons on Debug)
 //! and rolled back from the Deployments page, edited, and destroyed; a failing app is Delayed with its failure on
 //! Debug and relaunched by Reset Delay, then destroyed from its row; an app of 120 instances is listed 50 to a
@@ -19,6 +19,8 @@ const CROWD_AGENT: &str = "cpus:4;mem:4096;disk:1024;ports:[33300-33499]";
 const APP: &str = "/ui-test/web";
 const CROWD: &str = "/ui-crowd/many";
 const CRASH: &str = "/ui-test/crash";
+/// What the app prints to its stdout, for the page's Logs link to find on the master's page.
+const SAYS: &str = "ui-test-says-hello";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_chromium() -> Result<()> {
@@ -35,8 +37,10 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
 
     // The agents' hostnames are agent0 (real) and agent1 (simulated).
     let scenario = json!({
-        "app": {"id": APP, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1,
+        "app": {"id": APP, "cmd": format!("echo {SAYS} && exec sleep 3600"), "cpus": 0.1, "mem": 32, "instances": 1,
                 "constraints": [["hostname", "LIKE", "agent0"]]},
+        "says": SAYS,
+        "master_ui": format!("http://{}/", cluster.master_addr),
         "stuck_instances": 30,
         "crash": {"id": CRASH, "cmd": "exit 3", "cpus": 0.1, "mem": 32, "instances": 1, "backoffSeconds": 300,
                   "constraints": [["hostname", "LIKE", "agent0"]]},

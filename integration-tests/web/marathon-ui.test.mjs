@@ -4,7 +4,8 @@
 // bounded; on success it prints "PASS" and the screenshot paths, on failure it exits 1.
 //
 // MARATHON_URL       Marathon's base URL, e.g. http://127.0.0.1:8080
-// MARATHON_SCENARIO  {"app": {app definition with 1 instance}, "stuck_instances": 30,
+// MARATHON_SCENARIO  {"app": {app definition with 1 instance, printing `says` to stdout}, "says": "...",
+//                     "master_ui": the master's web UI (Marathon's mesos_leader_ui_url), "stuck_instances": 30,
 //                     "crash": {app definition that fails at once, with a long backoffSeconds},
 //                     "crowd": {app definition with more than one page of instances}}: stuck_instances is more
 //                    than the app's agent can hold, so that deployment stays in progress
@@ -30,8 +31,8 @@ function fail(message) {
 }
 
 if (!base) fail("MARATHON_URL is not set");
-if (!APP || !scenario.stuck_instances || !CRASH.id || !(CROWD.instances > 2 * PAGE)) {
-  fail("MARATHON_SCENARIO lacks app, stuck_instances, crash or a crowd of over two pages");
+if (!APP || !scenario.says || !scenario.master_ui || !scenario.stuck_instances || !CRASH.id || !(CROWD.instances > 2 * PAGE)) {
+  fail("MARATHON_SCENARIO lacks app, says, master_ui, stuck_instances, crash or a crowd of over two pages");
 }
 
 const { page, close } = await launch(WAIT);
@@ -104,6 +105,23 @@ try {
     if (rows !== 1) throw new Error(`${rows} instances listed, expected 1`);
   });
   await page.screenshot({ path: join(shots, "marathon-app.png") });
+
+  // The master's page opens in a tab of its own (the one page stays on Marathon's origin).
+  await step(`the instance's Logs link opens the master's page for it, showing its stdout`, async () => {
+    const row = page.locator('#instances tbody tr[data-state="TASK_RUNNING"]').first();
+    const task = await row.getAttribute("data-id");
+    const link = row.locator("a[data-logs]");
+    const href = await link.getAttribute("href");
+    const want = `${scenario.master_ui.replace(/\/+$/, "")}/#/task/`;
+    if (!href.startsWith(want) || !href.endsWith("/" + encodeURIComponent(task))) throw new Error(`Logs link ${href}, expected ${want}FRAMEWORK/${task}`);
+    const [tab] = await Promise.all([page.waitForEvent("popup"), link.click()]);
+    try {
+      await tab.locator("#task-id", { hasText: task }).waitFor({ timeout: WAIT });
+      await tab.locator("#log", { hasText: scenario.says }).waitFor({ timeout: WAIT });
+    } finally {
+      await tab.close();
+    }
+  });
 
   await step(`the group ${GROUP} leads to ${APP}, Running with 1 of 1`, async () => {
     await page.click('header a[data-nav="apps"]');

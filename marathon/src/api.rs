@@ -640,10 +640,12 @@ async fn ping() -> &'static str {
 /// no counterpart for is `null`, as Marathon reports an unset option.
 async fn info(State(s): AppState) -> Response {
     let fw = s.lock().state.framework_id.clone();
-    json_response(StatusCode::OK, info_json(&s.info, fw))
+    let leader_ui = s.leader_ui.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    json_response(StatusCode::OK, info_json(&s.info, fw, leader_ui))
 }
 
-fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>) -> Value {
+/// `leader_ui`: the web UI of the master Marathon subscribed with, if it has.
+fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>, leader_ui: Option<String>) -> Value {
     use crate::core::{LOCAL_PORT_MAX, LOCAL_PORT_MIN, MAX_VERSIONS, TASK_LAUNCH_TIMEOUT_MS};
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let leader = format!("{}:{}", info.hostname, info.http_port);
@@ -656,11 +658,12 @@ fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>) -> Val
         }),
         None => json!({}),
     };
-    // The master's web UI, when `--master` names one master (with zk:// the leader changes).
-    let mesos_leader_ui_url = agora_detector::MasterSpec::parse(&info.master).ok().and_then(|m| match m {
-        agora_detector::MasterSpec::Fixed(addr) => Some(format!("http://{addr}/")),
-        _ => None,
-    });
+    // The master's web UI: the address `--master` names, or with zk:// the leader Marathon subscribed with (its
+    // MasterInfo's hostname and port, as Marathon's MesosLeaderInfo); the UI links each task's logs there.
+    let mesos_leader_ui_url = match agora_detector::MasterSpec::parse(&info.master) {
+        Ok(agora_detector::MasterSpec::Fixed(addr)) => Some(format!("http://{addr}/")),
+        _ => leader_ui,
+    };
     let origins = (!info.access_control_allow_origin.is_empty()).then(|| info.access_control_allow_origin.join(","));
     // In two parts: one `json!` of them all is deeper than the macro's recursion limit.
     let mut marathon_config = json!({

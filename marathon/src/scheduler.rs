@@ -65,6 +65,9 @@ pub struct Shared {
     updated: tokio::sync::Notify,
     /// Tasks rendered as JSON for `GET /v2/apps?embed=apps.tasks`, reused while unchanged.
     pub rendered: crate::api::RenderedTasks,
+    /// The web UI of the master we subscribed with (`http://HOST:PORT/` from its `MasterInfo`), for `/v2/info`'s
+    /// `mesos_leader_ui_url` when `--master` is `zk://` and the leader changes.
+    pub leader_ui: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -80,6 +83,7 @@ impl Shared {
             overtaken: tokio::sync::Notify::new(),
             updated: tokio::sync::Notify::new(),
             rendered: crate::api::RenderedTasks::default(),
+            leader_ui: Mutex::new(None),
         }
     }
 
@@ -199,6 +203,9 @@ pub struct MarathonScheduler {
 impl Scheduler for MarathonScheduler {
     fn subscribed(&mut self, driver: &SchedulerDriver, framework_id: &str, master: &MasterInfo) {
         tracing::info!(framework_id, master = %master.id, "subscribed");
+        let host = if master.hostname.is_empty() { &master.ip } else { &master.hostname };
+        *self.shared.leader_ui.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("http://{host}:{}/", master.port));
         let now = now_millis();
         let mut core = self.shared.lock();
         core.set_framework_id(framework_id);

@@ -618,6 +618,33 @@ async fn info_reports_every_marathon_config_key_with_our_values() {
     assert_eq!((&info["elected"], &info["leader"]), (&json!(true), &json!("127.0.0.1:8080")));
 }
 
+/// With `--master zk://...` the master's UI is the leader Marathon subscribed with: unknown (null) before, then
+/// `http://HOSTNAME:PORT/` from its MasterInfo, as Marathon's MesosLeaderInfo; the UI links task logs there.
+#[tokio::test]
+async fn the_leader_ui_url_follows_the_master_subscribed_with_when_masters_are_in_zookeeper() {
+    use agora_framework_sdk::Scheduler;
+    let info = Info { master: "zk://127.0.0.1:2181/agora".into(), ..info() };
+    let (api, shared) = start_full(Core::new(Persisted::default()), info).await;
+    let url = async || api.call("GET", "/v2/info", None).await.body["marathon_config"]["mesos_leader_ui_url"].clone();
+    assert_eq!(url().await, Value::Null);
+    let mut scheduler = agora_marathon::scheduler::MarathonScheduler { shared: shared.clone() };
+    let master = agora_framework_sdk::MasterInfo {
+        id: "m2".into(),
+        ip: "127.0.0.2".into(),
+        port: 5050,
+        hostname: "master-2".into(),
+        version: "1".into(),
+    };
+    scheduler.subscribed(&shared.driver, "fw-1", &master);
+    assert_eq!(url().await, json!("http://master-2:5050/"));
+    scheduler.subscribed(
+        &shared.driver,
+        "fw-1",
+        &agora_framework_sdk::MasterInfo { hostname: String::new(), ..master },
+    );
+    assert_eq!(url().await, json!("http://127.0.0.2:5050/"), "no hostname: the ip");
+}
+
 #[tokio::test]
 async fn cors_headers_and_preflight_with_access_control_allow_origin() {
     assert_eq!(
