@@ -141,7 +141,7 @@ try {
 
   await step("the search box filters the applications", async () => {
     await page.fill("#search", "no-such-app");
-    await page.locator("#apps tbody tr.empty", { hasText: "No application matches" }).waitFor();
+    await page.locator("#apps tbody tr.empty", { hasText: "No application passes the filters" }).waitFor();
     await page.fill("#search", APP.slice(APP.lastIndexOf("/") + 1));
     await appRow().waitFor();
     await page.fill("#search", "");
@@ -242,6 +242,36 @@ try {
       const dd = document.querySelector("#failure-details dd");
       return dd && dd.textContent !== before;
     }, first, { timeout: WAIT });
+  });
+
+  await step(`the status filter lists ${CRASH.id} under Delayed and not under Running; Unhealthy lists nothing`, async () => {
+    await page.click('header a[data-nav="apps"]');
+    const listed = () => page.$$eval("#apps tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
+    await page.selectOption("#status-filter", "Delayed");
+    await page.locator(`#apps tbody tr[data-id="${CRASH.id}"][data-status="Delayed"]`).waitFor();
+    const delayed = await listed();
+    if (delayed.join() !== CRASH.id) throw new Error(`Delayed lists ${delayed}`);
+    await page.selectOption("#status-filter", "Running");
+    await page.locator("#apps tbody tr.empty", { hasText: "No application passes the filters" }).waitFor();
+    await page.selectOption("#status-filter", "");
+    await page.selectOption("#health-filter", "unhealthy");
+    await page.locator("#apps tbody tr.empty", { hasText: "No application passes the filters" }).waitFor();
+    await page.selectOption("#health-filter", "");
+    await page.locator(`#apps tbody tr[data-group="${GROUP}"]`).waitFor();
+  });
+
+  await step("Create Group makes an empty group under the one shown, which its row then destroys", async () => {
+    await page.locator(`#apps tbody tr[data-group="${GROUP}"] a`).click();
+    await page.locator("#apps-breadcrumb", { hasText: GROUP.slice(1) }).waitFor();
+    await page.click("#create-group");
+    await confirmDialog("made-in-ui");
+    const made = `${GROUP}/made-in-ui`;
+    await page.waitForFunction((g) => location.hash === "#/apps" + g, made, { timeout: WAIT });
+    await page.locator("#apps tbody tr.empty", { hasText: `Group ${made} holds no application` }).waitFor();
+    await page.locator("#apps-breadcrumb a").nth(1).click();
+    await page.locator(`#apps tbody tr[data-group="${made}"] button[data-action="Destroy"]`).click();
+    await confirmDialog();
+    await page.waitForFunction((g) => !document.querySelector(`#apps tbody tr[data-group="${g}"]`), made, { timeout: WAIT });
   });
 
   await step(`${CRASH.id} is destroyed from its row in the list`, async () => {
