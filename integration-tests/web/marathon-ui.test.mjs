@@ -260,7 +260,7 @@ try {
     await page.locator(`#apps tbody tr[data-group="${GROUP}"]`).waitFor();
   });
 
-  await step("Create Group makes an empty group under the one shown, which its row then destroys", async () => {
+  await step("Create Group makes an empty group under the one shown, where new apps are proposed; its row destroys it", async () => {
     await page.locator(`#apps tbody tr[data-group="${GROUP}"] a`).click();
     await page.locator("#apps-breadcrumb", { hasText: GROUP.slice(1) }).waitFor();
     await page.click("#create-group");
@@ -268,6 +268,11 @@ try {
     const made = `${GROUP}/made-in-ui`;
     await page.waitForFunction((g) => location.hash === "#/apps" + g, made, { timeout: WAIT });
     await page.locator("#apps tbody tr.empty", { hasText: `Group ${made} holds no application` }).waitFor();
+    await page.click("#create-app");
+    const proposed = JSON.parse(await page.inputValue("#editor-json"));
+    if (proposed.id !== `${made}/my-app`) throw new Error(`Create Application in ${made} proposes ${proposed.id}`);
+    await page.click("#editor-cancel");
+    await page.locator("#editor").waitFor({ state: "hidden" });
     await page.locator("#apps-breadcrumb a").nth(1).click();
     await page.locator(`#apps tbody tr[data-group="${made}"] button[data-action="Destroy"]`).click();
     await confirmDialog();
