@@ -123,6 +123,22 @@ try {
     }
   });
 
+  await step("on the master's page the marathon framework's name links back to this UI (its webui_url)", async () => {
+    const tab = await page.context().newPage();
+    try {
+      await tab.goto(scenario.master_ui);
+      const link = tab.locator("#frameworks tbody td.fw-name a", { hasText: "marathon" });
+      const href = await link.getAttribute("href");
+      if (href.replace(/\/+$/, "") !== base) throw new Error(`the framework links to ${href}, not ${base}`);
+      const [ui] = await Promise.all([tab.waitForEvent("popup"), link.click()]);
+      await ui.locator("#status", { hasText: "updated" }).waitFor({ timeout: WAIT });
+      if (!ui.url().startsWith(base + "/ui/")) throw new Error(`the link led to ${ui.url()}`);
+      await ui.close();
+    } finally {
+      await tab.close();
+    }
+  });
+
   await step(`the group ${GROUP} leads to ${APP}, Running with 1 of 1`, async () => {
     await page.click('header a[data-nav="apps"]');
     await page.locator(`#apps tbody tr[data-group="${GROUP}"] a`).click();

@@ -228,6 +228,7 @@ pub fn frameworks(m: &Master) -> Value {
             "role": f.info.roles.first().cloned().unwrap_or_else(|| "*".into()),
             "principal": f.info.principal,
             "user": f.info.user,
+            "webui_url": f.info.webui_url.clone().unwrap_or_default(),
             "used": res(&used),
             "offered": res(&offered),
             "active_tasks": active_tasks,

@@ -92,10 +92,18 @@ function renderAgents(list) {
   rows($("#agents tbody"), html, 9, "No agents registered.");
 }
 
+// A framework's name links to its own web UI (FrameworkInfo.webui_url, e.g. Marathon's), as Mesos's page does;
+// only http(s) addresses become links.
+function frameworkName(f) {
+  const url = f.webui_url || "";
+  if (!/^https?:\/\//i.test(url)) return esc(f.name);
+  return `<a href="${esc(url)}" target="_blank" rel="noopener">${esc(f.name)}</a>`;
+}
+
 function renderFrameworks(list) {
   $("#frameworks-count").textContent = `(${list.length})`;
   const html = list.map((f) =>
-    `<tr data-id="${esc(f.id)}"><td class="id">${esc(f.id)}</td><td class="fw-name">${esc(f.name)}</td><td>${esc((f.roles || []).join(", ") || f.role)}</td>` +
+    `<tr data-id="${esc(f.id)}"><td class="id">${esc(f.id)}</td><td class="fw-name">${frameworkName(f)}</td><td>${esc((f.roles || []).join(", ") || f.role)}</td>` +
     `<td>${esc(f.principal || "")}</td><td>${badge(f.state)}</td><td class="num">${num(f.used.cpus)}</td><td class="num">${num(f.used.mem)}</td>` +
     `<td class="num">${f.active_tasks}</td><td>${when(f.registered_time)}</td></tr>`);
   rows($("#frameworks tbody"), html, 9, "No frameworks.");
