@@ -6,17 +6,28 @@
 use std::io::Read;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::time::timeout;
 
 use crate::inspect::Table;
 
 /// Default `--marathon`: Marathon's own port on this machine (where `agora local` starts it).
 pub const DEFAULT_MARATHON: &str = "http://127.0.0.1:8080";
-/// How long one API call may take.
+/// How long one API call may take (and connecting to the event stream).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `--wait-timeout`.
+const DEFAULT_WAIT_TIMEOUT: &str = "10mins";
+/// The events `--wait` follows; `event_stream_attached` (filtered like any other) says the stream is live.
+const DEPLOYMENT_EVENTS: [&str; 5] = [
+    "event_stream_attached",
+    "deployment_success",
+    "deployment_failed",
+    "deployment_step_success",
+    "deployment_step_failure",
+];
 
 /// Where Marathon is, and how to print.
 #[derive(Args, Debug, Clone)]
@@ -26,10 +37,23 @@ pub struct Target {
     pub marathon: String,
 }
 
+/// `--wait`: follow a change's deployment to its end, as scripts that deploy need (Marathon answers at once).
+#[derive(Args, Debug, Clone)]
+pub struct Wait {
+    /// After a change, follow its deployment: exit 0 when it has finished, 1 when it failed or was canceled.
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// How long --wait (and `agora deployment watch`) follows a deployment, e.g. 90secs or 10mins.
+    #[arg(long, global = true, default_value = DEFAULT_WAIT_TIMEOUT, value_parser = agora_proto::model::parse_duration)]
+    pub wait_timeout: Duration,
+}
+
 #[derive(Args, Debug)]
 pub struct AppArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    wait: Wait,
     #[command(subcommand)]
     command: AppCommand,
 }
@@ -123,6 +147,8 @@ enum AppCommand {
 pub struct GroupArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    wait: Wait,
     #[command(subcommand)]
     command: GroupCommand,
 }
@@ -169,6 +195,8 @@ enum GroupCommand {
 pub struct DeploymentArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    wait: Wait,
     #[command(subcommand)]
     command: DeploymentCommand,
 }
@@ -182,6 +210,8 @@ enum DeploymentCommand {
     },
     /// Cancel a deployment and roll its apps back (Marathon's DELETE /v2/deployments/ID).
     Rollback { id: String },
+    /// Follow a running deployment until it ends: exit 0 when it finished, 1 when it failed or was canceled.
+    Watch { id: String },
     /// Stop a deployment where it is, without rolling back (force=true).
     Stop { id: String },
 }
@@ -198,6 +228,8 @@ pub struct QueueArgs {
 struct Marathon {
     base: String,
     http: reqwest::Client,
+    /// For the event stream, which has no end: only connecting is bounded.
+    stream: reqwest::Client,
 }
 
 impl Marathon {
@@ -210,7 +242,39 @@ impl Marathon {
         }
         let http =
             reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("cannot build an HTTP client")?;
-        Ok(Marathon { base, http })
+        let stream = reqwest::Client::builder()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot build an HTTP client")?;
+        Ok(Marathon { base, http, stream })
+    }
+
+    /// Subscribes to the deployment events (`plan-format=light`) and waits for Marathon's `event_stream_attached`:
+    /// from then on no deployment can end unseen, so this is called before the change is made.
+    async fn deployment_events(&self) -> Result<Events> {
+        let mut q: Vec<(&str, &str)> = DEPLOYMENT_EVENTS.iter().map(|t| ("event_type", *t)).collect();
+        q.push(("plan-format", "light"));
+        let response = self
+            .stream
+            .get(format!("{}/v2/events", self.base))
+            .query(&q)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Marathon at {}: is it running? (--marathon)", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            bail!("GET /v2/events: {}", error_text(status.as_u16(), &body));
+        }
+        let mut events = Events { response, pending: Vec::new() };
+        let first =
+            timeout(REQUEST_TIMEOUT, events.next()).await.context("no event_stream_attached from Marathon")??;
+        match first {
+            Some((kind, _)) if kind == "event_stream_attached" => Ok(events),
+            other => bail!("Marathon's event stream began with {other:?}, not event_stream_attached"),
+        }
     }
 
     /// One call; a status other than 2xx is an error that says what Marathon said.
@@ -472,17 +536,164 @@ fn force(f: bool) -> Vec<(&'static str, String)> {
     if f { vec![("force", "true".to_string())] } else { vec![] }
 }
 
-/// What a change started: Marathon's `deploymentId` (and the new version).
+/// The deployment a change started: Marathon's `deploymentId`, or the first of a created app's `deployments`.
+fn deployment_id(v: &Value) -> Option<&str> {
+    v["deploymentId"].as_str().or_else(|| v["deployments"][0]["id"].as_str())
+}
+
+/// What a change started: its deployment (and the new version).
 fn deployment_line(v: &Value) -> String {
-    let id = v["deploymentId"].as_str().or_else(|| v["deployments"][0]["id"].as_str()).unwrap_or("?");
+    let id = deployment_id(v).unwrap_or("?");
     match v["version"].as_str() {
         Some(version) => format!("deployment {id} (version {version})"),
         None => format!("deployment {id}"),
     }
 }
 
+/// Prints `what: deployment ID (version V)` and keeps the id for `--wait`.
+fn announce(started: &mut Option<String>, what: String, v: &Value) {
+    println!("{what}: {}", deployment_line(v));
+    *started = deployment_id(v).map(String::from);
+}
+
+/// Server-sent events as Marathon's `/v2/events` writes them (`event:` and `data:` lines, a blank line after each).
+struct Events {
+    response: reqwest::Response,
+    pending: Vec<u8>,
+}
+
+impl Events {
+    /// The next event, (type, JSON data); `None` when the stream has ended.
+    async fn next(&mut self) -> Result<Option<(String, Value)>> {
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&String::from_utf8_lossy(&block)) {
+                    return Ok(Some(event));
+                }
+                continue;
+            }
+            match self.response.chunk().await.context("Marathon's event stream broke")? {
+                Some(bytes) => self.pending.extend(bytes.iter().filter(|b| **b != b'\r')),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One event block: its `event:` type (else the data's `eventType`) and its `data:` lines as JSON; `None` for a
+/// block with neither (a keep-alive comment).
+pub fn parse_event(block: &str) -> Option<(String, Value)> {
+    let (mut kind, mut data) = (String::new(), Vec::new());
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if kind.is_empty() && data.is_empty() {
+        return None;
+    }
+    let data = data.join("\n");
+    let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+    if kind.is_empty() {
+        kind = value["eventType"].as_str().unwrap_or("message").to_string();
+    }
+    Some((kind, value))
+}
+
+/// What one deployment event means for deployment `id`: a line to print, and whether (and how) it ended.
+pub fn deployment_progress(kind: &str, v: &Value, id: &str) -> Option<(String, Option<Result<(), String>>)> {
+    let actions = |step: &Value| -> String {
+        let list: Vec<String> = step["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", text(&a["action"]), text(&a["app"])))
+            .collect();
+        list.join(", ")
+    };
+    match kind {
+        "deployment_step_success" if v["plan"]["id"] == id => {
+            Some((format!("  step done: {}", actions(&v["currentStep"])), None))
+        }
+        "deployment_step_failure" if v["plan"]["id"] == id => {
+            Some((format!("  step failed: {}", actions(&v["currentStep"])), None))
+        }
+        "deployment_success" if v["id"] == id => Some((format!("deployment {id} finished"), Some(Ok(())))),
+        "deployment_failed" if v["id"] == id => {
+            let reason = v["reason"].as_str().unwrap_or("failed");
+            Some((format!("deployment {id} ended: {reason}"), Some(Err(reason.to_string()))))
+        }
+        _ => None,
+    }
+}
+
+/// Follows `events` until deployment `id` ends, printing its steps: Ok when it finished; an error when it failed
+/// or was canceled, when `limit` passed, or when the stream ended first.
+async fn wait_for_deployment(events: &mut Events, id: &str, limit: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next = tokio::time::timeout_at(deadline, events.next()).await.map_err(|_| {
+            anyhow!("deployment {id} is still running after {}: see `agora deployment list`", humantime(limit))
+        })??;
+        let Some((kind, v)) = next else {
+            bail!("Marathon's event stream ended before deployment {id} did: see `agora deployment list`");
+        };
+        if let Some((line, end)) = deployment_progress(&kind, &v, id) {
+            println!("{line}");
+            match end {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(reason)) => bail!("deployment {id} did not finish: {reason}"),
+                None => {}
+            }
+        }
+    }
+}
+
+/// `90secs`, `10mins` (`1.5s` for a fraction): a duration as the flags spell it.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_nanos() != 0 || s == 0 {
+        format!("{d:?}")
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}mins", s / 60)
+    } else {
+        format!("{s}secs")
+    }
+}
+
+/// With `--wait`, the event stream, subscribed before a command that deploys; `--wait` on one that does not is an
+/// error before anything is done.
+async fn events_for(m: &Marathon, wait: &Wait, deploys: bool, command: &str) -> Result<Option<Events>> {
+    match (wait.wait, deploys) {
+        (false, _) => Ok(None),
+        (true, true) => Ok(Some(m.deployment_events().await?)),
+        (true, false) => bail!("--wait applies to changes that start a deployment, not to `{command}`"),
+    }
+}
+
+/// After the command: with `--wait`, follow what it started.
+async fn finish(events: Option<Events>, started: Option<String>, wait: &Wait) -> Result<()> {
+    match (events, started) {
+        (Some(mut events), Some(id)) => wait_for_deployment(&mut events, &id, wait.wait_timeout).await,
+        _ => Ok(()),
+    }
+}
+
 pub async fn app(args: AppArgs) -> Result<()> {
     let m = Marathon::new(&args.target)?;
+    let deploys = !matches!(
+        args.command,
+        AppCommand::List { .. }
+            | AppCommand::Show { .. }
+            | AppCommand::Tasks { .. }
+            | AppCommand::Versions { .. }
+            | AppCommand::Kill { scale: false, .. }
+    );
+    let events = events_for(&m, &args.wait, deploys, "agora app").await?;
+    let mut started = None;
     match args.command {
         AppCommand::List { json } => {
             let q = [("embed", "apps.counts".to_string()), ("embed", "apps.deployments".to_string())];
@@ -496,8 +707,11 @@ pub async fn app(args: AppArgs) -> Result<()> {
         AppCommand::Add { file } => {
             let definition = read_json(file.as_deref())?;
             let app = m.call(Method::POST, "/v2/apps", &[], Some(&definition)).await?;
-            let deployment = app["deployments"][0]["id"].as_str().unwrap_or("?");
-            println!("created {} ({} instances): deployment {deployment}", text(&app["id"]), num(&app["instances"]));
+            announce(
+                &mut started,
+                format!("created {} ({} instances)", text(&app["id"]), num(&app["instances"])),
+                &app,
+            );
         }
         AppCommand::Show { id, version } => {
             let v = match version {
@@ -512,11 +726,11 @@ pub async fn app(args: AppArgs) -> Result<()> {
             let change = if items.is_empty() { read_json(None)? } else { properties(&items)? };
             let (status, v) = m.call_with_status(Method::PUT, &app_path(&id), &force(f), Some(&change)).await?;
             let done = if status == 201 { "created" } else { "updated" };
-            println!("{done} {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("{done} {id}"), &v);
         }
         AppCommand::Scale { id, instances, force: f } => {
             let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": instances}))).await?;
-            println!("scaling {id} to {instances}: {}", deployment_line(&v));
+            announce(&mut started, format!("scaling {id} to {instances}"), &v);
         }
         AppCommand::Start { id, instances, force: f } => {
             let app = m.call(Method::GET, &app_path(&id), &[], None).await?;
@@ -525,7 +739,7 @@ pub async fn app(args: AppArgs) -> Result<()> {
                 bail!("{id} is already started with {now} instances: use `agora app scale` to change that");
             }
             let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": instances}))).await?;
-            println!("starting {id} with {instances} instances: {}", deployment_line(&v));
+            announce(&mut started, format!("starting {id} with {instances} instances"), &v);
         }
         AppCommand::Stop { id, force: f } => {
             let app = m.call(Method::GET, &app_path(&id), &[], None).await?;
@@ -533,19 +747,19 @@ pub async fn app(args: AppArgs) -> Result<()> {
                 bail!("{id} is already stopped (0 instances)");
             }
             let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"instances": 0}))).await?;
-            println!("stopping {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("stopping {id}"), &v);
         }
         AppCommand::Restart { id, force: f } => {
             let v = m.call(Method::POST, &format!("{}/restart", app_path(&id)), &force(f), None).await?;
-            println!("restarting {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("restarting {id}"), &v);
         }
         AppCommand::Rollback { id, version, force: f } => {
             let v = m.call(Method::PUT, &app_path(&id), &force(f), Some(&json!({"version": version}))).await?;
-            println!("rolling {id} back to {version}: {}", deployment_line(&v));
+            announce(&mut started, format!("rolling {id} back to {version}"), &v);
         }
         AppCommand::Remove { id, force: f } => {
             let v = m.call(Method::DELETE, &app_path(&id), &force(f), None).await?;
-            println!("removing {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("removing {id}"), &v);
         }
         AppCommand::Tasks { id, json } => {
             let v = m.call(Method::GET, &format!("{}/tasks", app_path(&id)), &[], None).await?;
@@ -571,7 +785,7 @@ pub async fn app(args: AppArgs) -> Result<()> {
                     }
                 }
                 // With scale=true Marathon answers with the deployment that lowers the instances.
-                None => println!("killing the tasks of {id} and scaling down: {}", deployment_line(&v)),
+                None => announce(&mut started, format!("killing the tasks of {id} and scaling down"), &v),
             }
         }
         AppCommand::Versions { id } => {
@@ -581,11 +795,14 @@ pub async fn app(args: AppArgs) -> Result<()> {
             }
         }
     }
-    Ok(())
+    finish(events, started, &args.wait).await
 }
 
 pub async fn group(args: GroupArgs) -> Result<()> {
     let m = Marathon::new(&args.target)?;
+    let deploys = !matches!(args.command, GroupCommand::List { .. } | GroupCommand::Show { .. });
+    let events = events_for(&m, &args.wait, deploys, "agora group").await?;
+    let mut started = None;
     match args.command {
         GroupCommand::List { json } => {
             let q = [("embed", "group.groups".to_string()), ("embed", "group.apps".to_string())];
@@ -598,7 +815,7 @@ pub async fn group(args: GroupArgs) -> Result<()> {
         GroupCommand::Add { file } => {
             let definition = read_json(file.as_deref())?;
             let v = m.call(Method::POST, "/v2/groups", &[], Some(&definition)).await?;
-            println!("created {}: {}", text(&definition["id"]), deployment_line(&v));
+            announce(&mut started, format!("created {}", text(&definition["id"])), &v);
         }
         GroupCommand::Show { id, version } => {
             let path = match version {
@@ -609,24 +826,27 @@ pub async fn group(args: GroupArgs) -> Result<()> {
         }
         GroupCommand::Scale { id, factor, force: f } => {
             let v = m.call(Method::PUT, &group_path(&id), &force(f), Some(&json!({"scaleBy": factor}))).await?;
-            println!("scaling {id} by {factor}: {}", deployment_line(&v));
+            announce(&mut started, format!("scaling {id} by {factor}"), &v);
         }
         GroupCommand::Update { id, properties: items, force: f } => {
             let change = if items.is_empty() { read_json(None)? } else { properties(&items)? };
             let (status, v) = m.call_with_status(Method::PUT, &group_path(&id), &force(f), Some(&change)).await?;
             let done = if status == 201 { "created" } else { "updated" };
-            println!("{done} {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("{done} {id}"), &v);
         }
         GroupCommand::Remove { id, force: f } => {
             let v = m.call(Method::DELETE, &group_path(&id), &force(f), None).await?;
-            println!("removing {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("removing {id}"), &v);
         }
     }
-    Ok(())
+    finish(events, started, &args.wait).await
 }
 
 pub async fn deployment(args: DeploymentArgs) -> Result<()> {
     let m = Marathon::new(&args.target)?;
+    let deploys = matches!(args.command, DeploymentCommand::Rollback { .. });
+    let events = events_for(&m, &args.wait, deploys, "agora deployment").await?;
+    let mut started = None;
     match args.command {
         DeploymentCommand::List { json } => {
             let v = m.call(Method::GET, "/v2/deployments", &[], None).await?;
@@ -637,14 +857,25 @@ pub async fn deployment(args: DeploymentArgs) -> Result<()> {
         }
         DeploymentCommand::Rollback { id } => {
             let v = m.call(Method::DELETE, &format!("/v2/deployments/{id}"), &[], None).await?;
-            println!("rolling back {id}: {}", deployment_line(&v));
+            announce(&mut started, format!("rolling back {id}"), &v);
         }
         DeploymentCommand::Stop { id } => {
             m.call(Method::DELETE, &format!("/v2/deployments/{id}"), &force(true), None).await?;
             println!("stopped {id}");
         }
+        DeploymentCommand::Watch { id } => {
+            // Subscribed first, then asked: a deployment that ends in between is still seen.
+            let mut events = m.deployment_events().await?;
+            let running = m.call(Method::GET, "/v2/deployments", &[], None).await?;
+            if !running.as_array().into_iter().flatten().any(|d| d["id"] == id.as_str()) {
+                println!("deployment {id} is not running (it has ended, or never was)");
+                return Ok(());
+            }
+            println!("watching deployment {id}");
+            return wait_for_deployment(&mut events, &id, args.wait.wait_timeout).await;
+        }
     }
-    Ok(())
+    finish(events, started, &args.wait).await
 }
 
 pub async fn queue(args: QueueArgs) -> Result<()> {
@@ -753,6 +984,34 @@ mod tests {
                 ["/shop/web", "2", "3", "v2"],
             ]
         );
+    }
+
+    #[test]
+    fn server_sent_events_are_parsed_by_type_and_keep_alives_skipped() {
+        let e = parse_event("event: deployment_success\ndata: {\"id\":\"d1\"}\n\n").unwrap();
+        assert_eq!(e, ("deployment_success".to_string(), json!({"id": "d1"})));
+        // No `event:` line: the data's eventType; data split over lines is joined.
+        let e = parse_event("data: {\"eventType\":\"x\",\ndata: \"a\":1}\n\n").unwrap();
+        assert_eq!(e, ("x".to_string(), json!({"eventType": "x", "a": 1})));
+        assert_eq!(parse_event(": keep-alive\n\n"), None);
+    }
+
+    #[test]
+    fn a_deployment_is_followed_by_its_own_events_to_its_end() {
+        let step =
+            json!({"plan": {"id": "d1"}, "currentStep": {"actions": [{"action": "ScaleApplication", "app": "/a"}]}});
+        let (line, end) = deployment_progress("deployment_step_success", &step, "d1").unwrap();
+        assert_eq!((line.as_str(), end), ("  step done: ScaleApplication /a", None));
+        assert_eq!(deployment_progress("deployment_step_success", &step, "d2"), None, "another deployment's");
+        let done = deployment_progress("deployment_success", &json!({"id": "d1"}), "d1").unwrap();
+        assert_eq!(done, ("deployment d1 finished".to_string(), Some(Ok(()))));
+        let failed =
+            deployment_progress("deployment_failed", &json!({"id": "d1", "reason": "canceled"}), "d1").unwrap();
+        assert_eq!(failed.1, Some(Err("canceled".to_string())));
+        assert_eq!(deployment_progress("deployment_failed", &json!({"id": "d0"}), "d1"), None);
+        assert_eq!(humantime(Duration::from_secs(600)), "10mins");
+        assert_eq!(humantime(Duration::from_secs(90)), "90secs");
+        assert_eq!(humantime(Duration::from_millis(1500)), "1.5s");
     }
 
     #[test]

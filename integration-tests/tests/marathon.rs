@@ -302,11 +302,15 @@ async fn the_agora_cli_drives_marathon() -> Result<()> {
         out.lines().find(|l| l.starts_with("/cli/web")).context(out.clone())?.split_whitespace().collect();
     assert_eq!(row, ["/cli/web", "16", "0.1", "1/1", "-", "-", "no", "sleep", "1000"]);
 
-    // scale, then the tasks
-    let (code, out, err) = agora(&["app", "scale", "/cli/web", "2"]).await?;
+    // scale with --wait: it returns once the deployment has finished, so both tasks run by then; then the tasks
+    let (code, out, err) = agora(&["app", "scale", "/cli/web", "2", "--wait"]).await?;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("scaling /cli/web to 2: deployment "), "{out}");
-    let app = marathon.settled("/cli/web", 2).await?;
+    assert!(out.contains("  step done: ScaleApplication /cli/web") && out.trim_end().ends_with("finished"), "{out}");
+    let app = marathon.app("/cli/web").await.context("/cli/web")?;
+    let states: Vec<&Value> = app["tasks"].as_array().context("tasks")?.iter().map(|t| &t["state"]).collect();
+    assert_eq!(states, [&json!("TASK_RUNNING"); 2], "{app}");
+    assert_eq!(app["deployments"], json!([]), "{app}");
     let (code, out, err) = agora(&["app", "tasks", "cli/web"]).await?;
     assert_eq!(code, 0, "{out}{err}");
     for task in app["tasks"].as_array().context("tasks")? {
@@ -376,6 +380,14 @@ async fn the_agora_cli_drives_marathon() -> Result<()> {
         .next()
         .unwrap_or_default()
         .to_string();
+
+    // a deployment that cannot finish: watching it ends at --wait-timeout, exit 1; --wait on a read is refused
+    let (code, out, err) = agora(&["deployment", "watch", &deployment, "--wait-timeout", "2secs"]).await?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with(&format!("watching deployment {deployment}")), "{out}");
+    assert!(err.contains(&format!("deployment {deployment} is still running after 2secs")), "{err}");
+    let (code, _, err) = agora(&["app", "list", "--wait"]).await?;
+    assert!(code == 1 && err.contains("--wait applies to changes that start a deployment"), "{code} {err}");
 
     // the deployment holds the app: a plain scale is refused with the deployment named, --force overrides
     let (code, _, err) = agora(&["app", "scale", "/cli/huge", "0"]).await?;
@@ -469,13 +481,10 @@ async fn the_agora_cli_drives_marathon_groups_and_stops_and_starts_apps() -> Res
     let (code, _, err) = agora(&["group", "scale", "/nope", "2"]).await?;
     assert!(code == 1 && err.contains("404") && err.contains("/nope"), "{code} {err}");
 
-    let out = ok(agora(&["group", "remove", "/shop"]).await?)?;
-    assert!(out.starts_with("removing /shop: deployment "), "{out}");
-    wait_for("the group to be gone", WAIT, async || {
-        let v = marathon.get("/v2/apps").await.ok()?;
-        v["apps"].as_array()?.is_empty().then_some(())
-    })
-    .await?;
+    // with --wait the removal has finished when the command returns
+    let out = ok(agora(&["group", "remove", "/shop", "--wait"]).await?)?;
+    assert!(out.starts_with("removing /shop: deployment ") && out.trim_end().ends_with("finished"), "{out}");
+    assert_eq!(marathon.get("/v2/apps").await?["apps"], json!([]));
     let out = ok(agora(&["group", "list"]).await?)?;
     assert!(row(&out, "/shop").is_empty(), "{out}");
     Ok(())
