@@ -6,8 +6,9 @@
 //! deployment stays (Waiting, the reject reasons on Debug) and rolled back from the Deployments page, edited, and
 //! destroyed; a failing app is Delayed with its failure on Debug and relaunched by Reset Delay, found by the Delayed
 //! status filter (and by no other filter), then destroyed from its row; an empty group is created under the app's
-//! group and destroyed from its row; an app of 120 instances is listed 50 to a page, its group scaled by 0.5 and
-//! destroyed. Build the binaries first: `cargo build --workspace --bins`.
+//! group; an app of 120 instances is listed 50 to a page and its group scaled by 0.5; the two groups sort by CPU
+//! both ways and by name, and are destroyed from their rows. Build the binaries first:
+//! `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
 use agora_integration_tests::{Cluster, browser_prerequisites, free_port, run_browser_script};

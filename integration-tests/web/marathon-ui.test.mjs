@@ -276,7 +276,7 @@ try {
     await page.locator(`#apps tbody tr[data-group="${GROUP}"]`).waitFor();
   });
 
-  await step("Create Group makes an empty group under the one shown, where new apps are proposed; its row destroys it", async () => {
+  await step("Create Group makes an empty group under the one shown, where new apps are proposed", async () => {
     await page.locator(`#apps tbody tr[data-group="${GROUP}"] a`).click();
     await page.locator("#apps-breadcrumb", { hasText: GROUP.slice(1) }).waitFor();
     await page.click("#create-group");
@@ -290,9 +290,7 @@ try {
     await page.click("#editor-cancel");
     await page.locator("#editor").waitFor({ state: "hidden" });
     await page.locator("#apps-breadcrumb a").nth(1).click();
-    await page.locator(`#apps tbody tr[data-group="${made}"] button[data-action="Destroy"]`).click();
-    await confirmDialog();
-    await page.waitForFunction((g) => !document.querySelector(`#apps tbody tr[data-group="${g}"]`), made, { timeout: WAIT });
+    await page.locator(`#apps tbody tr[data-group="${made}"]`).waitFor();
   });
 
   await step(`${CRASH.id} is destroyed from its row in the list`, async () => {
@@ -336,11 +334,30 @@ try {
     await crowdRow().locator("td.running", { hasText: `${half} of ${half}` }).waitFor();
   });
 
-  await step(`the group ${crowdGroup} is destroyed from its row, with its app`, async () => {
+  await step(`the headers sort: ${GROUP} (no CPU) and ${crowdGroup} by CPU both ways, then by name`, async () => {
     await page.goto(`${base}/ui/#/apps`);
-    await groupRow().locator('button[data-action="Destroy"]').click();
-    await confirmDialog();
-    await page.waitForFunction((g) => !document.querySelector(`#apps tbody tr[data-group="${g}"]`), crowdGroup, { timeout: WAIT });
+    const order = async (n) => {
+      await page.waitForFunction((n) => document.querySelectorAll("#apps tbody tr[data-group]").length === n, n, { timeout: WAIT });
+      return (await page.$$eval("#apps tbody tr[data-group]", (rows) => rows.map((r) => r.dataset.group))).join();
+    };
+    const expect = async (column, dir, groups) => {
+      await page.click(`#apps th[data-sort="${column}"]`);
+      await page.locator(`#apps th[data-sort="${column}"][aria-sort="${dir}"]`).waitFor();
+      const got = await order(2);
+      if (got !== groups.join()) throw new Error(`by ${column} ${dir}: ${got}, expected ${groups}`);
+    };
+    await expect("cpu", "ascending", [GROUP, crowdGroup]);
+    await expect("cpu", "descending", [crowdGroup, GROUP]);
+    await expect("name", "ascending", [crowdGroup, GROUP].sort());
+  });
+
+  await step(`the groups ${crowdGroup} (with its app) and ${GROUP} are destroyed from their rows`, async () => {
+    await page.goto(`${base}/ui/#/apps`);
+    for (const g of [crowdGroup, GROUP]) {
+      await page.locator(`#apps tbody tr[data-group="${g}"] button[data-action="Destroy"]`).click();
+      await confirmDialog();
+      await page.waitForFunction((g) => !document.querySelector(`#apps tbody tr[data-group="${g}"]`), g, { timeout: WAIT });
+    }
     await page.locator("#apps tbody tr.empty", { hasText: "No applications yet" }).waitFor();
   });
 
