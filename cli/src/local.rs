@@ -151,6 +151,7 @@ impl LocalCluster {
             max_running_deployments: agora_marathon::core::MAX_RUNNING_DEPLOYMENTS,
             access_control_allow_origin: Vec::new(),
             event_stream_max_outstanding_messages: agora_marathon::events::BUFFER,
+            mesos_role: agora_proto::model::UNRESERVED.into(),
         };
         let (stop_marathon, _) = watch::channel(false);
         let marathon_stopped = stopped(&stop_marathon);

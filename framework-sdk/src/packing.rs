@@ -76,6 +76,15 @@ impl OfferPacker {
         Some(taken)
     }
 
+    /// [`OfferPacker::take`] from only the resources whose role `accept` takes (Marathon's
+    /// `acceptedResourceRoles`): `["*"]` keeps a task off reservations, a role's name puts it on them.
+    pub fn take_within(&mut self, request: &TaskRequest, accept: impl Fn(&str) -> bool) -> Option<Resources> {
+        let visible = Resources::from_vec(self.remaining.iter().filter(|r| accept(&r.role)).cloned());
+        let taken = OfferPacker::from_resources(visible).take(request)?;
+        self.remaining.subtract(&taken);
+        Some(taken)
+    }
+
     /// Carves up to `max` copies of `request`; returns one resource bag per task that fits.
     pub fn take_many(&mut self, request: &TaskRequest, max: usize) -> Vec<Resources> {
         let mut out = Vec::new();
@@ -225,6 +234,16 @@ mod tests {
         let got = packer.take(&TaskRequest::parse("cpus:0.75;mem:32").unwrap()).unwrap();
         assert_eq!(got, res("cpus(ads):0.5;cpus:0.25;mem:32"));
         assert_eq!(packer.remaining(), &res("cpus:0.75;mem:32"));
+    }
+
+    #[test]
+    fn take_within_carves_only_from_the_accepted_roles_and_leaves_the_rest() {
+        let mut packer = OfferPacker::from_resources(res("cpus(ads):0.5;mem(ads):64;cpus:1;mem:64"));
+        let request = TaskRequest::parse("cpus:0.5;mem:32").unwrap();
+        assert_eq!(packer.take_within(&request, |r| r == "*").unwrap(), res("cpus:0.5;mem:32"));
+        assert_eq!(packer.take_within(&request, |r| r == "ads").unwrap(), res("cpus(ads):0.5;mem(ads):32"));
+        assert_eq!(packer.take_within(&request, |r| r == "ads"), None, "no ads cpus left");
+        assert_eq!(packer.remaining(), &res("mem(ads):32;cpus:0.5;mem:32"), "a refused take changes nothing");
     }
 
     #[test]

@@ -489,3 +489,60 @@ async fn the_agora_cli_drives_marathon_groups_and_stops_and_starts_apps() -> Res
     assert!(row(&out, "/shop").is_empty(), "{out}");
     Ok(())
 }
+
+/// Marathon in a role (`--mesos-role public`) on an agent with part of its resources reserved for that role: an app
+/// that accepts only `public` runs on the reservation, and the instance it has no room left for waits with
+/// UnfulfilledRole in `/v2/queue` although unreserved resources are free; an app that accepts only `*` runs on those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_in_a_role_places_apps_by_their_accepted_resource_roles() -> Result<()> {
+    let mut cluster = Cluster::start(&[]).await?;
+    cluster
+        .add_agent("cpus(public):0.5;mem(public):256;ports(public):[32500-32509];cpus:0.5;mem:256;ports:[32510-32519]")
+        .await?;
+    let dir = cluster.dir.path().join("marathon");
+    let marathon = Marathon::start_with(&cluster, &dir, free_port(), "marathon", &["--mesos-role", "public"]).await?;
+    assert_eq!(marathon.get("/v2/info").await?["marathon_config"]["mesos_role"], "public");
+    let post = async |body: Value| marathon.call(reqwest::Method::POST, "/v2/apps", Some(body)).await;
+    let ports = |app: &Value| -> Vec<u64> {
+        app["tasks"].as_array().into_iter().flatten().filter_map(|t| t["ports"][0].as_u64()).collect()
+    };
+
+    let (status, _, body) = post(json!({"id": "/pub", "cmd": "sleep 3600", "cpus": 0.2, "mem": 32, "instances": 2,
+        "acceptedResourceRoles": ["public"]}))
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["role"], "public", "a new app runs in Marathon's role: {body}");
+    let app = marathon.settled("/pub", 2).await?;
+    assert!(ports(&app).iter().all(|p| (32500..=32509).contains(p)), "reserved ports: {:?}", ports(&app));
+    assert!(app["tasks"].as_array().into_iter().flatten().all(|t| t["role"] == "public"), "{app}");
+
+    // A third does not fit in what is left of the reservation (0.1 cpus): it waits, and the queue says why.
+    let (status, _, body) = marathon.call(reqwest::Method::PUT, "/v2/apps/pub", Some(json!({"instances": 3}))).await?;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the queue to blame the role", WAIT * 2, async || {
+        let q = marathon.get("/v2/queue").await.ok()?;
+        let entry = q["queue"].as_array()?.iter().find(|e| e["app"]["id"] == "/pub")?.clone();
+        let reasons = entry["processedOffersSummary"]["rejectSummaryLastOffers"].as_array()?;
+        let r = reasons.iter().find(|r| r["reason"] == "UnfulfilledRole")?;
+        (r["declined"].as_u64()? > 0 && entry["count"] == 1).then_some(())
+    })
+    .await?;
+
+    // The unreserved half serves an app that accepts only `*`.
+    let (status, _, body) = post(json!({"id": "/free", "cmd": "sleep 3600", "cpus": 0.2, "mem": 32, "instances": 2,
+        "acceptedResourceRoles": ["*"]}))
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let app = marathon.settled("/free", 2).await?;
+    assert!(ports(&app).iter().all(|p| (32510..=32519).contains(p)), "unreserved ports: {:?}", ports(&app));
+    assert_eq!(marathon.app("/pub").await.context("/pub")?["tasksRunning"], 2, "still waiting for its role");
+
+    // Roles Marathon is not in are refused, naming the field.
+    let (status, _, body) =
+        post(json!({"id": "/other", "cmd": "x", "role": "other", "acceptedResourceRoles": ["third"]})).await?;
+    assert_eq!(status, 422, "{body}");
+    let paths: Vec<&str> =
+        body["details"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str()).collect();
+    assert_eq!(paths, ["/role", "/acceptedResourceRoles"], "{body}");
+    Ok(())
+}

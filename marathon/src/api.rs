@@ -154,7 +154,7 @@ pub struct TaskView<'a> {
     started_at: Option<String>,
     version: &'a str,
     local_volumes: [(); 0],
-    role: &'static str,
+    role: &'a str,
     health_check_results: Vec<Value>,
 }
 
@@ -180,7 +180,7 @@ impl<'a> TaskView<'a> {
             started_at: i.started_at.map(format_iso),
             version: &i.version,
             local_volumes: [],
-            role: "*",
+            role: if i.role.is_empty() { agora_proto::model::UNRESERVED } else { &i.role },
             health_check_results: i.health.iter().map(|h| h.json(&i.instance_id)).collect(),
         }
     }
@@ -692,7 +692,7 @@ fn info_json(info: &crate::scheduler::Info, framework_id: Option<String>, leader
             "mesos_leader_ui_url": mesos_leader_ui_url,
     });
     let rest = json!({
-            "mesos_role": "*",
+            "mesos_role": info.mesos_role,
             "mesos_user": null,
             "new_group_enforce_role": "Off",
             "min_revive_offers_interval": null,
@@ -1583,6 +1583,7 @@ mod tests {
             unreachable_since: None,
             agent_ip: None,
             health: None,
+            role: String::new(),
         };
         let t = task_json(&i);
         assert_eq!(

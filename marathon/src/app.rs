@@ -88,7 +88,7 @@ impl Errors {
     pub(crate) fn bad(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.semantic.push((path.into(), msg.into()));
     }
-    fn finish(self) -> Result<(), Invalid> {
+    pub(crate) fn finish(self) -> Result<(), Invalid> {
         if !self.types.is_empty() {
             return Err(Invalid::Types(group(self.types)));
         }
@@ -262,6 +262,12 @@ pub struct AppDefinition {
     pub task_kill_grace_period_seconds: Option<u64>,
     pub kill_selection: KillSelection,
     pub unreachable_strategy: UnreachableStrategy,
+    /// The roles of the offered resources the app's tasks may use: `*` (unreserved) and/or the app's role; `None`:
+    /// any the framework is offered (Marathon's default, `*` and its `--mesos_role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_resource_roles: Option<Vec<String>>,
+    /// The role the app's tasks run in: Marathon's `--mesos-role`. Empty only between parsing a new definition
+    /// that names none and [`crate::core::Core`] filling it in.
     pub role: String,
     pub version: String,
     pub version_info: VersionInfo,
@@ -304,6 +310,7 @@ impl AppDefinition {
             task_kill_grace_period_seconds: None,
             kill_selection: KillSelection::YoungestFirst,
             unreachable_strategy: UnreachableStrategy::default(),
+            accepted_resource_roles: None,
             role: "*".into(),
             version: String::new(),
             version_info: VersionInfo { last_scaling_at: String::new(), last_config_change_at: String::new() },
@@ -801,7 +808,8 @@ pub fn parse_app(body: &Value, base: Option<&AppDefinition>, id: Option<&str>) -
     };
     let mut app = match base {
         Some(b) => AppDefinition { id: id.clone(), ..b.clone() },
-        None => AppDefinition::with_defaults(&id),
+        // No role yet: the core gives a new definition Marathon's role, or the one the app had.
+        None => AppDefinition { role: String::new(), ..AppDefinition::with_defaults(&id) },
     };
     apply_fields(m, &mut app, &mut errs);
     validate_whole(&app, &mut errs);
@@ -1033,22 +1041,33 @@ fn apply_fields(m: &Map<String, Value>, app: &mut AppDefinition, errs: &mut Erro
                 }
                 _ => errs.bad(p, "must be \"disabled\" or {inactiveAfterSeconds, expungeAfterSeconds}"),
             },
+            // Checked against Marathon's role by the core (`Core::settle_role`), which also fills in a missing one.
             "role" => match v.as_str() {
-                Some("*") => {}
-                Some(_) => errs.bad(p, "roles other than '*' are not supported yet"),
+                Some(r) if agora_proto::convert::valid_role(r) => app.role = r.to_string(),
+                Some(r) => errs.bad(p, format!("'{r}' is not a valid role name")),
                 None if v.is_null() => {}
                 None => errs.ty(p, "jsstring"),
             },
-            "acceptedResourceRoles" => {
-                let ok = match v {
-                    Value::Null => true,
-                    Value::Array(a) => a.iter().all(|r| r.as_str() == Some("*")),
-                    _ => false,
-                };
-                if !ok {
-                    errs.bad(p, "only [\"*\"] is supported yet");
+            "acceptedResourceRoles" => match v {
+                Value::Null => app.accepted_resource_roles = None,
+                Value::Array(a) if a.is_empty() => errs.bad(p, "must not be empty"),
+                Value::Array(a) => {
+                    let mut roles: Vec<String> = Vec::new();
+                    for (i, r) in a.iter().enumerate() {
+                        match r.as_str() {
+                            Some(r) if agora_proto::convert::valid_role(r) => {
+                                if !roles.iter().any(|x| x == r) {
+                                    roles.push(r.to_string());
+                                }
+                            }
+                            Some(r) => errs.bad(format!("{p}({i})"), format!("'{r}' is not a valid role name")),
+                            None => errs.ty(format!("{p}({i})"), "jsstring"),
+                        }
+                    }
+                    app.accepted_resource_roles = Some(roles);
                 }
-            }
+                _ => errs.ty(p, "jsarray"),
+            },
             key if READ_ONLY.contains(&key) => {}
             key => match NOT_YET.iter().find(|(name, _)| *name == key) {
                 Some((_, why)) => {

@@ -57,6 +57,9 @@ pub struct Instance {
     /// The agent's health check results (apps with health checks), for `healthCheckResults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthRecord>,
+    /// The role it was launched in (its app's); empty in records from before roles, which ran in `*`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
 }
 
 impl Instance {
@@ -265,6 +268,8 @@ pub struct Core {
     pub state: Persisted,
     /// At most this many deployments run at once (`None`: [`MAX_RUNNING_DEPLOYMENTS`]).
     pub max_running_deployments: Option<usize>,
+    /// The role Marathon subscribes in (`--mesos-role`; `None`: `*`), every new app's role.
+    pub mesos_role: Option<String>,
     backoff: BTreeMap<String, Backoff>,
     queue: BTreeMap<String, QueueStats>,
     events: Vec<Value>,
@@ -986,6 +991,52 @@ impl Core {
         set_version(app, previous, self.new_version(&app.id, now));
     }
 
+    /// The role Marathon subscribes in.
+    pub fn framework_role(&self) -> &str {
+        self.mesos_role.as_deref().unwrap_or(agora_proto::model::UNRESERVED)
+    }
+
+    /// Gives a new definition without a role Marathon's (or the one `previous` had) and checks its roles: `role`
+    /// is Marathon's or the app's current one, `acceptedResourceRoles` holds only `*` and that role. `prefix`
+    /// leads the paths of the errors (`/apps/ID` in a group).
+    pub(crate) fn settle_role(
+        &self,
+        app: &mut AppDefinition,
+        previous: Option<&AppDefinition>,
+        prefix: &str,
+        errs: &mut crate::app::Errors,
+    ) {
+        let framework = self.framework_role();
+        if app.role.is_empty() {
+            app.role = previous.map_or(framework, |p| p.role.as_str()).to_string();
+        }
+        if app.role != framework && previous.is_none_or(|p| p.role != app.role) {
+            errs.bad(
+                format!("{prefix}/role"),
+                format!("'{}' is not Marathon's role '{framework}' (--mesos-role) nor the app's current one", app.role),
+            );
+        }
+        for r in app.accepted_resource_roles.iter().flatten() {
+            if r != agora_proto::model::UNRESERVED && *r != app.role {
+                errs.bad(
+                    format!("{prefix}/acceptedResourceRoles"),
+                    format!("'{r}' is neither '*' nor the app's role '{}'", app.role),
+                );
+            }
+        }
+    }
+
+    fn settled_role(
+        &self,
+        mut app: AppDefinition,
+        previous: Option<&AppDefinition>,
+    ) -> Result<AppDefinition, ApiError> {
+        let mut errs = crate::app::Errors::default();
+        self.settle_role(&mut app, previous, "", &mut errs);
+        errs.finish().map_err(ApiError::Invalid)?;
+        Ok(app)
+    }
+
     /// `POST /v2/apps`.
     pub fn create_app(
         &mut self,
@@ -994,7 +1045,8 @@ impl Core {
         now: Millis,
         deployment_id: String,
     ) -> Result<(AppDefinition, DeploymentResult), ApiError> {
-        let mut app = parse_app(body, None, None).map_err(ApiError::Invalid)?;
+        let app = parse_app(body, None, None).map_err(ApiError::Invalid)?;
+        let mut app = self.settled_role(app, None)?;
         if self.state.apps.contains_key(&app.id) {
             return Err(ApiError::Exists(format!("An app with id [{}] already exists.", app.id)));
         }
@@ -1034,7 +1086,7 @@ impl Core {
                 old.clone()
             } else {
                 let base = if partial { previous.as_ref() } else { None };
-                parse_app(body, base, Some(&id)).map_err(ApiError::Invalid)?
+                self.settled_role(parse_app(body, base, Some(&id)).map_err(ApiError::Invalid)?, previous.as_ref())?
             };
         self.allocate_service_ports(&mut app, previous.as_ref());
         self.finish_versioning(&mut app, previous.as_ref(), now);
@@ -1697,6 +1749,7 @@ impl Core {
                     unreachable_since: None,
                     agent_ip: agent_ips.get(&task.agent_id).cloned(),
                     health: None,
+                    role: app.role.clone(),
                 },
             );
             self.instance_changed(&task.task_id, app_id);

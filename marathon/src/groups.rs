@@ -753,6 +753,11 @@ impl Core {
         now: Millis,
         deployment_id: String,
     ) -> Result<Outcome, ApiError> {
+        let mut errs = crate::app::Errors::default();
+        for (id, app) in tree.apps.iter_mut() {
+            self.settle_role(app, self.state.apps.get(id), &format!("/apps{id}"), &mut errs);
+        }
+        errs.finish().map_err(ApiError::Invalid)?;
         allocate_ports(&mut tree.apps, &self.state.apps);
         let mut changes: Vec<(String, Option<AppDefinition>)> =
             self.state.apps.keys().filter(|id| !tree.apps.contains_key(*id)).map(|id| (id.clone(), None)).collect();

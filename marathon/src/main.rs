@@ -48,6 +48,20 @@ struct Flags {
     #[arg(long, alias = "event_stream_max_outstanding_messages", default_value_t = agora_marathon::events::BUFFER as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     event_stream_max_outstanding_messages: u64,
+    /// The role Marathon subscribes in, and every app's: it is offered the resources agents reserve for this role
+    /// (`--resources 'cpus(public):2'`) besides the unreserved ones; apps pick with `acceptedResourceRoles`
+    /// (Marathon's `--mesos_role`).
+    #[arg(long, alias = "mesos_role", default_value = agora_proto::model::UNRESERVED, value_parser = role)]
+    mesos_role: String,
+}
+
+/// A role name as Mesos allows it.
+fn role(text: &str) -> Result<String, String> {
+    if agora_proto::convert::valid_role(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("'{text}' is not a valid role name (no whitespace, no leading '-', no '.' or '..' segments)"))
+    }
 }
 
 fn default_hostname() -> String {
@@ -99,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default(),
         event_stream_max_outstanding_messages: usize::try_from(flags.event_stream_max_outstanding_messages)
             .context("--event-stream-max-outstanding-messages")?,
+        mesos_role: flags.mesos_role,
     };
     match ha {
         None => agora_marathon::server::run(config, listener, shutdown_signal()).await,

@@ -277,8 +277,15 @@ pub fn match_offers(
                     continue;
                 }
                 let before = packers[k].remaining().clone();
-                let Some(resources) = packers[k].take(&request) else {
-                    stopped[k] = Some(shortfall(app, &before));
+                let taken = match &app.accepted_resource_roles {
+                    None => packers[k].take(&request),
+                    Some(roles) => packers[k].take_within(&request, |role| roles.iter().any(|r| r == role)),
+                };
+                let Some(resources) = taken else {
+                    // Resources of other roles would have done: the roles are why (Marathon's UnfulfilledRole).
+                    let other_roles = app.accepted_resource_roles.is_some()
+                        && OfferPacker::from_resources(before.clone()).take(&request).is_some();
+                    stopped[k] = Some(if other_roles { Reason::UnfulfilledRole } else { shortfall(app, &before) });
                     open -= 1;
                     continue;
                 };
@@ -337,6 +344,7 @@ mod tests {
     use agora_proto::model::Attributes;
     use proptest::prelude::*;
     use serde_json::json;
+    use std::collections::BTreeSet;
 
     fn offer(id: &str, host: &str, res: &str, attrs: &str) -> Offer {
         Offer {
@@ -388,6 +396,65 @@ mod tests {
         assert_eq!(env["MARATHON_APP_LABEL_TEAM"], "a");
         assert_ne!(m.launches[0].host_ports, m.launches[1].host_ports);
         assert!(m.unused.is_empty() && m.unplaced.is_empty());
+    }
+
+    /// `acceptedResourceRoles` picks the offered resources by role, and the tasks carry the roles they took; an
+    /// offer that would fit with other roles is declined as UnfulfilledRole.
+    #[test]
+    fn accepted_resource_roles_pick_reserved_or_unreserved_resources() {
+        let offered = "cpus(public):1;mem(public):128;ports(public):[31000-31009];cpus:1;mem:128;ports:[32000-32009]";
+        let roles_of = |l: &Launch| -> BTreeSet<String> { l.task.resources.iter().map(|r| r.role.clone()).collect() };
+        let public = app(json!({"id": "/pub", "cmd": "x", "cpus": 0.5, "mem": 64, "instances": 3,
+            "acceptedResourceRoles": ["public"]}));
+        let m = match_offers(
+            &[Request { app: &public, count: 3, service_ports: vec![10001] }],
+            &BTreeMap::new(),
+            &[offer("o1", "h1", offered, "")],
+            &mut ids(),
+        );
+        assert_eq!(m.launches.len(), 2, "two fit in the public reservation");
+        for l in &m.launches {
+            assert_eq!(roles_of(l), BTreeSet::from(["public".to_string()]));
+            assert!((31000..=31009).contains(&l.host_ports[0]), "{:?}", l.host_ports);
+        }
+        assert_eq!(m.unplaced["/pub"], 1);
+        // An offer of unreserved resources only would hold the third: declined for its role.
+        let m = match_offers(
+            &[Request { app: &public, count: 1, service_ports: vec![10001] }],
+            &BTreeMap::new(),
+            &[offer("o2", "h2", "cpus:1;mem:128;ports:[32000-32009]", "")],
+            &mut ids(),
+        );
+        assert!(m.launches.is_empty());
+        assert_eq!(m.stats["/pub"].declined[&Reason::UnfulfilledRole], 1);
+
+        let unreserved = app(json!({"id": "/u", "cmd": "x", "cpus": 0.5, "mem": 64, "acceptedResourceRoles": ["*"]}));
+        let m = match_offers(
+            &[Request { app: &unreserved, count: 1, service_ports: vec![10002] }],
+            &BTreeMap::new(),
+            &[offer("o1", "h1", offered, "")],
+            &mut ids(),
+        );
+        assert_eq!(roles_of(&m.launches[0]), BTreeSet::from(["*".to_string()]));
+
+        // Without acceptedResourceRoles any offered role serves, the reservation first; too little anywhere is
+        // the resource's shortfall, not the role.
+        let any = app(json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 64}));
+        let m = match_offers(
+            &[Request { app: &any, count: 1, service_ports: vec![10003] }],
+            &BTreeMap::new(),
+            &[offer("o1", "h1", offered, "")],
+            &mut ids(),
+        );
+        assert_eq!(roles_of(&m.launches[0]), BTreeSet::from(["public".to_string()]));
+        let big = app(json!({"id": "/b", "cmd": "x", "cpus": 4, "mem": 64, "acceptedResourceRoles": ["public"]}));
+        let m = match_offers(
+            &[Request { app: &big, count: 1, service_ports: vec![10004] }],
+            &BTreeMap::new(),
+            &[offer("o1", "h1", offered, "")],
+            &mut ids(),
+        );
+        assert_eq!(m.stats["/b"].declined[&Reason::InsufficientCpus], 1);
     }
 
     #[test]

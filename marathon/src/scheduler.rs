@@ -36,6 +36,8 @@ pub struct Info {
     pub zk: Option<(String, u64)>,
     /// `--access-control-allow-origin`: the origins CORS answers allow (none: no CORS headers).
     pub access_control_allow_origin: Vec<String>,
+    /// `--mesos-role`.
+    pub mesos_role: String,
 }
 
 #[derive(Default)]

@@ -42,6 +42,9 @@ pub struct Config {
     /// Marathon's `--event_stream_max_outstanding_messages`: how far an `/v2/events` client may fall behind before
     /// it is disconnected ([`crate::events::BUFFER`] by default).
     pub event_stream_max_outstanding_messages: usize,
+    /// Marathon's `--mesos_role`: the role it subscribes in and its apps run in, so they are offered resources
+    /// reserved for it besides the unreserved ones (`*`).
+    pub mesos_role: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,9 +261,10 @@ fn start_leading(
     framework.capabilities = vec![Capability::PartitionAware, Capability::TaskKillingState];
     framework.hostname = Some(config.hostname.clone());
     framework.webui_url = Some(format!("http://{}:{}", config.hostname, http_port));
+    framework.roles = vec![config.mesos_role.clone()];
     // Subscribe with offers suppressed: the first settle REVIVEs if anything is to be launched, so an idle
     // Marathon never holds other frameworks' resources.
-    let options = DriverOptions { suppressed_roles: vec!["*".into()], ..DriverOptions::default() };
+    let options = DriverOptions { suppressed_roles: vec![config.mesos_role.clone()], ..DriverOptions::default() };
     let driver = Driver::new(&config.master, framework, options)?;
     let info = Info {
         hostname: config.hostname.clone(),
@@ -270,9 +274,11 @@ fn start_leading(
         failover_timeout: FAILOVER_TIMEOUT_SECONDS,
         zk: ha.map(|h| (h.zk.to_string(), h.session_timeout.as_millis() as u64)),
         access_control_allow_origin: config.access_control_allow_origin.clone(),
+        mesos_role: config.mesos_role.clone(),
     };
     let mut core = Core::new(state);
     core.max_running_deployments = Some(config.max_running_deployments);
+    core.mesos_role = Some(config.mesos_role.clone());
     let mut shared = Shared::new(core, store, driver.handle(), info);
     shared.bus = crate::events::EventBus::with_capacity(config.event_stream_max_outstanding_messages);
     let shared = Arc::new(shared);

@@ -33,6 +33,7 @@ fn info() -> Info {
         failover_timeout: 604_800.0,
         zk: None,
         access_control_allow_origin: Vec::new(),
+        mesos_role: "*".into(),
     }
 }
 
@@ -441,6 +442,7 @@ fn core_with_tasks() -> Core {
                 kill_sent_at: None,
                 unreachable_since: None,
                 health: None,
+                role: "*".into(),
             },
         );
     }

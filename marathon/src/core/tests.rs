@@ -931,3 +931,53 @@ fn status_update_events_carry_marathons_fields_and_the_agents_address() {
     assert_eq!(e["ports"].as_array().map(Vec::len), Some(1));
     assert!(e["version"].as_str().is_some_and(|v| v.ends_with('Z')) && e["timestamp"].as_str().is_some(), "{e}");
 }
+
+/// With `--mesos-role public`, a new app runs in that role unless it names another, which is refused, as is an
+/// accepted role that is neither `*` nor its own; an app that already has a role keeps it across updates.
+#[test]
+fn apps_take_marathons_role_and_accept_only_it_and_the_unreserved_role() {
+    let mut h = Harness::new(1);
+    h.core.mesos_role = Some("public".into());
+    let app = create(&mut h, json!({"id": "/a", "cmd": "x", "acceptedResourceRoles": ["public", "*"]}));
+    assert_eq!(
+        (app.role.as_str(), app.accepted_resource_roles.clone()),
+        ("public", Some(vec!["public".into(), "*".into()]))
+    );
+    let refused = |h: &mut Harness, body: Value| -> Vec<(String, String)> {
+        let id = h.did();
+        match h.core.create_app(&body, false, h.now, id) {
+            Err(ApiError::Invalid(i)) => {
+                i.details().iter().flat_map(|d| d.errors.iter().map(|e| (d.path.clone(), e.clone()))).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let errs = refused(&mut h, json!({"id": "/b", "cmd": "x", "role": "other", "acceptedResourceRoles": ["third"]}));
+    let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["/role", "/acceptedResourceRoles"], "{errs:?}");
+    assert!(errs[0].1.contains("'public' (--mesos-role)"), "{errs:?}");
+    let errs = refused(&mut h, json!({"id": "/b", "cmd": "x", "acceptedResourceRoles": []}));
+    assert_eq!(errs, [("/acceptedResourceRoles".to_string(), "must not be empty".to_string())]);
+    assert!(!h.core.state.apps.contains_key("/b"), "nothing refused was created");
+
+    // An app from before `--mesos-role` changed keeps its role `*` through a full update, not through a new one.
+    let mut old = h.core.state.apps["/a"].clone();
+    old.id = "/old".into();
+    old.role = "*".into();
+    old.accepted_resource_roles = None;
+    h.core.state.apps.insert("/old".into(), old);
+    let id = h.did();
+    h.core.update_app("/old", &json!({"cmd": "y", "acceptedResourceRoles": ["*"]}), false, true, h.now, id).unwrap();
+    assert_eq!(h.core.state.apps["/old"].role, "*");
+    let errs = refused(&mut h, json!({"id": "/c", "cmd": "x", "role": "*"}));
+    assert_eq!(errs[0].0, "/role");
+
+    // Apps in a group body are checked the same way, each under its own path.
+    let id = h.did();
+    let err = h
+        .core
+        .create_group("/", &json!({"id": "/g", "apps": [{"id": "x", "cmd": "x", "role": "nope"}]}), false, h.now, id)
+        .unwrap_err();
+    let ApiError::Invalid(i) = err else { panic!("{err:?}") };
+    assert_eq!(i.details()[0].path, "/apps/g/x/role");
+}
