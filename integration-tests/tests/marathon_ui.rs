@@ -5,9 +5,9 @@
 //! is shown beside the editor by path; the app is scaled from its row, killed & scaled, scaled past its agent so the
 //! deployment stays (Waiting, the reject reasons on Debug) and rolled back from the Deployments page, edited, and
 //! destroyed; a failing app is Delayed with its failure on Debug and relaunched by Reset Delay, found by the Delayed
-//! status filter (and by no other filter), then destroyed from its row; an empty group is created under the app's
-//! group; an app of 120 instances is listed 50 to a page and its group scaled by 0.5; the two groups sort by CPU
-//! both ways and by name, and are destroyed from their rows. Build the binaries first:
+//! status filter and by its label (and by no other filter), then destroyed from its row; an empty group is created
+//! under the app's group; an app of 120 instances is listed 50 to a page and its group scaled by 0.5; the two groups
+//! sort by CPU both ways and by name, and are destroyed from their rows. Build the binaries first:
 //! `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
@@ -46,6 +46,7 @@ async fn marathon_ui_creates_scales_rolls_back_and_destroys_an_app_in_headless_c
         "master_ui": format!("http://{}/", cluster.master_addr),
         "stuck_instances": 30,
         "crash": {"id": CRASH, "cmd": "exit 3", "cpus": 0.1, "mem": 32, "instances": 1, "backoffSeconds": 300,
+                  "labels": {"tier": "crash-test"},
                   "constraints": [["hostname", "LIKE", "agent0"]]},
         "crowd": {"id": CROWD, "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": 120,
                   "constraints": [["hostname", "LIKE", "agent1"]]},

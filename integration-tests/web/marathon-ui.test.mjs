@@ -260,7 +260,7 @@ try {
     }, first, { timeout: WAIT });
   });
 
-  await step(`the status filter lists ${CRASH.id} under Delayed and not under Running; Unhealthy lists nothing`, async () => {
+  await step(`the status filter lists ${CRASH.id} under Delayed and not under Running; Unhealthy lists nothing; its label finds it`, async () => {
     await page.click('header a[data-nav="apps"]');
     const listed = () => page.$$eval("#apps tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
     await page.selectOption("#status-filter", "Delayed");
@@ -273,6 +273,14 @@ try {
     await page.selectOption("#health-filter", "unhealthy");
     await page.locator("#apps tbody tr.empty", { hasText: "No application passes the filters" }).waitFor();
     await page.selectOption("#health-filter", "");
+    for (const [label, hit] of [["tier:crash-test", true], ["tier", true], ["tier:nope", false], ["nope", false]]) {
+      await page.fill("#label-filter", label);
+      if (hit) await page.locator(`#apps tbody tr[data-id="${CRASH.id}"]`).waitFor();
+      else await page.locator("#apps tbody tr.empty", { hasText: "No application passes the filters" }).waitFor();
+    }
+    const suggested = await page.$$eval("#label-options option", (os) => os.map((o) => o.value));
+    if (!suggested.includes("tier:crash-test")) throw new Error(`label suggestions: ${suggested}`);
+    await page.fill("#label-filter", "");
     await page.locator(`#apps tbody tr[data-group="${GROUP}"]`).waitFor();
   });
 
