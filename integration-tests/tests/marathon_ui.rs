@@ -1,13 +1,14 @@
 //! Marathon's web UI (`/ui/`) in a real headless Chromium driven by playwright-core
 //! (`integration-tests/web/marathon-ui.test.mjs`), against the real `agora-master`, two `agora-agent`s (one
-//! `--isolation=simulated`) and `agora-marathon` on loopback. Through the page only: an app created in the JSON
-//! editor reaches Running with its instance listed, whose Logs link opens the master's page with its stdout; a 422
-//! is shown beside the editor by path; the app is scaled from its row, killed & scaled, scaled past its agent so the
-//! deployment stays (Waiting, the reject reasons on Debug) and rolled back from the Deployments page, edited, and
-//! destroyed; a failing app is Delayed with its failure on Debug and relaunched by Reset Delay, found by the Delayed
-//! status filter and by its label (and by no other filter), then destroyed from its row; an empty group is created
-//! under the app's group; an app of 120 instances is listed 50 to a page and its group scaled by 0.5; the two groups
-//! sort by CPU both ways and by name, and are destroyed from their rows. Build the binaries first:
+//! `--isolation=simulated`) and `agora-marathon` on loopback. Through the page only: an app created with the form
+//! carries its fields (a bad form line is refused first); an app created in the JSON editor reaches Running with
+//! its instance listed, whose Logs link opens the master's page with its stdout; a 422 is shown beside the editor
+//! by path; the app is scaled from its row, killed & scaled, scaled past its agent so the deployment stays
+//! (Waiting, the reject reasons on Debug) and rolled back from the Deployments page, edited, and destroyed; a
+//! failing app is Delayed with its failure on Debug and relaunched by Reset Delay, found by the Delayed status
+//! filter and by its label (and by no other filter), then destroyed from its row; an empty group is created under
+//! the app's group; an app of 120 instances is listed 50 to a page and its group scaled by 0.5; the two groups sort
+//! by CPU both ways and by name, and are destroyed from their rows. Build the binaries first:
 //! `cargo build --workspace --bins`.
 
 use agora_integration_tests::marathon::Marathon;
