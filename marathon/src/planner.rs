@@ -404,57 +404,40 @@ mod tests {
     fn accepted_resource_roles_pick_reserved_or_unreserved_resources() {
         let offered = "cpus(public):1;mem(public):128;ports(public):[31000-31009];cpus:1;mem:128;ports:[32000-32009]";
         let roles_of = |l: &Launch| -> BTreeSet<String> { l.task.resources.iter().map(|r| r.role.clone()).collect() };
-        let public = app(json!({"id": "/pub", "cmd": "x", "cpus": 0.5, "mem": 64, "instances": 3,
-            "acceptedResourceRoles": ["public"]}));
-        let m = match_offers(
-            &[Request { app: &public, count: 3, service_ports: vec![10001] }],
-            &BTreeMap::new(),
-            &[offer("o1", "h1", offered, "")],
-            &mut ids(),
-        );
+        let one_role = |role: &str| BTreeSet::from([role.to_string()]);
+        // `count` instances of the app with `body` on one offer of `resources`.
+        let place = |body: serde_json::Value, count: u32, resources: &str| {
+            let a = app(body);
+            match_offers(
+                &[Request { app: &a, count, service_ports: vec![10001] }],
+                &BTreeMap::new(),
+                &[offer("o1", "h1", resources, "")],
+                &mut ids(),
+            )
+        };
+        let public = json!({"id": "/pub", "cmd": "x", "cpus": 0.5, "mem": 64, "acceptedResourceRoles": ["public"]});
+        let m = place(public.clone(), 3, offered);
         assert_eq!(m.launches.len(), 2, "two fit in the public reservation");
         for l in &m.launches {
-            assert_eq!(roles_of(l), BTreeSet::from(["public".to_string()]));
+            assert_eq!(roles_of(l), one_role("public"));
             assert!((31000..=31009).contains(&l.host_ports[0]), "{:?}", l.host_ports);
         }
         assert_eq!(m.unplaced["/pub"], 1);
         // An offer of unreserved resources only would hold the third: declined for its role.
-        let m = match_offers(
-            &[Request { app: &public, count: 1, service_ports: vec![10001] }],
-            &BTreeMap::new(),
-            &[offer("o2", "h2", "cpus:1;mem:128;ports:[32000-32009]", "")],
-            &mut ids(),
-        );
+        let m = place(public, 1, "cpus:1;mem:128;ports:[32000-32009]");
         assert!(m.launches.is_empty());
         assert_eq!(m.stats["/pub"].declined[&Reason::UnfulfilledRole], 1);
 
-        let unreserved = app(json!({"id": "/u", "cmd": "x", "cpus": 0.5, "mem": 64, "acceptedResourceRoles": ["*"]}));
-        let m = match_offers(
-            &[Request { app: &unreserved, count: 1, service_ports: vec![10002] }],
-            &BTreeMap::new(),
-            &[offer("o1", "h1", offered, "")],
-            &mut ids(),
-        );
-        assert_eq!(roles_of(&m.launches[0]), BTreeSet::from(["*".to_string()]));
+        let m =
+            place(json!({"id": "/u", "cmd": "x", "cpus": 0.5, "mem": 64, "acceptedResourceRoles": ["*"]}), 1, offered);
+        assert_eq!(roles_of(&m.launches[0]), one_role("*"));
 
         // Without acceptedResourceRoles any offered role serves, the reservation first; too little anywhere is
         // the resource's shortfall, not the role.
-        let any = app(json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 64}));
-        let m = match_offers(
-            &[Request { app: &any, count: 1, service_ports: vec![10003] }],
-            &BTreeMap::new(),
-            &[offer("o1", "h1", offered, "")],
-            &mut ids(),
-        );
-        assert_eq!(roles_of(&m.launches[0]), BTreeSet::from(["public".to_string()]));
-        let big = app(json!({"id": "/b", "cmd": "x", "cpus": 4, "mem": 64, "acceptedResourceRoles": ["public"]}));
-        let m = match_offers(
-            &[Request { app: &big, count: 1, service_ports: vec![10004] }],
-            &BTreeMap::new(),
-            &[offer("o1", "h1", offered, "")],
-            &mut ids(),
-        );
-        assert_eq!(m.stats["/b"].declined[&Reason::InsufficientCpus], 1);
+        let m = place(json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 64}), 1, offered);
+        assert_eq!(roles_of(&m.launches[0]), one_role("public"));
+        let big = json!({"id": "/b", "cmd": "x", "cpus": 4, "mem": 64, "acceptedResourceRoles": ["public"]});
+        assert_eq!(place(big, 1, offered).stats["/b"].declined[&Reason::InsufficientCpus], 1);
     }
 
     #[test]
