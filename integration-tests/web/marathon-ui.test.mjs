@@ -83,7 +83,7 @@ try {
     await page.locator("#app-form:not([hidden])").waitFor();
     const id = GROUP + "/formed";
     const fields = { "#f-id": id, "#f-cmd": "sleep 3600", "#f-cpus": "0.1", "#f-mem": "32", "#f-instances": "1",
-      "#f-ports": "2", "#f-labels": "made-by=form", "#f-constraints": "hostname:LIKE:agent0", "#f-health-path": "/health" };
+      "#f-ports": "2", "#f-labels": "made-by=form", "#f-constraints": "hostname:LIKE:agent0\nrack:UNLIKE:r:9", "#f-health-path": "/health" };
     for (const [sel, value] of Object.entries(fields)) await page.fill(sel, value);
     await page.check("#f-health");
     // A line that is not KEY=VALUE is refused before anything is sent, naming it.
@@ -104,7 +104,7 @@ try {
     const got = JSON.stringify([app.cmd, app.cpus, app.mem, app.instances, app.env, app.labels, app.constraints,
       app.portDefinitions.length, app.healthChecks.map((c) => [c.protocol, c.path, c.portIndex])]);
     const want = JSON.stringify(["sleep 3600", 0.1, 32, 1, { GREETING: "hello", MODE: "form" }, { "made-by": "form" },
-      [["hostname", "LIKE", "agent0"]], 2, [["HTTP", "/health", 0]]]);
+      [["hostname", "LIKE", "agent0"], ["rack", "UNLIKE", "r:9"]], 2, [["HTTP", "/health", 0]]]);
     if (got !== want) throw new Error(`created ${got}, expected ${want}`);
     await page.click("#app-destroy");
     await confirmDialog();
