@@ -318,7 +318,9 @@ async fn a_docker_archive_runs_with_its_layers_whiteouts_and_config_and_its_imag
     std::fs::create_dir_all(&out)?;
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
 
-    let mut cluster = Cluster::start(&["--allocation-interval", "100ms"]).await?;
+    // Offers this test reads past (while it waits for a task's end) are never answered; the offer timeout hands their
+    // resources back, so a later `next_offers` does not depend on which came first, an offer or a task's end.
+    let mut cluster = Cluster::start(&["--allocation-interval", "100ms", "--offer-timeout", "5secs"]).await?;
     let registry_flag = registry.display().to_string();
     let agent = cluster.add_agent_with(AGENT, &["--docker_registry", &registry_flag]).await?;
     let agent_dir = cluster.dir.path().join("agent0");
