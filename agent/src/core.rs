@@ -1201,7 +1201,7 @@ fn check_container(
     container: Option<&ContainerInfo>,
     sandbox: &std::path::Path,
     settings: &Settings,
-) -> Result<Option<crate::image::ImageRequest>, String> {
+) -> Result<Option<crate::containerizer::spec::ImageRequest>, String> {
     let Some(c) = container else { return Ok(None) };
     if c.kind == ContainerType::Docker {
         return Err("container type DOCKER is not supported: this agent has no Docker containerizer (use MESOS)".into());

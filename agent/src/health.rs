@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use crate::containerizer::Containerizer;
-use crate::core::TaskKey;
+use crate::status_updates::TaskKey;
 
 /// Mesos's default interval, used when a check asks for none (0 on the wire).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);

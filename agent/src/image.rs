@@ -15,12 +15,11 @@
 //! reused by every later task. To replace a stored image, delete its store directory. A corrupt archive, a missing
 //! layer or a digest that does not match fails the task before launch, naming the image and the problem.
 //!
-//! NAME is one or more `/`-separated components of `[a-z0-9]` runs joined by single `.`, `_`, `__` or `-`
-//! separators, TAG is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (Docker's grammar): nothing can leave DIR. Digests
-//! (`@sha256:...`) and registry hosts with ports are refused.
+//! NAME and TAG follow Docker's grammar ([`ImageRef::parse`], with the request types in
+//! [`crate::containerizer::spec`]): nothing can leave DIR.
 //!
-//! [`ImageRef::parse`], the paths and [`apply_config`] are pure; [`provision`] is the thin IO shell the agent's shell
-//! calls before launching.
+//! [`ImageRef::parse`], the paths and [`apply_config`] are pure; [`provision`] is the thin IO shell the launcher
+//! (`crate::launcher`) calls before launching.
 
 mod archive;
 mod layers;
@@ -29,26 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::containerizer::LaunchSpec;
-
-/// A validated image reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub name: String,
-    pub tag: String,
-}
-
-/// Where to find an image and where to unpack it: the core's request, resolved by [`provision`] in the shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRequest {
-    /// The image as the task named it.
-    pub image: String,
-    pub reference: ImageRef,
-    /// `--docker-registry`.
-    pub registry: PathBuf,
-    /// `<work_dir>/store/docker`.
-    pub store: PathBuf,
-}
+use crate::containerizer::spec::{ImageRef, ImageRequest, LaunchSpec};
 
 /// What an agent can do with `container.image`, from its flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +64,7 @@ impl ImageSupport {
             )),
             ImageSupport::Registry(dir) => Ok(ImageRequest {
                 image: image.to_string(),
-                reference: ImageRef::parse(image)?,
+                reference: ImageRef::parse(image).map_err(|e| e.to_string())?,
                 registry: dir.clone(),
                 store: store_dir(work_dir),
             }),
@@ -95,88 +75,6 @@ impl ImageSupport {
 /// The store of unpacked tarballs under an agent's work dir.
 pub fn store_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("store").join("docker")
-}
-
-impl ImageRef {
-    /// Validates `NAME[:TAG]`.
-    pub fn parse(image: &str) -> Result<ImageRef, String> {
-        let bad = |why: &str| Err(format!("image '{image}' is not a valid image name: {why}"));
-        if image.contains('@') {
-            return bad("digests are not supported; name a tag");
-        }
-        // The tag follows the last ':' that comes after the last '/'.
-        let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match image[last_slash..].rfind(':') {
-            Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
-            None => (image, "latest"),
-        };
-        if name.is_empty() {
-            return bad("the name is empty");
-        }
-        if let Some(c) = name.split('/').find(|c| !valid_component(c)) {
-            return bad(&format!(
-                "'{c}' is not a name component (lowercase letters and digits, separated by '.', '_', '__' or '-')"
-            ));
-        }
-        if !valid_tag(tag) {
-            return bad(&format!("'{tag}' is not a tag ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters)"));
-        }
-        Ok(ImageRef { name: name.to_string(), tag: tag.to_string() })
-    }
-
-    /// `DIR/NAME/TAG`: a prepared root filesystem directory.
-    pub fn directory_in(&self, registry: &Path) -> PathBuf {
-        registry.join(&self.name).join(&self.tag)
-    }
-
-    /// `DIR/NAME/TAG.tar`: an image archive or a root filesystem tarball.
-    pub fn tarball_in(&self, registry: &Path) -> PathBuf {
-        registry.join(&self.name).join(format!("{}.tar", self.tag))
-    }
-
-    /// `DIR/NAME:TAG.tar`: the same, named as Mesos's local puller names it.
-    pub fn mesos_tarball_in(&self, registry: &Path) -> PathBuf {
-        registry.join(format!("{}:{}.tar", self.name, self.tag))
-    }
-
-    /// `STORE/NAME/TAG`: where an archive is unpacked (`rootfs/`, `config.json`).
-    pub fn stored_in(&self, store: &Path) -> PathBuf {
-        store.join(&self.name).join(&self.tag)
-    }
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    // Separators: '.', '_', '__' or one or more '-', always between alphanumerics.
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn valid_tag(t: &str) -> bool {
-    let ok = |x: u8| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-';
-    !t.is_empty()
-        && t.len() <= 128
-        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(ok)
 }
 
 /// How an image asks to be run: the `config` object of its image config, with Docker's meaning.
@@ -402,52 +300,6 @@ fn build(archive_dir: &Path, tarball: bool, image_dir: &Path, reference: &ImageR
 mod tests {
     use super::*;
 
-    fn parsed(s: &str) -> (String, String) {
-        let r = ImageRef::parse(s).unwrap();
-        (r.name, r.tag)
-    }
-
-    #[test]
-    fn names_and_tags_parse_with_latest_by_default() {
-        assert_eq!(parsed("busybox"), ("busybox".into(), "latest".into()));
-        assert_eq!(parsed("busybox:1.36"), ("busybox".into(), "1.36".into()));
-        assert_eq!(parsed("library/busy_box-x.y:v1_2-rc.3"), ("library/busy_box-x.y".into(), "v1_2-rc.3".into()));
-        assert_eq!(parsed("a__b--c/d:_T"), ("a__b--c/d".into(), "_T".into()));
-    }
-
-    #[test]
-    fn nothing_that_could_leave_the_registry_parses() {
-        for bad in [
-            "",
-            ":tag",
-            "..",
-            "../etc",
-            "a/../b",
-            "/abs",
-            "a//b",
-            "a/",
-            "./a",
-            "Busybox",
-            "a:..",
-            "a:.x",
-            "a:-x",
-            "a:",
-            "a:b/c",
-            "a@sha256:abc",
-            "host:5000/a",
-            "a b",
-            "a\0b",
-            "a..b",
-            "a_-b",
-            "a:t\n",
-        ] {
-            let err = ImageRef::parse(bad).expect_err(bad);
-            assert!(err.starts_with(&format!("image '{bad}' is not a valid image name")), "{err}");
-        }
-        assert!(ImageRef::parse(&format!("a:{}", "t".repeat(129))).is_err());
-        assert!(ImageRef::parse(&format!("a:{}", "t".repeat(128))).is_ok());
-    }
-
     #[test]
     fn an_agent_without_a_registry_or_with_process_isolation_cannot_run_images() {
         let w = Path::new("/w");
@@ -470,10 +322,8 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_is_name_then_tag() {
+    fn the_store_is_under_the_work_dir() {
         let r = ImageRef::parse("library/busybox").unwrap();
-        assert_eq!(r.directory_in(Path::new("/reg")), Path::new("/reg/library/busybox/latest"));
-        assert_eq!(r.tarball_in(Path::new("/reg")), Path::new("/reg/library/busybox/latest.tar"));
         assert_eq!(r.stored_in(&store_dir(Path::new("/w"))), Path::new("/w/store/docker/library/busybox/latest"));
     }
 

@@ -33,13 +33,11 @@ use tokio::io::AsyncBufReadExt;
 use tokio::process::Child;
 use tracing::{debug, warn};
 
+use super::spec::{LaunchSpec, SANDBOX_MOUNT};
 use super::{
-    ContainerError, Containerizer, LaunchSpec, Limitation, Recovered, RecoveredContainer, Termination, Usage, disk,
-    rootfs, volumes,
+    ContainerError, Containerizer, Limitation, Recovered, RecoveredContainer, Termination, Usage, disk, rootfs, volumes,
 };
 
-/// Where the sandbox appears inside the container (`$AGORA_SANDBOX`, `$MESOS_SANDBOX`).
-pub const SANDBOX_MOUNT: &str = "/mnt/sandbox";
 /// The CFS period; the quota is `cpus × period`.
 pub const CFS_PERIOD_US: u64 = 100_000;
 /// Processes a container may hold.

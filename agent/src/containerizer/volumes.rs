@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use agora_proto::model::Volume;
 
-use super::libcontainer::SANDBOX_MOUNT;
+use super::spec::SANDBOX_MOUNT;
 
 /// One bind mount to add to the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
