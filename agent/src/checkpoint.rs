@@ -600,19 +600,6 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), message: format!("cannot fsync it: {e}") })
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a process killed at any moment leaves the old
-/// or the new content. `durable` also fsyncs the data before the rename, for what must survive a machine crash (the
-/// agent's checkpoint); a container's own files need not, as its container dies with the machine. The directory must
-/// exist: a work dir that vanished is not silently recreated.
-pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;

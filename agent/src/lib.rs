@@ -29,6 +29,7 @@ pub mod gc;
 pub mod health;
 mod http;
 pub mod image;
+pub mod launcher;
 mod link;
 pub mod metrics;
 pub mod monitor;
@@ -36,6 +37,7 @@ pub mod sandbox;
 mod shell;
 mod statistics;
 pub mod status_updates;
+pub mod tarball;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -57,7 +59,7 @@ pub enum AgentError {
     #[error("cannot recover containers: {0}")]
     Recover(containerizer::ContainerError),
     #[error("cannot use --isolation=libcontainer: {0}")]
-    Isolation(String),
+    Isolation(#[source] containerizer::LibcontainerError),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }

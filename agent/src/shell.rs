@@ -16,8 +16,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::AgentError;
 use crate::config::{Config, GcConfig};
-use crate::containerizer::{Containerizer, LaunchSpec, Termination};
-use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings, TaskKey};
+use crate::containerizer::{ContainerError, Containerizer, LaunchSpec, Termination};
+use crate::core::{AgentCore, Effect, FromMaster, LaunchFailed, Registration, Settings, TaskKey};
+use crate::launcher::LaunchError;
 use crate::link::{self, LinkEvent};
 
 /// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
@@ -49,8 +50,8 @@ pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
 
 enum Event {
     Link { generation: u64, event: LinkEvent },
-    Launched { task: TaskKey, container_id: String, result: Result<(), String> },
-    Exited { task: TaskKey, container_id: String, result: Result<Termination, String> },
+    Launched { task: TaskKey, container_id: String, result: Result<(), LaunchFailed> },
+    Exited { task: TaskKey, container_id: String, result: Result<Termination, ContainerError> },
     Health { task: TaskKey, container_id: String, report: crate::health::Report },
 }
 
@@ -532,7 +533,7 @@ impl<C: Containerizer> Shell<C> {
             info_span!("container", task_id = %task.task_id, framework_id = %task.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
-                let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                let result = containerizer.wait(&container_id).await;
                 if let Some(sandbox) = &sandbox {
                     mark_ended(sandbox);
                 }
@@ -542,9 +543,10 @@ impl<C: Containerizer> Shell<C> {
         );
     }
 
-    /// Creates the sandbox, fetches the URIs into it, resolves the image into the rootfs, launches, then waits for
-    /// the exit in a task of its own.
-    fn launch(&self, mut spec: LaunchSpec) {
+    /// Prepares the launch ([`crate::launcher::prepare`]: sandbox, URIs, image), launches, then waits for the exit,
+    /// in a task of its own. A failure of any step is the task's TASK_FAILED with the reason and message of its
+    /// [`LaunchError`].
+    fn launch(&self, spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
         let fetcher = self.fetcher.clone();
         let events = self.events.clone();
@@ -555,32 +557,17 @@ impl<C: Containerizer> Shell<C> {
             async move {
                 let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
                 let container_id = spec.container_id.clone();
-                let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
-                    Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
-                    Ok(()) => match fetcher.fetch_all(&spec.command.uris, &spec.sandbox).await {
-                        Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
-                        Ok(()) => match &spec.image {
-                            None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
-                            Some(request) => match crate::image::provision(request).await {
-                                Err(e) => Err(e),
-                                Ok(image) => {
-                                    info!(image = %request.image, rootfs = %image.rootfs.display(), "image resolved");
-                                    let request = request.clone();
-                                    spec.rootfs = Some(image.rootfs);
-                                    match crate::image::apply_config(&request.image, &image.config, &mut spec) {
-                                        Err(e) => Err(e),
-                                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
-                                    }
-                                }
-                            },
-                        },
-                    },
+                let sandbox = spec.sandbox.clone();
+                let launched = match crate::launcher::prepare(spec, &fetcher).await {
+                    Ok(spec) => containerizer.launch(&spec).await.map_err(LaunchError::from),
+                    Err(e) => Err(e),
                 };
-                let launched = result.is_ok();
+                let result = launched.map_err(|e| LaunchFailed { reason: e.reason(), message: e.to_string() });
+                let ok = result.is_ok();
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
-                if launched {
-                    let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
-                    mark_ended(&spec.sandbox);
+                if ok {
+                    let result = containerizer.wait(&container_id).await;
+                    mark_ended(&sandbox);
                     let _ = events.send(Event::Exited { task, container_id, result });
                 }
             }
@@ -719,7 +706,9 @@ mod tests {
         let effects = lock(&shell.core).handle(with_image("m", "missing:2"), Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), .. } = &launched else { panic!("the launch must fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), .. } = &launched else {
+            panic!("the launch must fail")
+        };
         let searched = registry.join("missing/2.tar");
         assert!(
             message.contains("image 'missing:2'") && message.contains(&searched.display().to_string()),
@@ -740,7 +729,9 @@ mod tests {
         let effects = lock(&shell.core).handle(run_task("t"), Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), .. } = &launched else { panic!("launch should fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), .. } = &launched else {
+            panic!("launch should fail")
+        };
         assert!(message.contains("cannot create sandbox") && message.contains("slaves/a/frameworks/f"), "{message}");
         shell.on_event(launched).await;
         assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Failed));
@@ -763,7 +754,9 @@ mod tests {
         let effects = lock(&shell.core).handle(FromMaster::RunTask { framework, task }, Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), container_id, .. } = &launched else { panic!("must fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), container_id, .. } = &launched else {
+            panic!("must fail")
+        };
         assert!(message.starts_with(&format!("Failed to fetch all URIs for container '{container_id}'")), "{message}");
         assert!(message.contains(&format!("'{missing}'")), "{message}");
         shell.on_event(launched).await;

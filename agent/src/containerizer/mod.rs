@@ -22,8 +22,8 @@ use nix::sys::signal::Signal;
 
 pub use libcontainer::files as monitor_files;
 pub use libcontainer::{
-    CFS_PERIOD_US, CGROUP_PARENT, LibcontainerContainerizer, LibcontainerOptions, MonitorLaunch, MonitorRecord,
-    find_monitor, libcontainer_unavailable, lookup_user,
+    CFS_PERIOD_US, CGROUP_PARENT, LibcontainerContainerizer, LibcontainerError, LibcontainerOptions, MonitorLaunch,
+    MonitorRecord, MonitorReport, find_monitor, libcontainer_unavailable, lookup_user,
 };
 pub use process::ProcessContainerizer;
 pub use simulated::SimulatedContainerizer;
@@ -113,10 +113,14 @@ pub enum Recovered {
     Lost(String),
 }
 
+/// Any error a containerizer reports about one container, kept whole (its type is the containerizer's own).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a containerizer could not do what was asked; each names the container.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("cannot launch container {container_id}: {message}")]
-    Launch { container_id: String, message: String },
+    #[error("cannot launch container {container_id}: {source}")]
+    Launch { container_id: String, source: BoxError },
     #[error("unknown container {0}")]
     Unknown(String),
     #[error("container {container_id} is already being waited for")]
@@ -124,11 +128,20 @@ pub enum ContainerError {
     #[error("cannot signal container {container_id}: {source}")]
     Signal { container_id: String, source: nix::Error },
     #[error("cannot wait for container {container_id}: {source}")]
-    Wait { container_id: String, source: std::io::Error },
-    #[error("cannot read usage of container {container_id}: {message}")]
-    Usage { container_id: String, message: String },
+    Wait { container_id: String, source: BoxError },
+    #[error("cannot read usage of container {container_id}: {source}")]
+    Usage { container_id: String, source: BoxError },
+    #[error("cannot run a check in container {container_id}: {source}")]
+    Check { container_id: String, source: BoxError },
     #[error("cannot recover containers: {0}")]
-    Recover(String),
+    Recover(BoxError),
+}
+
+impl ContainerError {
+    /// The launch of `container_id` failed with the containerizer's own error.
+    pub fn launch(container_id: &str, source: impl Into<BoxError>) -> ContainerError {
+        ContainerError::Launch { container_id: container_id.to_string(), source: source.into() }
+    }
 }
 
 /// Runs task containers. Methods take `&self` so one containerizer serves concurrent launches, waits and kills.
@@ -227,10 +240,7 @@ pub mod fake {
         async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
             self.record(Call::Launch(spec.clone()));
             if self.fail_launch.lock().map(|f| f.contains(&spec.task_id)).unwrap_or(false) {
-                return Err(ContainerError::Launch {
-                    container_id: spec.container_id.clone(),
-                    message: "told to fail".into(),
-                });
+                return Err(ContainerError::launch(&spec.container_id, "told to fail"));
             }
             let (tx, rx) = oneshot::channel();
             if let (Ok(mut e), Ok(mut w)) = (self.exits.lock(), self.waits.lock()) {

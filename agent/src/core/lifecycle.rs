@@ -9,10 +9,14 @@ use agora_proto::model::{ContainerInfo, ContainerType, FrameworkInfo, Reason, Ta
 use nix::sys::signal::Signal;
 use tracing::{debug, info, info_span, warn};
 
+use super::LaunchFailed;
 use super::tasks::{Container, TaskRun};
 use super::{AgentCore, Effect, Settings, TaskKey, ToMaster};
-use crate::containerizer::{LaunchSpec, Limitation, Limits, Termination};
+use crate::containerizer::spec::ImageRequest;
+use crate::containerizer::volumes::VolumeError;
+use crate::containerizer::{ContainerError, LaunchSpec, Limitation, Limits, Termination};
 use crate::health::{CheckSpec, Report};
+use crate::image::ImageError;
 use crate::sandbox::{EnvContext, is_path_component, sandbox_dir, task_environment};
 
 impl AgentCore {
@@ -78,7 +82,8 @@ impl AgentCore {
         };
         let image = match check_container(t.info.container.as_ref(), &sandbox, &self.settings) {
             Ok(image) => image,
-            Err(msg) => {
+            Err(refused) => {
+                let msg = refused.to_string();
                 warn!("{msg}");
                 effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
                 return effects;
@@ -152,7 +157,7 @@ impl AgentCore {
         &mut self,
         key: &TaskKey,
         container_id: &str,
-        result: Result<(), String>,
+        result: Result<(), LaunchFailed>,
         now: Instant,
     ) -> Vec<Effect> {
         let span = self.span("launched", key);
@@ -163,14 +168,14 @@ impl AgentCore {
             return vec![];
         };
         match result {
-            Err(message) => {
+            Err(LaunchFailed { reason, message }) => {
                 warn!(error = %message, "launch failed");
                 t.container = Container::Gone;
                 if t.orphaned {
                     self.forget(key);
                     return vec![];
                 }
-                self.update(key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), message, now)
+                self.update(key, TaskState::Failed, Some(reason), message, now)
             }
             Ok(()) => {
                 t.container = Container::Running;
@@ -198,7 +203,7 @@ impl AgentCore {
         &mut self,
         key: &TaskKey,
         container_id: &str,
-        result: Result<Termination, String>,
+        result: Result<Termination, ContainerError>,
         now: Instant,
     ) -> Vec<Effect> {
         let span = self.span("exited", key);
@@ -303,22 +308,35 @@ impl AgentCore {
     }
 }
 
+/// Why the agent refuses a task's container before anything is fetched or launched.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerRefused {
+    #[error("container type DOCKER is not supported: this agent has no Docker containerizer (use MESOS)")]
+    Docker,
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("the container sets both rootfs '{rootfs}' and image '{image}'")]
+    RootfsAndImage { rootfs: String, image: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
 /// Refuses, before anything is fetched or launched, a container this agent cannot give the task: a DOCKER container
-/// (there is no Docker engine) or a volume that cannot be bound (see [`crate::containerizer::volumes`]).
-/// Checks a task's container before launch; an image becomes the request the shell resolves to a rootfs.
+/// (there is no Docker engine), a volume that cannot be bound (see [`crate::containerizer::volumes`]) or an image it
+/// cannot run. An image becomes the request the launcher resolves to a rootfs.
 fn check_container(
     container: Option<&ContainerInfo>,
     sandbox: &std::path::Path,
     settings: &Settings,
-) -> Result<Option<crate::containerizer::spec::ImageRequest>, String> {
+) -> Result<Option<ImageRequest>, ContainerRefused> {
     let Some(c) = container else { return Ok(None) };
     if c.kind == ContainerType::Docker {
-        return Err("container type DOCKER is not supported: this agent has no Docker containerizer (use MESOS)".into());
+        return Err(ContainerRefused::Docker);
     }
     crate::containerizer::volumes::plan(&c.volumes, sandbox)?;
     let Some(image) = &c.image else { return Ok(None) };
     if let Some(rootfs) = &c.rootfs {
-        return Err(format!("the container sets both rootfs '{rootfs}' and image '{image}'"));
+        return Err(ContainerRefused::RootfsAndImage { rootfs: rootfs.clone(), image: image.clone() });
     }
-    settings.images.request(image, &settings.work_dir).map(Some)
+    Ok(Some(settings.images.request(image, &settings.work_dir)?))
 }

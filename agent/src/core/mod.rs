@@ -10,6 +10,7 @@
 
 mod kill;
 mod lifecycle;
+pub use lifecycle::ContainerRefused;
 mod recovery;
 mod state;
 mod tasks;
@@ -92,6 +93,14 @@ impl FromMaster {
     pub fn run_task(framework: FrameworkInfo, task: TaskInfo) -> FromMaster {
         FromMaster::RunTask { framework: Box::new(framework), task: Box::new(task) }
     }
+}
+
+/// A launch that failed, as the shell reports it to [`AgentCore::launched`]: the reason and message of the task's
+/// TASK_FAILED.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchFailed {
+    pub reason: Reason,
+    pub message: String,
 }
 
 /// The first message on a new stream.

@@ -9,6 +9,10 @@ use crate::health::Report;
 
 const SEC: Duration = Duration::from_secs(1);
 
+fn launch_failed(message: &str) -> LaunchFailed {
+    LaunchFailed { reason: Reason::ContainerLaunchFailed, message: message.into() }
+}
+
 fn settings(t0: Instant) -> Settings {
     Settings {
         agent: AgentInfo {
@@ -441,7 +445,7 @@ fn the_per_task_files_follow_every_change_and_a_batch_writes_only_the_tasks_it_c
     core.tick(t0 + 10 * SEC);
     assert_eq!(sync(&mut core, &mut dir, work.path()), 0);
 
-    core.launched(&k2, &specs[&k2].container_id, Err("no".into()), t0);
+    core.launched(&k2, &specs[&k2].container_id, Err(launch_failed("no")), t0);
     core.launched(&k3, &specs[&k3].container_id, Ok(()), t0);
     core.launched(&ko, &specs[&ko].container_id, Ok(()), t0);
     core.handle(FromMaster::KillTask { framework_id: "m-0001".into(), task_id: "t3".into(), grace: None }, t0);
@@ -560,7 +564,7 @@ fn failures_carry_reason_and_message() {
     assert_eq!(core.task_state(&key("t")), Some(TaskState::Failed));
 
     let spec2 = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), task("u", "x")), t0));
-    let effects = core.launched(&key("u"), &spec2.container_id, Err("cannot run 'x': not found".into()), t0);
+    let effects = core.launched(&key("u"), &spec2.container_id, Err(launch_failed("cannot run 'x': not found")), t0);
     assert!(sent(&effects).is_empty(), "waits behind STARTING");
     assert_eq!(core.task_state(&key("u")), Some(TaskState::Failed));
     assert_eq!(core.live_containers(), 0);
