@@ -249,7 +249,7 @@ pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, Checkpoi
                     Ok(()) => {
                         records.insert(TaskKey::new(r.framework_id.clone(), r.task_id.clone()), r);
                     }
-                    Err(message) => skip_or_fail(CheckpointError::CorruptFile { path, message })?,
+                    Err(e) => skip_or_fail(CheckpointError::CorruptFile { path, message: e.to_string() })?,
                 },
                 Err(e) => skip_or_fail(e.into_error(&path, true))?,
             }
@@ -264,22 +264,28 @@ pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, Checkpoi
     Ok(Some(Recovered { checkpoint, legacy: false, skipped }))
 }
 
+/// A task file whose content is not the task its path names.
+#[derive(Debug, thiserror::Error)]
+enum Misfiled {
+    #[error("it holds task '{task_id}' of framework '{framework_id}', whose file is {expected}")]
+    Elsewhere { task_id: String, framework_id: String, expected: String },
+    #[error("its task or updates are not those of task '{task_id}' of '{framework_id}'")]
+    Mixed { task_id: String, framework_id: String },
+}
+
 /// A task file's ids must be the ones its path names.
-fn check_record(r: &TaskRecord, framework_dir: &str, stem: &str) -> Result<(), String> {
+fn check_record(r: &TaskRecord, framework_dir: &str, stem: &str) -> Result<(), Misfiled> {
     if file_name(&r.framework_id) != framework_dir || file_name(&r.task_id) != stem {
-        return Err(format!(
-            "it holds task '{}' of framework '{}', whose file is {}/{}/{}{TASK_SUFFIX}",
-            r.task_id,
-            r.framework_id,
-            file_name(&r.framework_id),
-            TASKS_DIR,
-            file_name(&r.task_id)
-        ));
+        return Err(Misfiled::Elsewhere {
+            task_id: r.task_id.clone(),
+            framework_id: r.framework_id.clone(),
+            expected: format!("{}/{TASKS_DIR}/{}{TASK_SUFFIX}", file_name(&r.framework_id), file_name(&r.task_id)),
+        });
     }
     let task_ok = r.task.as_ref().is_none_or(|t| t.framework_id == r.framework_id && t.info.task_id == r.task_id);
     let updates_ok = r.updates.as_ref().is_none_or(|u| u.framework_id == r.framework_id && u.task_id == r.task_id);
     if !task_ok || !updates_ok {
-        return Err(format!("its task or updates are not those of task '{}' of '{}'", r.task_id, r.framework_id));
+        return Err(Misfiled::Mixed { task_id: r.task_id.clone(), framework_id: r.framework_id.clone() });
     }
     Ok(())
 }

@@ -738,12 +738,14 @@ mod tests {
         }
     }
 
+    type ValueAndArgv = (String, Vec<String>);
+
     /// (value, argv) after applying an image with `entrypoint` and `cmd` to a task command.
     fn launched(
         entrypoint: &[&str],
         cmd: &[&str],
         command: agora_proto::model::CommandInfo,
-    ) -> Result<(String, Vec<String>), ImageError> {
+    ) -> Result<ValueAndArgv, ImageError> {
         let config = ImageConfig {
             entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),

@@ -52,8 +52,8 @@ pub enum AgentError {
     Listener(std::io::Error),
     #[error("cannot create work dir {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
-    #[error("invalid master address {master}: {message}")]
-    MasterAddress { master: String, message: String },
+    #[error("invalid master address {master}: {source}")]
+    MasterAddress { master: String, source: link::LinkError },
     #[error("cannot recover: {0}")]
     Checkpoint(checkpoint::CheckpointError),
     #[error("cannot recover containers: {0}")]

@@ -98,7 +98,7 @@ pub async fn run_with<C: Containerizer>(
         .await
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
     let endpoint = link::Locator::new(&config.master)
-        .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
+        .map_err(|source| AgentError::MasterAddress { master: config.master.clone(), source })?;
     let checkpoint_dir = crate::checkpoint::CheckpointDir::open(&config.work_dir).map_err(AgentError::Checkpoint)?;
     let checkpoint = crate::checkpoint::read(&config.work_dir, config.strict).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
@@ -218,7 +218,7 @@ async fn collect_garbage(work_dir: PathBuf, gc: GcConfig, core: Arc<Mutex<AgentC
     loop {
         every.tick().await;
         let (work_dir, in_use) = (work_dir.clone(), core.clone());
-        let round = tokio::task::spawn_blocking(move || -> Result<(f64, Duration, crate::gc::Report), String> {
+        let round = tokio::task::spawn_blocking(move || -> Result<_, crate::gc::GcError> {
             let used = crate::gc::disk_used(&work_dir)?;
             let max_age = crate::gc::max_age(gc.delay, gc.disk_headroom, used);
             let scanned = crate::gc::scan(&work_dir)?;
@@ -351,7 +351,7 @@ impl<C: Containerizer> Shell<C> {
                     .await
                 }
                 Err(why) => {
-                    let _ = events.send(Event::Link { generation, event: LinkEvent::Ended(why) });
+                    let _ = events.send(Event::Link { generation, event: LinkEvent::Ended(why.to_string()) });
                 }
             }
         });

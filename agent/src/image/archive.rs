@@ -39,6 +39,9 @@ pub enum ArchiveError {
     Structure(String),
 }
 
+/// Each layer's uncompressed digest, where the image config gives them.
+type DiffIds = Vec<Option<String>>;
+
 /// What to stack, oldest first, and how to run the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePlan {
@@ -166,7 +169,7 @@ impl ConfigFile {
     }
 
     /// The diff id of each of `layers` layers, if the config lists them.
-    fn diff_ids(&self, layers: usize) -> Result<Vec<Option<String>>, ArchiveError> {
+    fn diff_ids(&self, layers: usize) -> Result<DiffIds, ArchiveError> {
         match &self.rootfs {
             None => Ok(vec![None; layers]),
             Some(r) if r.diff_ids.len() == layers => Ok(r.diff_ids.iter().cloned().map(Some).collect()),

@@ -206,10 +206,10 @@ pub(crate) mod tests {
         hex_digest(h)
     }
 
-    fn apply_bytes(root: &Path, bytes: &[u8], expected: &Expected) -> Result<(), String> {
+    fn apply_bytes(root: &Path, bytes: &[u8], expected: &Expected) -> Result<(), LayerError> {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), bytes).unwrap();
-        apply(root, file.path(), expected).map_err(|e| e.to_string())
+        apply(root, file.path(), expected)
     }
 
     /// Every path under `root`, sorted, directories with a trailing '/', symlinks as `path -> target`.
@@ -289,13 +289,17 @@ pub(crate) mod tests {
         let root = tempfile::tempdir().unwrap();
         let bytes = layer(&[("f", Some("x"))]);
         let wrong = format!("sha256:{}", "0".repeat(64));
-        let e = apply_bytes(root.path(), &bytes, &Expected { blob: Some(wrong.clone()), diff_id: None }).unwrap_err();
+        let e = apply_bytes(root.path(), &bytes, &Expected { blob: Some(wrong.clone()), diff_id: None })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&sha256(&bytes)) && e.contains(&wrong) && e.contains("corrupt"), "{e}");
-        let e = apply_bytes(root.path(), &bytes, &Expected { blob: None, diff_id: Some(wrong) }).unwrap_err();
+        let e =
+            apply_bytes(root.path(), &bytes, &Expected { blob: None, diff_id: Some(wrong) }).unwrap_err().to_string();
         assert!(e.contains("rootfs.diff_ids"), "{e}");
-        let e = apply_bytes(root.path(), &bytes[..700], &Expected::default()).unwrap_err();
+        let e = apply_bytes(root.path(), &bytes[..700], &Expected::default()).unwrap_err().to_string();
         assert!(e.contains("tar") || e.contains("read"), "{e}");
-        let e = apply_bytes(root.path(), &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], &Expected::default()).unwrap_err();
+        let e =
+            apply_bytes(root.path(), &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], &Expected::default()).unwrap_err().to_string();
         assert!(e.contains("zstd"), "{e}");
     }
 
@@ -308,13 +312,15 @@ pub(crate) mod tests {
         let escape = layer(&[("esc", Some(&format!("->{out}")))]);
         apply_bytes(root.path(), &escape, &Expected::default()).unwrap();
         let through = layer(&[("esc/.wh.victim", None)]);
-        assert!(apply_bytes(root.path(), &through, &Expected::default()).unwrap_err().contains("outside"));
+        assert!(apply_bytes(root.path(), &through, &Expected::default()).unwrap_err().to_string().contains("outside"));
         let through = layer(&[("esc/planted", Some("x"))]);
         assert!(apply_bytes(root.path(), &through, &Expected::default()).is_err());
         assert_eq!(std::fs::read_to_string(outside.path().join("victim")).unwrap(), "safe");
         assert!(!outside.path().join("planted").exists());
         // A path with '..' cannot be built through the tar crate's checks; write it into the header by hand.
         let raw = with_first_name(layer(&[("placeholder", Some("x"))]), b"../../evil");
-        assert!(apply_bytes(root.path(), &raw, &Expected::default()).unwrap_err().contains("leaves the root"));
+        assert!(
+            apply_bytes(root.path(), &raw, &Expected::default()).unwrap_err().to_string().contains("leaves the root")
+        );
     }
 }
