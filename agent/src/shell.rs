@@ -150,8 +150,8 @@ pub async fn run_with<C: Containerizer>(
     let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let routes = crate::http::router(core.clone(), config.work_dir.clone())
-        .merge(crate::statistics::router(core.clone(), containerizer.clone()));
+    let statistics = crate::statistics::router(core.clone(), containerizer.clone());
+    let routes = crate::http::app(core.clone(), config.work_dir.clone(), statistics);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
