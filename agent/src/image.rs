@@ -57,7 +57,7 @@ pub enum ImageError {
     )]
     Damaged { image: String, path: PathBuf, stored: PathBuf, source: serde_json::Error },
     #[error("cannot unpack image '{image}' from {}: {source}", from.display())]
-    Unpack { image: String, from: PathBuf, source: UnpackError },
+    Unpack { image: String, from: PathBuf, source: Box<UnpackError> },
     #[error("image '{image}' has neither an Entrypoint nor a Cmd, and the task gives no command to run")]
     NoCommand { image: String },
 }
@@ -254,7 +254,7 @@ pub async fn provision(req: &ImageRequest) -> Result<Provisioned, ImageError> {
     let from = match &source {
         Source::Archive(p) | Source::Layout(p) => p.clone(),
     };
-    let fail = |source| ImageError::Unpack { image: req.image.clone(), from, source };
+    let fail = |source| ImageError::Unpack { image: req.image.clone(), from, source: Box::new(source) };
     let tmp = req.store.join(format!(".unpacking-{}", uuid::Uuid::new_v4()));
     let result = unpack(req, source, &tmp, &stored).await.map_err(fail);
     let _ = tokio::fs::remove_dir_all(&tmp).await;

@@ -34,13 +34,13 @@ enum StartError {
     #[error("cannot open {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
     #[error("cannot use state root {path}: {source}")]
-    StateRoot { path: PathBuf, source: libcontainer::error::LibcontainerError },
+    StateRoot { path: PathBuf, source: Box<libcontainer::error::LibcontainerError> },
     #[error("invalid container id {container_id}: {source}")]
-    Id { container_id: String, source: libcontainer::error::LibcontainerError },
+    Id { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
     #[error("cannot create container {container_id}: {source}")]
-    Create { container_id: String, source: libcontainer::error::LibcontainerError },
+    Create { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
     #[error("cannot start container {container_id}: {source}")]
-    Start { container_id: String, source: libcontainer::error::LibcontainerError },
+    Start { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
     #[error("container {0} has no pid")]
     NoPid(String),
     #[error(transparent)]
@@ -113,12 +113,12 @@ fn start(dir: &Path) -> Result<(i32, MonitorLaunch), StartError> {
     let id = || launch.container_id.clone();
     let built = ContainerBuilder::new(launch.container_id.clone(), SyscallType::default())
         .with_root_path(launch.state_root.clone())
-        .map_err(|source| StartError::StateRoot { path: launch.state_root.clone(), source })?
+        .map_err(|source| StartError::StateRoot { path: launch.state_root.clone(), source: Box::new(source) })?
         .with_stdin(null)
         .with_stdout(open(launch.sandbox.join("stdout"))?)
         .with_stderr(open(launch.sandbox.join("stderr"))?)
         .validate_id()
-        .map_err(|source| StartError::Id { container_id: id(), source })?
+        .map_err(|source| StartError::Id { container_id: id(), source: Box::new(source) })?
         .as_init(&launch.bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -128,12 +128,12 @@ fn start(dir: &Path) -> Result<(i32, MonitorLaunch), StartError> {
         Err(e) => {
             // A failed build may leave its state behind ("creating"), and cgroups.
             delete(&launch);
-            return Err(StartError::Create { container_id: id(), source: e });
+            return Err(StartError::Create { container_id: id(), source: Box::new(e) });
         }
     };
     if let Err(source) = container.start() {
         delete(&launch);
-        return Err(StartError::Start { container_id: id(), source });
+        return Err(StartError::Start { container_id: id(), source: Box::new(source) });
     }
     let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| StartError::NoPid(id()))?;
     write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes(), Durability::ProcessCrash)?;
