@@ -19,10 +19,11 @@
 //! other `.gz` files are unpacked in process by [`crate::tarball`], plain or gzip-compressed, confined to the
 //! sandbox; bzip2-, xz- or zstd-compressed tar archives go to GNU `tar` and `.zip` files to `unzip`, as no small
 //! pure-Rust decoder for them is in the tree, and those programs' own refusal of `..` members is then the only
-//! guard; the archive stays in the sandbox beside its contents), `cache` (kept in the cache directory, `--fetcher-cache-dir`, and
-//! copied, or extracted straight from the cache, on later launches). The cache holds at most `--fetcher-cache-size`
-//! bytes (Mesos's default, 2 GB): room for a new entry is made by evicting the least recently used entries that no
-//! fetch is reading; a file that cannot fit is fetched straight into the sandbox, uncached, as Mesos does.
+//! guard; the archive stays in the sandbox beside its contents), `cache` (kept in the cache directory,
+//! `--fetcher-cache-dir`, and copied, or extracted straight from the cache, on later launches). The cache holds at
+//! most `--fetcher-cache-size` bytes (Mesos's default, 2 GB): room for a new entry is made by evicting the least
+//! recently used entries that no fetch is reading; a file that cannot fit is fetched straight into the sandbox,
+//! uncached, as Mesos does.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

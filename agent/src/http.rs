@@ -62,33 +62,16 @@ async fn state(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<serde_json::Va
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
-    use agora_proto::model::{AgentInfo, Resources};
     use axum::http::StatusCode;
 
     use super::*;
-    use crate::core::Settings;
 
     #[tokio::test]
     async fn unknown_paths_are_404_and_wrong_methods_405_as_mesos_answers() {
         let work = tempfile::tempdir().unwrap();
-        let settings = Settings {
-            agent: AgentInfo {
-                id: None,
-                hostname: "h".into(),
-                ip: "127.0.0.1".into(),
-                port: 5051,
-                resources: Resources::parse("cpus:1").unwrap(),
-                attributes: Default::default(),
-            },
-            work_dir: work.path().to_path_buf(),
-            status_update_retry_interval: Duration::from_secs(10),
-            executor_shutdown_grace_period: Duration::from_secs(3),
-            path_env: None,
-            started: (Instant::now(), 0.0),
-            images: crate::image::ImageSupport::NoRegistry,
-        };
+        let settings = crate::core::tests::settings(Instant::now());
         let core = Arc::new(Mutex::new(AgentCore::new(settings)));
         let more = Router::new().route("/monitor/statistics", get(|| async { "[]" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,14 +8,19 @@
 //! - [`core`]: the pure core — task lifecycles, the link state and the status update manager as one state machine
 //!   whose methods take `now` and return effects. [`status_updates`] is its reliable-delivery queue.
 //! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
-//!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment; [`fetcher`]: the
-//!   `CommandInfo.uris` fetched into the sandbox before launch.
+//!   groups), the libcontainer one and a recording fake for tests; what a launch needs is plain data in
+//!   [`containerizer::spec`]. [`sandbox`]: the sandbox layout and task environment.
+//! - [`launcher`]: the one step between the core's launch and the containerizer — sandbox, [`fetcher`] (the
+//!   `CommandInfo.uris`), [`image`] (the root filesystem and its config) — with a typed [`launcher::LaunchError`];
+//!   [`tarball`]: the one in-process, confined way archives are unpacked (image layers and archives, fetched
+//!   archives).
 //! - [`checkpoint`]: what a restarted agent recovers, one file per task under `<work_dir>/meta`, written for what
 //!   each batch of events changed.
 //! - [`gc`]: ended containers' sandboxes deleted after `--gc-delay`, sooner as the disk fills (Mesos's rule).
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
-//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
+//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints
+//!   (unknown paths 404, wrong methods 405, as Mesos answers).
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
 

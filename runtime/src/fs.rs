@@ -156,7 +156,9 @@ mod tests {
     proptest! {
         /// Whatever was written last is what is read, for any content and any sequence of writes.
         #[test]
-        fn the_last_write_wins(writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..6)) {
+        fn the_last_write_wins(
+            writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..6),
+        ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
             for w in &writes {

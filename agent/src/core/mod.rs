@@ -10,12 +10,11 @@
 
 mod kill;
 mod lifecycle;
-pub use lifecycle::ContainerRefused;
 mod recovery;
 mod state;
 mod tasks;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -29,6 +28,7 @@ use crate::containerizer::LaunchSpec;
 use crate::health::CheckSpec;
 pub use crate::status_updates::TaskKey;
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
+pub use lifecycle::ContainerRefused;
 use tasks::{CompletedTask, Container, Tasks};
 
 /// The longest grace period a kill policy may ask for; longer ones are cut to it.

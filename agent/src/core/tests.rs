@@ -13,7 +13,8 @@ fn launch_failed(message: &str) -> LaunchFailed {
     LaunchFailed { reason: Reason::ContainerLaunchFailed, message: message.into() }
 }
 
-fn settings(t0: Instant) -> Settings {
+/// Settings of a test agent (`node1`, work dir `/w`) started at `t0`.
+pub(crate) fn settings(t0: Instant) -> Settings {
     Settings {
         agent: AgentInfo {
             id: None,

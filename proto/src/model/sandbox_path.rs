@@ -108,7 +108,10 @@ mod tests {
     proptest! {
         /// Whatever is accepted, joined to a sandbox, stays under it without `..` and names more than the sandbox.
         #[test]
-        fn accepted_paths_stay_inside(segments in proptest::collection::vec("(\\.{1,3}|[a-z]{1,3}|)", 0..6), lead in proptest::bool::ANY) {
+        fn accepted_paths_stay_inside(
+            segments in proptest::collection::vec("(\\.{1,3}|[a-z]{1,3}|)", 0..6),
+            lead in proptest::bool::ANY,
+        ) {
             let path = format!("{}{}", if lead { "/" } else { "" }, segments.join("/"));
             if let Ok(p) = SandboxPath::parse(&path) {
                 let joined = Path::new("/sandbox").join(p.as_path());

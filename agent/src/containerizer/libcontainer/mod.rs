@@ -60,7 +60,8 @@ pub const CGROUP_PARENT: &str = "/agora";
 #[derive(Debug, thiserror::Error)]
 pub enum LibcontainerError {
     #[error(
-        "--isolation=libcontainer needs root (cgroups and namespaces); run as root, or use --isolation=process for development"
+        "--isolation=libcontainer needs root (cgroups and namespaces); run as root, or use --isolation=process for \
+         development"
     )]
     NotRoot,
     #[error("--isolation=libcontainer needs cgroups mounted at /sys/fs/cgroup: {0}")]
@@ -453,7 +454,8 @@ impl Containerizer for LibcontainerContainerizer {
                     return;
                 }
                 if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
-                    warn!(container_id = %id, dir = %entry.dir.display(), error = %e, "cannot remove the container's checkpoint");
+                    let dir = entry.dir.display();
+                    warn!(container_id = %id, dir = %dir, error = %e, "cannot remove the container's checkpoint");
                 }
                 return;
             }
