@@ -599,11 +599,12 @@ fn remove(path: &Path) -> Result<bool, CheckpointError> {
     }
 }
 
-/// Makes the renames and removals in `dir` durable.
+/// Makes the renames and removals in `dir` durable ([`agora_runtime::fs::sync_dir`]).
 fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), message: format!("cannot fsync it: {e}") })
+    agora_runtime::fs::sync_dir(dir).map_err(|e| CheckpointError::Write {
+        path: dir.to_path_buf(),
+        message: format!("cannot fsync it: {}", e.io()),
+    })
 }
 
 #[cfg(test)]
