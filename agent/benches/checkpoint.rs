@@ -150,7 +150,8 @@ impl Agent {
     fn single_file(&self, disk: bool) {
         let bytes = checkpoint::legacy_bytes(&self.core.checkpoint());
         if disk {
-            checkpoint::write_atomically(&self.legacy, &bytes, true).expect("the single file written");
+            agora_runtime::write_atomically(&self.legacy, &bytes, agora_runtime::Durability::MachineCrash)
+                .expect("the single file written");
         }
         black_box(bytes);
     }

@@ -249,7 +249,7 @@ pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, Checkpoi
                     Ok(()) => {
                         records.insert(TaskKey::new(r.framework_id.clone(), r.task_id.clone()), r);
                     }
-                    Err(message) => skip_or_fail(CheckpointError::CorruptFile { path, message })?,
+                    Err(e) => skip_or_fail(CheckpointError::CorruptFile { path, message: e.to_string() })?,
                 },
                 Err(e) => skip_or_fail(e.into_error(&path, true))?,
             }
@@ -264,22 +264,28 @@ pub fn read(work_dir: &Path, strict: bool) -> Result<Option<Recovered>, Checkpoi
     Ok(Some(Recovered { checkpoint, legacy: false, skipped }))
 }
 
+/// A task file whose content is not the task its path names.
+#[derive(Debug, thiserror::Error)]
+enum Misfiled {
+    #[error("it holds task '{task_id}' of framework '{framework_id}', whose file is {expected}")]
+    Elsewhere { task_id: String, framework_id: String, expected: String },
+    #[error("its task or updates are not those of task '{task_id}' of '{framework_id}'")]
+    Mixed { task_id: String, framework_id: String },
+}
+
 /// A task file's ids must be the ones its path names.
-fn check_record(r: &TaskRecord, framework_dir: &str, stem: &str) -> Result<(), String> {
+fn check_record(r: &TaskRecord, framework_dir: &str, stem: &str) -> Result<(), Misfiled> {
     if file_name(&r.framework_id) != framework_dir || file_name(&r.task_id) != stem {
-        return Err(format!(
-            "it holds task '{}' of framework '{}', whose file is {}/{}/{}{TASK_SUFFIX}",
-            r.task_id,
-            r.framework_id,
-            file_name(&r.framework_id),
-            TASKS_DIR,
-            file_name(&r.task_id)
-        ));
+        return Err(Misfiled::Elsewhere {
+            task_id: r.task_id.clone(),
+            framework_id: r.framework_id.clone(),
+            expected: format!("{}/{TASKS_DIR}/{}{TASK_SUFFIX}", file_name(&r.framework_id), file_name(&r.task_id)),
+        });
     }
     let task_ok = r.task.as_ref().is_none_or(|t| t.framework_id == r.framework_id && t.info.task_id == r.task_id);
     let updates_ok = r.updates.as_ref().is_none_or(|u| u.framework_id == r.framework_id && u.task_id == r.task_id);
     if !task_ok || !updates_ok {
-        return Err(format!("its task or updates are not those of task '{}' of '{}'", r.task_id, r.framework_id));
+        return Err(Misfiled::Mixed { task_id: r.task_id.clone(), framework_id: r.framework_id.clone() });
     }
     Ok(())
 }
@@ -593,24 +599,12 @@ fn remove(path: &Path) -> Result<bool, CheckpointError> {
     }
 }
 
-/// Makes the renames and removals in `dir` durable.
+/// Makes the renames and removals in `dir` durable ([`agora_runtime::fs::sync_dir`]).
 fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), message: format!("cannot fsync it: {e}") })
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a process killed at any moment leaves the old
-/// or the new content. `durable` also fsyncs the data before the rename, for what must survive a machine crash (the
-/// agent's checkpoint); a container's own files need not, as its container dies with the machine. The directory must
-/// exist: a work dir that vanished is not silently recreated.
-pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+    agora_runtime::fs::sync_dir(dir).map_err(|e| CheckpointError::Write {
+        path: dir.to_path_buf(),
+        message: format!("cannot fsync it: {}", e.io()),
+    })
 }
 
 #[cfg(test)]

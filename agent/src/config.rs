@@ -414,9 +414,28 @@ struct Validated {
     gc: GcConfig,
 }
 
+/// A flag value that does not parse; each names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("'{0}' is not a size (a whole number with B, KB, MB, GB or TB)")]
+    NotASize(String),
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+    #[error("{0}")]
+    ZooKeeper(String),
+    #[error("'{0}' must be HOST:PORT or http://HOST:PORT")]
+    Scheme(String),
+    #[error("'{0}' has no port (expected HOST:PORT)")]
+    NoPort(String),
+    #[error("'{0}' has no valid host (expected HOST:PORT)")]
+    BadHost(String),
+    #[error("'{0}' has no valid port (expected HOST:PORT)")]
+    BadPort(String),
+}
+
 /// Mesos's `Bytes`: a whole number with a unit `B`, `KB`, `MB`, `GB` or `TB` (powers of 1024), or a bare number of
 /// bytes.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, FlagError> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
@@ -426,31 +445,30 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "MB" => 20,
         "GB" => 30,
         "TB" => 40,
-        _ => return Err(format!("'{text}' is not a size (a whole number with B, KB, MB, GB or TB)")),
+        _ => return Err(FlagError::NotASize(text.to_string())),
     };
-    let n: u64 =
-        number.parse().map_err(|_| format!("'{text}' is not a size (a whole number with B, KB, MB, GB or TB)"))?;
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("'{text}' is too large"))
+    let n: u64 = number.parse().map_err(|_| FlagError::NotASize(text.to_string()))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| FlagError::TooLarge(text.to_string()))
 }
 
 /// Accepts `host:port` and `http://host:port` (a trailing `/` is fine), returning `host:port`, and
 /// `zk://host:port[,host:port]/path`, returned as given (normalised).
-pub fn parse_master(text: &str) -> Result<String, String> {
+pub fn parse_master(text: &str) -> Result<String, FlagError> {
     let t = text.trim();
     if t.starts_with("zk://") {
-        return agora_detector::ZkUrl::parse(t).map(|u| u.to_string()).map_err(|e| e.to_string());
+        return agora_detector::ZkUrl::parse(t).map(|u| u.to_string()).map_err(|e| FlagError::ZooKeeper(e.to_string()));
     }
     let bare = t.strip_prefix("http://").unwrap_or(t).trim_end_matches('/');
     if bare.contains("://") {
-        return Err(format!("'{text}' must be HOST:PORT or http://HOST:PORT"));
+        return Err(FlagError::Scheme(text.to_string()));
     }
-    let (host, port) = bare.rsplit_once(':').ok_or_else(|| format!("'{text}' has no port (expected HOST:PORT)"))?;
+    let (host, port) = bare.rsplit_once(':').ok_or_else(|| FlagError::NoPort(text.to_string()))?;
     if host.is_empty() || host.contains('/') {
-        return Err(format!("'{text}' has no valid host (expected HOST:PORT)"));
+        return Err(FlagError::BadHost(text.to_string()));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(bare.to_string()),
-        _ => Err(format!("'{text}' has no valid port (expected HOST:PORT)")),
+        _ => Err(FlagError::BadPort(text.to_string())),
     }
 }
 
@@ -607,7 +625,7 @@ mod tests {
         assert!(parse_bytes("1.5GB").is_err());
         assert!(parse_bytes("GB").is_err());
         assert!(parse_bytes("-1").is_err());
-        assert!(parse_bytes("99999999TB").unwrap_err().contains("too large"));
+        assert!(parse_bytes("99999999TB").unwrap_err().to_string().contains("too large"));
     }
 
     #[test]
@@ -636,7 +654,7 @@ mod tests {
     fn master_accepts_http_prefix() {
         assert_eq!(parse_master("http://m1:5050/"), Ok("m1:5050".to_string()));
         assert_eq!(parse_master("m1:5050"), Ok("m1:5050".to_string()));
-        assert!(parse_master("m1").unwrap_err().contains("'m1'"));
+        assert!(parse_master("m1").unwrap_err().to_string().contains("'m1'"));
         assert_eq!(parse_master("zk://a:2181,b:2181/mesos/"), Ok("zk://a:2181,b:2181/mesos".to_string()));
         assert!(parse_master("zk://a:2181").is_err());
         assert!(parse_master("m1:99999").is_err());

@@ -11,13 +11,19 @@
 //! entries make room for a new one — are pure ([`plan`], [`evictions`]); [`Fetcher::fetch_all`] is the thin I/O
 //! shell around them.
 //!
+//! Which URIs can be fetched and which output files stay in the sandbox are the shared rules of
+//! [`agora_proto::model::FetchSource`] and [`agora_proto::model::SandboxPath`], which Marathon applies too.
+//!
 //! Options, with Mesos's semantics: `output_file` (a path relative to the sandbox that never leaves it, default the
-//! URI's file name), `executable` (chmod 755, and then no extraction), `extract` (by extension: tar archives, plain
-//! or gzip/bzip2/xz-compressed, through `tar`; `.zip` through `unzip`; other `.gz` files through `gzip`; the archive
-//! stays in the sandbox beside its contents), `cache` (kept in the cache directory, `--fetcher-cache-dir`, and
-//! copied, or extracted straight from the cache, on later launches). The cache holds at most `--fetcher-cache-size`
-//! bytes (Mesos's default, 2 GB): room for a new entry is made by evicting the least recently used entries that no
-//! fetch is reading; a file that cannot fit is fetched straight into the sandbox, uncached, as Mesos does.
+//! URI's file name), `executable` (chmod 755, and then no extraction), `extract` (by extension: tar archives and
+//! other `.gz` files are unpacked in process by [`crate::tarball`], plain or gzip-compressed, confined to the
+//! sandbox; bzip2-, xz- or zstd-compressed tar archives go to GNU `tar` and `.zip` files to `unzip`, as no small
+//! pure-Rust decoder for them is in the tree, and those programs' own refusal of `..` members is then the only
+//! guard; the archive stays in the sandbox beside its contents), `cache` (kept in the cache directory,
+//! `--fetcher-cache-dir`, and copied, or extracted straight from the cache, on later launches). The cache holds at
+//! most `--fetcher-cache-size` bytes (Mesos's default, 2 GB): room for a new entry is made by evicting the least
+//! recently used entries that no fetch is reading; a file that cannot fit is fetched straight into the sandbox,
+//! uncached, as Mesos does.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -25,8 +31,10 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use agora_proto::model::Uri;
+use agora_proto::model::{FetchSource, SandboxPath, SandboxPathError, Uri, UriError};
 use tokio::io::AsyncWriteExt;
+
+use crate::tarball::TarballError;
 
 /// How long a download may receive nothing before it is abandoned (Mesos's `--fetcher_stall_timeout`).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,30 +46,67 @@ pub const DEFAULT_CACHE_SIZE: u64 = 2 << 30;
 pub const MAX_REDIRECTS: u32 = 10;
 
 /// Why one URI could not be fetched; every message names the URI.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("failed to fetch '{uri}': {cause}")]
 pub struct FetchError {
     pub uri: String,
-    pub cause: String,
+    pub cause: Cause,
 }
 
-/// Where a URI's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file on the agent (an absolute path or `file:///...`).
-    Local(PathBuf),
-    /// An `http://` or `https://` URL.
-    Url(String),
+/// What went wrong fetching one URI; each names the path or program involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error(transparent)]
+    Uri(#[from] UriError),
+    #[error("output_file '{path}' {error}")]
+    OutputFile { path: String, error: SandboxPathError },
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    /// A path that cannot be looked at (missing, unreadable).
+    #[error("{}: {source}", path.display())]
+    Stat { path: PathBuf, source: std::io::Error },
+    #[error("{} resolves to {}, outside the sandbox", path.display(), real.display())]
+    Outside { path: PathBuf, real: PathBuf },
+    #[error("{} is a symlink; refusing to write through it", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} is not a regular file", .0.display())]
+    NotRegular(PathBuf),
+    #[error("cannot copy {} to {}: {source}", from.display(), to.display())]
+    Copy { from: PathBuf, to: PathBuf, source: std::io::Error },
+    #[error("cannot evict {} from the cache: {source}", path.display())]
+    Evict { path: PathBuf, source: std::io::Error },
+    #[error("cannot move {} into the cache: {source}", path.display())]
+    IntoCache { path: PathBuf, source: std::io::Error },
+    #[error("cannot make {} executable: {source}", path.display())]
+    Chmod { path: PathBuf, source: std::io::Error },
+    #[error("cannot run curl to download it ({0}); install curl on the agent (apt-get install curl)")]
+    NoCurl(#[source] std::io::Error),
+    #[error("HTTP {code} ({stderr})")]
+    Http { code: u16, stderr: String },
+    /// curl's own message (`curl: (60) SSL certificate problem: ...`).
+    #[error("{0}")]
+    Curl(String),
+    #[error("cannot extract {}: {source}", archive.display())]
+    Extract { archive: PathBuf, source: TarballError },
+    #[error("cannot run '{program}' to extract {}: {source} (apt-get install {package})", archive.display())]
+    NoTool { program: &'static str, package: &'static str, archive: PathBuf, source: std::io::Error },
+    #[error("cannot extract {}: {program} {status}: {stderr}", archive.display())]
+    Tool { program: &'static str, archive: PathBuf, status: std::process::ExitStatus, stderr: String },
+    #[error("the extracting thread failed: {0}")]
+    Thread(#[source] tokio::task::JoinError),
 }
 
 /// How a fetched file is unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extraction {
-    /// `tar -C <into> -xf <file>` (GNU tar recognises gzip, bzip2 and xz compression itself).
+    /// A tar archive: in process when plain or gzip-compressed ([`crate::tarball`]), else `tar -C <into> -xf
+    /// <file>` (GNU tar recognises bzip2, xz and zstd compression itself).
     Tar,
     /// `unzip -o -d <into> <file>`.
     Zip,
-    /// `gzip -dc <file> > <output>`.
+    /// The gzip file decompressed to `output`, in process.
     Gunzip { output: PathBuf },
 }
 
@@ -69,7 +114,7 @@ pub enum Extraction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub uri: String,
-    pub source: Source,
+    pub source: FetchSource,
     /// Where the file lands, inside the sandbox.
     pub destination: PathBuf,
     /// The directory extraction writes into (the destination's directory).
@@ -82,15 +127,18 @@ pub struct Step {
 
 /// Decides how to fetch `uri` into `sandbox`, caching under `cache_dir`. Pure.
 pub fn plan(uri: &Uri, sandbox: &Path, cache_dir: &Path) -> Result<Step, FetchError> {
-    let fail = |cause: String| FetchError { uri: uri.value.clone(), cause };
-    let (source, name) = resolve_source(&uri.value).map_err(fail)?;
+    let fail = |cause: Cause| FetchError { uri: uri.value.clone(), cause };
+    let source = FetchSource::parse(&uri.value).map_err(|e| fail(e.into()))?;
     let relative = if uri.output_file.is_empty() {
-        PathBuf::from(name)
+        PathBuf::from(source.default_file_name().map_err(|e| fail(e.into()))?)
     } else {
-        confined_relative(&uri.output_file).map_err(|why| fail(format!("output_file '{}' {why}", uri.output_file)))?
+        SandboxPath::parse_file(&uri.output_file)
+            .map_err(|error| fail(Cause::OutputFile { path: uri.output_file.clone(), error }))?
+            .as_path()
+            .to_path_buf()
     };
     if !relative.components().any(|c| matches!(c, Component::Normal(_))) {
-        return Err(fail("there is no file name to write to; set output_file".into()));
+        return Err(fail(UriError::NoFileName.into()));
     }
     let destination = sandbox.join(&relative);
     let extract_into = destination.parent().unwrap_or(sandbox).to_path_buf();
@@ -105,72 +153,6 @@ pub fn plan(uri: &Uri, sandbox: &Path, cache_dir: &Path) -> Result<Step, FetchEr
         executable: uri.executable,
         cache,
     })
-}
-
-/// The source of a URI and the file name it suggests (its last path segment, without query or fragment).
-fn resolve_source(value: &str) -> Result<(Source, String), String> {
-    if value.is_empty() {
-        return Err("the URI is empty".into());
-    }
-    if let Some(rest) = value.strip_prefix("file://") {
-        let path = rest.strip_prefix("localhost").unwrap_or(rest);
-        if !path.starts_with('/') {
-            return Err("a file:// URI needs an absolute path (file:///path)".into());
-        }
-        return local(path);
-    }
-    if value.starts_with('/') {
-        return local(value);
-    }
-    if let Some((scheme, rest)) = value.split_once("://") {
-        if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
-            let path = rest.split(['?', '#']).next().unwrap_or_default();
-            let Some((host, path)) = path.split_once('/') else {
-                return Err("the URL has no path to take a file name from; set output_file".into());
-            };
-            if host.is_empty() {
-                return Err("the URL has no host".into());
-            }
-            let name = path.rsplit('/').next().unwrap_or_default().to_string();
-            return Ok((Source::Url(value.to_string()), name));
-        }
-        return Err(format!(
-            "the scheme '{scheme}' is not supported by this agent: it fetches http:// and https:// URLs, file:// \
-             URIs and absolute paths"
-        ));
-    }
-    Err("a relative path needs Mesos's --frameworks_home, which this agent does not have; use an absolute path or \
-         a URL"
-        .into())
-}
-
-fn local(path: &str) -> Result<(Source, String), String> {
-    let path = PathBuf::from(path);
-    if path.components().any(|c| c == Component::ParentDir) {
-        return Err("the path contains '..'".into());
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok((Source::Local(path), name))
-}
-
-/// `output_file` as a path that stays inside the sandbox: relative, no `..`.
-fn confined_relative(path: &str) -> Result<PathBuf, String> {
-    let p = Path::new(path);
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("must not contain '..': it would leave the sandbox".into()),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("must be relative to the sandbox".into());
-            }
-        }
-    }
-    if path.ends_with('/') {
-        return Err("names a directory, not a file".into());
-    }
-    Ok(out)
 }
 
 /// The extraction a file name calls for, by extension as Mesos and Marathon decide it.
@@ -275,9 +257,10 @@ impl Fetcher {
             return Ok(());
         }
         let log_path = sandbox.join("stderr");
-        let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.map_err(|e| {
-            FetchError { uri: uris[0].value.clone(), cause: format!("cannot open {}: {e}", log_path.display()) }
-        })?;
+        let mut log =
+            tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.map_err(|source| {
+                FetchError { uri: uris[0].value.clone(), cause: Cause::Open { path: log_path.clone(), source } }
+            })?;
         for uri in uris {
             let step = match plan(uri, sandbox, &self.cache_dir) {
                 Ok(step) => step,
@@ -307,34 +290,37 @@ impl Fetcher {
 
     /// Moves a downloaded `partial` into the cache as `entry`, evicting what [`evictions`] says, and marks it as
     /// read; `Ok(None)` when it cannot fit (the caller uses `partial` itself, uncached).
-    fn store(&self, partial: &Path, entry: &Path) -> Result<Option<Reading<'_>>, String> {
+    fn store(&self, partial: &Path, entry: &Path) -> Result<Option<Reading<'_>>, Cause> {
         let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        let size = std::fs::metadata(partial).map_err(|e| format!("{}: {e}", partial.display()))?.len();
+        let size =
+            std::fs::metadata(partial).map_err(|source| Cause::Stat { path: partial.to_path_buf(), source })?.len();
         let entries = cache_entries(&self.cache_dir, entry);
         let Some(victims) = evictions(&entries, size, self.cache_size, |p| reading.contains_key(p)) else {
             return Ok(None);
         };
         for victim in &victims {
-            std::fs::remove_file(victim)
-                .map_err(|e| format!("cannot evict {} from the cache: {e}", victim.display()))?;
+            std::fs::remove_file(victim).map_err(|source| Cause::Evict { path: victim.clone(), source })?;
         }
-        std::fs::rename(partial, entry)
-            .map_err(|e| format!("cannot move {} into the cache: {e}", partial.display()))?;
+        std::fs::rename(partial, entry).map_err(|source| Cause::IntoCache { path: partial.to_path_buf(), source })?;
         *reading.entry(entry.to_path_buf()).or_default() += 1;
         Ok(Some(Reading { fetcher: self, entry: entry.to_path_buf() }))
     }
 
-    async fn fetch_one(&self, step: &Step, sandbox: &Path, log: &mut tokio::fs::File) -> Result<(), String> {
+    async fn fetch_one(&self, step: &Step, sandbox: &Path, log: &mut tokio::fs::File) -> Result<(), Cause> {
         let parent = &step.extract_into;
-        tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let stat = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Cause::Stat { path, source }
+        };
+        tokio::fs::create_dir_all(parent).await.map_err(|source| Cause::Create { path: parent.clone(), source })?;
         // An earlier URI may have extracted a symlink: resolve before writing anything.
-        let real_sandbox = tokio::fs::canonicalize(sandbox).await.map_err(|e| format!("{}: {e}", sandbox.display()))?;
-        let real_parent = tokio::fs::canonicalize(parent).await.map_err(|e| format!("{}: {e}", parent.display()))?;
+        let real_sandbox = tokio::fs::canonicalize(sandbox).await.map_err(stat(sandbox))?;
+        let real_parent = tokio::fs::canonicalize(parent).await.map_err(stat(parent))?;
         if !inside(&real_sandbox, &real_parent) {
-            return Err(format!("{} resolves to {}, outside the sandbox", parent.display(), real_parent.display()));
+            return Err(Cause::Outside { path: parent.clone(), real: real_parent });
         }
         if tokio::fs::symlink_metadata(&step.destination).await.is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(format!("{} is a symlink; refusing to write through it", step.destination.display()));
+            return Err(Cause::Symlink(step.destination.clone()));
         }
         // The cache entry being read stays marked (never evicted) until the step is done with it.
         let mut _reading = None;
@@ -350,7 +336,7 @@ impl Fetcher {
                         let dir = entry.parent().unwrap_or(Path::new("/"));
                         tokio::fs::create_dir_all(dir)
                             .await
-                            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                            .map_err(|source| Cause::Create { path: dir.to_path_buf(), source })?;
                         let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
                         write_log(log, &format!("Downloading into the cache {}\n", entry.display())).await;
                         if let Err(e) = self.download(&step.source, &partial).await {
@@ -381,8 +367,10 @@ impl Fetcher {
                     // Mesos extracts a cached archive straight from the cache.
                     source
                 } else {
-                    tokio::fs::copy(&source, &step.destination).await.map_err(|e| {
-                        format!("cannot copy {} to {}: {e}", source.display(), step.destination.display())
+                    tokio::fs::copy(&source, &step.destination).await.map_err(|e| Cause::Copy {
+                        from: source.clone(),
+                        to: step.destination.clone(),
+                        source: e,
                     })?;
                     if source != *entry {
                         let _ = tokio::fs::remove_file(&source).await;
@@ -399,7 +387,7 @@ impl Fetcher {
             use std::os::unix::fs::PermissionsExt;
             tokio::fs::set_permissions(&step.destination, std::fs::Permissions::from_mode(0o755))
                 .await
-                .map_err(|e| format!("cannot make {} executable: {e}", step.destination.display()))?;
+                .map_err(|source| Cause::Chmod { path: step.destination.clone(), source })?;
         }
         if let Some(extraction) = &step.extraction {
             let extracted = extract(extraction, &fetched, &step.extract_into).await;
@@ -416,19 +404,22 @@ impl Fetcher {
     }
 
     /// Copies or downloads the source to `to`.
-    async fn download(&self, source: &Source, to: &Path) -> Result<(), String> {
+    async fn download(&self, source: &FetchSource, to: &Path) -> Result<(), Cause> {
         match source {
-            Source::Local(path) => {
-                let meta = tokio::fs::metadata(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+            FetchSource::Local(path) => {
+                let meta =
+                    tokio::fs::metadata(path).await.map_err(|source| Cause::Stat { path: path.clone(), source })?;
                 if !meta.is_file() {
-                    return Err(format!("{} is not a regular file", path.display()));
+                    return Err(Cause::NotRegular(path.clone()));
                 }
-                tokio::fs::copy(path, to)
-                    .await
-                    .map_err(|e| format!("cannot copy {} to {}: {e}", path.display(), to.display()))?;
+                tokio::fs::copy(path, to).await.map_err(|source| Cause::Copy {
+                    from: path.clone(),
+                    to: to.to_path_buf(),
+                    source,
+                })?;
                 Ok(())
             }
-            Source::Url(url) => {
+            FetchSource::Http(url) => {
                 let result = curl_download(url, to, self.ca_file.as_deref()).await;
                 if result.is_err() {
                     let _ = tokio::fs::remove_file(to).await;
@@ -475,19 +466,16 @@ pub fn curl_args(url: &str, to: &Path, ca_file: Option<&Path>) -> Vec<std::ffi::
 }
 
 /// Downloads `url` to `to` with `curl`; the error says what the server answered or why curl failed.
-async fn curl_download(url: &str, to: &Path, ca_file: Option<&Path>) -> Result<(), String> {
+async fn curl_download(url: &str, to: &Path, ca_file: Option<&Path>) -> Result<(), Cause> {
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(curl_args(url, to, ca_file)).stdin(Stdio::null()).kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| {
-        format!("cannot run curl to download it ({e}); install curl on the agent (apt-get install curl)")
-    })?;
+    let out = cmd.output().await.map_err(Cause::NoCurl)?;
     if out.status.success() {
         return Ok(());
     }
     let code = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stderr = stderr.trim();
-    if code >= 400 { Err(format!("HTTP {code} ({stderr})")) } else { Err(stderr.to_string()) }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if code >= 400 { Err(Cause::Http { code, stderr }) } else { Err(Cause::Curl(stderr)) }
 }
 
 async fn write_log(log: &mut tokio::fs::File, line: &str) {
@@ -497,42 +485,45 @@ async fn write_log(log: &mut tokio::fs::File, line: &str) {
     let _ = log.flush().await;
 }
 
-/// Runs the extraction tool; its failure output becomes the error.
-async fn extract(extraction: &Extraction, archive: &Path, into: &Path) -> Result<(), String> {
-    let (program, mut command) = match extraction {
-        Extraction::Tar => {
-            let mut c = tokio::process::Command::new("tar");
-            c.arg("-C").arg(into).arg("-xf").arg(archive);
-            ("tar", c)
-        }
-        Extraction::Zip => {
-            let mut c = tokio::process::Command::new("unzip");
-            c.arg("-o").arg("-q").arg("-d").arg(into).arg(archive);
-            ("unzip", c)
-        }
+/// Unpacks `archive` into `into` as `extraction` says: in process where [`crate::tarball`] reads the format, else
+/// with the external tool, whose failure output becomes the error.
+async fn extract(extraction: &Extraction, archive: &Path, into: &Path) -> Result<(), Cause> {
+    let (from, to) = (archive.to_path_buf(), into.to_path_buf());
+    let in_process = match extraction {
+        Extraction::Tar => tokio::task::spawn_blocking(move || crate::tarball::unpack_file(&from, &to, "the sandbox")),
         Extraction::Gunzip { output } => {
-            let out = std::fs::File::create(output).map_err(|e| format!("cannot create {}: {e}", output.display()))?;
-            let mut c = tokio::process::Command::new("gzip");
-            c.arg("-dc").arg(archive).stdout(out);
-            ("gzip", c)
+            let output = output.clone();
+            tokio::task::spawn_blocking(move || crate::tarball::gunzip(&from, &output))
         }
+        Extraction::Zip => return run_tool("unzip", "unzip", archive, into).await,
     };
-    if !matches!(extraction, Extraction::Gunzip { .. }) {
-        command.stdout(std::process::Stdio::null());
+    match in_process.await.map_err(Cause::Thread)? {
+        Ok(()) => Ok(()),
+        // bzip2, xz or zstd: nothing was written; GNU tar reads them.
+        Err(TarballError::Compressed { .. }) if *extraction == Extraction::Tar => {
+            run_tool("tar", "tar bzip2 xz-utils zstd", archive, into).await
+        }
+        Err(source) => Err(Cause::Extract { archive: archive.to_path_buf(), source }),
     }
-    // Not `output()`: tokio's would pipe stdout too, and gunzip writes to a file.
-    let child = command.stdin(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn();
-    let output = match child {
-        Ok(child) => child.wait_with_output().await,
-        Err(e) => Err(e),
+}
+
+/// `tar -C <into> -xf <archive>` or `unzip -o -q -d <into> <archive>`.
+async fn run_tool(program: &'static str, package: &'static str, archive: &Path, into: &Path) -> Result<(), Cause> {
+    let mut command = tokio::process::Command::new(program);
+    match program {
+        "unzip" => command.arg("-o").arg("-q").arg("-d").arg(into).arg(archive),
+        _ => command.arg("-C").arg(into).arg("-xf").arg(archive),
     };
-    let output = output.map_err(|e| {
-        let package = if program == "unzip" { "unzip" } else { "tar gzip bzip2 xz-utils" };
-        format!("cannot run '{program}' to extract {}: {e} (apt-get install {package})", archive.display())
-    })?;
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|source| Cause::NoTool { program, package, archive: archive.to_path_buf(), source })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("cannot extract {}: {program} {}: {}", archive.display(), output.status, stderr.trim()));
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        return Err(Cause::Tool { program, archive: archive.to_path_buf(), status: output.status, stderr });
     }
     Ok(())
 }
@@ -559,17 +550,17 @@ mod tests {
     #[test]
     fn sources_are_paths_file_uris_and_http_urls() {
         let s = plan_of(&uri("/opt/app/run.sh")).unwrap();
-        assert_eq!(s.source, Source::Local("/opt/app/run.sh".into()));
+        assert_eq!(s.source, FetchSource::Local("/opt/app/run.sh".into()));
         assert_eq!(s.destination, Path::new("/w/sandbox/run.sh"));
         let s = plan_of(&uri("file:///opt/app/run.sh")).unwrap();
-        assert_eq!(s.source, Source::Local("/opt/app/run.sh".into()));
+        assert_eq!(s.source, FetchSource::Local("/opt/app/run.sh".into()));
         let s = plan_of(&uri("file://localhost/opt/x")).unwrap();
-        assert_eq!(s.source, Source::Local("/opt/x".into()));
+        assert_eq!(s.source, FetchSource::Local("/opt/x".into()));
         let s = plan_of(&uri("https://example.org/dl/app.tgz")).unwrap();
-        assert_eq!(s.source, Source::Url("https://example.org/dl/app.tgz".into()));
+        assert_eq!(s.source, FetchSource::Http("https://example.org/dl/app.tgz".into()));
         assert_eq!(s.extraction, Some(Extraction::Tar));
         let s = plan_of(&uri("http://127.0.0.1:8000/dl/app.bin?token=1#frag")).unwrap();
-        assert_eq!(s.source, Source::Url("http://127.0.0.1:8000/dl/app.bin?token=1#frag".into()));
+        assert_eq!(s.source, FetchSource::Http("http://127.0.0.1:8000/dl/app.bin?token=1#frag".into()));
         assert_eq!(s.destination, Path::new("/w/sandbox/app.bin"));
         assert_eq!(s.extract_into, Path::new(SANDBOX));
     }
@@ -590,7 +581,7 @@ mod tests {
             let e = plan_of(&uri(value)).unwrap_err();
             assert_eq!(e.uri, value);
             assert!(e.to_string().contains(&format!("'{value}'")), "{e}");
-            assert!(e.cause.contains(needle), "{value}: {e}");
+            assert!(e.cause.to_string().contains(needle), "{value}: {e}");
         }
     }
 
@@ -770,14 +761,14 @@ mod tests {
         let missing = dir.path().join("nope.bin").display().to_string();
         let e = fetcher(dir.path()).fetch_all(&[uri(&missing)], &sandbox).await.unwrap_err();
         assert_eq!(e.uri, missing);
-        assert!(e.cause.contains("No such file"), "{e}");
+        assert!(e.cause.to_string().contains("No such file"), "{e}");
         let log = std::fs::read_to_string(sandbox.join("stderr")).unwrap();
         assert!(log.contains(&format!("failed to fetch '{missing}'")), "{log}");
 
         let bogus = dir.path().join("bogus.tgz");
         std::fs::write(&bogus, "not an archive").unwrap();
         let e = fetcher(dir.path()).fetch_all(&[uri(&bogus.display().to_string())], &sandbox).await.unwrap_err();
-        assert!(e.cause.contains("cannot extract") && e.cause.contains("tar"), "{e}");
+        assert!(e.cause.to_string().contains("cannot extract") && e.cause.to_string().contains("tar"), "{e}");
     }
 
     #[tokio::test]
@@ -793,7 +784,7 @@ mod tests {
         let missing = format!("http://{addr}/files/missing.txt");
         let e = fetcher(dir.path()).fetch_all(&[uri(&missing)], dir.path()).await.unwrap_err();
         assert_eq!(e.uri, missing);
-        assert!(e.cause.contains("HTTP 404"), "{e}");
+        assert!(e.cause.to_string().contains("HTTP 404"), "{e}");
         server.abort();
     }
 
@@ -931,7 +922,69 @@ mod tests {
         let mut u = uri(&src.display().to_string());
         u.output_file = "link/f.txt".into();
         let e = fetcher(dir.path()).fetch_all(&[u], &sandbox).await.unwrap_err();
-        assert!(e.cause.contains("outside the sandbox"), "{e}");
+        assert!(e.cause.to_string().contains("outside the sandbox"), "{e}");
         assert!(!outside.join("f.txt").exists());
+    }
+    /// Writes `bytes` as `name` under `dir` and returns its path as a URI.
+    fn archive_uri(dir: &Path, name: &str, bytes: &[u8]) -> Uri {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        uri(&path.display().to_string())
+    }
+
+    #[tokio::test]
+    async fn tar_tgz_and_gz_are_extracted_in_process() {
+        use crate::tarball::tests::{gzip, tar_of};
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tar_of(&[("pkg/", None), ("pkg/a.txt", Some("a\n"))]);
+        let uris = vec![
+            archive_uri(dir.path(), "plain.tar", &tar),
+            archive_uri(dir.path(), "packed.tgz", &gzip(&tar_of(&[("b.txt", Some("b\n"))]))),
+            archive_uri(dir.path(), "packed.tar.gz", &gzip(&tar_of(&[("c.txt", Some("c\n"))]))),
+            archive_uri(dir.path(), "notes.txt.gz", &gzip(b"notes\n")),
+        ];
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        fetcher(&dir.path().join("cache")).fetch_all(&uris, &sandbox).await.unwrap();
+        for (file, text) in [("pkg/a.txt", "a\n"), ("b.txt", "b\n"), ("c.txt", "c\n"), ("notes.txt", "notes\n")] {
+            assert_eq!(std::fs::read_to_string(sandbox.join(file)).unwrap(), text, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn archives_that_would_write_outside_the_sandbox_fail_and_write_nothing_there() {
+        use crate::tarball::tests::{tar_of, with_first_name};
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let dotdot = with_first_name(tar_of(&[("x", Some("evil"))]), b"../outside/dotdot");
+        let e = fetcher(dir.path()).fetch_all(&[archive_uri(dir.path(), "dotdot.tar", &dotdot)], &sandbox).await;
+        let e = e.unwrap_err();
+        assert!(e.to_string().contains("leaves the sandbox"), "{e}");
+        let out = outside.display().to_string();
+        let through = tar_of(&[("esc", Some(&format!("->{out}"))), ("esc/planted", Some("x"))]);
+        let e = fetcher(dir.path()).fetch_all(&[archive_uri(dir.path(), "through.tar", &through)], &sandbox).await;
+        assert!(e.unwrap_err().to_string().contains("esc/planted"));
+        assert!(!outside.join("dotdot").exists() && !outside.join("planted").exists());
+    }
+
+    #[tokio::test]
+    async fn bzip2_tar_archives_go_to_gnu_tar() {
+        tool("tar");
+        tool("bzip2");
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("pkg")).unwrap();
+        std::fs::write(src.join("pkg/z.txt"), "z\n").unwrap();
+        let status =
+            std::process::Command::new("tar").args(["-cjf", "pkg.tar.bz2", "pkg"]).current_dir(&src).status().unwrap();
+        assert!(status.success());
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let u = uri(&src.join("pkg.tar.bz2").display().to_string());
+        fetcher(dir.path()).fetch_all(&[u], &sandbox).await.unwrap();
+        assert_eq!(std::fs::read_to_string(sandbox.join("pkg/z.txt")).unwrap(), "z\n");
     }
 }

@@ -17,6 +17,15 @@ use std::time::{Duration, SystemTime};
 
 use crate::files::sandboxes_root;
 
+/// The work dir could not be scanned or measured; each names the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("cannot read {}: {source}", path.display())]
+    ReadDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot measure the disk of {}: {source}", path.display())]
+    Disk { path: PathBuf, source: nix::Error },
+}
+
 /// How old an ended sandbox may get: `delay × max(0, 1 − headroom − used)`, `used` the fraction of the disk in use.
 pub fn max_age(delay: Duration, headroom: f64, used: f64) -> Duration {
     let keep = (1.0 - headroom - used).clamp(0.0, 1.0);
@@ -58,7 +67,7 @@ pub trait InUse {
 
 /// The sandboxes under `work_dir`, with their ids and mtimes. Entries that vanish while scanning are skipped;
 /// a directory that cannot be read is an error naming it.
-pub fn scan(work_dir: &Path) -> Result<Vec<Sandbox>, String> {
+pub fn scan(work_dir: &Path) -> Result<Vec<Sandbox>, GcError> {
     let mut out = Vec::new();
     let root = sandboxes_root(work_dir);
     for (agent_id, agent_dir) in subdirs(&root)? {
@@ -83,11 +92,11 @@ pub fn scan(work_dir: &Path) -> Result<Vec<Sandbox>, String> {
 }
 
 /// The directories in `dir` (none if it does not exist), by name. Names that are not UTF-8 are not ours.
-fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, GcError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Err(source) => return Err(GcError::ReadDir { path: dir.to_path_buf(), source }),
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
@@ -191,9 +200,8 @@ where
 
 /// The fraction of the file system holding `dir` in use (0.0 to 1.0), as Mesos's `fs::usage` counts it:
 /// `(blocks − free blocks) / blocks` (blocks reserved for root count as free).
-pub fn disk_used(dir: &Path) -> Result<f64, String> {
-    let st =
-        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("cannot measure the disk of {}: {e}", dir.display()))?;
+pub fn disk_used(dir: &Path) -> Result<f64, GcError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|source| GcError::Disk { path: dir.to_path_buf(), source })?;
     let total = st.blocks() as f64;
     if total == 0.0 {
         return Ok(0.0);
@@ -329,6 +337,6 @@ mod tests {
         assert_eq!(scan(&work.path().join("nothing")).unwrap(), []);
         let used = disk_used(work.path()).unwrap();
         assert!((0.0..=1.0).contains(&used), "{used}");
-        assert!(disk_used(&work.path().join("nothing")).unwrap_err().contains("nothing"));
+        assert!(disk_used(&work.path().join("nothing")).unwrap_err().to_string().contains("nothing"));
     }
 }

@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use crate::containerizer::Containerizer;
-use crate::core::TaskKey;
+use crate::status_updates::TaskKey;
 
 /// Mesos's default interval, used when a check asks for none (0 on the wire).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -82,13 +82,42 @@ pub enum Outcome {
     Ignored,
 }
 
-impl From<Result<(), String>> for Outcome {
-    fn from(r: Result<(), String>) -> Outcome {
+impl<E: std::fmt::Display> From<Result<(), E>> for Outcome {
+    fn from(r: Result<(), E>) -> Outcome {
         match r {
             Ok(()) => Outcome::Passed,
-            Err(cause) => Outcome::Failed(cause),
+            Err(cause) => Outcome::Failed(cause.to_string()),
         }
     }
+}
+
+/// `command exited with status 3: <stderr tail>` or `command was killed by a signal`.
+fn command_failed(code: Option<i32>, output: &str) -> String {
+    let how = match code {
+        Some(code) => format!("command exited with status {code}"),
+        None => "command was killed by a signal".to_string(),
+    };
+    if output.is_empty() { how } else { format!("{how}: {output}") }
+}
+
+/// Why one check failed (the task's health message).
+#[derive(Debug, thiserror::Error)]
+enum CheckFailed {
+    #[error("no valid port to check (port {0})")]
+    NoPort(u32),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start the check command: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("cannot wait for the check command: {0}")]
+    Wait(#[source] std::io::Error),
+    /// A non-zero exit or a signal, with the end of what the command wrote on stderr.
+    #[error("{}", command_failed(*code, output))]
+    Command { code: Option<i32>, output: String },
+    #[error("cannot run curl for an HTTP health check ({0}); install curl on the agent (apt-get install curl)")]
+    NoCurl(#[source] std::io::Error),
+    #[error("GET {url}: {stderr}")]
+    Get { url: String, stderr: String },
 }
 
 /// The state of one task's health checking.
@@ -222,30 +251,30 @@ async fn probe<C: Containerizer>(spec: &CheckSpec, containerizer: &C, timeout: D
     let check = &spec.check;
     let port = || match check.port {
         Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        other => Err(format!("no valid port to check (port {})", other.unwrap_or_default())),
+        other => Err(CheckFailed::NoPort(other.unwrap_or_default())),
     };
     let host = check.ip_protocol.loopback();
     match check.kind {
         HealthCheckType::Tcp => {
             let port = match port() {
                 Ok(p) => p,
-                Err(e) => return Outcome::Failed(e),
+                Err(e) => return Outcome::Failed(e.to_string()),
             };
             let addr = std::net::SocketAddr::new(host, port);
             tokio::net::TcpStream::connect(addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))
+                .map_err(|source| CheckFailed::Connect { addr, source })
                 .into()
         }
         HealthCheckType::Http => {
             let url = match port() {
                 Ok(port) => check_url(check, port),
-                Err(e) => return Outcome::Failed(e),
+                Err(e) => return Outcome::Failed(e.to_string()),
             };
             match curl_status(&url, timeout).await {
                 Ok(status) => http_verdict(status, &check.statuses, check.ignore_http1xx, &url),
-                Err(e) => Outcome::Failed(e),
+                Err(e) => Outcome::Failed(e.to_string()),
             }
         }
         HealthCheckType::Command => {
@@ -309,9 +338,9 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn run_command(mut cmd: tokio::process::Command) -> Result<(), String> {
+async fn run_command(mut cmd: tokio::process::Command) -> Result<(), CheckFailed> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the check command: {e}"))?;
+    let mut child = cmd.spawn().map_err(CheckFailed::Start)?;
     let _guard = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
     let mut stderr = child.stderr.take();
     let read = async {
@@ -322,34 +351,29 @@ async fn run_command(mut cmd: tokio::process::Command) -> Result<(), String> {
         out
     };
     let (status, out) = tokio::join!(child.wait(), read);
-    let status = status.map_err(|e| format!("cannot wait for the check command: {e}"))?;
+    let status = status.map_err(CheckFailed::Wait)?;
     if status.success() {
         return Ok(());
     }
     let out = String::from_utf8_lossy(&out);
     let out = out.trim();
     let tail: String = out.chars().rev().take(OUTPUT_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
-    let how = match status.code() {
-        Some(code) => format!("command exited with status {code}"),
-        None => "command was killed by a signal".to_string(),
-    };
-    if tail.is_empty() { Err(how) } else { Err(format!("{how}: {tail}")) }
+    Err(CheckFailed::Command { code: status.code(), output: tail })
 }
 
 /// `GET url` through `curl`, as Mesos's HTTP checker runs it (`-k`: certificates are not verified; `-g`: `[::1]` is
 /// an address, not a glob; no proxy), the status code of the last answer. A server that answered a status and then
 /// closed without a body (a lone 1xx) still answered: the status counts, whatever curl's exit code.
-async fn curl_status(url: &str, timeout: Duration) -> Result<u16, String> {
+async fn curl_status(url: &str, timeout: Duration) -> Result<u16, CheckFailed> {
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-s", "-S", "-L", "-k", "-g", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}"]);
     cmd.arg("--max-time").arg(format!("{:.3}", timeout.as_secs_f64().max(0.001))).arg(url);
     cmd.stdin(Stdio::null()).kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| {
-        format!("cannot run curl for an HTTP health check ({e}); install curl on the agent (apt-get install curl)")
-    })?;
+    let out = cmd.output().await.map_err(CheckFailed::NoCurl)?;
     let code = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0);
     if code == 0 {
-        return Err(format!("GET {url}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(CheckFailed::Get { url: url.to_string(), stderr });
     }
     Ok(code)
 }
@@ -370,8 +394,8 @@ mod tests {
         }
     }
 
-    fn fail() -> Result<(), String> {
-        Err("connection refused".into())
+    fn fail() -> Result<(), &'static str> {
+        Err("connection refused")
     }
 
     #[test]
@@ -404,10 +428,14 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Checker::new(policy(3, 0), "HTTP health check", t0);
         assert_eq!(c.next_check(), t0 + 5 * SEC);
-        let r = c.finished(t0 + 5 * SEC, Ok(()), t0 + 6 * SEC).expect("the first success is reported");
+        let r = c.finished(t0 + 5 * SEC, Outcome::Passed, t0 + 6 * SEC).expect("the first success is reported");
         assert!(r.healthy && !r.kill);
         assert_eq!(c.next_check(), t0 + 16 * SEC);
-        assert_eq!(c.finished(t0 + 16 * SEC, Ok(()), t0 + 16 * SEC), None, "a success after a success is quiet");
+        assert_eq!(
+            c.finished(t0 + 16 * SEC, Outcome::Passed, t0 + 16 * SEC),
+            None,
+            "a success after a success is quiet"
+        );
     }
 
     #[test]
@@ -423,7 +451,7 @@ mod tests {
 
         // A success ends the grace period at once.
         let mut c = Checker::new(policy(3, 300), "TCP health check", t0);
-        assert!(c.finished(t0 + 5 * SEC, Ok(()), t0 + 5 * SEC).unwrap().healthy);
+        assert!(c.finished(t0 + 5 * SEC, Outcome::Passed, t0 + 5 * SEC).unwrap().healthy);
         let r = c.finished(t0 + 15 * SEC, fail(), t0 + 15 * SEC).expect("counted after a success");
         assert_eq!((r.healthy, r.consecutive_failures, r.kill), (false, 1, false));
     }
@@ -445,10 +473,10 @@ mod tests {
     fn a_success_after_failures_is_reported_and_resets_the_count() {
         let t0 = Instant::now();
         let mut c = Checker::new(policy(3, 0), "HTTP health check", t0);
-        assert!(c.finished(t0, Ok(()), t0).unwrap().healthy);
+        assert!(c.finished(t0, Outcome::Passed, t0).unwrap().healthy);
         assert_eq!(c.finished(t0, fail(), t0).unwrap().consecutive_failures, 1);
         assert_eq!(c.finished(t0, fail(), t0).unwrap().consecutive_failures, 2);
-        assert!(c.finished(t0, Ok(()), t0).unwrap().healthy);
+        assert!(c.finished(t0, Outcome::Passed, t0).unwrap().healthy);
         let r = c.finished(t0, fail(), t0).unwrap();
         assert_eq!((r.consecutive_failures, r.kill), (1, false));
     }
@@ -457,7 +485,7 @@ mod tests {
     fn a_check_slower_than_the_timeout_fails_whatever_it_answered() {
         let t0 = Instant::now();
         let mut c = Checker::new(policy(0, 0), "HTTP health check", t0);
-        let r = c.finished(t0 + 5 * SEC, Ok(()), t0 + 8 * SEC).unwrap();
+        let r = c.finished(t0 + 5 * SEC, Outcome::Passed, t0 + 8 * SEC).unwrap();
         assert!(!r.healthy && r.kill, "a limit of 0 kills at the first counted failure");
         assert!(r.message.contains("timed out after 2s"), "{}", r.message);
         assert_eq!(c.next_check(), t0 + 18 * SEC);
@@ -550,7 +578,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Checker::new(policy(2, 0), "HTTP health check", t0);
         assert_eq!(c.finished(t0, Outcome::Ignored, t0), None, "no report before the first success either");
-        assert!(c.finished(t0, Ok(()), t0).unwrap().healthy, "still initializing: the first success is reported");
+        assert!(
+            c.finished(t0, Outcome::Passed, t0).unwrap().healthy,
+            "still initializing: the first success is reported"
+        );
         assert_eq!(c.finished(t0, fail(), t0).unwrap().consecutive_failures, 1);
         assert_eq!(c.finished(t0, Outcome::Ignored, t0 + SEC), None);
         assert_eq!(c.next_check(), t0 + 11 * SEC, "the next check is still scheduled");

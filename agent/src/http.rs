@@ -1,5 +1,7 @@
 //! The agent's HTTP endpoints: `GET /health`, `GET /state` (also `/slave(1)/state`, as Mesos serves it),
-//! `/metrics/snapshot` and `/metrics`, and the sandbox `/files/*` routes of [`crate::files`].
+//! `/metrics/snapshot` and `/metrics`, and the sandbox `/files/*` routes of [`crate::files`]; [`app`] joins them
+//! with `/monitor/statistics` and answers as Mesos does what nothing serves: 404 for an unknown path, 405 (naming
+//! the allowed methods) for a known path asked with another method.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +11,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::core::AgentCore;
+
+/// Everything the agent serves on its port: [`router`], `more` (the statistics routes) and the Mesos answers for the
+/// rest.
+pub fn app(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf, more: Router) -> Router {
+    let routes = router(core, work_dir).merge(more).fallback(agora_runtime::http::not_found);
+    agora_runtime::http::explain_method_not_allowed(routes)
+}
 
 /// The agent's routes; sandboxes are served from under `work_dir`.
 pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Router {
@@ -49,4 +58,53 @@ async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl a
 async fn state(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<serde_json::Value> {
     let core = core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     Json(core.state_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_paths_are_404_and_wrong_methods_405_as_mesos_answers() {
+        let work = tempfile::tempdir().unwrap();
+        let settings = crate::core::tests::settings(Instant::now());
+        let core = Arc::new(Mutex::new(AgentCore::new(settings)));
+        let more = Router::new().route("/monitor/statistics", get(|| async { "[]" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(axum::serve(listener, app(core, work.path().to_path_buf(), more)).into_future());
+        let http = reqwest::Client::new();
+        // (method, path, status, Allow, body); an empty body is Mesos's 404.
+        let cases: &[(&str, &str, StatusCode, Option<&str>, &str)] = &[
+            ("GET", "/health", StatusCode::OK, None, ""),
+            ("GET", "/monitor/statistics", StatusCode::OK, None, "[]"),
+            ("GET", "/nope", StatusCode::NOT_FOUND, None, ""),
+            ("GET", "/slave(1)/nope", StatusCode::NOT_FOUND, None, ""),
+            (
+                "POST",
+                "/state",
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("GET,HEAD"),
+                "Expecting one of { 'GET', 'HEAD' }, but received 'POST'",
+            ),
+            (
+                "DELETE",
+                "/files/browse",
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("GET,HEAD"),
+                "Expecting one of { 'GET', 'HEAD' }, but received 'DELETE'",
+            ),
+        ];
+        for (method, path, status, allow, body) in cases {
+            let r = http.request(method.parse().unwrap(), format!("{base}{path}")).send().await.unwrap();
+            let got_allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+            let got = (r.status(), got_allow, r.text().await.unwrap());
+            assert_eq!(got, (*status, allow.map(String::from), body.to_string()), "{method} {path}");
+        }
+        server.abort();
+    }
 }

@@ -8,19 +8,19 @@
 //! - `DIR/NAME/TAG.tar`, then `DIR/NAME:TAG.tar` (Mesos's naming, `docker save -o busybox:latest.tar busybox`) — an
 //!   image archive: `docker save` output or an OCI image layout ([`archive`]), whose layers are applied in order
 //!   with their whiteouts and digests checked ([`layers`]); or, holding none of `manifest.json`, `index.json` and
-//!   `repositories`, a plain root filesystem tarball (whatever GNU `tar -xf` reads).
+//!   `repositories`, a plain root filesystem tarball (plain or gzip-compressed tar, unpacked in process by
+//!   [`crate::tarball`], confined to the store; bzip2- and xz-compressed tarballs are refused by name).
 //!
 //! An archive is unpacked once into the store `<work_dir>/store/docker/NAME/TAG/` (`rootfs/` and `config.json`, the
 //! runtime config), built in a temporary directory and renamed into place, so a half-built image is never used, and
 //! reused by every later task. To replace a stored image, delete its store directory. A corrupt archive, a missing
 //! layer or a digest that does not match fails the task before launch, naming the image and the problem.
 //!
-//! NAME is one or more `/`-separated components of `[a-z0-9]` runs joined by single `.`, `_`, `__` or `-`
-//! separators, TAG is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (Docker's grammar): nothing can leave DIR. Digests
-//! (`@sha256:...`) and registry hosts with ports are refused.
+//! NAME and TAG follow Docker's grammar ([`ImageRef::parse`], with the request types in
+//! [`crate::containerizer::spec`]): nothing can leave DIR.
 //!
-//! [`ImageRef::parse`], the paths and [`apply_config`] are pure; [`provision`] is the thin IO shell the agent's shell
-//! calls before launching.
+//! [`ImageRef::parse`], the paths and [`apply_config`] are pure; [`provision`] is the thin IO shell the launcher
+//! (`crate::launcher`) calls before launching.
 
 mod archive;
 mod layers;
@@ -29,25 +29,65 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::containerizer::LaunchSpec;
+use crate::containerizer::spec::{ImageNameError, ImageRef, ImageRequest, LaunchSpec};
+use crate::tarball::TarballError;
 
-/// A validated image reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub name: String,
-    pub tag: String,
+/// Why a task's image cannot be run; each names the image and the paths involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot run image '{image}': this agent has no image registry (start it with --docker-registry DIR)")]
+    NoRegistry { image: String },
+    #[error(
+        "cannot run image '{image}' from the registry {}: --isolation process runs tasks on the host's filesystem; \
+         images need --isolation libcontainer",
+        registry.display()
+    )]
+    ProcessIsolation { image: String, registry: PathBuf },
+    #[error(transparent)]
+    Name(#[from] ImageNameError),
+    #[error(
+        "image '{image}' is not in the registry {}: neither {} (a root filesystem directory) nor {} nor {} (an image \
+         archive or root filesystem tarball) exists",
+        registry.display(), dir.display(), tarball.display(), mesos_tarball.display()
+    )]
+    NotFound { image: String, registry: PathBuf, dir: PathBuf, tarball: PathBuf, mesos_tarball: PathBuf },
+    #[error(
+        "the stored image '{image}' is damaged ({}: {source}); delete {} to unpack it again",
+        path.display(), stored.display()
+    )]
+    Damaged { image: String, path: PathBuf, stored: PathBuf, source: serde_json::Error },
+    #[error("cannot unpack image '{image}' from {}: {source}", from.display())]
+    Unpack { image: String, from: PathBuf, source: Box<UnpackError> },
+    #[error("image '{image}' has neither an Entrypoint nor a Cmd, and the task gives no command to run")]
+    NoCommand { image: String },
 }
 
-/// Where to find an image and where to unpack it: the core's request, resolved by [`provision`] in the shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRequest {
-    /// The image as the task named it.
-    pub image: String,
-    pub reference: ImageRef,
-    /// `--docker-registry`.
-    pub registry: PathBuf,
-    /// `<work_dir>/store/docker`.
-    pub store: PathBuf,
+/// What went wrong building an image in the store (the image and its archive are named by [`ImageError::Unpack`]).
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Tarball(#[from] TarballError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error("layer {index} of {count} ({name}): {source}")]
+    Layer { index: usize, count: usize, name: String, source: layers::LayerError },
+    #[error("{} holds no index.json, manifest.json or repositories", .0.display())]
+    NotAnArchive(PathBuf),
+    #[error("cannot move it into place: {0}")]
+    Move(#[source] std::io::Error),
+    #[error("cannot encode its config: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] agora_runtime::WriteError),
+    #[error("the unpacking thread failed: {0}")]
+    Thread(#[source] tokio::task::JoinError),
+    #[error(
+        "cannot rename it into place at {}: {source} (delete that directory if it is left from an older agent)",
+        stored.display()
+    )]
+    Rename { stored: PathBuf, source: std::io::Error },
 }
 
 /// What an agent can do with `container.image`, from its flags.
@@ -72,16 +112,12 @@ impl ImageSupport {
     }
 
     /// The request to resolve `image` before a launch, or why this agent cannot run it (a TASK_FAILED message).
-    pub fn request(&self, image: &str, work_dir: &Path) -> Result<ImageRequest, String> {
+    pub fn request(&self, image: &str, work_dir: &Path) -> Result<ImageRequest, ImageError> {
         match self {
-            ImageSupport::NoRegistry => Err(format!(
-                "cannot run image '{image}': this agent has no image registry (start it with --docker-registry DIR)"
-            )),
-            ImageSupport::ProcessIsolation(dir) => Err(format!(
-                "cannot run image '{image}' from the registry {}: --isolation process runs tasks on the host's \
-                 filesystem; images need --isolation libcontainer",
-                dir.display()
-            )),
+            ImageSupport::NoRegistry => Err(ImageError::NoRegistry { image: image.to_string() }),
+            ImageSupport::ProcessIsolation(dir) => {
+                Err(ImageError::ProcessIsolation { image: image.to_string(), registry: dir.clone() })
+            }
             ImageSupport::Registry(dir) => Ok(ImageRequest {
                 image: image.to_string(),
                 reference: ImageRef::parse(image)?,
@@ -95,88 +131,6 @@ impl ImageSupport {
 /// The store of unpacked tarballs under an agent's work dir.
 pub fn store_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("store").join("docker")
-}
-
-impl ImageRef {
-    /// Validates `NAME[:TAG]`.
-    pub fn parse(image: &str) -> Result<ImageRef, String> {
-        let bad = |why: &str| Err(format!("image '{image}' is not a valid image name: {why}"));
-        if image.contains('@') {
-            return bad("digests are not supported; name a tag");
-        }
-        // The tag follows the last ':' that comes after the last '/'.
-        let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match image[last_slash..].rfind(':') {
-            Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
-            None => (image, "latest"),
-        };
-        if name.is_empty() {
-            return bad("the name is empty");
-        }
-        if let Some(c) = name.split('/').find(|c| !valid_component(c)) {
-            return bad(&format!(
-                "'{c}' is not a name component (lowercase letters and digits, separated by '.', '_', '__' or '-')"
-            ));
-        }
-        if !valid_tag(tag) {
-            return bad(&format!("'{tag}' is not a tag ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters)"));
-        }
-        Ok(ImageRef { name: name.to_string(), tag: tag.to_string() })
-    }
-
-    /// `DIR/NAME/TAG`: a prepared root filesystem directory.
-    pub fn directory_in(&self, registry: &Path) -> PathBuf {
-        registry.join(&self.name).join(&self.tag)
-    }
-
-    /// `DIR/NAME/TAG.tar`: an image archive or a root filesystem tarball.
-    pub fn tarball_in(&self, registry: &Path) -> PathBuf {
-        registry.join(&self.name).join(format!("{}.tar", self.tag))
-    }
-
-    /// `DIR/NAME:TAG.tar`: the same, named as Mesos's local puller names it.
-    pub fn mesos_tarball_in(&self, registry: &Path) -> PathBuf {
-        registry.join(format!("{}:{}.tar", self.name, self.tag))
-    }
-
-    /// `STORE/NAME/TAG`: where an archive is unpacked (`rootfs/`, `config.json`).
-    pub fn stored_in(&self, store: &Path) -> PathBuf {
-        store.join(&self.name).join(&self.tag)
-    }
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    // Separators: '.', '_', '__' or one or more '-', always between alphanumerics.
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn valid_tag(t: &str) -> bool {
-    let ok = |x: u8| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-';
-    !t.is_empty()
-        && t.len() <= 128
-        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(ok)
 }
 
 /// How an image asks to be run: the `config` object of its image config, with Docker's meaning.
@@ -217,7 +171,7 @@ pub const STORED_CONFIG: &str = "config.json";
 ///   `MESOS_SANDBOX`) sets keeps its value; the image's `PATH` replaces the agent's default `PATH`.
 /// - `WorkingDir` becomes the working directory (created in the container when missing); without it, the sandbox.
 /// - `User` is the user when the task names none (CommandInfo's or FrameworkInfo's user wins).
-pub fn apply_config(image: &str, config: &ImageConfig, spec: &mut LaunchSpec) -> Result<(), String> {
+pub fn apply_config(image: &str, config: &ImageConfig, spec: &mut LaunchSpec) -> Result<(), ImageError> {
     let command = &mut spec.command;
     if !command.shell && command.value.is_empty() {
         let (value, argv) = if let Some(first) = config.entrypoint.first() {
@@ -229,9 +183,7 @@ pub fn apply_config(image: &str, config: &ImageConfig, spec: &mut LaunchSpec) ->
             argv.extend_from_slice(if command.arguments.is_empty() { &config.cmd[1..] } else { &command.arguments });
             (first.clone(), argv)
         } else {
-            return Err(format!(
-                "image '{image}' has neither an Entrypoint nor a Cmd, and the task gives no command to run"
-            ));
+            return Err(ImageError::NoCommand { image: image.to_string() });
         };
         command.value = value;
         command.arguments = argv;
@@ -267,7 +219,7 @@ enum Source {
 
 /// Resolves the image to a root filesystem directory and its runtime config: the registry's prepared directory, else
 /// its archive unpacked into the store (once). The error names the image, the paths searched or the problem.
-pub async fn provision(req: &ImageRequest) -> Result<Provisioned, String> {
+pub async fn provision(req: &ImageRequest) -> Result<Provisioned, ImageError> {
     let dir = req.reference.directory_in(&req.registry);
     let source = if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
         let mut archive = false;
@@ -286,15 +238,13 @@ pub async fn provision(req: &ImageRequest) -> Result<Provisioned, String> {
         } else if is_file(&mesos).await {
             Source::Archive(mesos)
         } else {
-            return Err(format!(
-                "image '{}' is not in the registry {}: neither {} (a root filesystem directory) nor {} nor {} (an \
-                 image archive or root filesystem tarball) exists",
-                req.image,
-                req.registry.display(),
-                dir.display(),
-                ours.display(),
-                mesos.display()
-            ));
+            return Err(ImageError::NotFound {
+                image: req.image.clone(),
+                registry: req.registry.clone(),
+                dir,
+                tarball: ours,
+                mesos_tarball: mesos,
+            });
         }
     };
     let stored = req.reference.stored_in(&req.store);
@@ -304,7 +254,7 @@ pub async fn provision(req: &ImageRequest) -> Result<Provisioned, String> {
     let from = match &source {
         Source::Archive(p) | Source::Layout(p) => p.clone(),
     };
-    let fail = |e: String| format!("cannot unpack image '{}' from {}: {e}", req.image, from.display());
+    let fail = |source| ImageError::Unpack { image: req.image.clone(), from, source: Box::new(source) };
     let tmp = req.store.join(format!(".unpacking-{}", uuid::Uuid::new_v4()));
     let result = unpack(req, source, &tmp, &stored).await.map_err(fail);
     let _ = tokio::fs::remove_dir_all(&tmp).await;
@@ -318,144 +268,97 @@ async fn is_file(p: &Path) -> bool {
 }
 
 /// The config of an image already in the store, or `None` when it is not there yet.
-async fn stored_config(image: &str, stored: &Path) -> Result<Option<ImageConfig>, String> {
+async fn stored_config(image: &str, stored: &Path) -> Result<Option<ImageConfig>, ImageError> {
     let path = stored.join(STORED_CONFIG);
     match tokio::fs::read(&path).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            format!(
-                "the stored image '{image}' is damaged ({}: {e}); delete {} to unpack it again",
-                path.display(),
-                stored.display()
-            )
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ImageError::Damaged {
+            image: image.to_string(),
+            path,
+            stored: stored.to_path_buf(),
+            source,
         }),
         Err(_) => Ok(None),
     }
 }
 
-/// Builds the image in `tmp` (the archive unpacked by GNU tar, then the layers applied) and renames it to `stored`.
-async fn unpack(req: &ImageRequest, source: Source, tmp: &Path, stored: &Path) -> Result<(), String> {
+/// Builds the image in `tmp` (the archive unpacked, then the layers applied) and renames it to `stored`.
+async fn unpack(req: &ImageRequest, source: Source, tmp: &Path, stored: &Path) -> Result<(), UnpackError> {
     let image_dir = tmp.join("image");
-    tokio::fs::create_dir_all(&image_dir).await.map_err(|e| format!("cannot create {}: {e}", image_dir.display()))?;
+    let create = |path: &Path| {
+        let path = path.to_path_buf();
+        async move { tokio::fs::create_dir_all(&path).await.map_err(|source| UnpackError::Create { path, source }) }
+    };
+    create(&image_dir).await?;
     let (archive_dir, tarball) = match source {
-        Source::Layout(dir) => (dir, false),
+        Source::Layout(dir) => (dir, None),
         Source::Archive(tarball) => {
             let dir = tmp.join("archive");
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let out = tokio::process::Command::new("tar")
-                .arg("-C")
-                .arg(&dir)
-                .arg("-xf")
-                .arg(&tarball)
-                .output()
-                .await
-                .map_err(|e| format!("cannot run tar (is GNU tar installed? apt-get install tar): {e}"))?;
-            if !out.status.success() {
-                return Err(format!("tar exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
-            }
-            (dir, true)
+            create(&dir).await?;
+            (dir, Some(tarball))
         }
     };
     let reference = req.reference.clone();
     let build_dir = image_dir.clone();
-    tokio::task::spawn_blocking(move || build(&archive_dir, tarball, &build_dir, &reference))
-        .await
-        .map_err(|e| format!("the unpacking thread failed: {e}"))??;
+    tokio::task::spawn_blocking(move || {
+        if let Some(tarball) = &tarball {
+            crate::tarball::unpack_file(tarball, &archive_dir, "the archive")?;
+        }
+        build(&archive_dir, tarball.is_some(), &build_dir, &reference)
+    })
+    .await
+    .map_err(UnpackError::Thread)??;
     if let Some(parent) = stored.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        create(parent).await?;
     }
     match tokio::fs::rename(&image_dir, stored).await {
         Ok(()) => Ok(()),
         // Another launch of the same image won the race: use its copy.
         Err(_) if tokio::fs::metadata(stored.join(STORED_CONFIG)).await.is_ok() => Ok(()),
-        Err(e) => Err(format!(
-            "cannot rename it into place at {}: {e} (delete that directory if it is left from an older agent)",
-            stored.display()
-        )),
+        Err(source) => Err(UnpackError::Rename { stored: stored.to_path_buf(), source }),
     }
 }
 
 /// Blocking: the root filesystem and config of the archive unpacked in `archive_dir`, built in `image_dir`. A
 /// tarball that is no image archive is a root filesystem itself.
-fn build(archive_dir: &Path, tarball: bool, image_dir: &Path, reference: &ImageRef) -> Result<(), String> {
+fn build(archive_dir: &Path, tarball: bool, image_dir: &Path, reference: &ImageRef) -> Result<(), UnpackError> {
     let rootfs = image_dir.join(STORED_ROOTFS);
     let config = match archive::plan(archive_dir, reference)? {
         Some(plan) => {
-            std::fs::create_dir(&rootfs).map_err(|e| format!("cannot create {}: {e}", rootfs.display()))?;
-            let n = plan.layers.len();
+            std::fs::create_dir(&rootfs).map_err(|source| UnpackError::Create { path: rootfs.clone(), source })?;
+            let count = plan.layers.len();
             for (i, layer) in plan.layers.iter().enumerate() {
-                layers::apply(&rootfs, &layer.path, &layer.expected)
-                    .map_err(|e| format!("layer {} of {n} ({}): {e}", i + 1, layer.name))?;
+                layers::apply(&rootfs, &layer.path, &layer.expected).map_err(|source| UnpackError::Layer {
+                    index: i + 1,
+                    count,
+                    name: layer.name.clone(),
+                    source,
+                })?;
             }
             plan.config
         }
         None if tarball => {
-            std::fs::rename(archive_dir, &rootfs).map_err(|e| format!("cannot move it into place: {e}"))?;
+            std::fs::rename(archive_dir, &rootfs).map_err(UnpackError::Move)?;
             ImageConfig::default()
         }
-        None => return Err(format!("{} holds no index.json, manifest.json or repositories", archive_dir.display())),
+        None => return Err(UnpackError::NotAnArchive(archive_dir.to_path_buf())),
     };
-    let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
-    crate::checkpoint::write_atomically(&image_dir.join(STORED_CONFIG), &text, false)
+    let text = serde_json::to_vec_pretty(&config).map_err(UnpackError::Encode)?;
+    agora_runtime::write_atomically(&image_dir.join(STORED_CONFIG), &text, agora_runtime::Durability::ProcessCrash)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parsed(s: &str) -> (String, String) {
-        let r = ImageRef::parse(s).unwrap();
-        (r.name, r.tag)
-    }
-
-    #[test]
-    fn names_and_tags_parse_with_latest_by_default() {
-        assert_eq!(parsed("busybox"), ("busybox".into(), "latest".into()));
-        assert_eq!(parsed("busybox:1.36"), ("busybox".into(), "1.36".into()));
-        assert_eq!(parsed("library/busy_box-x.y:v1_2-rc.3"), ("library/busy_box-x.y".into(), "v1_2-rc.3".into()));
-        assert_eq!(parsed("a__b--c/d:_T"), ("a__b--c/d".into(), "_T".into()));
-    }
-
-    #[test]
-    fn nothing_that_could_leave_the_registry_parses() {
-        for bad in [
-            "",
-            ":tag",
-            "..",
-            "../etc",
-            "a/../b",
-            "/abs",
-            "a//b",
-            "a/",
-            "./a",
-            "Busybox",
-            "a:..",
-            "a:.x",
-            "a:-x",
-            "a:",
-            "a:b/c",
-            "a@sha256:abc",
-            "host:5000/a",
-            "a b",
-            "a\0b",
-            "a..b",
-            "a_-b",
-            "a:t\n",
-        ] {
-            let err = ImageRef::parse(bad).expect_err(bad);
-            assert!(err.starts_with(&format!("image '{bad}' is not a valid image name")), "{err}");
-        }
-        assert!(ImageRef::parse(&format!("a:{}", "t".repeat(129))).is_err());
-        assert!(ImageRef::parse(&format!("a:{}", "t".repeat(128))).is_ok());
-    }
-
     #[test]
     fn an_agent_without_a_registry_or_with_process_isolation_cannot_run_images() {
         let w = Path::new("/w");
-        let err = ImageSupport::new(None, true).request("busybox", w).unwrap_err();
+        let err = ImageSupport::new(None, true).request("busybox", w).unwrap_err().to_string();
         assert!(err.contains("image 'busybox'") && err.contains("--docker-registry"), "{err}");
-        let err = ImageSupport::new(Some("/reg".into()), false).request("busybox", w).unwrap_err();
+        let err = ImageSupport::new(Some("/reg".into()), false).request("busybox", w).unwrap_err().to_string();
         assert!(err.contains("image 'busybox' from the registry /reg") && err.contains("--isolation"), "{err}");
-        let err = ImageSupport::new(Some("/reg".into()), true).request("../x", w).unwrap_err();
+        let err = ImageSupport::new(Some("/reg".into()), true).request("../x", w).unwrap_err().to_string();
         assert!(err.contains("image '../x' is not a valid image name"), "{err}");
         let req = ImageSupport::new(Some("/reg".into()), true).request("busybox:1", w).unwrap();
         assert_eq!(
@@ -470,10 +373,8 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_is_name_then_tag() {
+    fn the_store_is_under_the_work_dir() {
         let r = ImageRef::parse("library/busybox").unwrap();
-        assert_eq!(r.directory_in(Path::new("/reg")), Path::new("/reg/library/busybox/latest"));
-        assert_eq!(r.tarball_in(Path::new("/reg")), Path::new("/reg/library/busybox/latest.tar"));
         assert_eq!(r.stored_in(&store_dir(Path::new("/w"))), Path::new("/w/store/docker/library/busybox/latest"));
     }
 
@@ -536,7 +437,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(reg.path().join("base")).unwrap();
         std::fs::write(reg.path().join("base/latest.tar"), "not a tarball").unwrap();
-        let err = provision(&request("base", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("base", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.contains("cannot unpack image 'base'") && err.contains("base/latest.tar"), "{err}");
         assert!(!work.path().join("store/docker/base/latest").exists());
         assert!(store_entries(work.path()).is_empty(), "no temporary directory is left");
@@ -546,7 +447,7 @@ mod tests {
     async fn a_missing_image_names_the_image_and_the_paths_searched() {
         let reg = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let err = provision(&request("nope:2", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("nope:2", reg.path(), work.path())).await.unwrap_err().to_string();
         let r = reg.path().display();
         assert!(err.starts_with(&format!("image 'nope:2' is not in the registry {r}:")), "{err}");
         for searched in [format!("{r}/nope/2 "), format!("{r}/nope/2.tar"), format!("{r}/nope:2.tar")] {
@@ -704,7 +605,7 @@ mod tests {
         files[6].1 = bad_top.clone();
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
         std::fs::write(reg.path().join("tool/3.tar"), tar_of(&refs)).unwrap();
-        let err = provision(&request("tool:3", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("tool:3", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.starts_with("cannot unpack image 'tool:3' from "), "{err}");
         assert!(err.contains(&format!("layer 2 of 2 ({})", sha256(&top_gz))), "{err}");
         let problem = format!(
@@ -771,7 +672,7 @@ mod tests {
         .unwrap();
         let gap = tar_of(&[("manifest.json", &manifest), ("c.json", &config), ("l1/layer.tar", &base)]);
         std::fs::write(reg.path().join("img/gap.tar"), gap).unwrap();
-        let err = provision(&request("img:gap", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("img:gap", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.starts_with("cannot unpack image 'img:gap' from "), "{err}");
         assert!(err.contains("layer 'l2/layer.tar' listed in manifest.json is missing from the archive"), "{err}");
         // A layer swapped for another: its uncompressed digest is not the config's diff id.
@@ -782,7 +683,7 @@ mod tests {
             ("l2/layer.tar", &base),
         ]);
         std::fs::write(reg.path().join("img/swapped.tar"), swapped).unwrap();
-        let err = provision(&request("img:swapped", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("img:swapped", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.contains("layer 2 of 2 (l2/layer.tar)") && err.contains("rootfs.diff_ids"), "{err}");
         assert!(err.contains(&sha256(&top)) && err.contains("corrupt"), "{err}");
         // A config named by its digest whose bytes changed.
@@ -801,12 +702,12 @@ mod tests {
         }
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
         std::fs::write(reg.path().join("img/renamed.tar"), tar_of(&refs)).unwrap();
-        let err = provision(&request("img:renamed", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("img:renamed", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.contains("the image config") && err.contains("the archive is corrupt"), "{err}");
         // A truncated archive.
         let whole = docker_save(&base, &top, "img:cut");
         std::fs::write(reg.path().join("img/cut.tar"), &whole[..whole.len() / 2]).unwrap();
-        let err = provision(&request("img:cut", reg.path(), work.path())).await.unwrap_err();
+        let err = provision(&request("img:cut", reg.path(), work.path())).await.unwrap_err().to_string();
         assert!(err.starts_with("cannot unpack image 'img:cut' from "), "{err}");
         assert!(store_entries(work.path()).is_empty(), "nothing is stored: {:?}", store_entries(work.path()));
     }
@@ -837,12 +738,14 @@ mod tests {
         }
     }
 
+    type ValueAndArgv = (String, Vec<String>);
+
     /// (value, argv) after applying an image with `entrypoint` and `cmd` to a task command.
     fn launched(
         entrypoint: &[&str],
         cmd: &[&str],
         command: agora_proto::model::CommandInfo,
-    ) -> Result<(String, Vec<String>), String> {
+    ) -> Result<ValueAndArgv, ImageError> {
         let config = ImageConfig {
             entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
@@ -862,7 +765,7 @@ mod tests {
         let none = exec("", &[]);
         let args = exec("", &["a1", "a2"]);
         // sh=0 value=0 argv=0
-        assert!(launched(&[], &[], none.clone()).unwrap_err().contains("image 'img' has neither"));
+        assert!(launched(&[], &[], none.clone()).unwrap_err().to_string().contains("image 'img' has neither"));
         assert_eq!(launched(&[], &["c0", "c1"], none.clone()).unwrap(), ("c0".into(), v(&["c0", "c1"])));
         assert_eq!(launched(&["e0", "e1"], &[], none.clone()).unwrap(), ("e0".into(), v(&["e0", "e1"])));
         assert_eq!(launched(&["e0", "e1"], &["c0"], none).unwrap(), ("e0".into(), v(&["e0", "e1", "c0"])));

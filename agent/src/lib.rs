@@ -8,14 +8,19 @@
 //! - [`core`]: the pure core — task lifecycles, the link state and the status update manager as one state machine
 //!   whose methods take `now` and return effects. [`status_updates`] is its reliable-delivery queue.
 //! - [`containerizer`]: the seam that runs tasks, with [`containerizer::ProcessContainerizer`] (plain process
-//!   groups) and a recording fake for tests; [`sandbox`]: the sandbox layout and task environment; [`fetcher`]: the
-//!   `CommandInfo.uris` fetched into the sandbox before launch.
+//!   groups), the libcontainer one and a recording fake for tests; what a launch needs is plain data in
+//!   [`containerizer::spec`]. [`sandbox`]: the sandbox layout and task environment.
+//! - [`launcher`]: the one step between the core's launch and the containerizer — sandbox, [`fetcher`] (the
+//!   `CommandInfo.uris`), [`image`] (the root filesystem and its config) — with a typed [`launcher::LaunchError`];
+//!   [`tarball`]: the one in-process, confined way archives are unpacked (image layers and archives, fetched
+//!   archives).
 //! - [`checkpoint`]: what a restarted agent recovers, one file per task under `<work_dir>/meta`, written for what
 //!   each batch of events changed.
 //! - [`gc`]: ended containers' sandboxes deleted after `--gc-delay`, sooner as the disk fills (Mesos's rule).
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
-//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
+//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints
+//!   (unknown paths 404, wrong methods 405, as Mesos answers).
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
 
@@ -29,6 +34,7 @@ pub mod gc;
 pub mod health;
 mod http;
 pub mod image;
+pub mod launcher;
 mod link;
 pub mod metrics;
 pub mod monitor;
@@ -36,6 +42,7 @@ pub mod sandbox;
 mod shell;
 mod statistics;
 pub mod status_updates;
+pub mod tarball;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -50,14 +57,14 @@ pub enum AgentError {
     Listener(std::io::Error),
     #[error("cannot create work dir {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
-    #[error("invalid master address {master}: {message}")]
-    MasterAddress { master: String, message: String },
+    #[error("invalid master address {master}: {source}")]
+    MasterAddress { master: String, source: link::LinkError },
     #[error("cannot recover: {0}")]
     Checkpoint(checkpoint::CheckpointError),
     #[error("cannot recover containers: {0}")]
     Recover(containerizer::ContainerError),
     #[error("cannot use --isolation=libcontainer: {0}")]
-    Isolation(String),
+    Isolation(#[source] containerizer::LibcontainerError),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }

@@ -102,15 +102,26 @@ pub fn to_wire(m: &ToMaster) -> wire::AgentMessage {
     wire::AgentMessage { message: Some(message) }
 }
 
+/// Why the master cannot be addressed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Master(#[from] agora_detector::DetectorError),
+    #[error("'{url}' is not a valid master address: {source}")]
+    Address { url: String, source: tonic::transport::Error },
+    #[error("no leading master is known yet")]
+    NoLeader,
+}
+
 /// The master's gRPC endpoint.
-pub fn endpoint(master_url: &str) -> Result<Endpoint, String> {
+pub fn endpoint(master_url: &str) -> Result<Endpoint, LinkError> {
     Endpoint::from_shared(master_url.to_string())
         .map(|e| {
             e.connect_timeout(CONNECT_TIMEOUT)
                 .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
                 .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         })
-        .map_err(|e| format!("'{master_url}' is not a valid master address: {e}"))
+        .map_err(|source| LinkError::Address { url: master_url.to_string(), source })
 }
 
 /// Where the master is: a fixed address, or whichever master leads according to a ZooKeeper detector.
@@ -121,8 +132,8 @@ pub enum Locator {
 
 impl Locator {
     /// From `--master` (`HOST:PORT`, `http://HOST:PORT` or `zk://HOST:PORT/PATH`); starts the detector for ZooKeeper.
-    pub fn new(master: &str) -> Result<Locator, String> {
-        match agora_detector::MasterSpec::parse(master).map_err(|e| e.to_string())? {
+    pub fn new(master: &str) -> Result<Locator, LinkError> {
+        match agora_detector::MasterSpec::parse(master)? {
             agora_detector::MasterSpec::Fixed(addr) => {
                 endpoint(&format!("http://{addr}")).map(|e| Locator::Fixed(Box::new(e)))
             }
@@ -135,12 +146,12 @@ impl Locator {
     }
 
     /// The endpoint of the master to connect to now.
-    pub fn endpoint(&self) -> Result<Endpoint, String> {
+    pub fn endpoint(&self) -> Result<Endpoint, LinkError> {
         match self {
             Locator::Fixed(e) => Ok((**e).clone()),
             Locator::Detected { detector, .. } => match detector.current() {
                 Some(leader) => endpoint(&format!("http://{}", leader.address)),
-                None => Err("no leading master is known yet".into()),
+                None => Err(LinkError::NoLeader),
             },
         }
     }

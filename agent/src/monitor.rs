@@ -14,30 +14,55 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitStatus, waitpid};
 
-use crate::checkpoint::write_atomically;
-use crate::containerizer::{MonitorLaunch, MonitorRecord, monitor_files as files, rootfs};
+use agora_runtime::{Durability, write_atomically};
+
+use crate::containerizer::{MonitorLaunch, MonitorRecord, MonitorReport, monitor_files as files, rootfs};
+
+/// Why the container could not be created or started (reported to the agent as `error <message>`).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot parse {path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot use state root {path}: {source}")]
+    StateRoot { path: PathBuf, source: Box<libcontainer::error::LibcontainerError> },
+    #[error("invalid container id {container_id}: {source}")]
+    Id { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
+    #[error("cannot create container {container_id}: {source}")]
+    Create { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
+    #[error("cannot start container {container_id}: {source}")]
+    Start { container_id: String, source: Box<libcontainer::error::LibcontainerError> },
+    #[error("container {0} has no pid")]
+    NoPid(String),
+    #[error(transparent)]
+    Write(#[from] agora_runtime::WriteError),
+}
 
 /// Runs the monitor for the container checkpointed in `dir`; returns the process exit code.
 pub fn run(dir: &Path) -> i32 {
     let _ = nix::unistd::setsid();
-    let _ = write_atomically(&dir.join(files::MONITOR_PID), std::process::id().to_string().as_bytes(), false);
+    let pid_file = dir.join(files::MONITOR_PID);
+    let _ = write_atomically(&pid_file, std::process::id().to_string().as_bytes(), Durability::ProcessCrash);
     let started = start(dir);
     let mut stdout = std::io::stdout();
     let (pid, launch) = match started {
         Ok(ok) => ok,
-        Err(message) => {
-            let _ = writeln!(stdout, "error {}", message.replace('\n', " "));
-            eprintln!("agora-container-monitor: {message}");
+        Err(e) => {
+            let _ = writeln!(stdout, "{}", MonitorReport::Failed(e.to_string()).line());
+            eprintln!("agora-container-monitor: {e}");
             return 1;
         }
     };
-    let _ = writeln!(stdout, "started {pid}");
+    let _ = writeln!(stdout, "{}", MonitorReport::Started(pid).line());
     let _ = stdout.flush();
     // The agent may be gone later; nothing more goes to its pipe.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -57,7 +82,7 @@ pub fn run(dir: &Path) -> i32 {
     };
     let record = MonitorRecord { exit_code: status.0, signal: status.1, oom_kills: oom_kills(&launch.cgroup_path) };
     let text = serde_json::to_vec(&record).unwrap_or_default();
-    if let Err(e) = write_atomically(&dir.join(files::TERMINATION), &text, false) {
+    if let Err(e) = write_atomically(&dir.join(files::TERMINATION), &text, Durability::ProcessCrash) {
         eprintln!("agora-container-monitor: {e}");
     }
     delete(&launch);
@@ -69,29 +94,31 @@ pub fn run(dir: &Path) -> i32 {
     0
 }
 
-fn start(dir: &Path) -> Result<(i32, MonitorLaunch), String> {
+fn start(dir: &Path) -> Result<(i32, MonitorLaunch), StartError> {
     let launch_path = dir.join(files::LAUNCH);
-    let text = std::fs::read(&launch_path).map_err(|e| format!("cannot read {}: {e}", launch_path.display()))?;
+    let text = std::fs::read(&launch_path).map_err(|source| StartError::Read { path: launch_path.clone(), source })?;
     let launch: MonitorLaunch =
-        serde_json::from_slice(&text).map_err(|e| format!("cannot parse {}: {e}", launch_path.display()))?;
-    let open = |name: &str| -> Result<OwnedFd, String> {
-        let path = launch.sandbox.join(name);
+        serde_json::from_slice(&text).map_err(|source| StartError::Parse { path: launch_path.clone(), source })?;
+    let open = |path: PathBuf| -> Result<OwnedFd, StartError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|source| StartError::Open { path, source })?;
         Ok(file.into())
     };
-    let null: OwnedFd = std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?.into();
+    let null: OwnedFd = std::fs::File::open("/dev/null")
+        .map_err(|source| StartError::Open { path: "/dev/null".into(), source })?
+        .into();
+    let id = || launch.container_id.clone();
     let built = ContainerBuilder::new(launch.container_id.clone(), SyscallType::default())
         .with_root_path(launch.state_root.clone())
-        .map_err(|e| format!("cannot use state root {}: {e}", launch.state_root.display()))?
+        .map_err(|source| StartError::StateRoot { path: launch.state_root.clone(), source: Box::new(source) })?
         .with_stdin(null)
-        .with_stdout(open("stdout")?)
-        .with_stderr(open("stderr")?)
+        .with_stdout(open(launch.sandbox.join("stdout"))?)
+        .with_stderr(open(launch.sandbox.join("stderr"))?)
         .validate_id()
-        .map_err(|e| format!("invalid container id {}: {e}", launch.container_id))?
+        .map_err(|source| StartError::Id { container_id: id(), source: Box::new(source) })?
         .as_init(&launch.bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -101,15 +128,15 @@ fn start(dir: &Path) -> Result<(i32, MonitorLaunch), String> {
         Err(e) => {
             // A failed build may leave its state behind ("creating"), and cgroups.
             delete(&launch);
-            return Err(format!("cannot create container {}: {e}", launch.container_id));
+            return Err(StartError::Create { container_id: id(), source: Box::new(e) });
         }
     };
-    if let Err(e) = container.start() {
+    if let Err(source) = container.start() {
         delete(&launch);
-        return Err(format!("cannot start container {}: {e}", launch.container_id));
+        return Err(StartError::Start { container_id: id(), source: Box::new(source) });
     }
-    let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| "the container has no pid".to_string())?;
-    write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes(), false)?;
+    let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| StartError::NoPid(id()))?;
+    write_atomically(&dir.join(files::INIT_PID), pid.to_string().as_bytes(), Durability::ProcessCrash)?;
     Ok((pid, launch))
 }
 

@@ -16,8 +16,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::AgentError;
 use crate::config::{Config, GcConfig};
-use crate::containerizer::{Containerizer, LaunchSpec, Termination};
-use crate::core::{AgentCore, Effect, FromMaster, Registration, Settings, TaskKey};
+use crate::containerizer::{ContainerError, Containerizer, LaunchSpec, Termination};
+use crate::core::{AgentCore, Effect, FromMaster, LaunchFailed, Registration, Settings, TaskKey};
+use crate::launcher::LaunchError;
 use crate::link::{self, LinkEvent};
 
 /// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
@@ -49,8 +50,8 @@ pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
 
 enum Event {
     Link { generation: u64, event: LinkEvent },
-    Launched { task: TaskKey, container_id: String, result: Result<(), String> },
-    Exited { task: TaskKey, container_id: String, result: Result<Termination, String> },
+    Launched { task: TaskKey, container_id: String, result: Result<(), LaunchFailed> },
+    Exited { task: TaskKey, container_id: String, result: Result<Termination, ContainerError> },
     Health { task: TaskKey, container_id: String, report: crate::health::Report },
 }
 
@@ -97,7 +98,7 @@ pub async fn run_with<C: Containerizer>(
         .await
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
     let endpoint = link::Locator::new(&config.master)
-        .map_err(|message| AgentError::MasterAddress { master: config.master.clone(), message })?;
+        .map_err(|source| AgentError::MasterAddress { master: config.master.clone(), source })?;
     let checkpoint_dir = crate::checkpoint::CheckpointDir::open(&config.work_dir).map_err(AgentError::Checkpoint)?;
     let checkpoint = crate::checkpoint::read(&config.work_dir, config.strict).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
@@ -149,8 +150,8 @@ pub async fn run_with<C: Containerizer>(
     let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let routes = crate::http::router(core.clone(), config.work_dir.clone())
-        .merge(crate::statistics::router(core.clone(), containerizer.clone()));
+    let statistics = crate::statistics::router(core.clone(), containerizer.clone());
+    let routes = crate::http::app(core.clone(), config.work_dir.clone(), statistics);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
@@ -217,7 +218,7 @@ async fn collect_garbage(work_dir: PathBuf, gc: GcConfig, core: Arc<Mutex<AgentC
     loop {
         every.tick().await;
         let (work_dir, in_use) = (work_dir.clone(), core.clone());
-        let round = tokio::task::spawn_blocking(move || -> Result<(f64, Duration, crate::gc::Report), String> {
+        let round = tokio::task::spawn_blocking(move || -> Result<_, crate::gc::GcError> {
             let used = crate::gc::disk_used(&work_dir)?;
             let max_age = crate::gc::max_age(gc.delay, gc.disk_headroom, used);
             let scanned = crate::gc::scan(&work_dir)?;
@@ -350,7 +351,7 @@ impl<C: Containerizer> Shell<C> {
                     .await
                 }
                 Err(why) => {
-                    let _ = events.send(Event::Link { generation, event: LinkEvent::Ended(why) });
+                    let _ = events.send(Event::Link { generation, event: LinkEvent::Ended(why.to_string()) });
                 }
             }
         });
@@ -532,7 +533,7 @@ impl<C: Containerizer> Shell<C> {
             info_span!("container", task_id = %task.task_id, framework_id = %task.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
-                let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
+                let result = containerizer.wait(&container_id).await;
                 if let Some(sandbox) = &sandbox {
                     mark_ended(sandbox);
                 }
@@ -542,9 +543,10 @@ impl<C: Containerizer> Shell<C> {
         );
     }
 
-    /// Creates the sandbox, fetches the URIs into it, resolves the image into the rootfs, launches, then waits for
-    /// the exit in a task of its own.
-    fn launch(&self, mut spec: LaunchSpec) {
+    /// Prepares the launch ([`crate::launcher::prepare`]: sandbox, URIs, image), launches, then waits for the exit,
+    /// in a task of its own. A failure of any step is the task's TASK_FAILED with the reason and message of its
+    /// [`LaunchError`].
+    fn launch(&self, spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
         let fetcher = self.fetcher.clone();
         let events = self.events.clone();
@@ -555,32 +557,17 @@ impl<C: Containerizer> Shell<C> {
             async move {
                 let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
                 let container_id = spec.container_id.clone();
-                let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
-                    Err(e) => Err(format!("cannot create sandbox {}: {e}", spec.sandbox.display())),
-                    Ok(()) => match fetcher.fetch_all(&spec.command.uris, &spec.sandbox).await {
-                        Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
-                        Ok(()) => match &spec.image {
-                            None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
-                            Some(request) => match crate::image::provision(request).await {
-                                Err(e) => Err(e),
-                                Ok(image) => {
-                                    info!(image = %request.image, rootfs = %image.rootfs.display(), "image resolved");
-                                    let request = request.clone();
-                                    spec.rootfs = Some(image.rootfs);
-                                    match crate::image::apply_config(&request.image, &image.config, &mut spec) {
-                                        Err(e) => Err(e),
-                                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
-                                    }
-                                }
-                            },
-                        },
-                    },
+                let sandbox = spec.sandbox.clone();
+                let launched = match crate::launcher::prepare(spec, &fetcher).await {
+                    Ok(spec) => containerizer.launch(&spec).await.map_err(LaunchError::from),
+                    Err(e) => Err(e),
                 };
-                let launched = result.is_ok();
+                let result = launched.map_err(|e| LaunchFailed { reason: e.reason(), message: e.to_string() });
+                let ok = result.is_ok();
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
-                if launched {
-                    let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
-                    mark_ended(&spec.sandbox);
+                if ok {
+                    let result = containerizer.wait(&container_id).await;
+                    mark_ended(&sandbox);
                     let _ = events.send(Event::Exited { task, container_id, result });
                 }
             }
@@ -719,7 +706,9 @@ mod tests {
         let effects = lock(&shell.core).handle(with_image("m", "missing:2"), Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), .. } = &launched else { panic!("the launch must fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), .. } = &launched else {
+            panic!("the launch must fail")
+        };
         let searched = registry.join("missing/2.tar");
         assert!(
             message.contains("image 'missing:2'") && message.contains(&searched.display().to_string()),
@@ -740,7 +729,9 @@ mod tests {
         let effects = lock(&shell.core).handle(run_task("t"), Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), .. } = &launched else { panic!("launch should fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), .. } = &launched else {
+            panic!("launch should fail")
+        };
         assert!(message.contains("cannot create sandbox") && message.contains("slaves/a/frameworks/f"), "{message}");
         shell.on_event(launched).await;
         assert_eq!(lock(&shell.core).task_state(&TaskKey::new("f", "t")), Some(TaskState::Failed));
@@ -763,7 +754,9 @@ mod tests {
         let effects = lock(&shell.core).handle(FromMaster::RunTask { framework, task }, Instant::now());
         shell.apply(effects).await;
         let launched = next(&mut inbox).await;
-        let Event::Launched { result: Err(message), container_id, .. } = &launched else { panic!("must fail") };
+        let Event::Launched { result: Err(LaunchFailed { message, .. }), container_id, .. } = &launched else {
+            panic!("must fail")
+        };
         assert!(message.starts_with(&format!("Failed to fetch all URIs for container '{container_id}'")), "{message}");
         assert!(message.contains(&format!("'{missing}'")), "{message}");
         shell.on_event(launched).await;

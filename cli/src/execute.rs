@@ -453,12 +453,12 @@ pub async fn execute(args: ExecuteArgs) -> anyhow::Result<i32> {
         }
     };
     let handle = driver.handle();
+    let shutdown = agora_runtime::shutdown_signal().context("cannot listen for Ctrl-C")?;
     let run = driver.run(ExecuteScheduler::new(&plan));
     tokio::pin!(run);
     let result = tokio::select! {
         result = &mut run => result,
-        signal = crate::shutdown_signal() => {
-            signal.context("cannot listen for Ctrl-C")?;
+        () = shutdown => {
             note("interrupted; tearing the framework down");
             handle.teardown();
             match tokio::time::timeout(TEARDOWN_GRACE, &mut run).await {

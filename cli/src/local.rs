@@ -227,9 +227,9 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<i32> {
     println!("then: agora app list --marathon {}", cluster.marathon_addr);
 
     let mut code = 0;
+    let shutdown = agora_runtime::shutdown_signal().context("cannot listen for Ctrl-C")?;
     tokio::select! {
-        signal = crate::shutdown_signal() => {
-            signal.context("cannot listen for Ctrl-C")?;
+        () = shutdown => {
             eprintln!("agora local: stopping");
         }
         why = cluster.failed() => {

@@ -14,8 +14,6 @@ mod inspect;
 mod local;
 mod marathon;
 
-use std::io::IsTerminal;
-
 use clap::{Parser, Subcommand};
 
 /// Default log filter: quiet, so that `agora execute`'s status lines stand out; `RUST_LOG` overrides it.
@@ -57,21 +55,6 @@ enum Command {
     Queue(marathon::QueueArgs),
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
-}
-
-fn init_logging(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
-    let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
-}
-
 /// The exit code of a look at the cluster: 0, or the error `main` prints.
 fn inspect_exit(result: anyhow::Result<()>) -> anyhow::Result<i32> {
     result.map(|()| execute::EXIT_OK)
@@ -82,11 +65,11 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Execute(args) => {
-            init_logging(DEFAULT_LOG_FILTER);
+            agora_runtime::init_tracing(DEFAULT_LOG_FILTER);
             execute::execute(args).await
         }
         Command::Local(args) => {
-            init_logging(DEFAULT_LOCAL_LOG_FILTER);
+            agora_runtime::init_tracing(DEFAULT_LOCAL_LOG_FILTER);
             local::local(args).await
         }
         Command::State(args) => inspect_exit(inspect::state(args).await),

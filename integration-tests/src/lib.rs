@@ -5,6 +5,7 @@
 //! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
 //! missing. Every wait is bounded, so a broken cluster fails a test instead of hanging it.
 
+pub mod bench_flags;
 pub mod marathon;
 
 use std::net::TcpListener;

@@ -11,8 +11,8 @@ use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::actor::{Handle, Input};
 use crate::core::{AgentCommand, AgentMessage, Call, CallError, ConnId, LaunchOp, ReportedTask, SchedulerEvent};
-use crate::server::{Handle, Input};
 
 fn invalid(e: ConvertError) -> Status {
     Status::invalid_argument(e.to_string())

@@ -23,13 +23,17 @@ pub(crate) struct Leadership {
 
 const ANSWERED_BY_EVERY_MASTER: &[&str] = &["/health", "/master/health", "/version"];
 
+/// Whether `req` is a gRPC call (HTTP/2 with `content-type: application/grpc`, `+proto` or similar).
+pub(crate) fn is_grpc(req: &Request) -> bool {
+    req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 pub(crate) async fn guard(State(view): State<watch::Receiver<Leadership>>, req: Request, next: Next) -> Response {
     let l = view.borrow().clone();
     if l.leading || ANSWERED_BY_EVERY_MASTER.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
+    if is_grpc(&req) {
         let message = match &l.leader {
             Some(a) => format!("this master is not the leader; the leading master is {a}"),
             None => "this master is not the leader and no leader is known yet".to_string(),

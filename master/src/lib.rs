@@ -9,10 +9,10 @@
 //!   offers, plus the decline filters.
 //! - [`core`]: the pure master state machine ([`core::Master`]): registries of agents, frameworks, tasks and
 //!   offers; validation; health pings; reconciliation. Inputs in, [`core::Effect`]s out; no I/O, no clock.
-//! - `server` (the shell): the actor that owns the core, timers, and [`run`]; `grpc` and `http` adapt the wire
-//!   protocol and the HTTP endpoints to actor inputs. gRPC and HTTP share one port, as Mesos serves all on 5050.
-//! - [`metrics`]: `/metrics/snapshot` (Mesos's flat JSON) and `/metrics` (Prometheus text) from the core's state;
-//!   `web`: the status page at `/` (assets embedded) and the paged JSON and sandbox proxy it reads.
+//! - The shell: `actor` owns the core, its timers and the registry store, and takes `Input`s through a `Handle`;
+//!   `grpc`, `http` and `web` adapt the wire protocol and the HTTP endpoints to those inputs (they import the actor
+//!   module only); `server` is [`run`]: the listener, the election and the drain. gRPC and HTTP share one port, as
+//!   Mesos serves all on 5050; an unknown HTTP path gets 404, a wrong method 405.
 //! - [`registry`]: what survives a failover ([`registry::Registry`]) behind the [`registry::StateStore`] seam (a
 //!   file under the work dir standalone, a ZooKeeper node with `--zk`); [`election`]: ZooKeeper leader election;
 //!   `leader`: the layer that sends clients of a non-leading master to the leader.
@@ -20,6 +20,7 @@
 //!   `web`: the status page at `/` (assets embedded) and the paged JSON and sandbox proxy it reads.
 //! - [`flags`]: command-line flags with Mesos's names and their validation into [`Config`].
 
+mod actor;
 pub mod allocator;
 pub mod core;
 pub mod election;

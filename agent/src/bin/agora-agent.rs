@@ -1,10 +1,7 @@
 //! The `agora-agent` binary: flags, logging, the listener, and signals; everything else is `agora_agent::run`.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,22 +15,11 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    agora_runtime::init_tracing("info");
     let addr = (config.ip, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.ip, config.port))?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-            _ = terminate.recv() => tracing::info!("terminated"),
-        }
-    };
+    let shutdown = agora_runtime::shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     agora_agent::run(config, listener, shutdown).await.context("agent failed")
 }

@@ -1,5 +1,5 @@
 //! The seam between the agent and whatever runs tasks: the [`Containerizer`] trait, what a launch needs
-//! ([`LaunchSpec`]), how a container ended ([`Termination`]), and a recording fake for tests.
+//! ([`LaunchSpec`], in [`spec`]), how a container ended ([`Termination`]), and a recording fake for tests.
 //!
 //! [`ProcessContainerizer`] runs a task as a plain process group; [`LibcontainerContainerizer`] runs it in a
 //! container of its own (youki's libcontainer, cgroups, namespaces) behind a per-container monitor process that
@@ -11,56 +11,23 @@ mod libcontainer;
 mod process;
 pub(crate) mod rootfs;
 mod simulated;
+pub mod spec;
 pub mod volumes;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use agora_proto::model::{CommandInfo, Volume};
+use agora_proto::model::CommandInfo;
 use nix::sys::signal::Signal;
 
 pub use libcontainer::files as monitor_files;
 pub use libcontainer::{
-    CFS_PERIOD_US, CGROUP_PARENT, LibcontainerContainerizer, LibcontainerOptions, MonitorLaunch, MonitorRecord,
-    SANDBOX_MOUNT, find_monitor, libcontainer_unavailable, lookup_user,
+    CFS_PERIOD_US, CGROUP_PARENT, LibcontainerContainerizer, LibcontainerError, LibcontainerOptions, MonitorLaunch,
+    MonitorRecord, MonitorReport, find_monitor, libcontainer_unavailable, lookup_user,
 };
 pub use process::ProcessContainerizer;
 pub use simulated::SimulatedContainerizer;
-
-/// Everything needed to start one task's container.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaunchSpec {
-    pub container_id: String,
-    pub task_id: String,
-    pub framework_id: String,
-    pub command: CommandInfo,
-    /// The complete environment of the task (nothing is inherited beyond it).
-    pub env: Vec<(String, String)>,
-    /// Created by the agent before `launch`; the working directory, holding `stdout` and `stderr`.
-    pub sandbox: PathBuf,
-    /// What the task may use: `cpus`, `mem` (MB) and `disk` (MB) become limits where the containerizer isolates.
-    pub limits: Limits,
-    /// The user to run as (CommandInfo's, else FrameworkInfo's); `None` keeps the agent's user.
-    pub user: Option<String>,
-    /// A root filesystem directory prepared on the agent (`container.rootfs`); `None` is the host's, read-only.
-    pub rootfs: Option<PathBuf>,
-    /// `container.image`, to be resolved into `rootfs` by the agent's shell ([`crate::image::provision`]) before
-    /// the containerizer sees the spec; containerizers ignore it.
-    pub image: Option<crate::image::ImageRequest>,
-    /// `ContainerInfo.volumes`, bound into the container ([`volumes`]); only a containerizer that isolates the
-    /// filesystem can honour them.
-    pub volumes: Vec<Volume>,
-    /// The working directory inside the container (an image's `WorkingDir`); `None` is the sandbox.
-    pub working_dir: Option<PathBuf>,
-}
-
-/// A task's resource limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    pub cpus: Option<f64>,
-    pub mem_bytes: Option<u64>,
-    pub disk_bytes: Option<u64>,
-}
+pub use spec::{LaunchSpec, Limits, SANDBOX_MOUNT};
 
 /// A limit the container hit, which ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +113,14 @@ pub enum Recovered {
     Lost(String),
 }
 
+/// Any error a containerizer reports about one container, kept whole (its type is the containerizer's own).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a containerizer could not do what was asked; each names the container.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("cannot launch container {container_id}: {message}")]
-    Launch { container_id: String, message: String },
+    #[error("cannot launch container {container_id}: {source}")]
+    Launch { container_id: String, source: BoxError },
     #[error("unknown container {0}")]
     Unknown(String),
     #[error("container {container_id} is already being waited for")]
@@ -157,11 +128,20 @@ pub enum ContainerError {
     #[error("cannot signal container {container_id}: {source}")]
     Signal { container_id: String, source: nix::Error },
     #[error("cannot wait for container {container_id}: {source}")]
-    Wait { container_id: String, source: std::io::Error },
-    #[error("cannot read usage of container {container_id}: {message}")]
-    Usage { container_id: String, message: String },
+    Wait { container_id: String, source: BoxError },
+    #[error("cannot read usage of container {container_id}: {source}")]
+    Usage { container_id: String, source: BoxError },
+    #[error("cannot run a check in container {container_id}: {source}")]
+    Check { container_id: String, source: BoxError },
     #[error("cannot recover containers: {0}")]
-    Recover(String),
+    Recover(BoxError),
+}
+
+impl ContainerError {
+    /// The launch of `container_id` failed with the containerizer's own error.
+    pub fn launch(container_id: &str, source: impl Into<BoxError>) -> ContainerError {
+        ContainerError::Launch { container_id: container_id.to_string(), source: source.into() }
+    }
 }
 
 /// Runs task containers. Methods take `&self` so one containerizer serves concurrent launches, waits and kills.
@@ -260,10 +240,7 @@ pub mod fake {
         async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
             self.record(Call::Launch(spec.clone()));
             if self.fail_launch.lock().map(|f| f.contains(&spec.task_id)).unwrap_or(false) {
-                return Err(ContainerError::Launch {
-                    container_id: spec.container_id.clone(),
-                    message: "told to fail".into(),
-                });
+                return Err(ContainerError::launch(&spec.container_id, "told to fail"));
             }
             let (tx, rx) = oneshot::channel();
             if let (Ok(mut e), Ok(mut w)) = (self.exits.lock(), self.waits.lock()) {

@@ -11,7 +11,25 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+use super::volumes::{Problem, VolumeError};
 use super::{ContainerError, Containerizer, LaunchSpec, RecoveredContainer, Termination, Usage};
+
+/// Why a plain process could not be started or measured.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("cannot open {path}: {source}")]
+    Open { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot run '{program}': {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("the process has no pid")]
+    NoPid,
+    #[error("cannot parse {0}")]
+    Parse(std::path::PathBuf),
+    #[error("the containerizer's state is poisoned")]
+    Poisoned,
+}
 
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const USER_HZ: f64 = 100.0;
@@ -55,13 +73,9 @@ fn signal_group(container_id: &str, pgid: i32, signal: Signal) -> Result<(), Con
 
 impl Containerizer for ProcessContainerizer {
     async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
-        let fail = |message: String| ContainerError::Launch { container_id: spec.container_id.clone(), message };
+        let fail = |e: ProcessError| ContainerError::launch(&spec.container_id, e);
         if let Some(v) = spec.volumes.first() {
-            return Err(fail(format!(
-                "{}: volumes need --isolation=libcontainer; with --isolation=process tasks share the agent's \
-                 filesystem and nothing can be mounted for them",
-                super::volumes::describe(v)
-            )));
+            return Err(fail(VolumeError::of(v, Problem::NeedsIsolation).into()));
         }
         // Appended to: the fetcher may already have written to `stderr`.
         let open = |name: &str| {
@@ -70,16 +84,15 @@ impl Containerizer for ProcessContainerizer {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))
+                .map_err(|source| fail(ProcessError::Open { path, source }))
         };
         let (stdout, stderr) = (open("stdout")?, open("stderr")?);
         let mut cmd = Self::command(spec);
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let program = if spec.command.shell { "/bin/sh" } else { spec.command.value.as_str() };
-        let child = cmd.spawn().map_err(|e| fail(format!("cannot run '{program}': {e}")))?;
-        let pgid =
-            child.id().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| fail("the process has no pid".into()))?;
-        let mut containers = self.containers.lock().map_err(|_| fail("containerizer state is poisoned".into()))?;
+        let child = cmd.spawn().map_err(|source| fail(ProcessError::Spawn { program: program.to_string(), source }))?;
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| fail(ProcessError::NoPid))?;
+        let mut containers = self.containers.lock().map_err(|_| fail(ProcessError::Poisoned))?;
         containers.insert(spec.container_id.clone(), Entry { pgid, child: Some(child) });
         Ok(())
     }
@@ -97,7 +110,7 @@ impl Containerizer for ProcessContainerizer {
         let status = child
             .wait()
             .await
-            .map_err(|source| ContainerError::Wait { container_id: container_id.to_string(), source })?;
+            .map_err(|e| ContainerError::Wait { container_id: container_id.to_string(), source: e.into() })?;
         Ok(match (status.code(), status.signal()) {
             (Some(code), _) => Termination::Exited(code),
             (None, Some(sig)) => Termination::Signaled(sig),
@@ -123,10 +136,13 @@ impl Containerizer for ProcessContainerizer {
 
     async fn usage(&self, container_id: &str) -> Result<Usage, ContainerError> {
         let pgid = self.pgid(container_id)?;
-        let fail = |message: String| ContainerError::Usage { container_id: container_id.to_string(), message };
-        let stat = std::fs::read_to_string(format!("/proc/{pgid}/stat")).map_err(|e| fail(e.to_string()))?;
-        let status = std::fs::read_to_string(format!("/proc/{pgid}/status")).map_err(|e| fail(e.to_string()))?;
-        parse_usage(&stat, &status).ok_or_else(|| fail(format!("cannot parse /proc/{pgid}/stat")))
+        let fail = |e: ProcessError| ContainerError::Usage { container_id: container_id.to_string(), source: e.into() };
+        let read = |path: String| {
+            std::fs::read_to_string(&path).map_err(|source| fail(ProcessError::Open { path: path.into(), source }))
+        };
+        let stat = read(format!("/proc/{pgid}/stat"))?;
+        let status = read(format!("/proc/{pgid}/status"))?;
+        parse_usage(&stat, &status).ok_or_else(|| fail(ProcessError::Parse(format!("/proc/{pgid}/stat").into())))
     }
 
     fn check_command(

@@ -21,47 +21,64 @@ pub const ROOT_DIR: &str = "root";
 /// The tmpfs's size: mount points and a few directories, nothing the task writes.
 const TMPFS_OPTIONS: &str = "mode=0755,size=4m";
 
+/// Why a container's root could not be set up or taken down; each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot use {0} as a container's root: its path holds ',', ':' or '\\'")]
+    Lower(PathBuf),
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot mount a tmpfs at {path}: {source}")]
+    Tmpfs { path: PathBuf, source: nix::Error },
+    #[error("cannot mount the container's root (overlay of {lower}) at {merged}: {source}")]
+    Overlay { lower: PathBuf, merged: PathBuf, source: nix::Error },
+    #[error("the working directory '{0}' must not contain '..'")]
+    WorkingDir(PathBuf),
+    #[error("cannot unmount {path}: {source} (detaching: {detach})")]
+    Unmount { path: PathBuf, source: nix::Error, detach: nix::Error },
+}
+
 /// The root the container sees, under its checkpoint directory `dir`.
 pub fn merged(dir: &Path) -> PathBuf {
     dir.join(ROOT_DIR).join("merged")
 }
 
 /// Mounts the container's root over `lower` under `dir` and returns it.
-pub fn mount(lower: &Path, dir: &Path) -> Result<PathBuf, String> {
-    let lower_text = lower.to_str().filter(|l| !l.contains([',', ':', '\\'])).ok_or_else(|| {
-        format!("cannot use {} as a container's root: its path holds ',', ':' or '\\'", lower.display())
-    })?;
+pub fn mount(lower: &Path, dir: &Path) -> Result<PathBuf, RootfsError> {
+    let lower_text = lower
+        .to_str()
+        .filter(|l| !l.contains([',', ':', '\\']))
+        .ok_or_else(|| RootfsError::Lower(lower.to_path_buf()))?;
     let root = dir.join(ROOT_DIR);
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    std::fs::create_dir_all(&root).map_err(|source| RootfsError::Create { path: root.clone(), source })?;
     nix::mount::mount(Some("tmpfs"), &root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(TMPFS_OPTIONS))
-        .map_err(|e| format!("cannot mount a tmpfs at {}: {e}", root.display()))?;
+        .map_err(|source| RootfsError::Tmpfs { path: root.clone(), source })?;
     let (upper, work, merged) = (root.join("upper"), root.join("work"), merged(dir));
     for d in [&upper, &work, &merged] {
-        std::fs::create_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        std::fs::create_dir(d).map_err(|source| RootfsError::Create { path: d.clone(), source })?;
     }
     let options = format!("lowerdir={lower_text},upperdir={},workdir={}", upper.display(), work.display());
-    nix::mount::mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(
-        |e| format!("cannot mount the container's root (overlay of {}) at {}: {e}", lower.display(), merged.display()),
-    )?;
+    nix::mount::mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|source| RootfsError::Overlay { lower: lower.to_path_buf(), merged: merged.clone(), source })?;
     Ok(merged)
 }
 
 /// Creates `path` (absolute, inside the container) in the container's root `merged` when it is missing. A symlink
 /// on the way is left alone (the container resolves it), so nothing is ever created outside the root.
-pub fn make_dir(merged: &Path, path: &Path) -> Result<(), String> {
+pub fn make_dir(merged: &Path, path: &Path) -> Result<(), RootfsError> {
     let mut at = merged.to_path_buf();
     for c in path.components() {
         match c {
             Component::Normal(part) => at.push(part),
             Component::RootDir | Component::CurDir => continue,
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("the working directory '{}' must not contain '..'", path.display()));
+                return Err(RootfsError::WorkingDir(path.to_path_buf()));
             }
         }
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Ok(()),
-            Err(_) => std::fs::create_dir(&at).map_err(|e| format!("cannot create {}: {e}", at.display()))?,
+            Err(_) => std::fs::create_dir(&at).map_err(|source| RootfsError::Create { path: at.clone(), source })?,
         }
     }
     Ok(())
@@ -70,7 +87,7 @@ pub fn make_dir(merged: &Path, path: &Path) -> Result<(), String> {
 /// Unmounts everything mounted at or under `dir`, deepest first (a busy mount is detached lazily). Both the
 /// container's monitor (when the container has ended) and the agent (when it destroys the container) call this, so
 /// a mount that is gone by the time it is unmounted (`EINVAL`, `ENOENT`: the other one was first) is no error.
-pub fn unmount_under(dir: &Path) -> Result<(), String> {
+pub fn unmount_under(dir: &Path) -> Result<(), RootfsError> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Ok(()) };
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let gone = |e: nix::errno::Errno| matches!(e, nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT);
@@ -81,7 +98,7 @@ pub fn unmount_under(dir: &Path) -> Result<(), String> {
             Err(e) => match nix::mount::umount2(&point, MntFlags::MNT_DETACH) {
                 Ok(()) => {}
                 Err(e2) if gone(e2) => {}
-                Err(e2) => return Err(format!("cannot unmount {}: {e} (detaching: {e2})", point.display())),
+                Err(detach) => return Err(RootfsError::Unmount { path: point, source: e, detach }),
             },
         }
     }

@@ -18,6 +18,15 @@ use tokio::sync::oneshot;
 
 use super::{ContainerError, Containerizer, LaunchSpec, Limits, Recovered, RecoveredContainer, Termination, Usage};
 
+/// Why a simulated task could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatedError {
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("a container with this id already runs")]
+    Duplicate,
+}
+
 /// One simulated container.
 struct Entry {
     limits: Limits,
@@ -54,16 +63,17 @@ impl SimulatedContainerizer {
 
 impl Containerizer for SimulatedContainerizer {
     async fn launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
-        let fail = |message: String| ContainerError::Launch { container_id: spec.container_id.clone(), message };
+        let fail = |e: SimulatedError| ContainerError::launch(&spec.container_id, e);
         // The sandbox looks like a real task's, so `task log` and `/files` work; stdout says what did not run.
         let note = format!("simulated task (agent --isolation=simulated): not running {:?}\n", spec.command.value);
         let stdout = spec.sandbox.join("stdout");
-        std::fs::write(&stdout, note).map_err(|e| fail(format!("cannot create {}: {e}", stdout.display())))?;
+        std::fs::write(&stdout, note)
+            .map_err(|source| fail(SimulatedError::Create { path: stdout.clone(), source }))?;
         let stderr = spec.sandbox.join("stderr");
-        std::fs::write(&stderr, "").map_err(|e| fail(format!("cannot create {}: {e}", stderr.display())))?;
+        std::fs::write(&stderr, "").map_err(|source| fail(SimulatedError::Create { path: stderr.clone(), source }))?;
         let mut containers = self.containers();
         if containers.contains_key(&spec.container_id) {
-            return Err(fail("a container with this id already runs".into()));
+            return Err(fail(SimulatedError::Duplicate));
         }
         containers.insert(spec.container_id.clone(), Entry::new(spec.limits));
         Ok(())
@@ -102,7 +112,7 @@ impl Containerizer for SimulatedContainerizer {
         // The agent read the checkpoint just before (and stopped on what `--strict` refuses): what it skipped under
         // `--strict=false` is skipped here too, and a container no recovered task claims is destroyed anyway.
         let recovered =
-            crate::checkpoint::read(&self.work_dir, false).map_err(|e| ContainerError::Recover(e.to_string()))?;
+            crate::checkpoint::read(&self.work_dir, false).map_err(|e| ContainerError::Recover(e.into()))?;
         let Some(checkpoint) = recovered.map(|r| r.checkpoint) else { return Ok(vec![]) };
         let mut containers = self.containers();
         let mut recovered = Vec::new();

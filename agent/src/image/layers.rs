@@ -11,14 +11,37 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::tarball::{self, Compression, TarballError};
 
 /// The whiteout prefix of a deleted entry.
 const WHITEOUT: &str = ".wh.";
 /// The entry that makes its directory opaque.
 const OPAQUE: &str = ".wh..wh..opq";
+/// What an entry that leaves the root is said to leave.
+const ROOT: &str = "the root filesystem";
+
+/// Why a layer could not be applied; messages say what is wrong without naming the layer (the caller does).
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Tarball(#[from] TarballError),
+    #[error("its digest is {got}, not {want} as the image says: the archive is corrupt")]
+    Digest { got: String, want: String },
+    #[error("its uncompressed digest is {got}, not {want} as the image's rootfs.diff_ids say: the archive is corrupt")]
+    DiffId { got: String, want: String },
+    #[error("'{}' resolves to {} outside the root filesystem", rel.display(), real.display())]
+    Outside { rel: PathBuf, real: PathBuf },
+    #[error("cannot resolve '{}': {source}", path.display())]
+    Resolve { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: std::io::Error },
+}
 
 /// What the image says a layer's digests are (`sha256:<hex>`), where it says it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,120 +82,75 @@ fn hex_digest(hash: Sha256) -> String {
     s
 }
 
-/// The stream a layer's first bytes say it is: plain tar or gzip; other compressions are refused by name.
-fn compression(head: &[u8]) -> Result<bool, String> {
-    match head {
-        [0x1f, 0x8b, ..] => Ok(true),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Err("the layer is zstd-compressed, which this agent cannot read".into()),
-        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
-            Err("the layer is xz-compressed, which this agent cannot read".into())
-        }
-        [b'B', b'Z', b'h', ..] => Err("the layer is bzip2-compressed, which this agent cannot read".into()),
-        _ => Ok(false),
-    }
-}
-
-/// Applies the layer at `layer` to `root` (an existing directory) and checks its digests. The error says what is
-/// wrong, without naming the layer (the caller does).
-pub fn apply(root: &Path, layer: &Path, expected: &Expected) -> Result<(), String> {
-    let file = std::fs::File::open(layer).map_err(|e| format!("cannot open it: {e}"))?;
+/// Applies the layer at `layer` to `root` (an existing directory) and checks its digests.
+pub fn apply(root: &Path, layer: &Path, expected: &Expected) -> Result<(), LayerError> {
+    let file = std::fs::File::open(layer).map_err(TarballError::Open)?;
     let mut raw = BufReader::new(Hashing::new(file));
-    let gzip = compression(raw.fill_buf().map_err(|e| format!("cannot read it: {e}"))?)?;
-    let (raw_hash, diff_hash) = if gzip {
-        let mut tar = Hashing::new(flate2::read::MultiGzDecoder::new(raw));
-        apply_tar(root, &mut tar)?;
-        drain(&mut tar)?;
-        let mut raw = tar.inner.into_inner();
-        drain(&mut raw)?;
-        (raw.into_inner().hash, tar.hash)
-    } else {
-        let mut tar = Hashing::new(raw);
-        apply_tar(root, &mut tar)?;
-        drain(&mut tar)?;
-        let hash = tar.hash.clone();
-        (tar.inner.into_inner().hash, hash)
+    let head = raw.fill_buf().map_err(TarballError::Read)?;
+    let (raw_hash, diff_hash) = match tarball::compression(head, "layer")? {
+        Compression::Gzip => {
+            let mut tar = Hashing::new(flate2::read::MultiGzDecoder::new(raw));
+            apply_tar(root, &mut tar)?;
+            drain(&mut tar)?;
+            let mut raw = tar.inner.into_inner();
+            drain(&mut raw)?;
+            (raw.into_inner().hash, tar.hash)
+        }
+        Compression::Plain => {
+            let mut tar = Hashing::new(raw);
+            apply_tar(root, &mut tar)?;
+            drain(&mut tar)?;
+            let hash = tar.hash.clone();
+            (tar.inner.into_inner().hash, hash)
+        }
     };
     let (blob, diff_id) = (hex_digest(raw_hash), hex_digest(diff_hash));
     if let Some(want) = expected.blob.as_deref().filter(|w| *w != blob) {
-        return Err(format!("its digest is {blob}, not {want} as the image says: the archive is corrupt"));
+        return Err(LayerError::Digest { got: blob, want: want.to_string() });
     }
     if let Some(want) = expected.diff_id.as_deref().filter(|w| *w != diff_id) {
-        return Err(format!(
-            "its uncompressed digest is {diff_id}, not {want} as the image's rootfs.diff_ids say: the archive is \
-             corrupt"
-        ));
+        return Err(LayerError::DiffId { got: diff_id, want: want.to_string() });
     }
     Ok(())
 }
 
-/// An error with its causes: the tar crate puts the reason in the source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
-}
-
 /// Reads what the tar reader left (its end padding), so that the digests cover the whole stream.
-fn drain(r: &mut impl Read) -> Result<(), String> {
-    std::io::copy(r, &mut std::io::sink()).map(|_| ()).map_err(|e| format!("cannot read it: {e}"))
-}
-
-/// `path` relative, without `.`; `None` for the root itself; an error for `..`.
-fn normal(path: &Path) -> Result<Option<PathBuf>, String> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("entry '{}' leaves the root filesystem", path.display()));
-            }
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
+fn drain(r: &mut impl Read) -> Result<(), TarballError> {
+    std::io::copy(r, &mut std::io::sink()).map(|_| ()).map_err(TarballError::Read)
 }
 
 /// Whether `rel`'s parent exists and resolves (symlinks followed) inside `root`; `Ok(false)` when it does not exist.
-fn parent_inside(real_root: &Path, root: &Path, rel: &Path) -> Result<bool, String> {
+fn parent_inside(real_root: &Path, root: &Path, rel: &Path) -> Result<bool, LayerError> {
     let parent = rel.parent().map_or_else(|| root.to_path_buf(), |p| root.join(p));
     match std::fs::canonicalize(&parent) {
         Ok(real) if real.starts_with(real_root) => Ok(true),
-        Ok(real) => Err(format!("'{}' resolves to {} outside the root filesystem", rel.display(), real.display())),
+        Ok(real) => Err(LayerError::Outside { rel: rel.to_path_buf(), real }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => Ok(false),
-        Err(e) => Err(format!("cannot resolve '{}': {e}", parent.display())),
+        Err(source) => Err(LayerError::Resolve { path: parent, source }),
     }
 }
 
 /// Removes `path` itself (a symlink is removed, never followed); nothing when it does not exist.
-fn remove(path: &Path) -> Result<(), String> {
+fn remove(path: &Path) -> Result<(), LayerError> {
     let result = match std::fs::symlink_metadata(path) {
         Err(_) => return Ok(()),
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
     };
-    result.map_err(|e| format!("cannot remove {}: {e}", path.display()))
+    result.map_err(|source| LayerError::Remove { path: path.to_path_buf(), source })
 }
 
-fn apply_tar(root: &Path, reader: &mut impl Read) -> Result<(), String> {
-    let real_root = std::fs::canonicalize(root).map_err(|e| format!("cannot resolve {}: {e}", root.display()))?;
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    // Owners as the image says, where the agent may set them (it runs as root wherever images run).
-    archive.set_preserve_ownerships(nix::unistd::Uid::effective().is_root());
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
+fn apply_tar(root: &Path, reader: &mut impl Read) -> Result<(), LayerError> {
+    let real_root =
+        std::fs::canonicalize(root).map_err(|source| LayerError::Resolve { path: root.to_path_buf(), source })?;
+    let mut archive = tarball::archive(reader);
     // Paths written by this layer, which its own whiteouts leave alone.
     let mut written: HashSet<PathBuf> = HashSet::new();
-    let entries = archive.entries().map_err(|e| format!("it is not a tar archive: {e}"))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format!("it is not a valid tar archive: {e}"))?;
-        let path = entry.path().map_err(|e| format!("an entry has a bad path: {e}"))?.into_owned();
-        let Some(rel) = normal(&path)? else { continue };
+    for entry in archive.entries().map_err(TarballError::NotTar)? {
+        let mut entry = entry.map_err(TarballError::Invalid)?;
+        let path = entry.path().map_err(TarballError::BadPath)?.into_owned();
+        let Some(rel) = tarball::normal(&path, ROOT)? else { continue };
         let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name == OPAQUE {
             let dir_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -180,9 +158,9 @@ fn apply_tar(root: &Path, reader: &mut impl Read) -> Result<(), String> {
                 continue;
             }
             let dir = root.join(&dir_rel);
-            let listing = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-            for child in listing {
-                let child = child.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            let read_error = |source| LayerError::ReadDir { path: dir.clone(), source };
+            for child in std::fs::read_dir(&dir).map_err(read_error)? {
+                let child = child.map_err(read_error)?;
                 if !written.contains(&dir_rel.join(child.file_name())) {
                     remove(&child.path())?;
                 }
@@ -209,11 +187,7 @@ fn apply_tar(root: &Path, reader: &mut impl Read) -> Result<(), String> {
                 remove(&dst)?;
             }
         }
-        let unpacked =
-            entry.unpack_in(root).map_err(|e| format!("cannot unpack '{}': {}", rel.display(), chain(&e)))?;
-        if !unpacked {
-            return Err(format!("entry '{}' leaves the root filesystem", path.display()));
-        }
+        tarball::unpack_entry(&mut entry, root, &rel, ROOT)?;
         written.insert(rel);
     }
     Ok(())
@@ -223,37 +197,8 @@ fn apply_tar(root: &Path, reader: &mut impl Read) -> Result<(), String> {
 pub(crate) mod tests {
     use super::*;
 
-    /// A tar of `(path, Some(content))` files, `(path/, None)` directories and `(path, Some("->target"))` symlinks.
-    pub(crate) fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, content) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1);
-            match content {
-                None => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_size(0);
-                    b.append_data(&mut h, path, std::io::empty()).unwrap();
-                }
-                Some(target) if target.starts_with("->") => {
-                    h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_mode(0o777);
-                    h.set_size(0);
-                    b.append_link(&mut h, path, &target[2..]).unwrap();
-                }
-                Some(text) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(0o644);
-                    h.set_size(text.len() as u64);
-                    b.append_data(&mut h, path, text.as_bytes()).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
+    pub(crate) use crate::tarball::tests::tar_of as layer;
+    use crate::tarball::tests::{gzip, with_first_name};
 
     fn sha256(bytes: &[u8]) -> String {
         let mut h = Sha256::new();
@@ -261,14 +206,7 @@ pub(crate) mod tests {
         hex_digest(h)
     }
 
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(bytes).unwrap();
-        enc.finish().unwrap()
-    }
-
-    fn apply_bytes(root: &Path, bytes: &[u8], expected: &Expected) -> Result<(), String> {
+    fn apply_bytes(root: &Path, bytes: &[u8], expected: &Expected) -> Result<(), LayerError> {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), bytes).unwrap();
         apply(root, file.path(), expected)
@@ -351,13 +289,17 @@ pub(crate) mod tests {
         let root = tempfile::tempdir().unwrap();
         let bytes = layer(&[("f", Some("x"))]);
         let wrong = format!("sha256:{}", "0".repeat(64));
-        let e = apply_bytes(root.path(), &bytes, &Expected { blob: Some(wrong.clone()), diff_id: None }).unwrap_err();
+        let e = apply_bytes(root.path(), &bytes, &Expected { blob: Some(wrong.clone()), diff_id: None })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&sha256(&bytes)) && e.contains(&wrong) && e.contains("corrupt"), "{e}");
-        let e = apply_bytes(root.path(), &bytes, &Expected { blob: None, diff_id: Some(wrong) }).unwrap_err();
+        let e =
+            apply_bytes(root.path(), &bytes, &Expected { blob: None, diff_id: Some(wrong) }).unwrap_err().to_string();
         assert!(e.contains("rootfs.diff_ids"), "{e}");
-        let e = apply_bytes(root.path(), &bytes[..700], &Expected::default()).unwrap_err();
+        let e = apply_bytes(root.path(), &bytes[..700], &Expected::default()).unwrap_err().to_string();
         assert!(e.contains("tar") || e.contains("read"), "{e}");
-        let e = apply_bytes(root.path(), &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], &Expected::default()).unwrap_err();
+        let e =
+            apply_bytes(root.path(), &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], &Expected::default()).unwrap_err().to_string();
         assert!(e.contains("zstd"), "{e}");
     }
 
@@ -370,17 +312,15 @@ pub(crate) mod tests {
         let escape = layer(&[("esc", Some(&format!("->{out}")))]);
         apply_bytes(root.path(), &escape, &Expected::default()).unwrap();
         let through = layer(&[("esc/.wh.victim", None)]);
-        assert!(apply_bytes(root.path(), &through, &Expected::default()).unwrap_err().contains("outside"));
+        assert!(apply_bytes(root.path(), &through, &Expected::default()).unwrap_err().to_string().contains("outside"));
         let through = layer(&[("esc/planted", Some("x"))]);
         assert!(apply_bytes(root.path(), &through, &Expected::default()).is_err());
         assert_eq!(std::fs::read_to_string(outside.path().join("victim")).unwrap(), "safe");
         assert!(!outside.path().join("planted").exists());
-        let mut raw = layer(&[("placeholder", Some("x"))]);
         // A path with '..' cannot be built through the tar crate's checks; write it into the header by hand.
-        raw[..11].copy_from_slice(b"../../evil\0");
-        let mut h = tar::Header::from_byte_slice(&raw[..512]).clone();
-        h.set_cksum();
-        raw[..512].copy_from_slice(h.as_bytes());
-        assert!(apply_bytes(root.path(), &raw, &Expected::default()).unwrap_err().contains("leaves the root"));
+        let raw = with_first_name(layer(&[("placeholder", Some("x"))]), b"../../evil");
+        assert!(
+            apply_bytes(root.path(), &raw, &Expected::default()).unwrap_err().to_string().contains("leaves the root")
+        );
     }
 }

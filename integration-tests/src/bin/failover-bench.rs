@@ -12,7 +12,7 @@
 //! 4. the framework had re-subscribed,
 //! 5. the first launch after the failover was accepted (the RunTask reached a simulated agent).
 //!
-//! Usage (binaries built first: `cargo build --workspace --bins`):
+//! Usage (binaries built first: `cargo build --workspace --bins`; `--help` lists the flags):
 //! `cargo run -p agora-integration-tests --bin failover-bench -- --agents 10000 --zk-session-timeout 5secs`
 
 use std::collections::HashMap;
@@ -26,6 +26,7 @@ use agora_framework_sdk::{
     Driver, DriverOptions, FrameworkInfo, MasterInfo, Offer, Scheduler, SchedulerDriver, TaskInfo, TaskInfoExt,
     TaskStatus,
 };
+use agora_integration_tests::bench_flags::FlagErrors;
 use agora_integration_tests::{ZooKeeper, free_port, wait_for_leader};
 use agora_proto::model::AgentInfo;
 use agora_proto::wire::{self, agent_link_client::AgentLinkClient};
@@ -37,30 +38,51 @@ use tonic::transport::{Channel, Endpoint};
 const AGENT_RESOURCES: &str = "cpus:4;mem:8192;disk:10000;ports:[31000-32000]";
 const ZK_PATH: &str = "/agora-bench";
 
-struct Args {
+/// Simulated agents, unless `--agents` says otherwise.
+const DEFAULT_AGENTS: &str = "1000";
+/// `AgentLink` streams sharing one HTTP/2 connection, unless `--agents-per-connection` says otherwise.
+const DEFAULT_AGENTS_PER_CONNECTION: &str = "50";
+/// The masters' `--zk-session-timeout`, unless `--zk-session-timeout` says otherwise.
+const DEFAULT_ZK_SESSION_TIMEOUT: &str = "5secs";
+
+/// The bench's flags, as typed (checked together by [`Flags::args`]).
+#[derive(clap::Parser, Debug)]
+#[command(name = "failover-bench", about = "Measures a master failover in stages with many simulated agents")]
+struct Flags {
+    /// How many simulated agents register before the failover.
+    #[arg(long, default_value = DEFAULT_AGENTS)]
+    agents: String,
+    /// How many agents' streams share one HTTP/2 connection.
+    #[arg(long, default_value = DEFAULT_AGENTS_PER_CONNECTION)]
+    agents_per_connection: String,
+    /// The masters' `--zk-session-timeout` (a Mesos duration: `5secs`, `500ms`).
+    #[arg(long, default_value = DEFAULT_ZK_SESSION_TIMEOUT)]
+    zk_session_timeout: String,
     /// Where `agora-master` is (default: beside this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+struct Args {
     bin_dir: Option<PathBuf>,
     agents: usize,
     per_connection: usize,
     session_timeout: String,
 }
 
-fn args() -> Result<Args> {
-    let mut a = Args { bin_dir: None, agents: 1000, per_connection: 50, session_timeout: "5secs".into() };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--agents" => a.agents = value.parse()?,
-            "--bin-dir" => a.bin_dir = Some(PathBuf::from(value)),
-            "--agents-per-connection" => a.per_connection = value.parse()?,
-            "--zk-session-timeout" => a.session_timeout = value,
-            other => bail!(
-                "unknown flag {other}; flags: --agents N --agents-per-connection N --zk-session-timeout D --bin-dir DIR"
-            ),
+impl Flags {
+    /// The checked flags; every bad value is reported at once and the bench exits with status 2.
+    fn args(self) -> Args {
+        let mut errors = FlagErrors::default();
+        let agents = errors.count("--agents", &self.agents, 1);
+        let per_connection = errors.count("--agents-per-connection", &self.agents_per_connection, 1);
+        let session_timeout = errors.duration("--zk-session-timeout", &self.zk_session_timeout);
+        if let Some(dir) = self.bin_dir.as_ref().filter(|d| !d.is_dir()) {
+            errors.0.push(format!("--bin-dir: '{}' is not a directory", dir.display()));
         }
+        errors.exit_if_any("failover-bench");
+        Args { bin_dir: self.bin_dir, agents, per_connection, session_timeout }
     }
-    Ok(a)
 }
 
 /// What the simulated agents and the framework observed.
@@ -282,7 +304,7 @@ fn wall_now() -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = <Flags as clap::Parser>::parse().args();
     let bin = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),

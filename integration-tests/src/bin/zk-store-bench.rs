@@ -12,38 +12,53 @@
 //!
 //! It prints one JSON object on stdout (milliseconds: median, min, max over `--rounds`), progress on stderr. Usage
 //! (from the repository root):
-//! `cargo run -p agora-integration-tests --bin zk-store-bench -- [--instances 1000] [--rounds 5]`
+//! `cargo run -p agora-integration-tests --bin zk-store-bench -- [--instances 1000] [--rounds 5]` (`--help` lists the
+//! flags).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use agora_integration_tests::bench_flags::FlagErrors;
 use agora_integration_tests::marathon::instance_record;
 use agora_integration_tests::{ZK_DEFAULT_MAX_BUFFER, ZooKeeper};
 use agora_marathon::core::Persisted;
 use agora_marathon::store::StateStore;
 use agora_marathon::store::zk::ZkStore;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 use zookeeper_client as zk;
+
+/// Instance records added per round, unless `--instances` says otherwise.
+const DEFAULT_INSTANCES: &str = "1000";
+/// Rounds timed, unless `--rounds` says otherwise.
+const DEFAULT_ROUNDS: &str = "5";
+
+/// The bench's flags, as typed (checked together by [`Flags::args`]).
+#[derive(clap::Parser, Debug)]
+#[command(name = "zk-store-bench", about = "Times Marathon's ZooKeeper state store saving a burst of launches")]
+struct Flags {
+    /// Instance records each round adds, updates and removes.
+    #[arg(long, default_value = DEFAULT_INSTANCES)]
+    instances: String,
+    /// Rounds to time (the JSON reports median, min and max over them).
+    #[arg(long, default_value = DEFAULT_ROUNDS)]
+    rounds: String,
+}
 
 struct Args {
     instances: usize,
     rounds: usize,
 }
 
-fn args() -> Result<Args> {
-    let mut a = Args { instances: 1000, rounds: 5 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let n: usize = value.parse().with_context(|| format!("{flag}: '{value}' is not a count"))?;
-        match flag.as_str() {
-            "--instances" => a.instances = n,
-            "--rounds" => a.rounds = n.max(1),
-            other => bail!("unknown flag {other}; flags: --instances N --rounds N"),
-        }
+impl Flags {
+    /// The checked flags; every bad value is reported at once and the bench exits with status 2.
+    fn args(self) -> Args {
+        let mut errors = FlagErrors::default();
+        let instances = errors.count("--instances", &self.instances, 1);
+        let rounds = errors.count("--rounds", &self.rounds, 1);
+        errors.exit_if_any("zk-store-bench");
+        Args { instances, rounds }
     }
-    Ok(a)
 }
 
 /// The state every round starts from: one app of `instances` instances and a framework id.
@@ -80,7 +95,7 @@ async fn timed<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = args()?;
+    let args = <Flags as clap::Parser>::parse().args();
     let dir = tempfile::Builder::new().prefix("agora-zk-store-bench-").tempdir()?;
     let zk = ZooKeeper::start_with_max_buffer(&dir.path().join("zk"), ZK_DEFAULT_MAX_BUFFER).await?;
     let client = zk::Client::connector()

@@ -2,7 +2,7 @@
 //!
 //! [`Master`] has no I/O and reads no clock. Each input (a framework subscribing or calling, an agent message, a
 //! timer tick) is a method that takes [`Now`] and appends [`Effect`]s — events to send to a framework connection,
-//! commands to send to an agent connection, connections to close — which the shell (`crate::server`) carries out.
+//! commands to send to an agent connection, connections to close — which the shell (`crate::actor`) carries out.
 //! Connections are named by [`ConnId`]s the shell assigns, so the core never holds a socket.
 
 mod agents;

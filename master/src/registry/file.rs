@@ -1,8 +1,9 @@
-//! The standalone registry: one file under the work dir, replaced atomically (write a temporary file, fsync it,
-//! rename it over the old one, fsync the directory).
+//! The standalone registry: one file under the work dir, replaced atomically so that it survives a machine crash
+//! ([`agora_runtime::write_atomically`] with [`Durability::MachineCrash`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use agora_runtime::Durability;
 
 use super::{Registry, RegistryError, StateStore, StoreFuture, decode, encode};
 
@@ -31,18 +32,6 @@ impl FileStore {
             Err(e) => Err(self.io(e)),
         }
     }
-
-    fn write_atomically(&self, bytes: &[u8]) -> Result<(), RegistryError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
-        f.write_all(bytes).map_err(|e| self.io(e))?;
-        f.sync_all().map_err(|e| self.io(e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.io(e))?;
-        Ok(())
-    }
 }
 
 impl StateStore for FileStore {
@@ -65,7 +54,8 @@ impl StateStore for FileStore {
                     found: found.to_string(),
                 });
             }
-            self.write_atomically(&encode(registry, expected + 1))?;
+            agora_runtime::write_atomically(&self.path, &encode(registry, expected + 1), Durability::MachineCrash)
+                .map_err(|e| self.io(e.into()))?;
             self.known = Some(expected + 1);
             Ok(())
         })

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::actor::{Handle, Input};
 use crate::core::{Master, Now};
-use crate::server::{Handle, Input};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");

@@ -2,10 +2,15 @@
 //!
 //! These types are plain Rust with serde derives (the HTTP/JSON side uses them directly); `crate::convert` maps
 //! them to and from the generated gRPC messages.
+//!
+//! Rules that Marathon and the agent both apply live here once: which URIs agents can fetch ([`FetchSource`]) and
+//! which paths stay inside a task's sandbox ([`SandboxPath`]).
 
 mod attributes;
 mod duration;
 mod resources;
+mod sandbox_path;
+mod uri;
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
+pub use sandbox_path::{SandboxPath, SandboxPathError};
+pub use uri::{FetchSource, UriError};
 
 /// Task states, named and ordered as Mesos names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

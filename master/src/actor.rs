@@ -1,0 +1,328 @@
+//! The actor that owns the master: one task holds the [`Master`] core, feeds it the [`Input`]s that the gRPC and
+//! HTTP handlers send through a [`Handle`] and its own timers, and carries out the [`Effect`]s it returns (registry
+//! writes first, then messages to frameworks and agents). It also follows the election: it loads the registry and
+//! takes the lead, or drops all state when another master leads.
+//!
+//! This is the module the protocol adapters (`grpc`, `http`, `web`) speak to; they never see the listener or the
+//! election wiring in `server`. Decisions are the core's; the actor only sequences I/O around them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use agora_proto::model::{FrameworkInfo, MasterInfo};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{
+    AgentCommand, AgentMessage, Call, CallError, ConnId, CoreConfig, Effect, Master, Now, SchedulerEvent,
+};
+use crate::election::Role;
+use crate::leader::Leadership;
+use crate::registry::{FileStore, RegistryError, StateStore, ZkStore};
+
+/// A read-only query the actor runs on the core (see `crate::web`).
+pub(crate) type InspectFn = Box<dyn FnOnce(&Master, Now) + Send>;
+
+/// Inputs to the actor.
+pub(crate) enum Input {
+    Subscribe {
+        conn: ConnId,
+        info: FrameworkInfo,
+        suppressed_roles: Vec<String>,
+        tx: mpsc::UnboundedSender<SchedulerEvent>,
+    },
+    FrameworkGone(ConnId),
+    Call {
+        framework_id: String,
+        stream_id: String,
+        call: Call,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    AgentOpen {
+        conn: ConnId,
+        tx: mpsc::UnboundedSender<AgentCommand>,
+    },
+    AgentMessage {
+        conn: ConnId,
+        msg: AgentMessage,
+    },
+    AgentGone(ConnId),
+    State {
+        reply: oneshot::Sender<Value>,
+    },
+    /// A read-only look at the core for the web page, metrics and the CLI; the closure replies on its own oneshot.
+    Inspect(InspectFn),
+}
+
+impl Input {
+    /// Inputs that change the cluster's state (or open connections that will); a master that is not leading drops
+    /// them, which ends the client's stream or fails its call.
+    fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Input::Subscribe { .. } | Input::Call { .. } | Input::AgentOpen { .. } | Input::AgentMessage { .. }
+        )
+    }
+}
+
+/// What the gRPC and HTTP handlers share: the way into the actor, and this master's identity.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    inputs: mpsc::UnboundedSender<Input>,
+    next_conn: Arc<AtomicU64>,
+    pub info: Arc<MasterInfo>,
+}
+
+impl Handle {
+    pub fn new(inputs: mpsc::UnboundedSender<Input>, info: MasterInfo) -> Handle {
+        Handle { inputs, next_conn: Arc::new(AtomicU64::new(1)), info: Arc::new(info) }
+    }
+
+    pub fn new_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn send(&self, input: Input) {
+        // The actor outlives every handler except during shutdown, when dropping inputs is right.
+        let _ = self.inputs.send(input);
+    }
+}
+
+/// The shell's one clock read: the core gets time only through this.
+pub(crate) fn now() -> Now {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
+    Now { mono: Instant::now(), wall }
+}
+
+/// The owner of the core (see the module doc).
+pub(crate) struct Actor {
+    master: Master,
+    frameworks: HashMap<ConnId, mpsc::UnboundedSender<SchedulerEvent>>,
+    agents: HashMap<ConnId, mpsc::UnboundedSender<AgentCommand>>,
+    flags: Value,
+    /// True only while this master leads and has loaded the registry.
+    leading: bool,
+    /// The registry's store while leading.
+    store: Option<Box<dyn StateStore>>,
+    info: MasterInfo,
+    core_config: CoreConfig,
+    work_dir: PathBuf,
+    /// The election path (`--zk`), when not standalone.
+    zk_path: Option<String>,
+    view: watch::Sender<Leadership>,
+}
+
+/// What the actor needs to know about this master.
+pub(crate) struct ActorConfig {
+    pub info: MasterInfo,
+    pub core: CoreConfig,
+    /// The flags as `/master/state` shows them.
+    pub flags: Value,
+    /// Where the standalone registry lives.
+    pub work_dir: PathBuf,
+    /// The election path (`--zk`), when not standalone.
+    pub zk_path: Option<String>,
+}
+
+impl Actor {
+    /// An actor that is not leading yet; [`Actor::run`] takes the lead (standalone) or waits for the election.
+    pub fn new(config: ActorConfig, view: watch::Sender<Leadership>) -> Actor {
+        let ActorConfig { info, core, flags, work_dir, zk_path } = config;
+        Actor {
+            master: Master::new(info.clone(), core.clone(), now()),
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            flags,
+            leading: false,
+            store: None,
+            info,
+            core_config: core,
+            work_dir,
+            zk_path,
+            view,
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = now();
+        if !self.leading && input.changes_state() {
+            // Dropping the input drops its stream sender or reply: the client is refused and looks for the leader.
+            return;
+        }
+        match input {
+            Input::Subscribe { conn, info, suppressed_roles, tx } => {
+                self.frameworks.insert(conn, tx);
+                self.master.subscribe(conn, info, suppressed_roles, now);
+            }
+            Input::FrameworkGone(conn) => {
+                self.frameworks.remove(&conn);
+                self.master.framework_disconnected(conn, now);
+            }
+            Input::Call { framework_id, stream_id, call, reply } => {
+                let _ = reply.send(self.master.call(&framework_id, &stream_id, call, now));
+            }
+            Input::AgentOpen { conn, tx } => {
+                self.agents.insert(conn, tx);
+            }
+            Input::AgentMessage { conn, msg } => self.master.agent_message(conn, msg, now),
+            Input::AgentGone(conn) => {
+                self.agents.remove(&conn);
+                self.master.agent_disconnected(conn);
+            }
+            Input::State { reply } => {
+                let _ = reply.send(self.master.state_json(now, self.flags.clone()));
+            }
+            Input::Inspect(query) => query(&self.master, now),
+        }
+    }
+
+    /// Takes the lead: loads the registry and starts a core recovered from it.
+    async fn take_lead(&mut self, mut store: Box<dyn StateStore>) -> Result<(), RegistryError> {
+        let started = Instant::now();
+        let registry = store.fetch().await.inspect_err(|e| {
+            tracing::error!(error = %e, "cannot load the registry; not taking the lead");
+        })?;
+        let agents = registry.agents.len();
+        self.master = Master::recover(self.info.clone(), self.core_config.clone(), registry, now());
+        self.store = Some(store);
+        self.leading = true;
+        self.view.send_replace(Leadership { leading: true, leader: None });
+        tracing::info!(
+            registry = %self.store.as_ref().map(|s| s.location()).unwrap_or_default(),
+            agents,
+            load_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "leading: registry loaded"
+        );
+        Ok(())
+    }
+
+    /// Stops leading at once: the core's state is dropped and every connection closed (clients find the leader).
+    fn step_down(&mut self, leader: Option<String>) {
+        if self.leading {
+            tracing::warn!(leader = ?leader, "no longer the leader: dropping all state and connections");
+            self.leading = false;
+            self.store = None;
+            self.master = Master::new(self.info.clone(), self.core_config.clone(), now());
+            self.frameworks.clear();
+            self.agents.clear();
+        }
+        self.view.send_replace(Leadership { leading: false, leader });
+    }
+
+    async fn on_role(&mut self, role: Role) -> Result<(), RegistryError> {
+        match role {
+            Role::Leader { client, .. } if !self.leading => {
+                let path = self.zk_path.clone().unwrap_or_default();
+                self.take_lead(Box::new(ZkStore::new(client, &path))).await
+            }
+            Role::Leader { .. } => Ok(()),
+            Role::Candidate { leader } => {
+                let me = format!("{}:{}", self.info.ip, self.info.port);
+                self.step_down(leader.map(|l| l.address).filter(|a| *a != me));
+                Ok(())
+            }
+        }
+    }
+
+    async fn apply_effects(&mut self) -> Result<(), RegistryError> {
+        let effects = self.master.drain_effects();
+        if effects.iter().any(|e| matches!(e, Effect::PersistRegistry)) {
+            // Registry writes precede acknowledgement: nothing of this batch goes out before the write is durable.
+            if let Some(store) = self.store.as_mut()
+                && let Err(e) = store.store(self.master.registry()).await
+            {
+                tracing::error!(error = %e, "cannot write the registry; stopping");
+                self.step_down(None);
+                return Err(e);
+            }
+        }
+        for e in effects {
+            match e {
+                Effect::PersistRegistry => {}
+                Effect::ToFramework(conn, ev) => {
+                    if let Some(tx) = self.frameworks.get(&conn) {
+                        let _ = tx.send(ev);
+                    }
+                }
+                Effect::ToAgent(conn, cmd) => {
+                    if let Some(tx) = self.agents.get(&conn) {
+                        let _ = tx.send(cmd);
+                    }
+                }
+                Effect::CloseFramework(conn) => {
+                    self.frameworks.remove(&conn);
+                }
+                Effect::CloseAgent(conn) => {
+                    self.agents.remove(&conn);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` fires or every [`Handle`] is gone; an error means the registry could not be read or
+    /// written, and the master must stop rather than act on state it cannot make durable.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+        mut stop: oneshot::Receiver<()>,
+        mut seat: Option<watch::Receiver<Role>>,
+    ) -> Result<(), RegistryError> {
+        let result = self.serve(&mut inputs, &mut stop, &mut seat).await;
+        // Dropping every sender ends every framework stream and agent link.
+        self.frameworks.clear();
+        self.agents.clear();
+        result
+    }
+
+    async fn serve(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+        stop: &mut oneshot::Receiver<()>,
+        seat: &mut Option<watch::Receiver<Role>>,
+    ) -> Result<(), RegistryError> {
+        if seat.is_none() {
+            // Standalone: this master is the leader, with the registry in its work dir.
+            self.take_lead(Box::new(FileStore::new(&self.work_dir))).await?;
+        }
+        loop {
+            let deadline = self.master.next_deadline(now());
+            tokio::select! {
+                _ = &mut *stop => break,
+                role = role_changed(seat) => self.on_role(role).await?,
+                input = inputs.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    // Drain what else is queued before allocating, so bursts coalesce into one pass; at most
+                    // MAX_DRAIN at a time, so a storm (10,000 agents re-registering) never holds a worker thread
+                    // for long.
+                    for _ in 0..MAX_DRAIN {
+                        let Ok(more) = inputs.try_recv() else { break };
+                        self.handle(more);
+                    }
+                    self.master.allocate_if_wanted(now());
+                }
+                _ = tokio::time::sleep_until(deadline.into()), if self.leading => self.master.tick(now()),
+            }
+            self.apply_effects().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The next role from the election (never resolves when standalone or once the election ended).
+async fn role_changed(seat: &mut Option<watch::Receiver<Role>>) -> Role {
+    match seat {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Inputs handled in one go before the actor yields (and allocates).
+const MAX_DRAIN: usize = 1024;
