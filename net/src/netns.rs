@@ -37,7 +37,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// True when `path` is a pinned namespace (not merely a file left behind).
 pub fn is_pinned(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Creates a new network namespace pinned at `path` (with only a loopback, down). An existing pin is kept.
