@@ -529,6 +529,7 @@ mod tests {
             healthy: None,
             agent_id: "a1".into(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub(super) struct TaskRun {
     pub(super) orphaned: bool,
     /// Killed for failing its health checks, with why: its terminal update says `healthy: false` and this.
     pub(super) unhealthy_kill: Option<String>,
+    /// Its address on the container network (not checkpointed: a restarted agent reads it from its leases).
+    pub(super) ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,9 @@
 //! Connections are named by [`ConnId`]s the shell assigns, so the core never holds a socket.
 
 mod agents;
+mod network;
+#[cfg(test)]
+mod network_tests;
 mod recovery;
 mod scheduler;
 mod state;
@@ -15,12 +18,16 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use agora_proto::model::{AgentInfo, FrameworkInfo, MasterInfo, Offer, Resources, TaskInfo, TaskState, TaskStatus};
+use agora_proto::model::{
+    AgentInfo, FrameworkInfo, MasterInfo, NetworkAssignment, NetworkPeer, Offer, Resources, TaskInfo, TaskState,
+    TaskStatus,
+};
 
 use crate::allocator::{self, RefusalFilters};
 use crate::registry::{AdmittedAgent, Registry};
 
 pub use agents::{AgentMessage, ReportedTask};
+pub use network::NetworkConfig;
 pub use scheduler::{Call, CallError, LaunchOp};
 
 /// A connection the shell holds (a framework's event stream or an agent's link).
@@ -49,13 +56,35 @@ pub enum SchedulerEvent {
 /// Commands for an agent (the domain form of `wire::MasterMessage`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentCommand {
-    Registered { agent_id: String, master_info: MasterInfo },
+    /// With the agent's subnet and peers when it runs container networks.
+    Registered {
+        agent_id: String,
+        master_info: MasterInfo,
+        network: Option<NetworkAssignment>,
+    },
     Ping,
-    RunTask { framework: Box<FrameworkInfo>, task: Box<TaskInfo> },
-    KillTask { framework_id: String, task_id: String, grace_period: Option<f64> },
-    Acknowledge { framework_id: String, task_id: String, uuid: Vec<u8> },
-    ShutdownFramework { framework_id: String },
-    Error { message: String },
+    RunTask {
+        framework: Box<FrameworkInfo>,
+        task: Box<TaskInfo>,
+    },
+    KillTask {
+        framework_id: String,
+        task_id: String,
+        grace_period: Option<f64>,
+    },
+    Acknowledge {
+        framework_id: String,
+        task_id: String,
+        uuid: Vec<u8>,
+    },
+    ShutdownFramework {
+        framework_id: String,
+    },
+    Error {
+        message: String,
+    },
+    /// Every agent subnet and its address, replacing what the agent knew.
+    NetworkPeers(Vec<NetworkPeer>),
 }
 
 /// What the shell must do.
@@ -84,6 +113,8 @@ pub struct CoreConfig {
     pub weights: HashMap<String, f64>,
     /// After a failover, admitted agents that do not re-register within this time are marked unreachable.
     pub agent_reregister_timeout: Duration,
+    /// The cluster's container network and its address plan; `None`: no container networks.
+    pub network: Option<NetworkConfig>,
 }
 
 impl Default for CoreConfig {
@@ -98,6 +129,7 @@ impl Default for CoreConfig {
             max_completed_frameworks: 50,
             weights: HashMap::new(),
             agent_reregister_timeout: Duration::from_secs(600),
+            network: None,
         }
     }
 }

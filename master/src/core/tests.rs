@@ -9,17 +9,17 @@ use agora_proto::model::{
 
 use super::*;
 
-struct Harness {
-    master: Master,
-    now: Now,
-    effects: Vec<Effect>,
+pub(super) struct Harness {
+    pub(super) master: Master,
+    pub(super) now: Now,
+    pub(super) effects: Vec<Effect>,
     next_conn: u64,
 }
 
-const AGENT_RES: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
+pub(super) const AGENT_RES: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
 
 impl Harness {
-    fn new() -> Harness {
+    pub(super) fn new() -> Harness {
         let config = CoreConfig {
             agent_ping_timeout: Duration::from_secs(15),
             max_agent_ping_timeouts: 5,
@@ -36,28 +36,28 @@ impl Harness {
         Harness { master: Master::new(info, config, now), now, effects: vec![], next_conn: 1 }
     }
 
-    fn conn(&mut self) -> ConnId {
+    pub(super) fn conn(&mut self) -> ConnId {
         self.next_conn += 1;
         ConnId(self.next_conn)
     }
 
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         self.master.allocate_if_wanted(self.now);
         self.effects.extend(self.master.drain_effects());
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now.mono += d;
         self.now.wall += d.as_secs_f64();
         self.master.tick(self.now);
         self.effects.extend(self.master.drain_effects());
     }
 
-    fn take(&mut self) -> Vec<Effect> {
+    pub(super) fn take(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
 
-    fn add_agent(&mut self) -> (ConnId, String) {
+    pub(super) fn add_agent(&mut self) -> (ConnId, String) {
         let conn = self.conn();
         let info = AgentInfo {
             id: None,
@@ -67,7 +67,7 @@ impl Harness {
             resources: AGENT_RES.parse().unwrap(),
             attributes: Attributes::default(),
         };
-        self.master.agent_message(conn, AgentMessage::Register { info }, self.now);
+        self.master.agent_message(conn, AgentMessage::Register { info, network: None }, self.now);
         self.settle();
         let id = self
             .effects
@@ -80,7 +80,7 @@ impl Harness {
         (conn, id)
     }
 
-    fn subscribe(&mut self, info: FrameworkInfo) -> (ConnId, String, String) {
+    pub(super) fn subscribe(&mut self, info: FrameworkInfo) -> (ConnId, String, String) {
         let conn = self.conn();
         self.master.subscribe(conn, info, vec![], self.now);
         self.settle();
@@ -95,7 +95,7 @@ impl Harness {
             .expect("subscribed")
     }
 
-    fn offers_to(&self, conn: ConnId) -> Vec<Offer> {
+    pub(super) fn offers_to(&self, conn: ConnId) -> Vec<Offer> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -106,7 +106,7 @@ impl Harness {
             .collect()
     }
 
-    fn updates_to(&self, conn: ConnId) -> Vec<TaskStatus> {
+    pub(super) fn updates_to(&self, conn: ConnId) -> Vec<TaskStatus> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -116,7 +116,7 @@ impl Harness {
             .collect()
     }
 
-    fn agent_commands(&self, conn: ConnId) -> Vec<AgentCommand> {
+    pub(super) fn agent_commands(&self, conn: ConnId) -> Vec<AgentCommand> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -126,12 +126,12 @@ impl Harness {
             .collect()
     }
 
-    fn call(&mut self, fid: &str, sid: &str, call: Call) {
+    pub(super) fn call(&mut self, fid: &str, sid: &str, call: Call) {
         self.master.call(fid, sid, call, self.now).expect("call accepted");
         self.settle();
     }
 
-    fn agent_update(&mut self, conn: ConnId, fid: &str, task_id: &str, state: TaskState, uuid: u8) {
+    pub(super) fn agent_update(&mut self, conn: ConnId, fid: &str, task_id: &str, state: TaskState, uuid: u8) {
         let status = TaskStatus {
             task_id: task_id.into(),
             state,
@@ -143,6 +143,7 @@ impl Harness {
             healthy: None,
             agent_id: String::new(),
             unreachable_time: None,
+            container_status: None,
         };
         self.master.agent_message(
             conn,
@@ -153,7 +154,7 @@ impl Harness {
     }
 }
 
-fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
+pub(super) fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
     TaskInfo {
         name: id.into(),
         task_id: id.into(),
@@ -169,7 +170,7 @@ fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
     }
 }
 
-fn launch(offer: &Offer, tasks: Vec<TaskInfo>) -> Call {
+pub(super) fn launch(offer: &Offer, tasks: Vec<TaskInfo>) -> Call {
     Call::Accept { offer_ids: vec![offer.id.clone()], operations: vec![LaunchOp { tasks }], refuse_seconds: None }
 }
 
@@ -271,6 +272,7 @@ fn a_container_with_both_rootfs_and_image_is_refused_naming_both() {
         volumes: vec![],
         hostname: None,
         image: Some("busybox".into()),
+        network_infos: vec![],
     });
     h.call(&fid, &sid, launch(&offer, vec![t]));
     let updates = h.updates_to(fc);
@@ -297,6 +299,7 @@ fn only_a_task_in_an_image_may_leave_its_command_to_the_image() {
             volumes: vec![],
             hostname: None,
             image: with_image.then(|| "busybox".into()),
+            network_infos: vec![],
         });
         t
     };
@@ -579,6 +582,7 @@ fn health_updates_replace_the_running_status_and_show_healthy() {
             healthy: Some(healthy),
             agent_id: String::new(),
             unreachable_time: None,
+            container_status: None,
         };
         let msg = AgentMessage::StatusUpdate { framework_id: fid.clone(), status, latest_state: TaskState::Running };
         h.master.agent_message(ac, msg, h.now);
@@ -643,7 +647,7 @@ fn teardown_keeps_the_state_of_finished_tasks_and_kills_the_rest() {
 
 // --- Registry and failover ------------------------------------------------------------------------------------------
 
-fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
+pub(super) fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
     AgentInfo {
         id: id.map(String::from),
         hostname: host.into(),
@@ -655,7 +659,7 @@ fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
 }
 
 /// The harness after a failover: a new master recovered from `registry`.
-fn recovered(registry: crate::registry::Registry) -> Harness {
+pub(super) fn recovered(registry: crate::registry::Registry) -> Harness {
     let mut h = Harness::new();
     let info = h.master.info().clone();
     let config = CoreConfig { agent_reregister_timeout: Duration::from_secs(60), ..CoreConfig::default() };
@@ -667,7 +671,7 @@ fn recovered(registry: crate::registry::Registry) -> Harness {
 fn an_agent_is_admitted_in_the_registry_before_it_is_told_it_is_registered() {
     let mut h = Harness::new();
     let conn = h.conn();
-    h.master.agent_message(conn, AgentMessage::Register { info: agent_info(None, "h1") }, h.now);
+    h.master.agent_message(conn, AgentMessage::Register { info: agent_info(None, "h1"), network: None }, h.now);
     let effects = h.master.drain_effects();
     let persist = effects.iter().position(|e| *e == Effect::PersistRegistry).expect("a registry write");
     let registered = effects
@@ -720,6 +724,7 @@ fn after_failover_tasks_come_back_with_their_agents_and_late_agents_become_unrea
             info: agent_info(Some(&s0), "host2"),
             tasks: vec![ReportedTask { framework_id: fid.clone(), task: t0, state: TaskState::Running }],
             frameworks: vec![f_report],
+            network: None,
         },
         h.now,
     );
@@ -774,6 +779,7 @@ fn a_framework_that_does_not_return_after_failover_is_torn_down_and_its_tasks_ki
                 state: TaskState::Running,
             }],
             frameworks: vec![fi],
+            network: None,
         },
         h.now,
     );
@@ -796,7 +802,12 @@ fn a_removed_agent_is_refused_on_reregistration() {
     let ac = h.conn();
     h.master.agent_message(
         ac,
-        AgentMessage::Reregister { info: agent_info(Some("old-S3"), "h"), tasks: vec![], frameworks: vec![] },
+        AgentMessage::Reregister {
+            info: agent_info(Some("old-S3"), "h"),
+            tasks: vec![],
+            frameworks: vec![],
+            network: None,
+        },
         h.now,
     );
     h.settle();

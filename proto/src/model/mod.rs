@@ -8,6 +8,7 @@
 
 mod attributes;
 mod duration;
+mod network;
 mod resources;
 mod sandbox_path;
 mod uri;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
+pub use network::{AgentNetwork, ContainerStatus, NetworkAssignment, NetworkInfo, NetworkPeer, PortMapping};
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
 pub use sandbox_path::{SandboxPath, SandboxPathError};
 pub use uri::{FetchSource, UriError};
@@ -219,6 +221,9 @@ pub struct TaskStatus {
     pub healthy: Option<bool>,
     pub agent_id: String,
     pub unreachable_time: Option<f64>,
+    /// The container's networks with its addresses (Mesos's `container_status.network_infos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_status: Option<ContainerStatus>,
 }
 
 impl TaskStatus {
@@ -242,6 +247,7 @@ impl TaskStatus {
             healthy: None,
             agent_id: agent_id.to_string(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 }
@@ -301,6 +307,9 @@ pub struct ContainerInfo {
     /// (`--docker-registry`); exclusive with `rootfs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The container networks the task joins; none is the host's network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_infos: Vec<NetworkInfo>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
