@@ -19,6 +19,8 @@
 //! - [`NetLab::leftovers`] lists what an agent left in its host after it stopped: links other than `lo` and `eth0`,
 //!   routes other than the lab's, nftables objects, pinned namespaces, IPAM leases.
 
+pub mod cluster;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
