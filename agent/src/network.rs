@@ -89,14 +89,30 @@ impl NetworkManager {
         }
     }
 
-    /// Makes the host's network match `state`, after recording the assignment.
+    /// Makes the host's network match `state`, after recording the assignment (when it changed).
     pub async fn apply(&self, state: &NetworkState) -> Result<(), NetworkError> {
-        let text = serde_json::to_vec_pretty(&state.assignment).unwrap_or_default();
-        agora_runtime::write_atomically(&self.dir.join(ASSIGNMENT), &text, agora_runtime::Durability::MachineCrash)?;
+        let known = self.applied.lock().ok().and_then(|a| a.as_ref().map(|s| s.subnet));
+        if known != Some(state.assignment.subnet) || self.assignment().as_ref() != Some(&state.assignment) {
+            let text = serde_json::to_vec_pretty(&state.assignment).unwrap_or_default();
+            let path = self.dir.join(ASSIGNMENT);
+            agora_runtime::write_atomically(&path, &text, agora_runtime::Durability::MachineCrash)?;
+        }
         let spec = host_spec(&self.config, &state.assignment, &state.forwards);
         let driver = self.driver.clone();
         let applied = spec.clone();
-        tokio::task::spawn_blocking(move || driver.apply_host(&applied)).await??;
+        // Only the port mappings changed (a bridged task started or ended): the table alone is replaced.
+        let rules_only = self.applied.lock().ok().and_then(|a| a.clone()).is_some_and(|old| {
+            let mut old = old;
+            old.ruleset.forwards = spec.ruleset.forwards.clone();
+            old == spec
+        });
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            if rules_only { driver.apply_rules(&applied.ruleset) } else { driver.apply_host(&applied) }
+        })
+        .await??;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(forwards = spec.ruleset.forwards.len(), took_ms = format!("{ms:.1}"), "host network applied");
         if let Ok(mut a) = self.applied.lock() {
             *a = Some(spec);
         }
@@ -113,9 +129,14 @@ impl NetworkManager {
         container_id: &str,
         network: &ContainerNetwork,
     ) -> Result<AttachedNetwork, NetworkError> {
+        let started = std::time::Instant::now();
         let ip = self.ipam.allocate(&network.subnet, container_id)?;
         match self.attach_at(container_id, network, ip).await {
-            Ok(attached) => Ok(attached),
+            Ok(attached) => {
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                info!(container_id, ip = %ip, took_ms = format!("{ms:.1}"), "container attached to the container network");
+                Ok(attached)
+            }
             Err(e) => {
                 let _ = self.detach(container_id).await;
                 Err(NetworkError::Attach { container_id: container_id.to_string(), source: Box::new(e) })
@@ -142,7 +163,6 @@ impl NetworkManager {
         let driver = self.driver.clone();
         let netns = a.netns.clone();
         tokio::task::spawn_blocking(move || driver.attach(&a)).await??;
-        info!(container_id, ip = %ip, "container attached to the container network");
         Ok(AttachedNetwork { ip, netns, resolv_conf: resolv, hosts })
     }
 
@@ -184,7 +204,7 @@ impl NetworkManager {
     /// Removes the host side (bridge, routes, table; `ip_forward` restored): the agent stops and no container is
     /// left.
     pub async fn teardown(&self) -> Result<(), NetworkError> {
-        let spec = self.applied.lock().ok().and_then(|a| a.clone());
+        let spec = self.applied.lock().ok().and_then(|mut a| a.take());
         let Some(spec) = spec.or_else(|| self.assignment().map(|a| host_spec(&self.config, &a, &[]))) else {
             return Ok(());
         };
@@ -275,8 +295,17 @@ mod tests {
         };
         m.apply(&NetworkState { assignment: assignment.clone(), forwards: vec![] }).await.unwrap();
         let again = NetworkManager::new(config(dir.path()), dir.path(), driver.clone()).unwrap();
-        assert_eq!(again.assignment(), Some(assignment));
+        assert_eq!(again.assignment(), Some(assignment.clone()));
         again.teardown().await.unwrap();
         assert!(matches!(driver.calls().last(), Some(DriverCall::RemoveHost(b)) if b == "agora0"));
+        // A change of port mappings alone replaces the table alone.
+        let forward = agora_net::PortForward {
+            protocol: agora_net::Protocol::Tcp,
+            host_port: 31000,
+            ip: "10.233.1.2".parse().unwrap(),
+            container_port: 80,
+        };
+        m.apply(&NetworkState { assignment: assignment.clone(), forwards: vec![forward] }).await.unwrap();
+        assert!(matches!(driver.calls().last(), Some(DriverCall::ApplyRules(r)) if r.forwards == vec![forward]));
     }
 }

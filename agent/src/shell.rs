@@ -481,8 +481,7 @@ impl<C: Containerizer> Shell<C> {
                 Step::Effects(lock(&self.core).health(&task, &container_id, report, now))
             }
             Event::Attached { task, container_id, ip } => {
-                lock(&self.core).network_attached(&task, &container_id, ip);
-                Step::Effects(vec![])
+                Step::Effects(lock(&self.core).network_attached(&task, &container_id, ip))
             }
         }
     }

@@ -85,12 +85,12 @@ fn containers_on_two_agents_talk_by_address_without_nat_and_keep_their_network_a
         let mut fw = TestFramework::start(&master_addr(), info).await?;
         let mut spent = Vec::new();
         let receiver = "echo receiver > index.html && exec busybox httpd -f -vv -p 8080 -h .";
-        let task = http_check(lab_task("receiver", &a1, receiver, true, &[(31000, 8080)]));
+        let task = http_check(lab_task("receiver", &a1, receiver, true, 31000, Some(8080)));
         let ip_b = ip_of(&launch_and_run(&mut fw, &mut spent, task).await?).context("the receiver's address")?;
         let sender = format!(
             "while true; do busybox timeout 2 busybox wget -q -O /dev/null http://{ip_b}:8080/sender; sleep 0.3; done"
         );
-        let task = lab_task("sender", &a0, &sender, true, &[]);
+        let task = lab_task("sender", &a0, &sender, true, 31000, None);
         let ip_a = ip_of(&launch_and_run(&mut fw, &mut spent, task).await?).context("the sender's address")?;
         assert_ne!(ip_a, ip_b);
         assert!(ip_a.starts_with("10.233.") && ip_b.starts_with("10.233."), "{ip_a} {ip_b}");

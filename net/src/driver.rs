@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use crate::cidr::Ipv4Cidr;
 use crate::netlink::{Netlink, NetlinkError, ROUTE_PROTOCOL};
 use crate::netns::{self, NetnsError};
-use crate::nft::{self, NftError};
+use crate::nft::{self, NftError, Ruleset};
 use crate::plan::{Attachment, CONTAINER_LINK, HostSpec, RouteOverlap, check_routes};
 
 /// The kernel setting that lets the host route between the bridge and its peers.
@@ -45,6 +45,9 @@ pub enum NetError {
 pub trait NetworkDriver: Send + Sync + 'static {
     /// Makes the host side match `host` (see the module doc for the order).
     fn apply_host(&self, host: &HostSpec) -> Result<(), NetError>;
+    /// Replaces only the nftables table (the rest of the host side is as [`NetworkDriver::apply_host`] left it):
+    /// what a changed set of port mappings needs.
+    fn apply_rules(&self, ruleset: &Ruleset) -> Result<(), NetError>;
     /// Removes the host side: peer routes, the bridge, the table; restores `ip_forward`.
     fn remove_host(&self, host: &HostSpec) -> Result<(), NetError>;
     /// Gives a container its namespace, veth pair, address and default route (a half-done attachment is redone).
@@ -107,6 +110,11 @@ impl NetworkDriver for LinuxDriver {
             std::fs::write(&saved, before.trim()).map_err(|source| NetError::Sysctl { path: saved.clone(), source })?;
         }
         LinuxDriver::sysctl(Path::new(IP_FORWARD), "1")
+    }
+
+    fn apply_rules(&self, ruleset: &Ruleset) -> Result<(), NetError> {
+        nft::apply(&ruleset.render())?;
+        Ok(())
     }
 
     fn remove_host(&self, host: &HostSpec) -> Result<(), NetError> {
@@ -177,6 +185,7 @@ fn configure_container(ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverCall {
     ApplyHost(Box<HostSpec>),
+    ApplyRules(Box<Ruleset>),
     RemoveHost(String),
     Attach(Box<Attachment>),
     Detach { netns: PathBuf, host_link: String },
@@ -205,6 +214,11 @@ impl RecordingDriver {
 impl NetworkDriver for RecordingDriver {
     fn apply_host(&self, host: &HostSpec) -> Result<(), NetError> {
         self.record(DriverCall::ApplyHost(Box::new(host.clone())));
+        Ok(())
+    }
+
+    fn apply_rules(&self, ruleset: &Ruleset) -> Result<(), NetError> {
+        self.record(DriverCall::ApplyRules(Box::new(ruleset.clone())));
         Ok(())
     }
 

@@ -3,6 +3,10 @@
 //! even across an agent crash; `last_reserved_ip` makes the next allocation continue after the last address handed
 //! out rather than reuse a just-freed one at once.
 //!
+//! Leases are not fsynced: they must survive the agent being killed (the page cache does), and a machine crash ends
+//! every container that held one, along with the namespaces pinned under `/run`, so a lease lost with it names an
+//! address nobody uses any more.
+//!
 //! The choice of the next address is pure ([`next_free`]); [`Ipam`] is the directory.
 
 use std::collections::BTreeMap;
@@ -93,11 +97,10 @@ impl Ipam {
                 Ok(mut file) => {
                     let lease_error = |source| IpamError::Lease { path: path.clone(), source };
                     file.write_all(container_id.as_bytes()).map_err(lease_error)?;
-                    file.sync_all().map_err(lease_error)?;
                     agora_runtime::write_atomically(
                         &self.dir.join(LAST_RESERVED),
                         ip.to_string().as_bytes(),
-                        agora_runtime::Durability::MachineCrash,
+                        agora_runtime::Durability::ProcessCrash,
                     )?;
                     return Ok(ip);
                 }

@@ -170,9 +170,18 @@ impl Netlink {
             .collect())
     }
 
-    /// The index of the link named `name`, if there is one.
+    /// The index of the link named `name`, if there is one (asked by name, not by dumping every link).
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name).map(|l| l.index))
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(&format!("get link {name}"), RouteNetlinkMessage::GetLink(m), 0) {
+            Ok(answers) => Ok(answers.into_iter().find_map(|a| match a {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(nix::libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a bridge (an existing one is an `EEXIST` refusal).

@@ -183,11 +183,16 @@ impl AgentCore {
             Err(LaunchFailed { reason, message }) => {
                 warn!(error = %message, "launch failed");
                 t.container = Container::Gone;
-                if t.orphaned {
+                let orphaned = t.orphaned;
+                // Mappings applied when it was attached go again.
+                let mut effects: Vec<Effect> =
+                    self.tasks.get(key).and_then(|t| self.forwards_changed(t)).into_iter().collect();
+                if orphaned {
                     self.forget(key);
-                    return vec![];
+                    return effects;
                 }
-                self.update(key, TaskState::Failed, Some(reason), message, now)
+                effects.extend(self.update(key, TaskState::Failed, Some(reason), message, now));
+                effects
             }
             Ok(()) => {
                 t.container = Container::Running;
@@ -203,10 +208,8 @@ impl AgentCore {
                     return vec![signal];
                 }
                 info!("task is running");
-                // The port mappings are in place before anyone hears the task runs.
-                let mut effects: Vec<Effect> =
-                    self.tasks.get(key).and_then(|t| self.forwards_changed(t)).into_iter().collect();
-                effects.extend(self.update(key, TaskState::Running, None, String::new(), now));
+                // Its port mappings were applied when it was attached (`network_attached`).
+                let mut effects = self.update(key, TaskState::Running, None, String::new(), now);
                 effects.extend(self.start_health_check(key));
                 effects
             }

@@ -177,11 +177,14 @@ impl AgentCore {
         }))
     }
 
-    /// The launcher attached a container at `ip` (before the launch result comes).
-    pub fn network_attached(&mut self, key: &TaskKey, container_id: &str, ip: Ipv4Addr) {
-        if let Some(t) = self.tasks.get_mut_if(key, |t| t.container_id == container_id) {
-            t.ip = Some(ip);
+    /// The launcher attached a container at `ip`, before the launch result comes: its port mappings are applied at
+    /// once, while the container starts (the shell handles this before the launch result, so they are in place
+    /// before the task is reported running).
+    pub fn network_attached(&mut self, key: &TaskKey, container_id: &str, ip: Ipv4Addr) -> Vec<Effect> {
+        if !self.tasks.set_ip(key, container_id, ip) {
+            return vec![];
         }
+        self.tasks.get(key).and_then(|t| self.forwards_changed(t)).into_iter().collect()
     }
 
     /// A task's `container_status`: its network with its address and port mappings.

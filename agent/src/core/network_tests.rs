@@ -115,12 +115,12 @@ fn a_bridged_task_reports_its_address_its_mapping_lives_with_it_and_checks_reach
     let network = spec.network.clone().expect("a network");
     assert_eq!((network.name.as_str(), network.subnet.to_string()), ("agora", "10.233.1.0/24".to_string()));
     let ip: std::net::Ipv4Addr = "10.233.1.2".parse().unwrap();
-    core.network_attached(&key("web"), &spec.container_id, ip);
+    // The mapping is applied as soon as the container is attached, before its launch result.
+    let attached = core.network_attached(&key("web"), &spec.container_id, ip);
+    assert_eq!(applied(&attached)[0].forwards, vec![forward("10.233.1.2")]);
     let effects = core.launched(&key("web"), &spec.container_id, Ok(()), t0);
-    let apply = effects.iter().position(|e| matches!(e, Effect::ApplyNetwork(_))).expect("the mapping applied");
+    assert!(applied(&effects).is_empty(), "nothing more to apply");
     let running = effects.iter().position(|e| matches!(e, Effect::Send(_))).expect("TASK_RUNNING");
-    assert!(apply < running, "the mapping is in place before the task is reported running");
-    assert_eq!(applied(&effects)[0].forwards, vec![forward("10.233.1.2")]);
     let Some(Effect::Send(ToMaster::StatusUpdate(update))) = effects.get(running) else { panic!() };
     let status = update.status.container_status.clone().expect("a container status");
     assert_eq!(status.ip_addresses().collect::<Vec<_>>(), ["10.233.1.2"]);
@@ -151,6 +151,19 @@ fn a_bridged_task_reports_its_address_its_mapping_lives_with_it_and_checks_reach
 }
 
 #[test]
+fn a_launch_that_fails_after_the_attachment_takes_its_mapping_away() {
+    let t0 = Instant::now();
+    let (mut core, _) = networked(t0);
+    let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), bridged("web", None)), t0));
+    let attached = core.network_attached(&key("web"), &spec.container_id, "10.233.1.4".parse().unwrap());
+    assert_eq!(applied(&attached)[0].forwards.len(), 1);
+    let failed = LaunchFailed { reason: Reason::ContainerLaunchFailed, message: "no".into() };
+    let effects = core.launched(&key("web"), &spec.container_id, Err(failed), t0);
+    assert_eq!(applied(&effects)[0].forwards, vec![]);
+    assert_eq!(core.task_state(&key("web")), Some(TaskState::Failed));
+}
+
+#[test]
 fn a_network_the_agent_cannot_give_fails_the_task_naming_why() {
     let t0 = Instant::now();
     let (mut core, _) = networked(t0);
@@ -175,7 +188,7 @@ fn a_restarted_agent_gets_addresses_back_from_its_leases_and_frees_the_rest() {
     let t0 = Instant::now();
     let (mut core, _) = networked(t0);
     let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), bridged("web", None)), t0));
-    core.network_attached(&key("web"), &spec.container_id, "10.233.1.9".parse().unwrap());
+    let _ = core.network_attached(&key("web"), &spec.container_id, "10.233.1.9".parse().unwrap());
     core.launched(&key("web"), &spec.container_id, Ok(()), t0);
     let cp: crate::checkpoint::AgentCheckpoint =
         serde_json::from_slice(&serde_json::to_vec(&core.checkpoint()).unwrap()).unwrap();

@@ -98,6 +98,18 @@ impl Tasks {
         self.map.get_mut(key)
     }
 
+    /// Records the container network address of the task's container `container_id` (if it is still there and not
+    /// ended). The address is not checkpointed (a restarted agent reads its leases), so nothing is marked changed.
+    pub(super) fn set_ip(&mut self, key: &TaskKey, container_id: &str, ip: std::net::Ipv4Addr) -> bool {
+        match self.map.get_mut(key).filter(|t| t.container_id == container_id && t.container != Container::Gone) {
+            Some(t) => {
+                t.ip = Some(ip);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn get_mut(&mut self, key: &TaskKey) -> Option<&mut TaskRun> {
         self.get_mut_if(key, |_| true)
     }

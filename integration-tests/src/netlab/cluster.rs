@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agora_framework_sdk::{Resources, TaskBuilder, TaskInfo, TaskState, TaskStatus};
+use agora_framework_sdk::{Offer, Resources, TaskBuilder, TaskInfo, TaskState, TaskStatus};
 use agora_proto::model::{ContainerInfo, ContainerType, NetworkInfo, PortMapping};
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -125,10 +125,17 @@ pub async fn agents_with_subnets(http: &reqwest::Client, hosts: usize) -> Result
         .collect()
 }
 
-/// A task on `agent_id` running `cmd` (`cpus:0.1;mem:32`, host port 31000) that joins the cluster's network with
-/// `mappings` (`hostPort → containerPort`); with `bridged` false it stays on the host's network.
-pub fn lab_task(id: &str, agent_id: &str, cmd: &str, bridged: bool, mappings: &[(u32, u32)]) -> TaskInfo {
-    let resources: Resources = "cpus:0.1;mem:32;ports:[31000-31000]".parse().expect("resources");
+/// A task on `agent_id` running `cmd` with `cpus:0.1;mem:32` and the host port `host_port`; with `bridged` it joins
+/// the cluster's network, mapping `host_port` to `container_port` when there is one.
+pub fn lab_task(
+    id: &str,
+    agent_id: &str,
+    cmd: &str,
+    bridged: bool,
+    host_port: u32,
+    container_port: Option<u32>,
+) -> TaskInfo {
+    let resources: Resources = format!("cpus:0.1;mem:32;ports:[{host_port}-{host_port}]").parse().expect("resources");
     let mut task = TaskBuilder::new(id, id).agent(agent_id).resources(resources).shell(cmd).build();
     if bridged {
         task.container = Some(ContainerInfo {
@@ -138,9 +145,9 @@ pub fn lab_task(id: &str, agent_id: &str, cmd: &str, bridged: bool, mappings: &[
             hostname: None,
             image: None,
             network_infos: vec![NetworkInfo {
-                port_mappings: mappings
-                    .iter()
-                    .map(|(h, c)| PortMapping { host_port: *h, container_port: *c, protocol: None })
+                port_mappings: container_port
+                    .map(|c| PortMapping { host_port, container_port: c, protocol: None })
+                    .into_iter()
                     .collect(),
                 ..NetworkInfo::default()
             }],
@@ -149,17 +156,22 @@ pub fn lab_task(id: &str, agent_id: &str, cmd: &str, bridged: bool, mappings: &[
     task
 }
 
+/// The lowest port an offer holds.
+pub fn first_port(offer: &Offer) -> Option<u32> {
+    offer.resources.ranges("ports").iter().next().map(|(b, _)| b as u32)
+}
+
 /// The first address in a status's `container_status`.
 pub fn ip_of(status: &TaskStatus) -> Option<String> {
     status.container_status.as_ref()?.ip_addresses().next().map(String::from)
 }
 
-/// Launches `task` on an offer of its agent not `spent` yet (one already received, else the next; the offer's
-/// remaining resources come back at the next allocation) and waits until it runs; returns its TASK_RUNNING.
-pub async fn launch_and_run(fw: &mut TestFramework, spent: &mut Vec<String>, task: TaskInfo) -> Result<TaskStatus> {
-    let agent = task.agent_id.clone();
+/// An offer of `agent_id` with a port, not `spent` yet (one already received, else the next), now spent.
+pub async fn fresh_offer(fw: &mut TestFramework, spent: &mut Vec<String>, agent_id: &str) -> Result<Offer> {
     let fresh = |e: &Event, spent: &[String]| match e {
-        Event::Offers(o) => o.iter().find(|o| o.agent_id == agent && !spent.contains(&o.id)).cloned(),
+        Event::Offers(o) => {
+            o.iter().find(|o| o.agent_id == agent_id && !spent.contains(&o.id) && first_port(o).is_some()).cloned()
+        }
         _ => None,
     };
     let seen = fw.seen.iter().rev().find_map(|e| fresh(e, spent));
@@ -171,9 +183,21 @@ pub async fn launch_and_run(fw: &mut TestFramework, spent: &mut Vec<String>, tas
         }
     };
     spent.push(offer.id.clone());
+    Ok(offer)
+}
+
+/// Launches `task` on `offer` (its remaining resources come back at the next allocation) and waits until it runs;
+/// returns its TASK_RUNNING.
+pub async fn run_on(fw: &mut TestFramework, offer: &Offer, task: TaskInfo) -> Result<TaskStatus> {
     let id = task.task_id.clone();
     fw.driver.accept(vec![offer.id.clone()], vec![task], Some(0.0));
     let running = fw.update_of(&id, |s| s.state == TaskState::Running || s.state.is_terminal()).await?;
     anyhow::ensure!(running.state == TaskState::Running, "{id} did not run: {running:?}");
     Ok(running)
+}
+
+/// [`fresh_offer`] then [`run_on`].
+pub async fn launch_and_run(fw: &mut TestFramework, spent: &mut Vec<String>, task: TaskInfo) -> Result<TaskStatus> {
+    let offer = fresh_offer(fw, spent, &task.agent_id.clone()).await?;
+    run_on(fw, &offer, task).await
 }
