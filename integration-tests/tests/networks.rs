@@ -17,7 +17,7 @@ use agora_integration_tests::netlab::cluster::{
 };
 use agora_integration_tests::netlab::{NetLab, SWITCH_IP, expect_contains, host_ip};
 use agora_integration_tests::{Proc, TestFramework, WAIT, wait_for, wait_until_ok};
-use agora_proto::model::{HealthCheck, HealthCheckType};
+use agora_proto::model::HealthCheck;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -38,23 +38,11 @@ fn receiver_log(work_dir: &Path) -> String {
     out
 }
 
-/// An HTTP check of port 8080 at the task's address.
+/// An HTTP check of port 8080 at the task's address, every second.
 fn http_check(mut task: TaskInfo) -> TaskInfo {
-    task.health_check = Some(HealthCheck {
-        kind: HealthCheckType::Http,
-        port: Some(8080),
-        path: Some("/".into()),
-        scheme: None,
-        statuses: vec![],
-        ip_protocol: Default::default(),
-        ignore_http1xx: false,
-        command: None,
-        delay_seconds: 0.0,
-        interval_seconds: 1.0,
-        timeout_seconds: 2.0,
-        consecutive_failures: 3,
-        grace_period_seconds: 10.0,
-    });
+    let check = HealthCheck::http(8080, "/");
+    task.health_check =
+        Some(HealthCheck { interval_seconds: 1.0, timeout_seconds: 2.0, grace_period_seconds: 10.0, ..check });
     task
 }
 

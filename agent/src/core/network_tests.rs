@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use agora_net::{Assignment, Peer, PortForward, Protocol};
-use agora_proto::model::{ContainerInfo, ContainerType, HealthCheck, HealthCheckType, NetworkInfo, PortMapping};
+use agora_proto::model::{ContainerInfo, HealthCheck, NetworkInfo};
 
 use super::tests::{SEC, framework, key, launch_of, settings, task, uuid_of};
 use super::*;
@@ -38,33 +38,8 @@ fn networked(t0: Instant) -> (AgentCore, Vec<Effect>) {
 
 fn bridged(id: &str, name: Option<&str>) -> TaskInfo {
     let mut t = task(id, "serve");
-    t.container = Some(ContainerInfo {
-        kind: ContainerType::Mesos,
-        rootfs: None,
-        volumes: vec![],
-        hostname: None,
-        image: None,
-        network_infos: vec![NetworkInfo {
-            name: name.map(String::from),
-            port_mappings: vec![PortMapping { host_port: 31000, container_port: 8080, protocol: None }],
-            ..NetworkInfo::default()
-        }],
-    });
-    t.health_check = Some(HealthCheck {
-        kind: HealthCheckType::Http,
-        port: Some(8080),
-        path: None,
-        scheme: None,
-        statuses: vec![],
-        ip_protocol: Default::default(),
-        ignore_http1xx: false,
-        command: None,
-        delay_seconds: 0.0,
-        interval_seconds: 1.0,
-        timeout_seconds: 1.0,
-        consecutive_failures: 3,
-        grace_period_seconds: 0.0,
-    });
+    t.container = Some(ContainerInfo::on_network(NetworkInfo::join(name, &[(31000, 8080)])));
+    t.health_check = Some(HealthCheck { interval_seconds: 1.0, timeout_seconds: 1.0, ..HealthCheck::http(8080, "/") });
     t
 }
 

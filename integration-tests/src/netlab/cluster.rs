@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use agora_framework_sdk::{Offer, Resources, TaskBuilder, TaskInfo, TaskState, TaskStatus};
-use agora_proto::model::{ContainerInfo, ContainerType, NetworkInfo, PortMapping};
+use agora_proto::model::{ContainerInfo, NetworkInfo};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -138,20 +138,8 @@ pub fn lab_task(
     let resources: Resources = format!("cpus:0.1;mem:32;ports:[{host_port}-{host_port}]").parse().expect("resources");
     let mut task = TaskBuilder::new(id, id).agent(agent_id).resources(resources).shell(cmd).build();
     if bridged {
-        task.container = Some(ContainerInfo {
-            kind: ContainerType::Mesos,
-            rootfs: None,
-            volumes: vec![],
-            hostname: None,
-            image: None,
-            network_infos: vec![NetworkInfo {
-                port_mappings: container_port
-                    .map(|c| PortMapping { host_port, container_port: c, protocol: None })
-                    .into_iter()
-                    .collect(),
-                ..NetworkInfo::default()
-            }],
-        });
+        let mappings: Vec<(u32, u32)> = container_port.map(|c| (host_port, c)).into_iter().collect();
+        task.container = Some(ContainerInfo::on_network(NetworkInfo::join(None, &mappings)));
     }
     task
 }

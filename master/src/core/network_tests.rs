@@ -1,7 +1,7 @@
 //! The address plan through the core: subnets leased at registration (persisted before the agent is told), peers
 //! told to every agent, subnets kept across a failover and a restart, and tasks' networks checked before launch.
 
-use agora_proto::model::{AgentNetwork, ContainerInfo, ContainerType, FrameworkInfo, NetworkInfo, PortMapping, Reason};
+use agora_proto::model::{AgentNetwork, ContainerInfo, FrameworkInfo, NetworkInfo, Reason};
 
 use super::tests::{Harness, agent_info, launch, recovered, task};
 use super::*;
@@ -114,21 +114,7 @@ fn a_subnet_survives_a_restart_and_a_failover_and_a_held_one_is_kept_when_free()
 
 fn bridged(id: &str, agent: &str, res: &str, name: Option<&str>, mappings: &[(u32, u32)]) -> TaskInfo {
     let mut t = task(id, agent, res);
-    t.container = Some(ContainerInfo {
-        kind: ContainerType::Mesos,
-        rootfs: None,
-        volumes: vec![],
-        hostname: None,
-        image: None,
-        network_infos: vec![NetworkInfo {
-            name: name.map(String::from),
-            port_mappings: mappings
-                .iter()
-                .map(|(h, c)| PortMapping { host_port: *h, container_port: *c, protocol: None })
-                .collect(),
-            ..NetworkInfo::default()
-        }],
-    });
+    t.container = Some(ContainerInfo::on_network(NetworkInfo::join(name, mappings)));
     t
 }
 

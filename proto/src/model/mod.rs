@@ -366,6 +366,26 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
+    /// An HTTP check of `port` and `path` with Mesos's defaults (no delay, every 10 s, 20 s timeout, 3 failures,
+    /// no grace period), on `127.0.0.1` (or the task's own address on a container network).
+    pub fn http(port: u32, path: &str) -> HealthCheck {
+        HealthCheck {
+            kind: HealthCheckType::Http,
+            port: Some(port),
+            path: Some(path.to_string()),
+            scheme: None,
+            statuses: vec![],
+            ip_protocol: IpProtocol::V4,
+            ignore_http1xx: false,
+            command: None,
+            delay_seconds: 0.0,
+            interval_seconds: 10.0,
+            timeout_seconds: 20.0,
+            consecutive_failures: 3,
+            grace_period_seconds: 0.0,
+        }
+    }
+
     /// Mesos's `validateHealthCheck`: what the check needs for its type, non-negative durations, a path that starts
     /// with `/`, an `http` or `https` scheme, statuses that are HTTP status codes. The error names the field.
     pub fn validate(&self) -> Result<(), String> {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Labels;
+use super::{ContainerInfo, ContainerType, Labels};
 
 /// `hostPort` (one of the task's `ports`) → `containerPort` on the container's address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,22 @@ pub struct NetworkInfo {
 }
 
 impl NetworkInfo {
+    /// A request to join the network `name` (`None`: the cluster's) with TCP mappings `hostPort → containerPort`.
+    pub fn join(name: Option<&str>, mappings: &[(u32, u32)]) -> NetworkInfo {
+        NetworkInfo {
+            name: name.map(String::from),
+            port_mappings: mappings
+                .iter()
+                .map(|(host_port, container_port)| PortMapping {
+                    host_port: *host_port,
+                    container_port: *container_port,
+                    protocol: None,
+                })
+                .collect(),
+            ..NetworkInfo::default()
+        }
+    }
+
     /// Mesos's JSON of a `NetworkInfo` (`/master/state`, the agent's `/state`): `ip_addresses` as objects with
     /// `protocol` and `ip_address`, `port_mappings` with `host_port`, `container_port` and `protocol`.
     pub fn mesos_json(&self) -> Value {
@@ -69,6 +85,20 @@ impl NetworkInfo {
             v["labels"] = json!({"labels": labels});
         }
         v
+    }
+}
+
+impl ContainerInfo {
+    /// A MESOS container on the host's filesystem that joins `network`.
+    pub fn on_network(network: NetworkInfo) -> ContainerInfo {
+        ContainerInfo {
+            kind: ContainerType::Mesos,
+            rootfs: None,
+            volumes: vec![],
+            hostname: None,
+            image: None,
+            network_infos: vec![network],
+        }
     }
 }
 
