@@ -4,7 +4,9 @@
 //! them to and from the generated gRPC messages.
 
 mod attributes;
+pub mod cluster;
 mod duration;
+mod operation;
 mod resources;
 
 use std::fmt;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
+pub use operation::{OperationState, OperationStatus};
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
 
 /// Task states, named and ordered as Mesos names them.
