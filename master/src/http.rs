@@ -13,9 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use crate::actor::{Handle, Input};
+use crate::actor::Handle;
 use crate::grpc;
 use crate::leader::{self, Leadership};
 
@@ -69,11 +69,10 @@ async fn version() -> axum::Json<serde_json::Value> {
 }
 
 async fn state(State(handle): State<Handle>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    handle.send(Input::State { reply });
-    match rx.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down").into_response(),
+    let flags = handle.flags.clone();
+    match handle.inspect(move |m, now| m.state_json(now, (*flags).clone())).await {
+        Some(v) => axum::Json(v).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down").into_response(),
     }
 }
 

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use std::sync::atomic::Ordering;
 
-use crate::actor::{Handle, Input};
+use crate::actor::Handle;
 use crate::core::{Master, Now};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -66,11 +66,7 @@ async fn inspect<T: Send + 'static>(
     handle: &Handle,
     query: impl FnOnce(&Master, Now) -> T + Send + 'static,
 ) -> Result<T, Response> {
-    let (reply, rx) = oneshot::channel::<T>();
-    handle.send(Input::Inspect(Box::new(move |m: &Master, now: Now| {
-        let _ = reply.send(query(m, now));
-    })));
-    rx.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"))
+    handle.inspect(query).await.ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"))
 }
 
 async fn json_query(handle: &Handle, query: impl FnOnce(&Master, Now) -> Value + Send + 'static) -> Response {
@@ -80,13 +76,32 @@ async fn json_query(handle: &Handle, query: impl FnOnce(&Master, Now) -> Value +
     }
 }
 
+/// The core's figures plus the operator stream's, which the actor keeps.
+pub(crate) async fn metrics(handle: &Handle) -> Result<crate::metrics::Snapshot, Response> {
+    let mut snapshot = inspect(handle, crate::metrics::snapshot).await?;
+    let streams = &handle.operator_streams;
+    snapshot
+        .insert("master/operator_event_stream_subscribers".into(), streams.subscribers.load(Ordering::Relaxed) as f64);
+    snapshot.insert(
+        "master/operator_event_stream_slow_disconnects".into(),
+        streams.slow_disconnects.load(Ordering::Relaxed) as f64,
+    );
+    Ok(snapshot)
+}
+
 async fn metrics_snapshot(State(s): State<WebState>) -> Response {
-    json_query(&s.handle, |m, now| json!(crate::metrics::snapshot(m, now))).await
+    match metrics(&s.handle).await {
+        Ok(snapshot) => axum::Json(json!(snapshot)).into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
-    match inspect(&s.handle, |m, now| crate::metrics::prometheus(&crate::metrics::snapshot(m, now))).await {
-        Ok(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
+    match metrics(&s.handle).await {
+        Ok(snapshot) => {
+            let text = crate::metrics::prometheus(&snapshot);
+            ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response()
+        }
         Err(r) => r,
     }
 }
