@@ -180,6 +180,17 @@ impl Handle {
         })));
         rx.await.ok()
     }
+
+    /// `/metrics/snapshot`: the core's figures plus the operator stream's, which the actor keeps.
+    pub async fn metrics(&self) -> Option<crate::metrics::Snapshot> {
+        let mut snapshot = self.inspect(crate::metrics::snapshot).await?;
+        let streams = &self.operator_streams;
+        let subscribers = streams.subscribers.load(Ordering::Relaxed) as f64;
+        snapshot.insert("master/operator_event_stream_subscribers".into(), subscribers);
+        let slow = streams.slow_disconnects.load(Ordering::Relaxed) as f64;
+        snapshot.insert("master/operator_event_stream_slow_disconnects".into(), slow);
+        Some(snapshot)
+    }
 }
 
 /// The shell's one clock read: the core gets time only through this.

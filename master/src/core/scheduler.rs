@@ -72,6 +72,11 @@ pub enum Call {
     },
     /// Resource requests: ignored, as Mesos's default allocator ignores them.
     Request,
+    /// Accept or decline inverse offers. None exist until maintenance does: accepted and ignored (Mesos ignores
+    /// inverse offer ids it does not know).
+    AnswerInverseOffers {
+        inverse_offer_ids: Vec<String>,
+    },
     /// Change the framework's info (Mesos's UPDATE_FRAMEWORK): name, roles, capabilities, failover timeout,
     /// hostname, web UI URL, labels, and the suppressed roles. `user`, `principal` and `checkpoint` are immutable.
     UpdateFramework {
@@ -103,9 +108,19 @@ impl Master {
             None => self.new_framework_id(),
         };
         info.id = Some(id.clone());
-        let stream_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!("subscribe", framework_id = %id, name = %info.name);
         let _g = span.enter();
+        if self.completed_frameworks.iter().any(|f| f.id == id) {
+            // Mesos: a framework that was torn down may not come back under its id.
+            tracing::warn!("refusing the subscription of a removed framework");
+            self.out.push(Effect::ToFramework(
+                conn,
+                SchedulerEvent::Error { message: "Framework has been removed".into() },
+            ));
+            self.out.push(Effect::CloseFramework(conn));
+            return;
+        }
+        let stream_id = uuid::Uuid::new_v4().to_string();
 
         if let Some(f) = self.frameworks.get_mut(&id) {
             // Resubscription: a failover of the scheduler, or the first subscription after this master learnt of
@@ -328,6 +343,9 @@ impl Master {
                 tracing::debug!(agent_id, executor_id, bytes = data.len(), "dropping a message for a command executor");
             }
             Call::Request => tracing::debug!("ignoring a resource request (the allocator does not take requests)"),
+            Call::AnswerInverseOffers { inverse_offer_ids } => {
+                tracing::debug!(?inverse_offer_ids, "ignoring an answer to inverse offers that do not exist");
+            }
             Call::UpdateFramework { info, suppressed_roles } => {
                 return self.update_framework(framework_id, *info, suppressed_roles, now);
             }

@@ -10,6 +10,8 @@ pub mod query;
 
 use std::time::Duration;
 
+use crate::actor::Handle;
+use crate::core::{Master, Now};
 use axum::Router;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,10 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
-
-use crate::actor::Handle;
-use crate::core::{Master, Now};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -76,33 +74,20 @@ async fn json_query(handle: &Handle, query: impl FnOnce(&Master, Now) -> Value +
     }
 }
 
-/// The core's figures plus the operator stream's, which the actor keeps.
-pub(crate) async fn metrics(handle: &Handle) -> Result<crate::metrics::Snapshot, Response> {
-    let mut snapshot = inspect(handle, crate::metrics::snapshot).await?;
-    let streams = &handle.operator_streams;
-    snapshot
-        .insert("master/operator_event_stream_subscribers".into(), streams.subscribers.load(Ordering::Relaxed) as f64);
-    snapshot.insert(
-        "master/operator_event_stream_slow_disconnects".into(),
-        streams.slow_disconnects.load(Ordering::Relaxed) as f64,
-    );
-    Ok(snapshot)
-}
-
 async fn metrics_snapshot(State(s): State<WebState>) -> Response {
-    match metrics(&s.handle).await {
-        Ok(snapshot) => axum::Json(json!(snapshot)).into_response(),
-        Err(r) => r,
+    match s.handle.metrics().await {
+        Some(snapshot) => axum::Json(json!(snapshot)).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"),
     }
 }
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
-    match metrics(&s.handle).await {
-        Ok(snapshot) => {
+    match s.handle.metrics().await {
+        Some(snapshot) => {
             let text = crate::metrics::prometheus(&snapshot);
             ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response()
         }
-        Err(r) => r,
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"),
     }
 }
 
