@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoints: `GET /health`, `GET /state` (also `/slave(1)/state`, as Mesos serves it),
-//! `/metrics/snapshot` and `/metrics`, and the sandbox `/files/*` routes of [`crate::files`].
+//! `/metrics/snapshot` and `/metrics`, the sandbox `/files/*` routes of [`crate::files`], and Mesos's v1 operator
+//! API at `POST /api/v1` ([`crate::api`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,8 +11,8 @@ use axum::{Json, Router};
 
 use crate::core::AgentCore;
 
-/// The agent's routes; sandboxes are served from under `work_dir`.
-pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Router {
+/// The agent's routes (it listens on `port`); sandboxes are served from under the work dir.
+pub fn router(core: Arc<Mutex<AgentCore>>, config: &crate::Config, port: u16) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
@@ -19,14 +20,15 @@ pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Rout
         .route("/metrics/snapshot", get(metrics_snapshot))
         .route("/metrics", get(metrics_prometheus))
         .with_state(core.clone())
-        .merge(crate::files::router(work_dir))
+        .merge(crate::files::router(config.work_dir.clone()))
+        .merge(crate::api::router(core, config, port))
 }
 
 fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
+pub(crate) fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
     let (state, gc) = {
         let core = lock(core);
         (core.state_json(), core.gc_counters())

@@ -15,10 +15,12 @@
 //! - [`gc`]: ended containers' sandboxes deleted after `--gc-delay`, sooner as the disk fills (Mesos's rule).
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
-//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints.
+//! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints;
+//!   `api`: Mesos's v1 operator API (`POST /api/v1`).
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
 
+mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod containerizer;

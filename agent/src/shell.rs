@@ -149,7 +149,7 @@ pub async fn run_with<C: Containerizer>(
     let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let routes = crate::http::router(core.clone(), config.work_dir.clone())
+    let routes = crate::http::router(core.clone(), &config, port)
         .merge(crate::statistics::router(core.clone(), containerizer.clone()));
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
