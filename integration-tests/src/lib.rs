@@ -1,11 +1,13 @@
 //! `agora-integration-tests`: the harness for end-to-end tests that run the real `agora-master`, `agora-agent` and
-//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK.
+//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK, and [`v1`], a client of
+//! Mesos's v1 HTTP APIs.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`, which the README's test command does);
 //! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
 //! missing. Every wait is bounded, so a broken cluster fails a test instead of hanging it.
 
 pub mod marathon;
+pub mod v1;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
