@@ -315,7 +315,7 @@ async fn the_operator_stream_loses_nothing_across_a_reconnect() -> Result<()> {
     let offer = fw.next_offers().await?.remove(0);
     let res: Resources = "cpus:0.5;mem:64".parse().expect("resources");
     let tasks =
-        (0..2).map(|i| TaskInfo::command(&format!("op-{i}"), "op", &agent, res.clone(), "sleep 1000")).collect();
+        (0..2).map(|i| TaskInfo::command(format!("op-{i}"), "op", &agent, res.clone(), "sleep 1000")).collect();
     fw.driver.launch(&offer, tasks);
     for i in 0..2 {
         fw.update_of(&format!("op-{i}"), |s| s.state == TaskState::Running).await?;
