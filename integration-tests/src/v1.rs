@@ -79,12 +79,33 @@ impl RecordStream {
     }
 }
 
-/// A framework on the v1 scheduler API, in JSON.
-pub struct V1Scheduler {
+/// The calls of one subscription (its framework id and stream id); cheap to clone, for calls from other tasks.
+#[derive(Clone, Debug)]
+pub struct V1Calls {
     pub http: reqwest::Client,
     pub master: String,
     pub framework_id: String,
     pub stream_id: String,
+}
+
+impl V1Calls {
+    /// A call of `kind` with its payload (`null`: none); fails unless answered 202 (or 200).
+    pub async fn call(&self, kind: &str, payload: Value) -> Result<()> {
+        let mut body = json!({"framework_id": {"value": self.framework_id}, "type": kind});
+        if !payload.is_null() {
+            body[kind.to_ascii_lowercase()] = payload;
+        }
+        let r = post(&self.http, &self.master, "/api/v1/scheduler", &body, Format::Json, Some(&self.stream_id)).await?;
+        if !r.status().is_success() {
+            bail!("{kind} answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// A framework on the v1 scheduler API, in JSON.
+pub struct V1Scheduler {
+    pub calls: V1Calls,
     pub events: RecordStream,
 }
 
@@ -102,20 +123,11 @@ impl V1Scheduler {
         let first: Value = serde_json::from_slice(&events.next_record(crate::WAIT).await?.context("no SUBSCRIBED")?)?;
         let framework_id =
             first["subscribed"]["framework_id"]["value"].as_str().with_context(|| format!("{first}"))?.to_string();
-        Ok(V1Scheduler { http, master: master.to_string(), framework_id, stream_id, events })
+        Ok(V1Scheduler { calls: V1Calls { http, master: master.to_string(), framework_id, stream_id }, events })
     }
 
-    /// A call of `kind` with its payload; fails unless answered 202 (or 200).
     pub async fn call(&self, kind: &str, payload: Value) -> Result<()> {
-        let mut body = json!({"framework_id": {"value": self.framework_id}, "type": kind});
-        if !payload.is_null() {
-            body[kind.to_ascii_lowercase()] = payload;
-        }
-        let r = post(&self.http, &self.master, "/api/v1/scheduler", &body, Format::Json, Some(&self.stream_id)).await?;
-        if !r.status().is_success() {
-            bail!("{kind} answered {}: {}", r.status(), r.text().await.unwrap_or_default());
-        }
-        Ok(())
+        self.calls.call(kind, payload).await
     }
 
     /// The next event (Mesos's JSON); an error if the stream ends or none comes within `timeout`.
