@@ -39,14 +39,7 @@ struct Api {
 
 /// The routes of an agent listening on `port` (its real port; `config.port` may be 0).
 pub(crate) fn router(core: Arc<Mutex<AgentCore>>, config: &Config, port: u16) -> Router {
-    let agent = AgentInfo {
-        id: None,
-        hostname: config.hostname.clone(),
-        ip: config.ip.to_string(),
-        port,
-        resources: config.resources.clone(),
-        attributes: config.attributes.clone(),
-    };
+    let agent = config.agent_info(port);
     let flags = Arc::new(flags(config, port));
     let api = Api { core, sandboxes: files::sandboxes_root(&config.work_dir), agent, flags };
     Router::new().route("/api/v1", post(handle)).with_state(api)
@@ -162,17 +155,12 @@ fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
 
 /// Mesos's structural checks: the type, and the payload of the calls that need one.
 fn validate(c: &agent::Call) -> Result<(), String> {
-    use call::Type as T;
-    let Some(kind) = c.r#type.and_then(|t| T::try_from(t).ok()) else {
-        return Err("Expecting 'type' to be present".into());
-    };
-    let missing = |field: &str| Err(format!("Expecting '{field}' to be present"));
-    match kind {
-        T::GetMetrics if c.get_metrics.is_none() => missing("get_metrics"),
-        T::ListFiles if c.list_files.is_none() => missing("list_files"),
-        T::ReadFile if c.read_file.is_none() => missing("read_file"),
-        _ => Ok(()),
-    }
+    let kind = c.r#type.and_then(|t| call::Type::try_from(t).ok()).map(|t| t.as_str_name());
+    mesos_api::check_operator_call(kind, |field| match field {
+        "get_metrics" => c.get_metrics.is_some(),
+        "list_files" => c.list_files.is_some(),
+        _ => c.read_file.is_some(),
+    })
 }
 
 fn reply(kind: response::Type, fill: impl FnOnce(&mut agent::Response)) -> agent::Response {

@@ -134,8 +134,8 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
     }
 }
 
-/// The flags of an agent on loopback `port` registering with `master`.
-fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
+/// The flags of an agent on loopback `port` registering with `master` (`host:port` or `zk://...`).
+pub fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
     [
         "--master",
         master,

@@ -16,8 +16,8 @@ use std::time::Duration;
 use agora_framework_sdk::{FrameworkInfo, Resources, TaskInfo, TaskInfoExt, TaskState};
 use agora_integration_tests::v1::{RecordStream, post};
 use agora_integration_tests::{
-    Cluster, Proc, TestFramework, WAIT, ZooKeeper, free_port, kill_processes_matching, spawn_ha_master, wait_for,
-    wait_for_leader,
+    Cluster, Proc, TestFramework, WAIT, ZooKeeper, agent_args, free_port, kill_processes_matching, spawn_ha_master,
+    wait_for, wait_for_leader,
 };
 use agora_proto::mesos::codec::Format;
 use agora_proto::mesos::v1::master;
@@ -144,27 +144,8 @@ async fn a_python_framework_survives_a_master_failover() -> Result<()> {
         masters.push(spawn_ha_master(&format!("master{i}"), *port, &url, &work, dir.path(), &flags)?);
     }
     let leader = wait_for_leader(&addrs, WAIT).await?;
-    let agent_args: Vec<String> = [
-        "--master",
-        &url,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &free_port().to_string(),
-        "--work-dir",
-        &dir.path().join("agent").display().to_string(),
-        "--resources",
-        AGENT,
-        "--hostname",
-        "agent0",
-        "--registration-backoff-factor",
-        "200ms",
-        "--isolation",
-        "process",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut agent_args = agent_args(&url, free_port(), &dir.path().join("agent"), AGENT, "agent0");
+    agent_args.extend(["--registration-backoff-factor", "200ms", "--isolation", "process"].map(String::from));
     let _agent = Proc::spawn("agent", "agora-agent", &agent_args, dir.path())?;
     let http = reqwest::Client::new();
     wait_for("the agent on the leader", WAIT, async || {
@@ -173,9 +154,16 @@ async fn a_python_framework_survives_a_master_failover() -> Result<()> {
     })
     .await?;
 
-    // The framework is given both masters and finds the leader itself (a follower answers 307).
+    // The framework is given both masters, the follower first, and finds the leader itself: the follower answers 307
+    // to the leader's `/api/v1/scheduler`.
     let marker = marker();
-    let mut python = PythonFramework::start("failover", &addrs, &marker)?;
+    let follower = addrs.iter().find(|a| **a != leader).context("two masters")?.clone();
+    let mut python = PythonFramework::start("failover", &[follower.clone(), leader.clone()], &marker)?;
+    let redirected = python.step("redirected", WAIT).await?;
+    assert_eq!(
+        (redirected["frm"].as_str(), redirected["to"].as_str()),
+        (Some(follower.as_str()), Some(leader.as_str()))
+    );
     let ready = python.step("ready", WAIT).await?;
     assert_eq!(ready["leader"], leader.as_str());
     let i = addrs.iter().position(|a| *a == leader).context("the leader is one of ours")?;
@@ -314,8 +302,7 @@ async fn the_operator_stream_loses_nothing_across_a_reconnect() -> Result<()> {
     let mut fw = TestFramework::start(&master, FrameworkInfo::new("operator-stream")).await?;
     let offer = fw.next_offers().await?.remove(0);
     let res: Resources = "cpus:0.5;mem:64".parse().expect("resources");
-    let tasks =
-        (0..2).map(|i| TaskInfo::command(format!("op-{i}"), "op", &agent, res.clone(), "sleep 1000")).collect();
+    let tasks = (0..2).map(|i| TaskInfo::command(format!("op-{i}"), "op", &agent, res.clone(), "sleep 1000")).collect();
     fw.driver.launch(&offer, tasks);
     for i in 0..2 {
         fw.update_of(&format!("op-{i}"), |s| s.state == TaskState::Running).await?;

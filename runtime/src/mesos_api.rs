@@ -100,6 +100,18 @@ pub fn answer_format(headers: &HeaderMap) -> Result<Format, ApiError> {
     })
 }
 
+/// Mesos's checks of an operator call, on the master or an agent: a known `type` (its name), and the payload of
+/// GET_METRICS, LIST_FILES and READ_FILE, whose field is the type's name in lower case (`has` tells whether the call
+/// has a field). The error is the reason, for `Failed to validate ...::Call: <reason>`.
+pub fn check_operator_call(kind: Option<&str>, has: impl Fn(&str) -> bool) -> Result<(), String> {
+    let kind = kind.ok_or("Expecting 'type' to be present")?;
+    let payload = kind.to_ascii_lowercase();
+    if matches!(kind, "GET_METRICS" | "LIST_FILES" | "READ_FILE") && !has(&payload) {
+        return Err(format!("Expecting '{payload}' to be present"));
+    }
+    Ok(())
+}
+
 /// `m` as the whole body, in `format`.
 pub fn message<M: V1Message>(m: &M, format: Format) -> Response {
     match codec::encode(m, format) {

@@ -109,8 +109,9 @@ async fn grpc_round(master: &str, tasks: usize) -> Result<Duration> {
     let offer = fw.next_offers().await?.remove(0);
     let started = Instant::now();
     let res: Resources = TASK.parse().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let infos: Vec<TaskInfo> =
-        (0..tasks).map(|i| TaskInfo::command(format!("grpc-{i}"), "b", &offer.agent_id, res.clone(), "sleep 1000")).collect();
+    let infos: Vec<TaskInfo> = (0..tasks)
+        .map(|i| TaskInfo::command(format!("grpc-{i}"), "b", &offer.agent_id, res.clone(), "sleep 1000"))
+        .collect();
     fw.driver.accept(vec![offer.id.clone()], infos, Some(3600.0));
     let mut running = 0;
     while running < tasks {

@@ -90,17 +90,12 @@ pub(super) async fn handle(State(handle): State<Handle>, req: Request) -> Respon
 
 /// Mesos's structural checks: the type, and the payload of the calls that need one.
 fn validate(c: &master::Call) -> Result<(), String> {
-    use call::Type as T;
-    let Some(kind) = c.r#type.and_then(|t| T::try_from(t).ok()) else {
-        return Err("Expecting 'type' to be present".into());
-    };
-    let missing = |field: &str| Err(format!("Expecting '{field}' to be present"));
-    match kind {
-        T::GetMetrics if c.get_metrics.is_none() => missing("get_metrics"),
-        T::ListFiles if c.list_files.is_none() => missing("list_files"),
-        T::ReadFile if c.read_file.is_none() => missing("read_file"),
-        _ => Ok(()),
-    }
+    let kind = c.r#type.and_then(|t| call::Type::try_from(t).ok()).map(|t| t.as_str_name());
+    mesos_api::check_operator_call(kind, |field| match field {
+        "get_metrics" => c.get_metrics.is_some(),
+        "list_files" => c.list_files.is_some(),
+        _ => c.read_file.is_some(),
+    })
 }
 
 fn reply(kind: response::Type, fill: impl FnOnce(&mut master::Response)) -> master::Response {

@@ -130,7 +130,7 @@ mod tests {
     fn frames_and_unframes_records_split_anywhere() {
         let records: Vec<&[u8]> = vec![br#"{"type":"SUBSCRIBED"}"#, b"", br#"{"type":"HEARTBEAT"}"#];
         let stream: Vec<u8> = records.iter().flat_map(|r| encode(r)).collect();
-        assert_eq!(&stream[..24], b"21\n{\"type\":\"SUBSCRIBED\"}0\n".as_slice());
+        assert_eq!(&stream[..26], b"21\n{\"type\":\"SUBSCRIBED\"}0\n".as_slice());
         for chunk in 1..stream.len() {
             let mut d = Decoder::default();
             let mut got = Vec::new();
