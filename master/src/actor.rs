@@ -481,3 +481,66 @@ async fn role_changed(seat: &mut Option<watch::Receiver<Role>>) -> Role {
 
 /// Inputs handled in one go before the actor yields (and allocates).
 const MAX_DRAIN: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use agora_proto::model::cluster::OperatorEvent;
+
+    use super::*;
+
+    fn actor(max_operators: usize) -> Actor {
+        let info = MasterInfo {
+            id: "m".into(),
+            ip: "127.0.0.1".into(),
+            port: 5050,
+            hostname: "localhost".into(),
+            version: "test".into(),
+        };
+        let config = ActorConfig {
+            info,
+            core: CoreConfig::default(),
+            work_dir: PathBuf::from("/nonexistent"),
+            zk_path: None,
+            max_operators,
+            operator_stats: Arc::default(),
+        };
+        Actor::new(config, watch::channel(Leadership::default()).0)
+    }
+
+    fn removed(agent: &str) -> OperatorEvent {
+        OperatorEvent::AgentRemoved { agent_id: agent.into() }
+    }
+
+    #[test]
+    fn operator_subscribers_get_the_snapshot_then_later_events_and_slow_ones_are_dropped() {
+        let mut a = actor(2);
+        // Events emitted before the snapshot (numbered up to its seq) are already in it: not sent again.
+        let (fast, mut fast_rx) = mpsc::channel(8);
+        a.subscribe_operator(fast);
+        let (slow, mut slow_rx) = mpsc::channel(2);
+        a.subscribe_operator(slow);
+        assert_eq!(a.operator_stats.subscribers.load(Ordering::Relaxed), 2);
+        a.fan_out(0, removed("already-in-the-snapshot"));
+        for (seq, agent) in [(1, "a1"), (2, "a2")] {
+            a.fan_out(seq, removed(agent));
+        }
+        // The slow reader's queue (2) held the snapshot and one event: it is disconnected, counted, and its stream
+        // ends after what it was sent; the fast one has everything, in order.
+        assert_eq!(a.operator_stats.subscribers.load(Ordering::Relaxed), 1);
+        assert_eq!(a.operator_stats.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert!(matches!(slow_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        assert!(matches!(slow_rx.try_recv(), Ok(OperatorItem::Event(e)) if *e == removed("a1")));
+        assert!(matches!(slow_rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        assert!(matches!(fast_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        for agent in ["a1", "a2"] {
+            assert!(matches!(fast_rx.try_recv(), Ok(OperatorItem::Event(e)) if *e == removed(agent)));
+        }
+        // At the limit of subscribers a new one is refused (its stream ends at once).
+        let (third, mut third_rx) = mpsc::channel(8);
+        a.subscribe_operator(third);
+        let (fourth, mut fourth_rx) = mpsc::channel(8);
+        a.subscribe_operator(fourth);
+        assert!(matches!(third_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        assert!(matches!(fourth_rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+}
