@@ -151,3 +151,22 @@ fn update_framework_changes_roles_and_refuses_immutable_fields() {
     h.call(&fid, &sid, Call::Revive { roles: vec!["web".into()] });
     assert_eq!(h.offers_to(fc).iter().map(|o| o.role.as_str()).collect::<Vec<_>>(), ["web"]);
 }
+
+#[test]
+fn a_removed_framework_may_not_subscribe_again_under_its_id() {
+    let mut h = Harness::new();
+    let (_fc, fid, sid) = h.subscribe(FrameworkInfo::new("f"));
+    h.call(&fid, &sid, Call::Teardown);
+    h.take();
+    let conn = h.conn();
+    let again = FrameworkInfo { id: Some(fid.clone()), ..FrameworkInfo::new("f") };
+    h.master.subscribe(conn, again, vec![], h.now);
+    h.settle();
+    assert_eq!(
+        h.take(),
+        [
+            Effect::ToFramework(conn, SchedulerEvent::Error { message: "Framework has been removed".into() }),
+            Effect::CloseFramework(conn)
+        ]
+    );
+}
