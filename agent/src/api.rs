@@ -27,9 +27,13 @@ use crate::config::Config;
 use crate::core::AgentCore;
 use crate::files::{self, FilesError};
 
+/// The agent's figures now (`/metrics/snapshot`'s), as `crate::http` computes them.
+pub(crate) type MetricsFn = fn(&Mutex<AgentCore>) -> crate::metrics::Snapshot;
+
 #[derive(Clone)]
 struct Api {
     core: Arc<Mutex<AgentCore>>,
+    metrics: MetricsFn,
     /// `<work_dir>/slaves`, the root every file call is confined to.
     sandboxes: PathBuf,
     /// The agent as configured (its id comes from the core once registered).
@@ -38,10 +42,10 @@ struct Api {
 }
 
 /// The routes of an agent listening on `port` (its real port; `config.port` may be 0).
-pub(crate) fn router(core: Arc<Mutex<AgentCore>>, config: &Config, port: u16) -> Router {
+pub(crate) fn router(core: Arc<Mutex<AgentCore>>, config: &Config, port: u16, metrics: MetricsFn) -> Router {
     let agent = config.agent_info(port);
     let flags = Arc::new(flags(config, port));
-    let api = Api { core, sandboxes: files::sandboxes_root(&config.work_dir), agent, flags };
+    let api = Api { core, metrics, sandboxes: files::sandboxes_root(&config.work_dir), agent, flags };
     Router::new().route("/api/v1", post(handle)).with_state(api)
 }
 
@@ -107,7 +111,7 @@ async fn handle(State(api): State<Api>, req: Request) -> Response {
             r.get_logging_level = Some(response::GetLoggingLevel { level: 0 })
         })),
         T::GetMetrics => {
-            let snapshot = crate::http::metrics_now(&api.core);
+            let snapshot = (api.metrics)(&api.core);
             answer(reply(response::Type::GetMetrics, |r| {
                 let metrics = snapshot.into_iter().map(|(name, value)| v1::Metric { name, value: Some(value) });
                 r.get_metrics = Some(response::GetMetrics { metrics: metrics.collect() })

@@ -21,14 +21,14 @@ pub fn router(core: Arc<Mutex<AgentCore>>, config: &crate::Config, port: u16) ->
         .route("/metrics", get(metrics_prometheus))
         .with_state(core.clone())
         .merge(crate::files::router(config.work_dir.clone()))
-        .merge(crate::api::router(core, config, port))
+        .merge(crate::api::router(core, config, port, metrics_now))
 }
 
 fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(crate) fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
+fn metrics_now(core: &Mutex<AgentCore>) -> crate::metrics::Snapshot {
     let (state, gc) = {
         let core = lock(core);
         (core.state_json(), core.gc_counters())
