@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agora_proto::model::AgentInfo;
 use agora_proto::wire;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -104,14 +103,7 @@ pub async fn run_with<C: Containerizer>(
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
     let settings = Settings {
-        agent: AgentInfo {
-            id: None,
-            hostname: config.hostname.clone(),
-            ip: config.ip.to_string(),
-            port,
-            resources: config.resources.clone(),
-            attributes: config.attributes.clone(),
-        },
+        agent: config.agent_info(port),
         work_dir: config.work_dir.clone(),
         status_update_retry_interval: config.status_update_retry_interval,
         executor_shutdown_grace_period: config.executor_shutdown_grace_period,
@@ -151,7 +143,7 @@ pub async fn run_with<C: Containerizer>(
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let statistics = crate::statistics::router(core.clone(), containerizer.clone());
-    let routes = crate::http::app(core.clone(), config.work_dir.clone(), statistics);
+    let routes = crate::http::app(core.clone(), &config, port, statistics);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
@@ -580,7 +572,7 @@ impl<C: Containerizer> Shell<C> {
 mod tests {
     use super::*;
     use crate::containerizer::fake::{Call, FakeContainerizer};
-    use agora_proto::model::{CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
+    use agora_proto::model::{AgentInfo, CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
 
     fn shell(work_dir: &std::path::Path) -> (Shell<FakeContainerizer>, mpsc::UnboundedReceiver<Event>) {
         shell_with(work_dir, crate::image::ImageSupport::NoRegistry)

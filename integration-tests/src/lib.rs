@@ -1,5 +1,6 @@
 //! `agora-integration-tests`: the harness for end-to-end tests that run the real `agora-master`, `agora-agent` and
-//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK.
+//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK, and [`v1`], a client of
+//! Mesos's v1 HTTP APIs.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`, which the README's test command does);
 //! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
@@ -7,6 +8,7 @@
 
 pub mod bench_flags;
 pub mod marathon;
+pub mod v1;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -133,8 +135,8 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
     }
 }
 
-/// The flags of an agent on loopback `port` registering with `master`.
-fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
+/// The flags of an agent on loopback `port` registering with `master` (`host:port` or `zk://...`).
+pub fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
     [
         "--master",
         master,

@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_COMPLETED_FRAMEWORKS: usize = 50;
 pub const DEFAULT_ZK_SESSION_TIMEOUT: &str = "10secs";
 /// Mesos's `--agent_reregister_timeout` default (also its minimum there; Agora allows less, for tests).
 pub const DEFAULT_AGENT_REREGISTER_TIMEOUT: &str = "10mins";
+/// Mesos's `--max_operator_event_stream_subscribers` default.
+pub const DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS: usize = 1000;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "agora-master", version, about = "The Agora master: offers agents' resources to frameworks")]
@@ -73,6 +75,9 @@ pub struct Flags {
     /// After a failover, agents in the registry that do not re-register within this time are marked unreachable.
     #[arg(long, default_value = DEFAULT_AGENT_REREGISTER_TIMEOUT)]
     pub agent_reregister_timeout: String,
+    /// Operators that may follow the v1 operator event stream (`POST /api/v1` SUBSCRIBE) at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS)]
+    pub max_operator_event_stream_subscribers: usize,
 }
 
 /// The validated configuration.
@@ -93,6 +98,7 @@ pub struct Config {
     pub zk: Option<agora_detector::ZkUrl>,
     pub zk_session_timeout: Duration,
     pub agent_reregister_timeout: Duration,
+    pub max_operator_event_stream_subscribers: usize,
 }
 
 /// Every bad flag value, one per line.
@@ -183,6 +189,7 @@ impl Flags {
             zk,
             zk_session_timeout,
             agent_reregister_timeout,
+            max_operator_event_stream_subscribers: self.max_operator_event_stream_subscribers,
         })
     }
 }

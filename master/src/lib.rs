@@ -10,9 +10,10 @@
 //! - [`core`]: the pure master state machine ([`core::Master`]): registries of agents, frameworks, tasks and
 //!   offers; validation; health pings; reconciliation. Inputs in, [`core::Effect`]s out; no I/O, no clock.
 //! - The shell: `actor` owns the core, its timers and the registry store, and takes `Input`s through a `Handle`;
-//!   `grpc`, `http` and `web` adapt the wire protocol and the HTTP endpoints to those inputs (they import the actor
-//!   module only); `server` is [`run`]: the listener, the election and the drain. gRPC and HTTP share one port, as
-//!   Mesos serves all on 5050; an unknown HTTP path gets 404, a wrong method 405.
+//!   `grpc`, `http`, `v1` and `web` adapt the wire protocols and the HTTP endpoints to those inputs (they import the
+//!   actor module only); `v1` is Mesos's v1 HTTP APIs (the scheduler API at `/api/v1/scheduler`, the operator API
+//!   and its event stream at `/api/v1`); `server` is [`run`]: the listener, the election and the drain. gRPC and
+//!   HTTP share one port, as Mesos serves all on 5050; an unknown HTTP path gets 404, a wrong method 405.
 //! - [`registry`]: what survives a failover ([`registry::Registry`]) behind the [`registry::StateStore`] seam (a
 //!   file under the work dir standalone, a ZooKeeper node with `--zk`); [`election`]: ZooKeeper leader election;
 //!   `leader`: the layer that sends clients of a non-leading master to the leader.
@@ -31,6 +32,9 @@ mod leader;
 pub mod metrics;
 pub mod registry;
 mod server;
+#[cfg(test)]
+mod test_support;
+mod v1;
 mod web;
 
 pub use flags::{Config, ConfigErrors, Flags};

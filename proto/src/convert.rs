@@ -20,7 +20,7 @@ impl ConvertError {
     }
 
     /// Prefixes the field path, e.g. `resources[2]` + `.scalar` → `resources[2].scalar`.
-    fn within(self, outer: &str) -> ConvertError {
+    pub(crate) fn within(self, outer: &str) -> ConvertError {
         ConvertError { field: format!("{outer}.{}", self.field), message: self.message }
     }
 }
@@ -534,7 +534,7 @@ impl TryFrom<wire::TaskInfo> for model::TaskInfo {
 
 // --- frameworks, agents, masters, offers ----------------------------------------------------------------------------
 
-const CAPABILITIES: [(model::Capability, wire::FrameworkCapability); 8] = {
+pub(crate) const CAPABILITIES: [(model::Capability, wire::FrameworkCapability); 8] = {
     use model::Capability as M;
     use wire::FrameworkCapability as W;
     [

@@ -4,18 +4,28 @@
 //! timer tick) is a method that takes [`Now`] and appends [`Effect`]s — events to send to a framework connection,
 //! commands to send to an agent connection, connections to close — which the shell (`crate::actor`) carries out.
 //! Connections are named by [`ConnId`]s the shell assigns, so the core never holds a socket.
+//!
+//! Every change operators can follow (tasks added and updated, agents added and removed, frameworks added, updated
+//! and removed) is also an [`Effect::Operator`], numbered in order; [`Master::cluster_state`] with
+//! [`Master::operator_seq`] is the snapshot those numbers continue from (the operator `SUBSCRIBE` stream).
 
 mod agents;
+mod framework_update;
+mod reconcile;
 mod recovery;
 mod scheduler;
 mod state;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use agora_proto::model::{AgentInfo, FrameworkInfo, MasterInfo, Offer, Resources, TaskInfo, TaskState, TaskStatus};
+use agora_proto::model::cluster::OperatorEvent;
+use agora_proto::model::{
+    AgentInfo, FrameworkInfo, MasterInfo, Offer, OperationStatus, Resources, TaskInfo, TaskState, TaskStatus,
+};
 
 use crate::allocator::{self, RefusalFilters};
 use crate::registry::{AdmittedAgent, Registry};
@@ -37,12 +47,25 @@ pub struct Now {
 /// Events for a framework's stream (the domain form of `wire::Event`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum SchedulerEvent {
-    Subscribed { framework_id: String, heartbeat_interval_seconds: f64, master_info: MasterInfo, stream_id: String },
+    Subscribed {
+        framework_id: String,
+        heartbeat_interval_seconds: f64,
+        master_info: MasterInfo,
+        stream_id: String,
+    },
     Offers(Vec<Offer>),
-    Rescind { offer_id: String },
+    Rescind {
+        offer_id: String,
+    },
     Update(TaskStatus),
-    Failure { agent_id: String },
-    Error { message: String },
+    /// An offer operation's status (the answer to RECONCILE_OPERATIONS; only the v1 HTTP API carries it).
+    UpdateOperationStatus(OperationStatus),
+    Failure {
+        agent_id: String,
+    },
+    Error {
+        message: String,
+    },
     Heartbeat,
 }
 
@@ -69,6 +92,11 @@ pub enum Effect {
     /// Write the registry ([`Master::registry`]) before carrying out any other effect of this batch: an agent is
     /// told it is registered, a framework that it is subscribed, only once that is durable.
     PersistRegistry,
+    /// A change for the operator event stream; `seq` counts them from 1 (see [`Master::operator_seq`]).
+    Operator {
+        seq: u64,
+        event: OperatorEvent,
+    },
 }
 
 /// Tunables the core needs (a subset of `crate::Config`).
@@ -263,6 +291,8 @@ pub struct Master {
     pub(crate) recovery_deadline: Option<Instant>,
     /// Frameworks from the registry that have not re-subscribed, and when they are torn down if they do not.
     pub(crate) framework_deadlines: BTreeMap<String, Instant>,
+    /// How many [`Effect::Operator`]s were emitted.
+    operator_seq: u64,
 }
 
 impl Master {
@@ -291,6 +321,7 @@ impl Master {
             recovering: BTreeMap::new(),
             recovery_deadline: None,
             framework_deadlines: BTreeMap::new(),
+            operator_seq: 0,
         }
     }
 
@@ -309,6 +340,18 @@ impl Master {
 
     pub(crate) fn emit(&mut self, e: Effect) {
         self.out.push(e);
+    }
+
+    /// Emits a change for the operator stream, numbered.
+    pub(crate) fn operator(&mut self, event: OperatorEvent) {
+        self.operator_seq += 1;
+        self.out.push(Effect::Operator { seq: self.operator_seq, event });
+    }
+
+    /// The number of the last [`Effect::Operator`] emitted: a [`Master::cluster_state`] taken now reflects exactly
+    /// the events numbered up to it.
+    pub fn operator_seq(&self) -> u64 {
+        self.operator_seq
     }
 
     /// Sends an event to a framework if it is connected (events for disconnected frameworks are dropped, as in
@@ -513,6 +556,11 @@ impl Master {
             }
             self.want_allocation();
         }
+        self.operator(OperatorEvent::TaskUpdated {
+            framework_id: framework_id.to_string(),
+            status: Box::new(status.clone()),
+            state,
+        });
     }
 
     /// Moves a terminal task from the active to the completed list.

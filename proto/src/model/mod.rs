@@ -7,7 +7,9 @@
 //! which paths stay inside a task's sandbox ([`SandboxPath`]).
 
 mod attributes;
+pub mod cluster;
 mod duration;
+mod operation;
 mod resources;
 mod sandbox_path;
 mod uri;
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
+pub use operation::{OperationState, OperationStatus};
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
 pub use sandbox_path::{SandboxPath, SandboxPathError};
 pub use uri::{FetchSource, UriError};

@@ -9,6 +9,9 @@ use agora_proto::model::{
 
 use super::*;
 
+mod operator;
+mod v1_calls;
+
 struct Harness {
     master: Master,
     now: Now,
