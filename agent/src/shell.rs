@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use agora_detector::backoff::{Backoff, random_unit};
 use agora_proto::model::AgentInfo;
 use agora_proto::wire;
 use tokio::net::TcpListener;
@@ -42,9 +43,10 @@ enum Step {
     Refused(Vec<Effect>),
 }
 
-/// `factor × 2^attempt`, capped at one minute.
-pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
-    factor.saturating_mul(1u32 << attempt.min(20)).min(MAX_REGISTRATION_BACKOFF)
+/// Mesos's `--registration_backoff_factor`: retry `n` waits a random time in `[0, factor × 2^n]`, the bound capped
+/// at one minute (`Backoff::ceiling` is the bound).
+pub fn registration_backoff(factor: Duration) -> Backoff {
+    Backoff::new(factor, MAX_REGISTRATION_BACKOFF).with_jitter(1.0)
 }
 
 enum Event {
@@ -437,7 +439,7 @@ impl<C: Containerizer> Shell<C> {
 
     /// Drops the current stream and schedules the next attempt with backoff.
     fn link_lost(&mut self, why: &str, now: Instant) {
-        let delay = registration_backoff(self.backoff_factor, self.attempts);
+        let delay = registration_backoff(self.backoff_factor).delay(self.attempts, random_unit());
         self.attempts = self.attempts.saturating_add(1);
         warn!(reason = %why, retry_in = ?delay, "lost the master");
         if let Some(link) = self.link.take() {
@@ -824,9 +826,13 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_factor_up_to_a_minute() {
         let f = Duration::from_secs(1);
-        let secs: Vec<u64> = (0..9).map(|n| registration_backoff(f, n).as_secs()).collect();
+        let secs: Vec<u64> = (0..9).map(|n| registration_backoff(f).ceiling(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(registration_backoff(Duration::from_millis(100), 1), Duration::from_millis(200));
-        assert_eq!(registration_backoff(f, u32::MAX), MAX_REGISTRATION_BACKOFF);
+        assert_eq!(registration_backoff(Duration::from_millis(100)).ceiling(1), Duration::from_millis(200));
+        assert_eq!(registration_backoff(f).ceiling(u32::MAX), MAX_REGISTRATION_BACKOFF);
+        // As Mesos: uniform in [0, bound].
+        assert_eq!(registration_backoff(f).delay(3, 0.0), Duration::from_secs(8));
+        assert_eq!(registration_backoff(f).delay(3, 0.25), Duration::from_secs(6));
+        assert_eq!(registration_backoff(f).delay(3, 1.0), Duration::ZERO);
     }
 }

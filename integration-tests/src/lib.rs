@@ -118,6 +118,18 @@ impl Drop for Proc {
     }
 }
 
+/// CPU seconds (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`; NaN when the
+/// process is gone.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    // Fields after the command name `(...)`, which may itself hold spaces: utime is field 14, stime 15.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
