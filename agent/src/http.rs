@@ -10,14 +10,18 @@ use axum::{Json, Router};
 
 use crate::core::AgentCore;
 
-/// The agent's routes; sandboxes are served from under `work_dir`.
-pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Router {
+/// The agent's routes; sandboxes are served from under `work_dir`; `/metrics` includes the shell's `launches`.
+pub fn router(
+    core: Arc<Mutex<AgentCore>>,
+    launches: Arc<crate::metrics::LaunchTimes>,
+    work_dir: std::path::PathBuf,
+) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
         .route("/slave(1)/state", get(state))
         .route("/metrics/snapshot", get(metrics_snapshot))
-        .route("/metrics", get(metrics_prometheus))
+        .route("/metrics", get(metrics_prometheus).with_state((core.clone(), launches)))
         .with_state(core.clone())
         .merge(crate::files::router(work_dir))
 }
@@ -41,8 +45,10 @@ async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<cra
     Json(metrics_now(&core))
 }
 
-async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl axum::response::IntoResponse {
-    let text = crate::metrics::prometheus(&metrics_now(&core));
+async fn metrics_prometheus(
+    State((core, launches)): State<(Arc<Mutex<AgentCore>>, Arc<crate::metrics::LaunchTimes>)>,
+) -> impl axum::response::IntoResponse {
+    let text = crate::metrics::prometheus(&metrics_now(&core), &launches.snapshot());
     ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text)
 }
 

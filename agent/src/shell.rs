@@ -81,6 +81,8 @@ struct Shell<C> {
     fetcher: Arc<crate::fetcher::Fetcher>,
     /// One health checking task per checked task.
     health_checks: HashMap<TaskKey, JoinHandle<()>>,
+    /// The launch stages' durations, for `/metrics`.
+    launches: Arc<crate::metrics::LaunchTimes>,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -151,7 +153,8 @@ pub async fn run_with<C: Containerizer>(
     let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let routes = crate::http::router(core.clone(), config.work_dir.clone())
+    let launches = Arc::new(crate::metrics::LaunchTimes::default());
+    let routes = crate::http::router(core.clone(), launches.clone(), config.work_dir.clone())
         .merge(crate::statistics::router(core.clone(), containerizer.clone()));
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
@@ -180,6 +183,7 @@ pub async fn run_with<C: Containerizer>(
             config.fetcher_ca_file.clone(),
         )),
         health_checks: HashMap::new(),
+        launches,
     };
     shell.apply(recovery_effects).await;
 
@@ -550,11 +554,19 @@ impl<C: Containerizer> Shell<C> {
         let containerizer = self.containerizer.clone();
         let fetcher = self.fetcher.clone();
         let events = self.events.clone();
+        let launches = self.launches.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
         let span =
             info_span!("container", task_id = %spec.task_id, framework_id = %spec.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
+                let started = Instant::now();
+                let launch = async |spec: &LaunchSpec| {
+                    let begun = Instant::now();
+                    let result = containerizer.launch(spec).await.map_err(|e| e.to_string());
+                    launches.container_launched(begun.elapsed());
+                    result
+                };
                 let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
                 let container_id = spec.container_id.clone();
                 let result = match tokio::fs::create_dir_all(&spec.sandbox).await {
@@ -562,7 +574,7 @@ impl<C: Containerizer> Shell<C> {
                     Ok(()) => match fetcher.fetch_all(&spec.command.uris, &spec.sandbox).await {
                         Err(e) => Err(format!("Failed to fetch all URIs for container '{container_id}': {e}")),
                         Ok(()) => match &spec.image {
-                            None => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                            None => launch(&spec).await,
                             Some(request) => match crate::image::provision(request).await {
                                 Err(e) => Err(e),
                                 Ok(image) => {
@@ -571,7 +583,7 @@ impl<C: Containerizer> Shell<C> {
                                     spec.rootfs = Some(image.rootfs);
                                     match crate::image::apply_config(&request.image, &image.config, &mut spec) {
                                         Err(e) => Err(e),
-                                        Ok(()) => containerizer.launch(&spec).await.map_err(|e| e.to_string()),
+                                        Ok(()) => launch(&spec).await,
                                     }
                                 }
                             },
@@ -579,6 +591,9 @@ impl<C: Containerizer> Shell<C> {
                     },
                 };
                 let launched = result.is_ok();
+                if launched {
+                    launches.task_running(started.elapsed());
+                }
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
                 if launched {
                     let result = containerizer.wait(&container_id).await.map_err(|e| e.to_string());
@@ -640,6 +655,7 @@ mod tests {
                 None,
             )),
             health_checks: HashMap::new(),
+            launches: Default::default(),
         };
         (shell, inbox)
     }

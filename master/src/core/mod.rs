@@ -220,7 +220,10 @@ pub(crate) struct OutstandingOffer {
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub allocation_runs: u64,
+    /// The last allocation pass (Mesos's `allocator/mesos/allocation_run_ms`) ...
     pub last_allocation_ms: f64,
+    /// ... and every pass, in seconds, for `/metrics`.
+    pub allocation_seconds: agora_proto::prometheus::Histogram,
     pub offers_sent: u64,
     pub offers_declined: u64,
     pub offers_accepted: u64,
@@ -451,8 +454,6 @@ impl Master {
         };
         let allocations = allocator::allocate(&snapshot, &self.filters, now.mono, self.rotation);
         self.rotation = self.rotation.wrapping_add(1);
-        self.counters.allocation_runs += 1;
-        self.counters.last_allocation_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let mut by_framework: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
         for a in allocations {
@@ -486,6 +487,11 @@ impl Master {
             self.counters.offers_sent += offers.len() as u64;
             self.send_framework(&fid, SchedulerEvent::Offers(offers));
         }
+        // The whole pass, as Mesos times it: snapshot, allocation, offers.
+        let took = started.elapsed().as_secs_f64();
+        self.counters.allocation_runs += 1;
+        self.counters.last_allocation_ms = took * 1000.0;
+        self.counters.allocation_seconds.observe(took);
     }
 
     /// Rescinds every outstanding offer on `agent_id` (the agent went away).

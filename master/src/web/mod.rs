@@ -85,7 +85,7 @@ async fn metrics_snapshot(State(s): State<WebState>) -> Response {
 }
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
-    match inspect(&s.handle, |m, now| crate::metrics::prometheus(&crate::metrics::snapshot(m, now))).await {
+    match inspect(&s.handle, crate::metrics::prometheus).await {
         Ok(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
         Err(r) => r,
     }
