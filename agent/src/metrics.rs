@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use agora_proto::prometheus::{Desc, Histogram, Sample, Unit, render};
+use agora_proto::prometheus::{
+    Desc, Exposed, Histogram, MEGABYTE, Sample, Unit, counter, figures, gauge, render, seconds_histogram,
+};
 use serde_json::Value;
 
 /// Every figure, by its Mesos key.
@@ -79,17 +81,10 @@ pub fn add_gc(s: &mut Snapshot, gc: &crate::gc::Counters) {
     s.insert("gc/path_removals_pending".into(), gc.pending as f64);
 }
 
-/// Mesos's figures in megabytes, exposed in bytes.
-const MEGABYTE: f64 = 1_048_576.0;
-
-const fn gauge(base: &'static str, help: &'static str) -> Desc {
-    Desc::gauge(base, help)
-}
-
 /// How each figure of [`snapshot`] (and [`add_gc`]) is exposed at `/metrics`: (Mesos key, descriptor, factor to
 /// the base unit). As on the master: `/` becomes `_`, cumulative figures are counters, sizes are in bytes,
 /// `_percent` (a fraction) becomes `_ratio`, and the totals lose their `_total`.
-pub const EXPOSED: &[(&str, Desc, f64)] = &[
+pub const EXPOSED: &[Exposed] = &[
     ("slave/registered", gauge("slave_registered", "1 when registered with a master"), 1.0),
     ("slave/uptime_secs", gauge("slave_uptime", "Time since this agent started").in_unit(Unit::Seconds), 1.0),
     ("slave/tasks_staging", gauge("slave_tasks_staging", "Tasks in TASK_STAGING now"), 1.0),
@@ -115,12 +110,12 @@ pub const EXPOSED: &[(&str, Desc, f64)] = &[
     ("slave/disk_percent", gauge("slave_disk_used", "Fraction of the disk used").in_unit(Unit::Ratio), 1.0),
     (
         "gc/path_removals_succeeded",
-        Desc::counter("gc_path_removals_succeeded", "Sandboxes the garbage collector removed"),
+        counter("gc_path_removals_succeeded", "Sandboxes the garbage collector removed"),
         1.0,
     ),
     (
         "gc/path_removals_failed",
-        Desc::counter("gc_path_removals_failed", "Sandboxes the garbage collector failed to remove"),
+        counter("gc_path_removals_failed", "Sandboxes the garbage collector failed to remove"),
         1.0,
     ),
     ("gc/path_removals_pending", gauge("gc_path_removals_pending", "Sandboxes waiting to be removed"), 1.0),
@@ -128,10 +123,10 @@ pub const EXPOSED: &[(&str, Desc, f64)] = &[
 
 /// The containerizer's launch of a task's container.
 pub const CONTAINER_LAUNCH: Desc =
-    Desc::seconds_histogram("slave_container_launch", "How long the containerizer took to launch a container");
+    seconds_histogram("slave_container_launch", "How long the containerizer took to launch a container");
 /// From the agent starting a task (sandbox, fetch, image, container) to the task running (TASK_RUNNING).
 pub const TASK_LAUNCH: Desc =
-    Desc::seconds_histogram("slave_task_launch", "Time from starting a task's launch to TASK_RUNNING");
+    seconds_histogram("slave_task_launch", "Time from starting a task's launch to TASK_RUNNING");
 
 /// The launch stages' durations, observed by the shell as launches end, read by `/metrics`.
 #[derive(Debug, Default)]
@@ -165,10 +160,7 @@ impl LaunchTimes {
 
 /// `/metrics`: the figures of [`snapshot`] as [`EXPOSED`] says, and the launch stages.
 pub fn prometheus(snapshot: &Snapshot, launches: &LaunchStages) -> String {
-    let figures = EXPOSED
-        .iter()
-        .filter_map(|(key, desc, factor)| snapshot.get(*key).map(|v| (*desc, Sample::Number(v * factor))));
-    render(figures.chain([
+    render(figures(EXPOSED, snapshot).chain([
         (CONTAINER_LAUNCH, Sample::Histogram(&launches.container_launch)),
         (TASK_LAUNCH, Sample::Histogram(&launches.task_launch)),
     ]))
@@ -215,15 +207,10 @@ mod tests {
         assert_eq!(["succeeded", "failed", "pending"].map(|k| s[&format!("gc/path_removals_{k}")]), [3.0, 1.0, 2.0]);
         let text = prometheus(&s, &LaunchStages::default());
         assert!(text.contains("# TYPE gc_path_removals_succeeded_total counter\ngc_path_removals_succeeded_total 3\n"));
-        // Every figure is exposed, under one name each.
+        // Every figure is exposed once, and under a name of its own (two under one name: a TYPE given twice).
         for key in s.keys() {
             assert_eq!(EXPOSED.iter().filter(|(k, _, _)| k == key).count(), 1, "{key}");
         }
-        let mut names: Vec<String> = EXPOSED.iter().map(|(_, d, _)| d.name()).collect();
-        names.extend([CONTAINER_LAUNCH.name(), TASK_LAUNCH.name()]);
-        let count = names.len();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), count, "two figures share a Prometheus name");
+        assert_eq!(agora_proto::prometheus::lint(&text), Ok(()), "{text}");
     }
 }

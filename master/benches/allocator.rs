@@ -57,9 +57,10 @@ fn series(c: &mut Criterion, name: &str, role_per_framework: bool, after_decline
                     let mut filters = RefusalFilters::default();
                     if after_decline {
                         let later = now + Duration::from_secs(3600);
+                        // Spelled to compile against the allocator of c352483 too (owned ids and resources
+                        // then), so that before/after runs can use this same file.
+                        #[allow(clippy::needless_borrow)]
                         for a in allocate(&snap, &filters, now, 0) {
-                            // Spelled to compile against the allocator of c352483 too (owned resources then), so
-                            // that before/after runs can use this same file.
                             filters.add(&a.framework_id, &a.role, &a.agent_id, Resources::clone(&a.resources), later);
                         }
                     }

@@ -70,20 +70,25 @@ pub struct Desc {
     pub unit: Unit,
 }
 
+/// A counter without a unit (`base` + `_total`).
+pub const fn counter(base: &'static str, help: &'static str) -> Desc {
+    Desc { base, help, kind: Kind::Counter, unit: Unit::None }
+}
+
+/// A gauge without a unit; [`Desc::in_unit`] gives it one.
+pub const fn gauge(base: &'static str, help: &'static str) -> Desc {
+    Desc { base, help, kind: Kind::Gauge, unit: Unit::None }
+}
+
+/// A histogram of durations, in seconds.
+pub const fn seconds_histogram(base: &'static str, help: &'static str) -> Desc {
+    Desc { base, help, kind: Kind::Histogram, unit: Unit::Seconds }
+}
+
+/// Mesos reports memory and disk in megabytes (of 2^20 bytes); Prometheus wants bytes.
+pub const MEGABYTE: f64 = 1_048_576.0;
+
 impl Desc {
-    pub const fn counter(base: &'static str, help: &'static str) -> Desc {
-        Desc { base, help, kind: Kind::Counter, unit: Unit::None }
-    }
-
-    pub const fn gauge(base: &'static str, help: &'static str) -> Desc {
-        Desc { base, help, kind: Kind::Gauge, unit: Unit::None }
-    }
-
-    /// A histogram of durations, in seconds.
-    pub const fn seconds_histogram(base: &'static str, help: &'static str) -> Desc {
-        Desc { base, help, kind: Kind::Histogram, unit: Unit::Seconds }
-    }
-
     pub const fn in_unit(self, unit: Unit) -> Desc {
         Desc { unit, ..self }
     }
@@ -145,6 +150,18 @@ impl Default for Histogram {
     fn default() -> Histogram {
         Histogram::new(DURATION_BUCKETS)
     }
+}
+
+/// How one figure of a Mesos-style snapshot (`master/mem_total`) is exposed: its key, its descriptor, and the
+/// factor from the snapshot's unit to the base unit (e.g. [`MEGABYTE`]).
+pub type Exposed = (&'static str, Desc, f64);
+
+/// The figures of `snapshot` that `table` exposes, in the table's order, in base units.
+pub fn figures<'a>(
+    table: &'a [Exposed],
+    snapshot: &'a std::collections::BTreeMap<String, f64>,
+) -> impl Iterator<Item = (Desc, Sample<'a>)> + 'a {
+    table.iter().filter_map(|(key, desc, factor)| snapshot.get(*key).map(|v| (*desc, Sample::Number(v * factor))))
 }
 
 /// A metric's current value.
@@ -220,8 +237,7 @@ pub fn lint(text: &str) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut helped: BTreeMap<String, bool> = BTreeMap::new();
-    // Per histogram: its buckets (bound, cumulative count), sum and count as read.
-    let mut histograms: BTreeMap<String, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> = BTreeMap::new();
+    let mut histograms: BTreeMap<String, HistogramRead> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -286,13 +302,13 @@ pub fn lint(text: &str) -> Result<(), Vec<String>> {
             if name.ends_with("_bucket") {
                 let le = labels.strip_prefix("le=\"").and_then(|l| l.strip_suffix('"'));
                 match le.map(|l| if l == "+Inf" { Ok(f64::INFINITY) } else { l.parse::<f64>() }) {
-                    Some(Ok(bound)) => h.0.push((bound, value)),
+                    Some(Ok(bound)) => h.buckets.push((bound, value)),
                     _ => problems.push(format!("{name}: bucket without a valid le label")),
                 }
             } else if name.ends_with("_sum") {
-                h.1 = Some(value);
+                h.sum = Some(value);
             } else if name.ends_with("_count") {
-                h.2 = Some(value);
+                h.count = Some(value);
             } else {
                 problems.push(format!("{name}: a histogram has only _bucket, _sum and _count series"));
             }
@@ -300,7 +316,7 @@ pub fn lint(text: &str) -> Result<(), Vec<String>> {
             problems.push(format!("{name}: a counter cannot be negative"));
         }
     }
-    for (name, (buckets, sum, count)) in &histograms {
+    for (name, HistogramRead { buckets, sum, count }) in &histograms {
         if buckets.last().is_none_or(|(bound, _)| *bound != f64::INFINITY) {
             problems.push(format!("{name}: the last bucket must be le=\"+Inf\""));
         }
@@ -317,6 +333,15 @@ pub fn lint(text: &str) -> Result<(), Vec<String>> {
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// A histogram's series as [`lint`] read them.
+#[derive(Default)]
+struct HistogramRead {
+    /// (bound, cumulative count), in the order given.
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
 }
 
 /// The naming rules for one family of type `kind`.
@@ -378,10 +403,10 @@ mod tests {
 
     #[test]
     fn descriptors_name_their_unit_and_counters_their_total() {
-        assert_eq!(Desc::gauge("master_uptime", "h").in_unit(Unit::Seconds).name(), "master_uptime_seconds");
-        assert_eq!(Desc::counter("master_offers_sent", "h").name(), "master_offers_sent_total");
-        assert_eq!(Desc::gauge("slave_mem", "h").in_unit(Unit::Bytes).name(), "slave_mem_bytes");
-        assert_eq!(Desc::seconds_histogram("allocation_run", "h").name(), "allocation_run_seconds");
+        assert_eq!(gauge("master_uptime", "h").in_unit(Unit::Seconds).name(), "master_uptime_seconds");
+        assert_eq!(counter("master_offers_sent", "h").name(), "master_offers_sent_total");
+        assert_eq!(gauge("slave_mem", "h").in_unit(Unit::Bytes).name(), "slave_mem_bytes");
+        assert_eq!(seconds_histogram("allocation_run", "h").name(), "allocation_run_seconds");
     }
 
     #[test]
@@ -391,9 +416,9 @@ mod tests {
             h.observe(v);
         }
         let text = render([
-            (Desc::counter("runs", "Passes run.\nSince start."), Sample::Number(4.0)),
-            (Desc::gauge("up", "Whether it leads.").in_unit(Unit::Ratio), Sample::Number(0.5)),
-            (Desc::seconds_histogram("run", "How long a pass took."), Sample::Histogram(&h)),
+            (counter("runs", "Passes run.\nSince start."), Sample::Number(4.0)),
+            (gauge("up", "Whether it leads.").in_unit(Unit::Ratio), Sample::Number(0.5)),
+            (seconds_histogram("run", "How long a pass took."), Sample::Histogram(&h)),
         ]);
         assert_eq!(
             text,
@@ -432,6 +457,7 @@ mod tests {
             ("# HELP fooBar x\n# TYPE fooBar gauge\nfooBar 1\n", "snake_case"),
             ("# HELP a \n# TYPE a gauge\na 1\n", "a: empty help text"),
             ("a 1\n", "a: sample before its TYPE line"),
+            ("# HELP a x\n# TYPE a gauge\na 1\n# HELP a y\n# TYPE a gauge\na 2\n", "a: TYPE given twice"),
             ("# HELP a x\n# TYPE a gauge\na one\n", "value is not a number"),
             (
                 "# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
