@@ -8,7 +8,9 @@
 //! `json.info_` member (e.g. the registry node), takes the minimum and reads `address.ip` / `address.port`.
 //!
 //! This crate is separate from the master so that the agent, the SDK and the CLI can follow the leader without
-//! depending on the master crate; it depends on nothing of Agora's.
+//! depending on the master crate; it depends on nothing of Agora's. Being the lowest crate every reconnecting
+//! crate depends on, it also holds [`backoff`], the retry delays every reconnect loop uses (the detector's and the
+//! election's ZooKeeper sessions, the SDK driver, the agent's link).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,5 +1,10 @@
 //! The scheduler driver: subscribes to the master, dispatches events to a [`Scheduler`], sends its calls, and
 //! resubscribes with the same framework id when the connection breaks.
+//!
+//! Retries never come at once: each failed attempt waits out an exponential, jittered delay
+//! ([`agora_detector::backoff`]) from [`DriverOptions::backoff_min`] up to [`DriverOptions::backoff_max`]. With a
+//! `zk://` master the wait ends early only when ZooKeeper names a leader other than the one just tried, so a
+//! stale leader (ZooKeeper or the master gone) cannot turn the loop into a busy one.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
