@@ -380,7 +380,10 @@ impl Resources {
         let mut mine = self.0.iter();
         other.0.iter().all(|o| {
             let key = o.key();
-            mine.by_ref().find(|r| r.key() >= key).is_some_and(|r| r.key() == key && r.value.contains(&o.value))
+            mine.by_ref()
+                .map(|r| (r.key().cmp(&key), r))
+                .find(|(order, _)| order.is_ge())
+                .is_some_and(|(order, r)| order.is_eq() && r.value.contains(&o.value))
         })
     }
 
