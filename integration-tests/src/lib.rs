@@ -378,6 +378,21 @@ impl TestFramework {
         .await
     }
 
+    /// Waits until the framework is subscribed: its latest SUBSCRIBED came after its latest disconnection (a driver
+    /// that lost its master resubscribes after a backoff; meanwhile it cannot send, e.g. a TEARDOWN).
+    pub async fn subscribed(&mut self) -> Result<()> {
+        loop {
+            while let Ok(ev) = self.events.try_recv() {
+                self.seen.push(ev);
+            }
+            let last = self.seen.iter().rev().find(|e| matches!(e, Event::Subscribed(_) | Event::Disconnected));
+            if matches!(last, Some(Event::Subscribed(_))) {
+                return Ok(());
+            }
+            self.next_matching("SUBSCRIBED", |e| matches!(e, Event::Subscribed(_)).then_some(())).await?;
+        }
+    }
+
     /// Tears the framework down and waits for the driver to stop.
     pub async fn teardown(self) {
         self.driver.teardown();
