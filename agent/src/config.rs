@@ -106,7 +106,7 @@ pub struct Flags {
     #[arg(long = "status-update-retry-interval", visible_alias = "status_update_retry_interval", default_value = DEFAULT_STATUS_UPDATE_RETRY_INTERVAL)]
     pub status_update_retry_interval: String,
 
-    /// Reconnection backoff: factor × 2^n, capped at 1min.
+    /// Reconnection backoff: retry n waits a random time in [0, factor × 2^n], the bound capped at 1min (as Mesos).
     #[arg(long = "registration-backoff-factor", visible_alias = "registration_backoff_factor", default_value = DEFAULT_REGISTRATION_BACKOFF_FACTOR)]
     pub registration_backoff_factor: String,
 

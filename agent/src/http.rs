@@ -15,19 +15,31 @@ use crate::core::AgentCore;
 
 /// Everything the agent serves on `port`: [`router`], `more` (the statistics routes) and the Mesos answers for the
 /// rest.
-pub fn app(core: Arc<Mutex<AgentCore>>, config: &crate::Config, port: u16, more: Router) -> Router {
-    let routes = router(core, config, port).merge(more).fallback(agora_runtime::http::not_found);
+pub fn app(
+    core: Arc<Mutex<AgentCore>>,
+    launches: Arc<crate::metrics::LaunchTimes>,
+    config: &crate::Config,
+    port: u16,
+    more: Router,
+) -> Router {
+    let routes = router(core, launches, config, port).merge(more).fallback(agora_runtime::http::not_found);
     agora_runtime::http::explain_method_not_allowed(routes)
 }
 
-/// The agent's routes (it listens on `port`); sandboxes are served from under the work dir.
-pub fn router(core: Arc<Mutex<AgentCore>>, config: &crate::Config, port: u16) -> Router {
+/// The agent's routes (it listens on `port`); sandboxes are served from under the work dir; `/metrics` includes
+/// the shell's `launches`.
+pub fn router(
+    core: Arc<Mutex<AgentCore>>,
+    launches: Arc<crate::metrics::LaunchTimes>,
+    config: &crate::Config,
+    port: u16,
+) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
         .route("/slave(1)/state", get(state))
         .route("/metrics/snapshot", get(metrics_snapshot))
-        .route("/metrics", get(metrics_prometheus))
+        .route("/metrics", get(metrics_prometheus).with_state((core.clone(), launches)))
         .with_state(core.clone())
         .merge(crate::files::router(config.work_dir.clone()))
         .merge(crate::api::router(core, config, port, metrics_now))
@@ -52,8 +64,10 @@ async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<cra
     Json(metrics_now(&core))
 }
 
-async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl axum::response::IntoResponse {
-    let text = crate::metrics::prometheus(&metrics_now(&core));
+async fn metrics_prometheus(
+    State((core, launches)): State<(Arc<Mutex<AgentCore>>, Arc<crate::metrics::LaunchTimes>)>,
+) -> impl axum::response::IntoResponse {
+    let text = crate::metrics::prometheus(&metrics_now(&core), &launches.snapshot());
     ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text)
 }
 
@@ -82,7 +96,8 @@ mod tests {
         let flags = ["agora-agent", "--master", "127.0.0.1:5050", "--work-dir", &work_dir];
         let config = <crate::Flags as clap::Parser>::try_parse_from(flags).expect("flags").config().expect("config");
         let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(axum::serve(listener, app(core, &config, port, more)).into_future());
+        let launches = Arc::new(crate::metrics::LaunchTimes::default());
+        let server = tokio::spawn(axum::serve(listener, app(core, launches, &config, port, more)).into_future());
         let http = reqwest::Client::new();
         // (method, path, status, Allow, body); an empty body is Mesos's 404.
         let cases: &[(&str, &str, StatusCode, Option<&str>, &str)] = &[

@@ -121,6 +121,18 @@ impl Drop for Proc {
     }
 }
 
+/// CPU seconds (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`; NaN when the
+/// process is gone.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    // Fields after the command name `(...)`, which may itself hold spaces: utime is field 14, stime 15.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
@@ -367,6 +379,21 @@ impl TestFramework {
             _ => None,
         })
         .await
+    }
+
+    /// Waits until the framework is subscribed: its latest SUBSCRIBED came after its latest disconnection (a driver
+    /// that lost its master resubscribes after a backoff; meanwhile it cannot send, e.g. a TEARDOWN).
+    pub async fn subscribed(&mut self) -> Result<()> {
+        loop {
+            while let Ok(ev) = self.events.try_recv() {
+                self.seen.push(ev);
+            }
+            let last = self.seen.iter().rev().find(|e| matches!(e, Event::Subscribed(_) | Event::Disconnected));
+            if matches!(last, Some(Event::Subscribed(_))) {
+                return Ok(());
+            }
+            self.next_matching("SUBSCRIBED", |e| matches!(e, Event::Subscribed(_)).then_some(())).await?;
+        }
     }
 
     /// Tears the framework down and waits for the driver to stop.

@@ -183,13 +183,24 @@ impl Handle {
 
     /// `/metrics/snapshot`: the core's figures plus the operator stream's, which the actor keeps.
     pub async fn metrics(&self) -> Option<crate::metrics::Snapshot> {
-        let mut snapshot = self.inspect(crate::metrics::snapshot).await?;
+        let snapshot = self.inspect(crate::metrics::snapshot).await?;
+        Some(self.with_stream_figures(snapshot))
+    }
+
+    /// `/metrics`: the figures of [`Handle::metrics`] and the allocation passes' histogram, as Prometheus text.
+    pub async fn prometheus(&self) -> Option<String> {
+        let (snapshot, runs) =
+            self.inspect(|m, now| (crate::metrics::snapshot(m, now), m.counters().allocation_seconds.clone())).await?;
+        Some(crate::metrics::prometheus(&self.with_stream_figures(snapshot), &runs))
+    }
+
+    fn with_stream_figures(&self, mut snapshot: crate::metrics::Snapshot) -> crate::metrics::Snapshot {
         let streams = &self.operator_streams;
         let subscribers = streams.subscribers.load(Ordering::Relaxed) as f64;
         snapshot.insert("master/operator_event_stream_subscribers".into(), subscribers);
         let slow = streams.slow_disconnects.load(Ordering::Relaxed) as f64;
         snapshot.insert("master/operator_event_stream_slow_disconnects".into(), slow);
-        Some(snapshot)
+        snapshot
     }
 }
 

@@ -248,7 +248,10 @@ pub(crate) struct OutstandingOffer {
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub allocation_runs: u64,
+    /// The last allocation pass (Mesos's `allocator/mesos/allocation_run_ms`) ...
     pub last_allocation_ms: f64,
+    /// ... and every pass, in seconds, for `/metrics`.
+    pub allocation_seconds: agora_proto::prometheus::Histogram,
     pub offers_sent: u64,
     pub offers_declined: u64,
     pub offers_accepted: u64,
@@ -494,36 +497,44 @@ impl Master {
         };
         let allocations = allocator::allocate(&snapshot, &self.filters, now.mono, self.rotation);
         self.rotation = self.rotation.wrapping_add(1);
-        self.counters.allocation_runs += 1;
-        self.counters.last_allocation_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let mut by_framework: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
         for a in allocations {
-            let Some(agent) = self.agents.get_mut(&a.agent_id) else { continue };
+            let Some(agent) = self.agents.get_mut(a.agent_id) else { continue };
             let id = format!("{}-O{}", self.info.id, self.next_offer);
             self.next_offer += 1;
+            agent.offered.add(&a.resources);
+            if let Some(f) = self.frameworks.get_mut(a.framework_id) {
+                f.offers.insert(id.clone());
+                f.alloc_add(a.role, &a.resources);
+            }
             let offer = Offer {
                 id: id.clone(),
-                framework_id: a.framework_id.clone(),
-                agent_id: a.agent_id.clone(),
+                framework_id: a.framework_id.to_string(),
+                agent_id: a.agent_id.to_string(),
                 hostname: agent.info.hostname.clone(),
-                resources: a.resources.clone(),
+                resources: a.resources.into_owned(),
                 attributes: agent.info.attributes.clone(),
-                role: a.role.clone(),
+                role: a.role.to_string(),
                 url: format!("http://{}:{}", agent.info.ip, agent.info.port),
             };
-            agent.offered.add(&a.resources);
-            if let Some(f) = self.frameworks.get_mut(&a.framework_id) {
-                f.offers.insert(id.clone());
-                f.alloc_add(&a.role, &a.resources);
-            }
             self.offers.insert(id, OutstandingOffer { offer: offer.clone(), created: now.mono });
-            by_framework.entry(a.framework_id).or_default().push(offer);
+            match by_framework.get_mut(a.framework_id) {
+                Some(offers) => offers.push(offer),
+                None => {
+                    by_framework.insert(offer.framework_id.clone(), vec![offer]);
+                }
+            }
         }
         for (fid, offers) in by_framework {
             self.counters.offers_sent += offers.len() as u64;
             self.send_framework(&fid, SchedulerEvent::Offers(offers));
         }
+        // The whole pass, as Mesos times it: snapshot, allocation, offers.
+        let took = started.elapsed().as_secs_f64();
+        self.counters.allocation_runs += 1;
+        self.counters.last_allocation_ms = took * 1000.0;
+        self.counters.allocation_seconds.observe(took);
     }
 
     /// Rescinds every outstanding offer on `agent_id` (the agent went away).

@@ -82,11 +82,8 @@ async fn metrics_snapshot(State(s): State<WebState>) -> Response {
 }
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
-    match s.handle.metrics().await {
-        Some(snapshot) => {
-            let text = crate::metrics::prometheus(&snapshot);
-            ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response()
-        }
+    match s.handle.prometheus().await {
+        Some(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"),
     }
 }
