@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agora_proto::model::{Attributes, Resource, Resources, parse_duration};
+use agora_proto::model::{AgentInfo, Attributes, Resource, Resources, parse_duration};
 
 /// Default `--ip`.
 pub const DEFAULT_IP: &str = "127.0.0.1";
@@ -113,7 +113,7 @@ pub struct Flags {
     #[arg(long = "status-update-retry-interval", visible_alias = "status_update_retry_interval", default_value = DEFAULT_STATUS_UPDATE_RETRY_INTERVAL)]
     pub status_update_retry_interval: String,
 
-    /// Reconnection backoff: factor × 2^n, capped at 1min.
+    /// Reconnection backoff: retry n waits a random time in [0, factor × 2^n], the bound capped at 1min (as Mesos).
     #[arg(long = "registration-backoff-factor", visible_alias = "registration_backoff_factor", default_value = DEFAULT_REGISTRATION_BACKOFF_FACTOR)]
     pub registration_backoff_factor: String,
 
@@ -228,6 +228,18 @@ pub struct GcConfig {
 }
 
 impl Config {
+    /// The agent as it registers (no id yet), listening on `port` (its real port: `--port 0` picks one).
+    pub fn agent_info(&self, port: u16) -> AgentInfo {
+        AgentInfo {
+            id: None,
+            hostname: self.hostname.clone(),
+            ip: self.ip.to_string(),
+            port,
+            resources: self.resources.clone(),
+            attributes: self.attributes.clone(),
+        }
+    }
+
     /// The master's gRPC address, `http://host:port`.
     pub fn master_url(&self) -> String {
         format!("http://{}", self.master)

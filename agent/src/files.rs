@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -93,14 +93,12 @@ pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, FilesError> {
     Ok(real)
 }
 
-fn mode_string(meta: &fs::Metadata) -> String {
-    let mode = meta.permissions().mode();
-    let kind = if meta.is_dir() {
-        'd'
-    } else if meta.file_type().is_symlink() {
-        'l'
-    } else {
-        '-'
+/// `st_mode` as `ls -l` writes it: `drwxr-xr-x`.
+fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        _ => '-',
     };
     let mut s = String::from(kind);
     for shift in [6, 3, 0] {
@@ -112,43 +110,81 @@ fn mode_string(meta: &fs::Metadata) -> String {
     s
 }
 
-fn entry_json(path: &Path, meta: &fs::Metadata) -> Value {
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
-    json!({
-        "path": path.display().to_string(),
-        "nlink": meta.nlink(),
-        "size": meta.len(),
-        "mtime": mtime.unwrap_or_default(),
-        "mode": mode_string(meta),
-        "uid": meta.uid().to_string(),
-        "gid": meta.gid().to_string(),
-    })
+/// One file or directory, as `/files/browse` and the v1 `LIST_FILES` describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileEntry {
+    /// The path as the client named it (joined with the entry's name for a directory's entries).
+    pub path: String,
+    pub nlink: u64,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: f64,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
-/// `/files/browse`: the entries of a sandbox directory (or the one file named), sorted by name. Entry paths are
-/// `requested` joined with the name, so they can be passed back as they are.
-pub fn browse(root: &Path, requested: &str) -> Result<Vec<Value>, FilesError> {
+impl FileEntry {
+    fn new(path: &Path, meta: &fs::Metadata) -> FileEntry {
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
+        FileEntry {
+            path: path.display().to_string(),
+            nlink: meta.nlink(),
+            size: meta.len(),
+            mtime: mtime.unwrap_or_default(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+
+    /// Mesos's `/files/browse` entry (the mode as `ls -l` writes it).
+    pub fn json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "nlink": self.nlink,
+            "size": self.size,
+            "mtime": self.mtime,
+            "mode": mode_string(self.mode),
+            "uid": self.uid.to_string(),
+            "gid": self.gid.to_string(),
+        })
+    }
+}
+
+/// The entries of a sandbox directory (or the one file named), sorted by name. Entry paths are `requested` joined
+/// with the name, so they can be passed back as they are.
+pub fn list(root: &Path, requested: &str) -> Result<Vec<FileEntry>, FilesError> {
     let real = resolve(root, requested)?;
     let io = |source| FilesError::Io { path: requested.into(), source };
     let meta = fs::metadata(&real).map_err(io)?;
     if !meta.is_dir() {
-        return Ok(vec![entry_json(Path::new(requested), &meta)]);
+        return Ok(vec![FileEntry::new(Path::new(requested), &meta)]);
     }
-    let mut out: Vec<(String, Value)> = Vec::new();
+    let mut out: Vec<(String, FileEntry)> = Vec::new();
     for e in fs::read_dir(&real).map_err(io)? {
         let e = e.map_err(io)?;
         let name = e.file_name().to_string_lossy().into_owned();
         let Ok(meta) = e.metadata() else { continue };
-        out.push((name.clone(), entry_json(&Path::new(requested).join(&name), &meta)));
+        out.push((name.clone(), FileEntry::new(&Path::new(requested).join(&name), &meta)));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
-/// `/files/read`: up to `length` bytes (at most [`MAX_READ`]) from `offset`, as `{"data", "offset"}`. Offset -1
-/// answers `{"data": "", "offset": <size>}`. Data ends on a whole UTF-8 character, so a reader that advances by
-/// the byte length of `data` never splits one.
-pub fn read(root: &Path, requested: &str, offset: i64, length: Option<usize>) -> Result<Value, FilesError> {
+/// `/files/browse`: [`list`] in Mesos's JSON.
+pub fn browse(root: &Path, requested: &str) -> Result<Vec<Value>, FilesError> {
+    Ok(list(root, requested)?.iter().map(FileEntry::json).collect())
+}
+
+/// The file's size and up to `length` bytes (at most [`MAX_READ`]) from `offset`; none at or past the end.
+pub fn read_bytes(
+    root: &Path,
+    requested: &str,
+    offset: u64,
+    length: Option<usize>,
+) -> Result<(u64, Vec<u8>), FilesError> {
     let real = resolve(root, requested)?;
     let io = |source| FilesError::Io { path: requested.into(), source };
     let meta = fs::metadata(&real).map_err(io)?;
@@ -156,18 +192,27 @@ pub fn read(root: &Path, requested: &str, offset: i64, length: Option<usize>) ->
         return Err(FilesError::BadRequest(format!("'{requested}' is a directory")));
     }
     let size = meta.len();
-    if offset == -1 {
-        return Ok(json!({"data": "", "offset": size}));
-    }
-    let offset = u64::try_from(offset).map_err(|_| FilesError::BadRequest(format!("bad offset {offset}")))?;
     if offset >= size {
-        return Ok(json!({"data": "", "offset": offset}));
+        return Ok((size, Vec::new()));
     }
     let want = length.unwrap_or(MAX_READ).min(MAX_READ).min((size - offset) as usize);
     let mut file = fs::File::open(&real).map_err(io)?;
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut buf = Vec::with_capacity(want);
     file.take(want as u64).read_to_end(&mut buf).map_err(io)?;
+    Ok((size, buf))
+}
+
+/// `/files/read`: up to `length` bytes (at most [`MAX_READ`]) from `offset`, as `{"data", "offset"}`. Offset -1
+/// answers `{"data": "", "offset": <size>}`. Data ends on a whole UTF-8 character, so a reader that advances by
+/// the byte length of `data` never splits one.
+pub fn read(root: &Path, requested: &str, offset: i64, length: Option<usize>) -> Result<Value, FilesError> {
+    if offset == -1 {
+        let (size, _) = read_bytes(root, requested, u64::MAX, Some(0))?;
+        return Ok(json!({"data": "", "offset": size}));
+    }
+    let offset = u64::try_from(offset).map_err(|_| FilesError::BadRequest(format!("bad offset {offset}")))?;
+    let (_, buf) = read_bytes(root, requested, offset, length)?;
     let data = match std::str::from_utf8(&buf) {
         Ok(s) => s.to_string(),
         // Cut an incomplete character at the end; the next read starts with it.

@@ -1,7 +1,8 @@
 //! The agent's HTTP endpoints: `GET /health`, `GET /state` (also `/slave(1)/state`, as Mesos serves it),
-//! `/metrics/snapshot` and `/metrics`, and the sandbox `/files/*` routes of [`crate::files`]; [`app`] joins them
-//! with `/monitor/statistics` and answers as Mesos does what nothing serves: 404 for an unknown path, 405 (naming
-//! the allowed methods) for a known path asked with another method.
+//! `/metrics/snapshot` and `/metrics`, the sandbox `/files/*` routes of [`crate::files`], and Mesos's v1 operator
+//! API at `POST /api/v1` ([`crate::api`]); [`app`] joins them with `/monitor/statistics` and answers as Mesos does
+//! what nothing serves: 404 for an unknown path, 405 (naming the allowed methods) for a known path asked with
+//! another method.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,23 +13,36 @@ use axum::{Json, Router};
 
 use crate::core::AgentCore;
 
-/// Everything the agent serves on its port: [`router`], `more` (the statistics routes) and the Mesos answers for the
+/// Everything the agent serves on `port`: [`router`], `more` (the statistics routes) and the Mesos answers for the
 /// rest.
-pub fn app(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf, more: Router) -> Router {
-    let routes = router(core, work_dir).merge(more).fallback(agora_runtime::http::not_found);
+pub fn app(
+    core: Arc<Mutex<AgentCore>>,
+    launches: Arc<crate::metrics::LaunchTimes>,
+    config: &crate::Config,
+    port: u16,
+    more: Router,
+) -> Router {
+    let routes = router(core, launches, config, port).merge(more).fallback(agora_runtime::http::not_found);
     agora_runtime::http::explain_method_not_allowed(routes)
 }
 
-/// The agent's routes; sandboxes are served from under `work_dir`.
-pub fn router(core: Arc<Mutex<AgentCore>>, work_dir: std::path::PathBuf) -> Router {
+/// The agent's routes (it listens on `port`); sandboxes are served from under the work dir; `/metrics` includes
+/// the shell's `launches`.
+pub fn router(
+    core: Arc<Mutex<AgentCore>>,
+    launches: Arc<crate::metrics::LaunchTimes>,
+    config: &crate::Config,
+    port: u16,
+) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
         .route("/slave(1)/state", get(state))
         .route("/metrics/snapshot", get(metrics_snapshot))
-        .route("/metrics", get(metrics_prometheus))
+        .route("/metrics", get(metrics_prometheus).with_state((core.clone(), launches)))
         .with_state(core.clone())
-        .merge(crate::files::router(work_dir))
+        .merge(crate::files::router(config.work_dir.clone()))
+        .merge(crate::api::router(core, config, port, metrics_now))
 }
 
 fn lock(core: &Mutex<AgentCore>) -> std::sync::MutexGuard<'_, AgentCore> {
@@ -50,8 +64,10 @@ async fn metrics_snapshot(State(core): State<Arc<Mutex<AgentCore>>>) -> Json<cra
     Json(metrics_now(&core))
 }
 
-async fn metrics_prometheus(State(core): State<Arc<Mutex<AgentCore>>>) -> impl axum::response::IntoResponse {
-    let text = crate::metrics::prometheus(&metrics_now(&core));
+async fn metrics_prometheus(
+    State((core, launches)): State<(Arc<Mutex<AgentCore>>, Arc<crate::metrics::LaunchTimes>)>,
+) -> impl axum::response::IntoResponse {
+    let text = crate::metrics::prometheus(&metrics_now(&core), &launches.snapshot());
     ([(axum::http::header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text)
 }
 
@@ -76,7 +92,12 @@ mod tests {
         let more = Router::new().route("/monitor/statistics", get(|| async { "[]" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(axum::serve(listener, app(core, work.path().to_path_buf(), more)).into_future());
+        let work_dir = work.path().display().to_string();
+        let flags = ["agora-agent", "--master", "127.0.0.1:5050", "--work-dir", &work_dir];
+        let config = <crate::Flags as clap::Parser>::try_parse_from(flags).expect("flags").config().expect("config");
+        let port = listener.local_addr().unwrap().port();
+        let launches = Arc::new(crate::metrics::LaunchTimes::default());
+        let server = tokio::spawn(axum::serve(listener, app(core, launches, &config, port, more)).into_future());
         let http = reqwest::Client::new();
         // (method, path, status, Allow, body); an empty body is Mesos's 404.
         let cases: &[(&str, &str, StatusCode, Option<&str>, &str)] = &[

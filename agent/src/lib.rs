@@ -22,10 +22,11 @@
 //! - [`files`]: `/files/browse|read|download` confined to task sandboxes; [`metrics`]: `/metrics/snapshot`
 //!   (`slave/...`) and `/metrics` (Prometheus).
 //! - `shell`, `link`, `http`: the tokio shell — event loop, the gRPC stream to the master, the axum endpoints
-//!   (unknown paths 404, wrong methods 405, as Mesos answers).
+//!   (unknown paths 404, wrong methods 405, as Mesos answers); `api`: Mesos's v1 operator API (`POST /api/v1`).
 //!
 //! [`run`] ties them together; the `agora-agent` binary is a thin wrapper around [`Flags`] and [`run`].
 
+mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod containerizer;

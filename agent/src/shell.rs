@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agora_proto::model::AgentInfo;
+use agora_detector::backoff::{Backoff, random_unit};
 use agora_proto::wire;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -44,9 +44,10 @@ enum Step {
     Refused(Vec<Effect>),
 }
 
-/// `factor × 2^attempt`, capped at one minute.
-pub fn registration_backoff(factor: Duration, attempt: u32) -> Duration {
-    factor.saturating_mul(1u32 << attempt.min(20)).min(MAX_REGISTRATION_BACKOFF)
+/// Mesos's `--registration_backoff_factor`: retry `n` waits a random time in `[0, factor × 2^n]`, the bound capped
+/// at one minute (`Backoff::ceiling` is the bound).
+pub fn registration_backoff(factor: Duration) -> Backoff {
+    Backoff::new(factor, MAX_REGISTRATION_BACKOFF).with_jitter(1.0)
 }
 
 enum Event {
@@ -104,6 +105,8 @@ struct Shell<C> {
     health_checks: HashMap<TaskKey, JoinHandle<()>>,
     /// The container network (`--network-bridge`).
     network: Option<Arc<NetworkManager>>,
+    /// The launch stages' durations, for `/metrics`.
+    launches: Arc<crate::metrics::LaunchTimes>,
 }
 
 fn lock(core: &Mutex<AgentCore>) -> MutexGuard<'_, AgentCore> {
@@ -135,14 +138,7 @@ pub async fn run_with<C: Containerizer>(
     };
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
     let settings = Settings {
-        agent: AgentInfo {
-            id: None,
-            hostname: config.hostname.clone(),
-            ip: config.ip.to_string(),
-            port,
-            resources: config.resources.clone(),
-            attributes: config.attributes.clone(),
-        },
+        agent: config.agent_info(port),
         work_dir: config.work_dir.clone(),
         status_update_retry_interval: config.status_update_retry_interval,
         executor_shutdown_grace_period: config.executor_shutdown_grace_period,
@@ -189,8 +185,9 @@ pub async fn run_with<C: Containerizer>(
     let containerizer = Arc::new(containerizer);
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let launches = Arc::new(crate::metrics::LaunchTimes::default());
     let statistics = crate::statistics::router(core.clone(), containerizer.clone());
-    let routes = crate::http::app(core.clone(), config.work_dir.clone(), statistics);
+    let routes = crate::http::app(core.clone(), launches.clone(), &config, port, statistics);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = http_stopped.await;
@@ -219,6 +216,7 @@ pub async fn run_with<C: Containerizer>(
         )),
         health_checks: HashMap::new(),
         network,
+        launches,
     };
     shell.apply(recovery_effects).await;
 
@@ -488,7 +486,7 @@ impl<C: Containerizer> Shell<C> {
 
     /// Drops the current stream and schedules the next attempt with backoff.
     fn link_lost(&mut self, why: &str, now: Instant) {
-        let delay = registration_backoff(self.backoff_factor, self.attempts);
+        let delay = registration_backoff(self.backoff_factor).delay(self.attempts, random_unit());
         self.attempts = self.attempts.saturating_add(1);
         warn!(reason = %why, retry_in = ?delay, "lost the master");
         if let Some(link) = self.link.take() {
@@ -619,11 +617,13 @@ impl<C: Containerizer> Shell<C> {
         let fetcher = self.fetcher.clone();
         let network = self.network.clone();
         let events = self.events.clone();
+        let launches = self.launches.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
         let span =
             info_span!("container", task_id = %spec.task_id, framework_id = %spec.framework_id, agent_id = %agent_id);
         tokio::spawn(
             async move {
+                let started = Instant::now();
                 let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
                 let container_id = spec.container_id.clone();
                 let sandbox = spec.sandbox.clone();
@@ -634,7 +634,9 @@ impl<C: Containerizer> Shell<C> {
                             let (task, container_id) = (task.clone(), container_id.clone());
                             let _ = events.send(Event::Attached { task, container_id, ip });
                         }
+                        let begun = Instant::now();
                         let launched = containerizer.launch(&spec).await.map_err(LaunchError::from);
+                        launches.container_launched(begun.elapsed());
                         if let (Err(_), Some(_), Some(network)) = (&launched, attached, &network)
                             && let Err(e) = network.detach(&container_id).await
                         {
@@ -646,6 +648,9 @@ impl<C: Containerizer> Shell<C> {
                 };
                 let result = launched.map_err(|e| LaunchFailed { reason: e.reason(), message: e.to_string() });
                 let ok = result.is_ok();
+                if ok {
+                    launches.task_running(started.elapsed());
+                }
                 let _ = events.send(Event::Launched { task: task.clone(), container_id: container_id.clone(), result });
                 if ok {
                     let result = containerizer.wait(&container_id).await;
@@ -662,7 +667,7 @@ impl<C: Containerizer> Shell<C> {
 mod tests {
     use super::*;
     use crate::containerizer::fake::{Call, FakeContainerizer};
-    use agora_proto::model::{CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
+    use agora_proto::model::{AgentInfo, CommandInfo, FrameworkInfo, Resources, TaskInfo, TaskState};
 
     fn shell(work_dir: &std::path::Path) -> (Shell<FakeContainerizer>, mpsc::UnboundedReceiver<Event>) {
         shell_with(work_dir, crate::image::ImageSupport::NoRegistry)
@@ -709,6 +714,7 @@ mod tests {
             )),
             health_checks: HashMap::new(),
             network: None,
+            launches: Default::default(),
         };
         (shell, inbox)
     }
@@ -902,9 +908,13 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_factor_up_to_a_minute() {
         let f = Duration::from_secs(1);
-        let secs: Vec<u64> = (0..9).map(|n| registration_backoff(f, n).as_secs()).collect();
+        let secs: Vec<u64> = (0..9).map(|n| registration_backoff(f).ceiling(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(registration_backoff(Duration::from_millis(100), 1), Duration::from_millis(200));
-        assert_eq!(registration_backoff(f, u32::MAX), MAX_REGISTRATION_BACKOFF);
+        assert_eq!(registration_backoff(Duration::from_millis(100)).ceiling(1), Duration::from_millis(200));
+        assert_eq!(registration_backoff(f).ceiling(u32::MAX), MAX_REGISTRATION_BACKOFF);
+        // As Mesos: uniform in [0, bound].
+        assert_eq!(registration_backoff(f).delay(3, 0.0), Duration::from_secs(8));
+        assert_eq!(registration_backoff(f).delay(3, 0.25), Duration::from_secs(6));
+        assert_eq!(registration_backoff(f).delay(3, 1.0), Duration::ZERO);
     }
 }

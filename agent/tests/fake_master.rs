@@ -512,3 +512,132 @@ async fn refused_by_the_master_kills_tasks_and_registers_anew() {
     }
     h.stop().await;
 }
+
+/// `POST /api/v1` with a JSON call; the status and the body.
+async fn v1(h: &Harness, call: serde_json::Value) -> (reqwest::StatusCode, String) {
+    let url = format!("http://{}/api/v1", h.agent_addr);
+    let request = reqwest::Client::new().post(url).header("content-type", "application/json").body(call.to_string());
+    let r = tokio::time::timeout(WAIT, request.send()).await.expect("http timeout").expect("http error");
+    (r.status(), r.text().await.expect("body"))
+}
+
+async fn v1_json(h: &Harness, call: serde_json::Value) -> serde_json::Value {
+    let (status, body) = v1(h, call.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{call}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+#[tokio::test]
+async fn the_v1_operator_api_reports_tasks_containers_and_sandbox_files() {
+    use serde_json::json;
+    let mut h = Harness::start().await;
+    let mut conn = h.registered().await;
+    conn.run_task(&task("web", "echo hello-v1 > greeting; sleep 30", "cpus:0.5;mem:64")).await;
+    conn.expect_acked("web", TaskState::Starting).await;
+    conn.expect_acked("web", TaskState::Running).await;
+    let sandbox = sandbox_of(h.work_dir.path(), "web");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(sandbox.join("greeting")).unwrap_or_default().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the task never wrote its file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(
+        v1(&h, json!({"type": "GET_HEALTH"})).await,
+        (reqwest::StatusCode::OK, r#"{"type":"GET_HEALTH","get_health":{"healthy":true}}"#.into())
+    );
+    let agent = v1_json(&h, json!({"type": "GET_AGENT"})).await;
+    let port = h.agent_addr.port();
+    assert_eq!(agent["get_agent"]["agent_info"]["id"], json!({"value": "m-S0"}));
+    assert_eq!(agent["get_agent"]["agent_info"]["hostname"], "testhost");
+    assert_eq!(agent["get_agent"]["agent_info"]["port"], port);
+    assert_eq!(
+        agent["get_agent"]["agent_info"]["attributes"],
+        json!([{"name": "rack", "type": "TEXT", "text": {"value": "r1"}}])
+    );
+
+    let state = v1_json(&h, json!({"type": "GET_STATE"})).await;
+    let launched = &state["get_state"]["get_tasks"]["launched_tasks"];
+    assert_eq!(launched.as_array().map(Vec::len), Some(1), "{state}");
+    let t = &launched[0];
+    assert_eq!(
+        (&t["task_id"], &t["framework_id"], &t["executor_id"], &t["agent_id"], &t["state"]),
+        (
+            &json!({"value": "web"}),
+            &json!({"value": "f1"}),
+            &json!({"value": "web"}),
+            &json!({"value": "m-S0"}),
+            &json!("TASK_RUNNING")
+        )
+    );
+    assert_eq!(
+        t["resources"],
+        json!([
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}, "role": "*"},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": 64.0}, "role": "*"},
+        ])
+    );
+    let executor = &state["get_state"]["get_executors"]["executors"][0]["executor_info"];
+    assert_eq!(
+        (&executor["executor_id"], &executor["name"]),
+        (&json!({"value": "web"}), &json!("Command Executor (Task: web)"))
+    );
+    let framework = &state["get_state"]["get_frameworks"]["frameworks"][0]["framework_info"];
+    assert_eq!((&framework["id"], &framework["name"]), (&json!({"value": "f1"}), &json!("test-framework")));
+    let containers = v1_json(&h, json!({"type": "GET_CONTAINERS"})).await;
+    let c = &containers["get_containers"]["containers"][0];
+    let container_id = sandbox.file_name().unwrap().to_str().unwrap();
+    assert_eq!(c["container_id"], json!({"value": container_id}));
+    assert_eq!(c["executor_id"], json!({"value": "web"}));
+
+    let dir = sandbox.display().to_string();
+    let files = v1_json(&h, json!({"type": "LIST_FILES", "list_files": {"path": dir}})).await;
+    let entry = files["list_files"]["file_infos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == format!("{dir}/greeting"))
+        .cloned()
+        .expect("the task's file is listed");
+    assert_eq!(entry["size"], 9);
+    assert_eq!(entry["mode"].as_u64().unwrap() & 0o170000, 0o100000, "a regular file: {entry}");
+    let read = v1_json(
+        &h,
+        json!({"type": "READ_FILE", "read_file": {"path": format!("{dir}/greeting"), "offset": 6, "length": 2}}),
+    )
+    .await;
+    // `data` is bytes, base64 in JSON: "v1".
+    assert_eq!(read, json!({"type": "READ_FILE", "read_file": {"size": 9, "data": "djE="}}));
+
+    // Refusals: Mesos's statuses, the reason in the body.
+    let cases = [
+        (
+            json!({"type": "READ_FILE", "read_file": {"path": "/etc/passwd", "offset": 0}}),
+            reqwest::StatusCode::FORBIDDEN,
+        ),
+        (
+            json!({"type": "READ_FILE", "read_file": {"path": format!("{dir}/nope"), "offset": 0}}),
+            reqwest::StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"type": "READ_FILE", "read_file": {"path": dir.clone(), "offset": 0}}),
+            reqwest::StatusCode::BAD_REQUEST,
+        ),
+        (json!({"type": "READ_FILE"}), reqwest::StatusCode::BAD_REQUEST),
+        (json!({"type": "LAUNCH_NESTED_CONTAINER"}), reqwest::StatusCode::NOT_IMPLEMENTED),
+    ];
+    for (call, status) in cases {
+        assert_eq!(v1(&h, call.clone()).await.0, status, "{call}");
+    }
+    assert_eq!(
+        v1(&h, json!({"type": "READ_FILE"})).await.1,
+        "Failed to validate agent::Call: Expecting 'read_file' to be present"
+    );
+    let flags = v1_json(&h, json!({"type": "GET_FLAGS"})).await;
+    assert!(
+        flags["get_flags"]["flags"].as_array().unwrap().contains(&json!({"name": "isolation", "value": "process"}))
+    );
+    let metrics = v1_json(&h, json!({"type": "GET_METRICS", "get_metrics": {}})).await;
+    assert!(metrics["get_metrics"]["metrics"].as_array().unwrap().iter().any(|m| m["name"] == "slave/tasks_running"));
+    h.stop().await;
+}

@@ -28,9 +28,6 @@ pub struct Contender {
     pub session_timeout: Duration,
 }
 
-/// Delay between attempts to reach ZooKeeper.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
-
 /// What this contender is.
 #[derive(Clone)]
 pub enum Role {
@@ -94,35 +91,42 @@ fn publish(tx: &watch::Sender<Role>, role: Role) {
 
 async fn contend(c: Contender, tx: watch::Sender<Role>) {
     let url = &c.url;
+    let mut retry = crate::backoff::Retry::new(crate::ZK_BACKOFF);
     loop {
-        let Some(client) = crate::connect_retrying(url, c.session_timeout, "election", tx.closed()).await else {
+        let Some(client) = crate::connect_retrying(url, c.session_timeout, "election", &mut retry, tx.closed()).await
+        else {
             return;
         };
         let acl = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        if let Err(e) = client.mkdir(&url.path, &acl).await
-            && !matches!(e, zk::Error::NodeExists)
-        {
-            {
-                tracing::warn!(zk = %url, error = %e, "election: cannot create the group path; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
-                continue;
-            }
-        }
-        let member_mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-        let member = match client.create(&url.member_path(&c.member_prefix), &c.data, &member_mode).await {
-            Ok((_, seq)) => format!("{}{seq}", c.member_prefix),
-            Err(e) => {
-                tracing::warn!(zk = %url, error = %e, "election: cannot join the group; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
-                continue;
+        let joined = match client.mkdir(&url.path, &acl).await {
+            Err(e) if !matches!(e, zk::Error::NodeExists) => Err(("cannot create the group path", e)),
+            _ => {
+                let member_mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+                match client.create(&url.member_path(&c.member_prefix), &c.data, &member_mode).await {
+                    Ok((_, seq)) => Ok(format!("{}{seq}", c.member_prefix)),
+                    Err(e) => Err(("cannot join the group", e)),
+                }
             }
         };
-        tracing::info!(zk = %url, member = %member, "election: joined as a candidate");
-        if watch_group(&c, &client, &member, &tx).await.is_break() {
+        match joined {
+            Ok(member) => {
+                tracing::info!(zk = %url, member = %member, "election: joined as a candidate");
+                retry.reset();
+                if watch_group(&c, &client, &member, &tx).await.is_break() {
+                    return;
+                }
+                publish(&tx, Role::Candidate { leader: None });
+            }
+            Err((what, e)) => tracing::warn!(zk = %url, error = %e, "election: {what}; retrying"),
+        }
+        // The session is gone or useless: join again with a new one, after a backoff (never at once, so that a
+        // server that accepts sessions and fails every request is not hammered).
+        drop(client);
+        let closed = tx.closed();
+        tokio::pin!(closed);
+        if crate::pause(retry.next_delay(), &mut closed).await {
             return;
         }
-        publish(&tx, Role::Candidate { leader: None });
-        // The session is gone: join again with a new one.
     }
 }
 

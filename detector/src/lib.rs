@@ -8,7 +8,9 @@
 //! `json.info_` member (e.g. the registry node), takes the minimum and reads `address.ip` / `address.port`.
 //!
 //! This crate is separate from the master so that the agent, the SDK and the CLI can follow the leader without
-//! depending on the master crate; it depends on nothing of Agora's.
+//! depending on the master crate; it depends on nothing of Agora's. Being the lowest crate every reconnecting
+//! crate depends on, it also holds [`backoff`], the retry delays every reconnect loop uses (the detector's and the
+//! election's ZooKeeper sessions, the SDK driver, the agent's link).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
+pub mod backoff;
 pub mod election;
 
 /// Mesos's label for the JSON `MasterInfo` members (`MASTER_INFO_JSON_LABEL`), followed by `_` and the sequence.
@@ -26,8 +29,8 @@ pub const MEMBER_PREFIX: &str = "json.info_";
 /// The ZooKeeper session timeout a detector uses (Mesos's `--zk_session_timeout` default).
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Delay between attempts to reach ZooKeeper.
-pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How the detector and the election retry ZooKeeper: from half a second, doubling up to 10 s, with jitter.
+pub const ZK_BACKOFF: backoff::Backoff = backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetectorError {
@@ -318,39 +321,56 @@ async fn leader_from(client: &zk::Client, url: &ZkUrl, children: &[String]) -> R
     Ok(decode_master_info(&data))
 }
 
-/// Opens a ZooKeeper session to `url`'s servers, retrying every [`RETRY_DELAY`] until it succeeds (the first
+/// Opens a ZooKeeper session to `url`'s servers, retrying with `retry`'s backoff until it succeeds (the first
 /// failure is a warning, the rest are debug logs); `None` once `closed` resolves, i.e. nobody wants the session.
+/// The caller resets `retry` once the session has done useful work, so a session that breaks at once backs off too.
 pub async fn connect_retrying(
     url: &ZkUrl,
     session_timeout: Duration,
     purpose: &str,
+    retry: &mut backoff::Retry,
     closed: impl std::future::Future<Output = ()>,
 ) -> Option<zk::Client> {
     tokio::pin!(closed);
-    for attempt in 0u64.. {
+    loop {
         let connect = zk::Client::connector().with_session_timeout(session_timeout).connect(&url.servers);
         let result = tokio::select! {
             _ = &mut closed => return None,
             c = connect => c,
         };
-        match result {
+        let e = match result {
             Ok(client) => return Some(client),
-            Err(e) if attempt == 0 => {
-                tracing::warn!(zk = %url, error = %e, "{purpose}: cannot reach ZooKeeper; retrying")
-            }
-            Err(e) => tracing::debug!(zk = %url, error = %e, "{purpose}: cannot reach ZooKeeper; retrying"),
+            Err(e) => e,
+        };
+        let first = retry.failures() == 0;
+        let delay = retry.next_delay();
+        if first {
+            tracing::warn!(zk = %url, error = %e, retry_in = ?delay, "{purpose}: cannot reach ZooKeeper; retrying");
+        } else {
+            tracing::debug!(zk = %url, error = %e, retry_in = ?delay, "{purpose}: cannot reach ZooKeeper; retrying");
         }
-        tokio::select! {
-            _ = &mut closed => return None,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        if pause(delay, &mut closed).await {
+            return None;
         }
     }
-    None
+}
+
+/// Sleeps for `delay`; true when `closed` resolved first.
+pub(crate) async fn pause(
+    delay: Duration,
+    closed: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    tokio::select! {
+        _ = closed.as_mut() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
 }
 
 async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<Leader>>) {
+    let mut retry = backoff::Retry::new(ZK_BACKOFF);
     loop {
-        let Some(client) = connect_retrying(&url, session_timeout, "leader detection", tx.closed()).await else {
+        let Some(client) = connect_retrying(&url, session_timeout, "leader detection", &mut retry, tx.closed()).await
+        else {
             return;
         };
         // One session: watch the children until the session ends.
@@ -371,6 +391,7 @@ async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<
             };
             match step.await {
                 Ok((leader, watcher)) => {
+                    retry.reset();
                     tx.send_if_modified(|cur| {
                         if *cur != leader {
                             tracing::info!(zk = %url, leader = ?leader.as_ref().map(|l| &l.address), "leading master changed");
@@ -397,6 +418,13 @@ async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<
                     break;
                 }
             }
+        }
+        // Reconnecting at once could spin against a server that accepts sessions and then fails every request.
+        drop(client);
+        let closed = tx.closed();
+        tokio::pin!(closed);
+        if pause(retry.next_delay(), &mut closed).await {
+            return;
         }
     }
 }

@@ -1,10 +1,17 @@
 //! The scheduler driver: subscribes to the master, dispatches events to a [`Scheduler`], sends its calls, and
 //! resubscribes with the same framework id when the connection breaks.
+//!
+//! Retries never come at once: each failed attempt waits out an exponential, jittered delay
+//! ([`agora_detector::backoff`]) from [`DriverOptions::backoff_min`] up to [`DriverOptions::backoff_max`]. With a
+//! `zk://` master the wait ends early only when ZooKeeper names a leader other than the one just tried, so a
+//! stale leader (ZooKeeper or the master gone) cannot turn the loop into a busy one.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_detector::Leader;
+use agora_detector::backoff::{Backoff, Retry};
 use agora_proto::model::{self, FrameworkInfo, Offer, TaskInfo, TaskStatus};
 use agora_proto::wire::{self, call, event, scheduler_client::SchedulerClient};
 use tokio::sync::{mpsc, watch};
@@ -16,7 +23,8 @@ use crate::scheduler::Scheduler;
 
 /// How many heartbeat intervals without any event (heartbeats included) mean the connection is dead.
 pub const DEFAULT_MISSED_HEARTBEATS: u32 = 5;
-/// The first delay before resubscribing; it doubles after every failed attempt.
+/// The first delay before resubscribing; it doubles after every failed attempt (each delay is jittered down by up
+/// to half, see [`agora_detector::backoff`]).
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// The longest delay between two subscription attempts.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -40,6 +48,8 @@ pub struct DriverOptions {
     /// Give up with [`DriverError::Unreachable`] when the *first* subscription has not succeeded within this
     /// time. `None` retries forever. Later resubscriptions always retry until [`SchedulerDriver::stop`].
     pub connect_timeout: Option<Duration>,
+    /// Retries back off from `backoff_min`, doubling up to `backoff_max`, each delay jittered down by up to half;
+    /// a newly detected leader (with a `zk://` master) is tried at once.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Resubscribe when no event arrives for this many heartbeat intervals.
@@ -362,7 +372,7 @@ impl Driver {
         let mut stop = self.handle.shared.stop.subscribe();
         let started = Instant::now();
         let mut subscribed_once = false;
-        let mut backoff = self.options.backoff_min;
+        let mut retry = Retry::new(Backoff::new(self.options.backoff_min, self.options.backoff_max));
         loop {
             if *stop.borrow() {
                 self.drop_queued();
@@ -373,8 +383,10 @@ impl Driver {
                 (false, Some(limit)) => Some(limit.saturating_sub(started.elapsed())),
                 _ => None,
             };
+            // The leader this attempt goes to: a pause after a failure ends early only for another one.
+            let tried = self.leader();
             let attempt = tokio::select! {
-                attempt = self.subscribe_within(budget) => Some(attempt),
+                attempt = self.subscribe_within(tried.as_ref(), budget) => Some(attempt),
                 () = stopped(&mut stop) => None,
             };
             let mut session = match attempt {
@@ -388,7 +400,7 @@ impl Driver {
                     return Err(DriverError::Refused { master: self.master.clone(), message });
                 }
                 Some(Err(Attempt::Retry(reason))) => {
-                    let mut delay = backoff;
+                    let mut delay = retry.next_delay();
                     if subscribed_once {
                         warn!(reason, retry_in = ?delay, "resubscription failed");
                     } else {
@@ -405,16 +417,15 @@ impl Driver {
                         }
                         info!(reason, retry_in = ?delay, "subscription failed");
                     }
-                    if self.pause(&mut stop, delay).await {
+                    if self.pause(&mut stop, delay, tried.as_ref()).await {
                         return Ok(());
                     }
-                    backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
                     continue;
                 }
             };
 
             subscribed_once = true;
-            backoff = self.options.backoff_min;
+            retry.reset();
             span.record("framework_id", session.framework_id.as_str());
             self.framework.id = Some(session.framework_id.clone());
             if let Ok(mut id) = self.handle.shared.framework_id.lock() {
@@ -476,30 +487,25 @@ impl Driver {
             }
             warn!(reason, "disconnected from the master; resubscribing");
             scheduler.disconnected(&driver);
-            if self.pause(&mut stop, backoff).await {
+            if self.pause(&mut stop, retry.next_delay(), tried.as_ref()).await {
                 return Ok(());
             }
         }
     }
 
-    /// Sleeps for `delay` unless stopped first; true when stopped.
-    async fn pause(&mut self, stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-        // A newly detected leader ends the pause early: resubscribe with it at once.
-        let mut leader = match &self.locator {
-            Locator::ZooKeeper { detector: Some(d), .. } => Some(d.watch()),
+    /// Sleeps for `delay` unless stopped first; true when stopped. With a `zk://` master a leader other than
+    /// `tried` (the one the last attempt went to) ends the pause early, so a new leader is tried at once; the leader
+    /// that just failed never does, so a stale leader in ZooKeeper cannot make the driver spin.
+    async fn pause(&mut self, stop: &mut watch::Receiver<bool>, delay: Duration, tried: Option<&Leader>) -> bool {
+        let mut detector = match &self.locator {
+            Locator::ZooKeeper { detector: Some(d), .. } => Some(d.clone()),
             _ => None,
         };
         let leader_changed = async {
-            match leader.as_mut() {
-                Some(rx) => loop {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    if rx.borrow_and_update().is_some() {
-                        return;
-                    }
-                },
-                None => std::future::pending().await,
+            match (detector.as_mut(), tried) {
+                (Some(d), Some(tried)) => drop(d.changed_from(tried).await),
+                (Some(d), None) => drop(d.leader().await),
+                (None, _) => std::future::pending().await,
             }
         };
         let stopped = tokio::select! {
@@ -513,6 +519,14 @@ impl Driver {
         stopped
     }
 
+    /// The leader a `zk://` master names now (`None` for a fixed master, or while no leader is known).
+    fn leader(&self) -> Option<Leader> {
+        match &self.locator {
+            Locator::ZooKeeper { detector: Some(d), .. } => d.current(),
+            _ => None,
+        }
+    }
+
     /// Called when stopping while disconnected: what is queued cannot be sent.
     fn drop_queued(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
@@ -522,24 +536,23 @@ impl Driver {
         }
     }
 
-    async fn subscribe_within(&self, budget: Option<Duration>) -> Result<Session, Attempt> {
+    async fn subscribe_within(&self, leader: Option<&Leader>, budget: Option<Duration>) -> Result<Session, Attempt> {
         match budget {
-            None => self.subscribe().await,
-            Some(budget) => timeout(budget, self.subscribe())
+            None => self.subscribe(leader).await,
+            Some(budget) => timeout(budget, self.subscribe(leader))
                 .await
                 .unwrap_or_else(|_| Err(Attempt::Retry("no subscription within the connect timeout".to_string()))),
         }
     }
 
-    async fn subscribe(&self) -> Result<Session, Attempt> {
+    /// Subscribes with the fixed master, or with `leader` for a `zk://` master.
+    async fn subscribe(&self, leader: Option<&Leader>) -> Result<Session, Attempt> {
         let limit = self.options.call_timeout;
         let endpoint = match &self.locator {
             Locator::Fixed(e) => (**e).clone(),
-            Locator::ZooKeeper { detector, .. } => {
-                let leader = detector
-                    .as_ref()
-                    .and_then(|d| d.current())
-                    .ok_or_else(|| Attempt::Retry("no leading master is known in ZooKeeper yet".to_string()))?;
+            Locator::ZooKeeper { .. } => {
+                let leader =
+                    leader.ok_or_else(|| Attempt::Retry("no leading master is known in ZooKeeper yet".to_string()))?;
                 let url = format!("http://{}", leader.address);
                 endpoint(&url, self.call_timeout, &url).map_err(|e| Attempt::Retry(e.to_string()))?
             }

@@ -12,7 +12,7 @@
 //!   suppress, acknowledge, reconcile and tear down. Its methods queue calls; the driver sends them in order.
 //! - [`run`] / [`Driver`]: connects to the master, subscribes, dispatches events, acknowledges updates
 //!   (unless [`DriverOptions::explicit_acknowledgements`]), and resubscribes with the same framework id, with
-//!   capped exponential backoff, when the stream breaks or no event (heartbeats included) arrives for
+//!   capped exponential backoff with jitter (never at once, whatever the failure), when the stream breaks or no event (heartbeats included) arrives for
 //!   [`DriverOptions::missed_heartbeats`] heartbeat intervals.
 //! - [`OfferPacker`], [`fit`] and [`TaskRequest`]: carve tasks' resources out of offers with exact fixed-point
 //!   arithmetic, including picking concrete ports.

@@ -1,5 +1,6 @@
 //! `agora-integration-tests`: the harness for end-to-end tests that run the real `agora-master`, `agora-agent` and
-//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK.
+//! `agora` binaries as processes on loopback, plus a test framework built on the real SDK, and [`v1`], a client of
+//! Mesos's v1 HTTP APIs.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`, which the README's test command does);
 //! the harness finds them beside the test executable and fails loudly, saying how to build them, when they are
@@ -8,6 +9,7 @@
 pub mod bench_flags;
 pub mod marathon;
 pub mod netlab;
+pub mod v1;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -126,6 +128,18 @@ impl Drop for Proc {
     }
 }
 
+/// CPU seconds (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`; NaN when the
+/// process is gone.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    // Fields after the command name `(...)`, which may itself hold spaces: utime is field 14, stime 15.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
@@ -140,8 +154,8 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
     }
 }
 
-/// The flags of an agent on loopback `port` registering with `master`.
-fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
+/// The flags of an agent on loopback `port` registering with `master` (`host:port` or `zk://...`).
+pub fn agent_args(master: &str, port: u16, work_dir: &Path, resources: &str, hostname: &str) -> Vec<String> {
     [
         "--master",
         master,
@@ -387,6 +401,21 @@ impl TestFramework {
         match seen {
             Some(s) => Ok(s),
             None => self.update_of(task_id, pred).await,
+        }
+    }
+
+    /// Waits until the framework is subscribed: its latest SUBSCRIBED came after its latest disconnection (a driver
+    /// that lost its master resubscribes after a backoff; meanwhile it cannot send, e.g. a TEARDOWN).
+    pub async fn subscribed(&mut self) -> Result<()> {
+        loop {
+            while let Ok(ev) = self.events.try_recv() {
+                self.seen.push(ev);
+            }
+            let last = self.seen.iter().rev().find(|e| matches!(e, Event::Subscribed(_) | Event::Disconnected));
+            if matches!(last, Some(Event::Subscribed(_))) {
+                return Ok(());
+            }
+            self.next_matching("SUBSCRIBED", |e| matches!(e, Event::Subscribed(_)).then_some(())).await?;
         }
     }
 

@@ -244,6 +244,9 @@ async fn killing_the_leader_loses_no_task_and_the_old_leader_returns_as_a_follow
     assert_eq!(processes_running(&sleep), 2);
     assert_no_loss(&fw.seen, &ids);
 
+    // The restart may have made the leader step down for a moment: the framework then resubscribes after its
+    // backoff, and only a subscribed driver can send the TEARDOWN.
+    fw.subscribed().await?;
     fw.teardown().await;
     wait_for("the tasks to be killed after teardown", WAIT, async || (processes_running(&sleep) == 0).then_some(()))
         .await?;

@@ -119,12 +119,19 @@ async fn metrics_on_master_and_agent_count_the_cluster() -> Result<()> {
     assert!(s["allocator/mesos/allocation_runs"].as_f64().is_some_and(|n| n >= 1.0), "{s:#}");
     assert!(s["allocator/mesos/allocation_run_ms"].is_number(), "{s:#}");
 
-    // Prometheus text carries the same figures.
+    // Prometheus text carries the same figures, with Prometheus's conventions (cumulative figures are counters,
+    // base units), HELP on every metric, and the allocation pass as a histogram.
     let prom = text_at(c, &c.master_addr, "/metrics").await?;
-    assert_eq!(sample(&prom, "master_tasks_finished"), Some(2.0), "{prom}");
+    assert_eq!(agora_proto::prometheus::lint(&prom), Ok(()), "{prom}");
+    assert_eq!(sample(&prom, "master_tasks_finished_total"), Some(2.0), "{prom}");
     assert_eq!(sample(&prom, "master_tasks_running"), Some(1.0), "{prom}");
-    assert_eq!(sample(&prom, "master_cpus_total"), Some(2.0), "{prom}");
+    assert_eq!(sample(&prom, "master_cpus"), Some(2.0), "{prom}");
+    assert_eq!(sample(&prom, "master_mem_bytes"), Some(1024.0 * 1024.0 * 1024.0), "{prom}");
     assert!(prom.contains("# TYPE master_elected gauge\n"), "{prom}");
+    assert!(prom.contains("# TYPE master_offers_sent_total counter\n"), "{prom}");
+    let runs = sample(&prom, "allocator_mesos_allocation_runs_total");
+    assert!(runs.is_some_and(|n| n >= 1.0), "{prom}");
+    assert_eq!(sample(&prom, "allocator_mesos_allocation_run_seconds_count"), runs, "one observation per pass");
 
     let agent = &c.agent_addrs[0];
     let a = get_at(c, agent, "/metrics/snapshot").await?;
@@ -133,7 +140,13 @@ async fn metrics_on_master_and_agent_count_the_cluster() -> Result<()> {
     assert_eq!(a["slave/cpus_total"], 2.0, "{a:#}");
     assert_eq!(a["slave/cpus_used"], 0.1, "{a:#}");
     let prom = text_at(c, agent, "/metrics").await?;
+    assert_eq!(agora_proto::prometheus::lint(&prom), Ok(()), "{prom}");
     assert_eq!(sample(&prom, "slave_tasks_running"), Some(1.0), "{prom}");
+    assert_eq!(sample(&prom, "slave_cpus"), Some(2.0), "{prom}");
+    // Every task of the cluster ran on this agent: each launch was timed, and reached TASK_RUNNING.
+    let launches = sample(&prom, "slave_container_launch_seconds_count");
+    assert!(launches.is_some_and(|n| n >= 3.0), "{prom}");
+    assert_eq!(sample(&prom, "slave_task_launch_seconds_count"), launches, "{prom}");
 
     // The summary the page reads agrees.
     let sum = get(c, "/master/summary").await?;

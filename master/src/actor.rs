@@ -3,17 +3,25 @@
 //! writes first, then messages to frameworks and agents). It also follows the election: it loads the registry and
 //! takes the lead, or drops all state when another master leads.
 //!
-//! This is the module the protocol adapters (`grpc`, `http`, `web`) speak to; they never see the listener or the
-//! election wiring in `server`. Decisions are the core's; the actor only sequences I/O around them.
+//! This is the module the protocol adapters (`grpc`, `http`, `web`, `v1`) speak to; they never see the listener or
+//! the election wiring in `server`. Decisions are the core's; the actor only sequences I/O around them.
+//!
+//! The operator event stream is fanned out here: each subscriber has a bounded queue; its first item is the
+//! [`ClusterState`] taken in the same step that registers it, and it then gets every [`OperatorEvent`] numbered after
+//! that snapshot (see [`crate::core::Master::operator_seq`]), so snapshot plus events are exact. A subscriber whose
+//! queue is full is disconnected (and counted), never buffered without bound.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use agora_proto::model::cluster::{ClusterState, OperatorEvent};
 use agora_proto::model::{FrameworkInfo, MasterInfo};
 use serde_json::Value;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{
@@ -50,21 +58,75 @@ pub(crate) enum Input {
         msg: AgentMessage,
     },
     AgentGone(ConnId),
-    State {
-        reply: oneshot::Sender<Value>,
-    },
     /// A read-only look at the core for the web page, metrics and the CLI; the closure replies on its own oneshot.
     Inspect(InspectFn),
+    /// An operator subscribes to the event stream; `tx` gets the snapshot, then the events after it.
+    OperatorSubscribe {
+        tx: mpsc::Sender<OperatorItem>,
+    },
 }
 
 impl Input {
-    /// Inputs that change the cluster's state (or open connections that will); a master that is not leading drops
-    /// them, which ends the client's stream or fails its call.
-    fn changes_state(&self) -> bool {
+    /// Inputs only the leader may take: those that change the cluster's state (or open connections that will), and
+    /// the operator stream. A master that is not leading drops them, which ends the client's stream or fails its
+    /// call.
+    fn needs_leader(&self) -> bool {
         matches!(
             self,
-            Input::Subscribe { .. } | Input::Call { .. } | Input::AgentOpen { .. } | Input::AgentMessage { .. }
+            Input::Subscribe { .. }
+                | Input::Call { .. }
+                | Input::AgentOpen { .. }
+                | Input::AgentMessage { .. }
+                | Input::OperatorSubscribe { .. }
         )
+    }
+}
+
+/// What an operator-stream subscriber receives.
+#[derive(Debug)]
+pub(crate) enum OperatorItem {
+    /// The state when the subscription started (always the first item).
+    Subscribed(Box<ClusterState>),
+    /// A change after it.
+    Event(Arc<OperatorEvent>),
+}
+
+/// Queued operator events per subscriber before a slow reader is disconnected.
+pub(crate) const OPERATOR_QUEUE: usize = 1024;
+
+/// The operator stream's figures for `/metrics/snapshot`.
+#[derive(Debug, Default)]
+pub(crate) struct OperatorStreamStats {
+    pub subscribers: AtomicU64,
+    /// Subscribers disconnected because their queue was full.
+    pub slow_disconnects: AtomicU64,
+}
+
+/// A stream of events from the actor to one client that tells the actor when the client goes away (it is dropped).
+pub(crate) struct Subscription<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    on_drop: Option<(Handle, Input)>,
+}
+
+impl<T> Subscription<T> {
+    pub fn new(rx: mpsc::UnboundedReceiver<T>, handle: Handle, on_drop: Input) -> Subscription<T> {
+        Subscription { rx, on_drop: Some((handle, on_drop)) }
+    }
+
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.rx.poll_recv(cx)
+    }
+
+    pub async fn recv(&mut self) -> Option<T> {
+        self.rx.recv().await
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        if let Some((handle, input)) = self.on_drop.take() {
+            handle.send(input);
+        }
     }
 }
 
@@ -74,11 +136,28 @@ pub(crate) struct Handle {
     inputs: mpsc::UnboundedSender<Input>,
     next_conn: Arc<AtomicU64>,
     pub info: Arc<MasterInfo>,
+    /// `--heartbeat-interval`, for the streams the HTTP handlers keep alive themselves (the operator stream).
+    pub heartbeat_interval: Duration,
+    /// The flags as operators see them (`/master/state`'s `flags`, `GET_FLAGS`).
+    pub flags: Arc<Value>,
+    pub operator_streams: Arc<OperatorStreamStats>,
 }
 
 impl Handle {
-    pub fn new(inputs: mpsc::UnboundedSender<Input>, info: MasterInfo) -> Handle {
-        Handle { inputs, next_conn: Arc::new(AtomicU64::new(1)), info: Arc::new(info) }
+    pub fn new(
+        inputs: mpsc::UnboundedSender<Input>,
+        info: MasterInfo,
+        heartbeat_interval: Duration,
+        flags: Value,
+    ) -> Handle {
+        Handle {
+            inputs,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            info: Arc::new(info),
+            heartbeat_interval,
+            flags: Arc::new(flags),
+            operator_streams: Arc::default(),
+        }
     }
 
     pub fn new_conn(&self) -> ConnId {
@@ -88,6 +167,40 @@ impl Handle {
     pub fn send(&self, input: Input) {
         // The actor outlives every handler except during shutdown, when dropping inputs is right.
         let _ = self.inputs.send(input);
+    }
+
+    /// Runs a read-only query on the core, in the actor; `None` when the actor is gone (shutting down).
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Master, Now) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Inspect(Box::new(move |m: &Master, now: Now| {
+            let _ = reply.send(query(m, now));
+        })));
+        rx.await.ok()
+    }
+
+    /// `/metrics/snapshot`: the core's figures plus the operator stream's, which the actor keeps.
+    pub async fn metrics(&self) -> Option<crate::metrics::Snapshot> {
+        let snapshot = self.inspect(crate::metrics::snapshot).await?;
+        Some(self.with_stream_figures(snapshot))
+    }
+
+    /// `/metrics`: the figures of [`Handle::metrics`] and the allocation passes' histogram, as Prometheus text.
+    pub async fn prometheus(&self) -> Option<String> {
+        let (snapshot, runs) =
+            self.inspect(|m, now| (crate::metrics::snapshot(m, now), m.counters().allocation_seconds.clone())).await?;
+        Some(crate::metrics::prometheus(&self.with_stream_figures(snapshot), &runs))
+    }
+
+    fn with_stream_figures(&self, mut snapshot: crate::metrics::Snapshot) -> crate::metrics::Snapshot {
+        let streams = &self.operator_streams;
+        let subscribers = streams.subscribers.load(Ordering::Relaxed) as f64;
+        snapshot.insert("master/operator_event_stream_subscribers".into(), subscribers);
+        let slow = streams.slow_disconnects.load(Ordering::Relaxed) as f64;
+        snapshot.insert("master/operator_event_stream_slow_disconnects".into(), slow);
+        snapshot
     }
 }
 
@@ -102,7 +215,10 @@ pub(crate) struct Actor {
     master: Master,
     frameworks: HashMap<ConnId, mpsc::UnboundedSender<SchedulerEvent>>,
     agents: HashMap<ConnId, mpsc::UnboundedSender<AgentCommand>>,
-    flags: Value,
+    /// Operator-stream subscribers: their queues and the last event number their snapshot reflects.
+    operators: Vec<(mpsc::Sender<OperatorItem>, u64)>,
+    max_operators: usize,
+    operator_stats: Arc<OperatorStreamStats>,
     /// True only while this master leads and has loaded the registry.
     leading: bool,
     /// The registry's store while leading.
@@ -119,23 +235,27 @@ pub(crate) struct Actor {
 pub(crate) struct ActorConfig {
     pub info: MasterInfo,
     pub core: CoreConfig,
-    /// The flags as `/master/state` shows them.
-    pub flags: Value,
     /// Where the standalone registry lives.
     pub work_dir: PathBuf,
     /// The election path (`--zk`), when not standalone.
     pub zk_path: Option<String>,
+    /// `--max-operator-event-stream-subscribers`.
+    pub max_operators: usize,
+    /// Shared with the [`Handle`], for the metrics.
+    pub operator_stats: Arc<OperatorStreamStats>,
 }
 
 impl Actor {
     /// An actor that is not leading yet; [`Actor::run`] takes the lead (standalone) or waits for the election.
     pub fn new(config: ActorConfig, view: watch::Sender<Leadership>) -> Actor {
-        let ActorConfig { info, core, flags, work_dir, zk_path } = config;
+        let ActorConfig { info, core, work_dir, zk_path, max_operators, operator_stats } = config;
         Actor {
             master: Master::new(info.clone(), core.clone(), now()),
             frameworks: HashMap::new(),
             agents: HashMap::new(),
-            flags,
+            operators: Vec::new(),
+            max_operators,
+            operator_stats,
             leading: false,
             store: None,
             info,
@@ -148,7 +268,7 @@ impl Actor {
 
     fn handle(&mut self, input: Input) {
         let now = now();
-        if !self.leading && input.changes_state() {
+        if !self.leading && input.needs_leader() {
             // Dropping the input drops its stream sender or reply: the client is refused and looks for the leader.
             return;
         }
@@ -172,11 +292,53 @@ impl Actor {
                 self.agents.remove(&conn);
                 self.master.agent_disconnected(conn);
             }
-            Input::State { reply } => {
-                let _ = reply.send(self.master.state_json(now, self.flags.clone()));
-            }
             Input::Inspect(query) => query(&self.master, now),
+            Input::OperatorSubscribe { tx } => self.subscribe_operator(tx),
         }
+    }
+
+    /// Registers an operator-stream subscriber with the state of this very step as its first item (dropping `tx`,
+    /// which ends the stream, when the maximum number of subscribers is reached).
+    fn subscribe_operator(&mut self, tx: mpsc::Sender<OperatorItem>) {
+        self.operators.retain(|(tx, _)| !tx.is_closed());
+        if self.operators.len() >= self.max_operators {
+            tracing::warn!(max = self.max_operators, "refusing an operator stream: too many subscribers");
+            return;
+        }
+        let seq = self.master.operator_seq();
+        if tx.try_send(OperatorItem::Subscribed(Box::new(self.master.cluster_state()))).is_ok() {
+            self.operators.push((tx, seq));
+        }
+        self.count_operators();
+    }
+
+    /// Hands an operator event to every subscriber whose snapshot predates it; a subscriber whose queue is full is
+    /// disconnected.
+    fn fan_out(&mut self, seq: u64, event: OperatorEvent) {
+        if self.operators.is_empty() {
+            return;
+        }
+        let event = Arc::new(event);
+        let stats = &self.operator_stats;
+        self.operators.retain(|(tx, after)| {
+            if seq <= *after {
+                return true;
+            }
+            match tx.try_send(OperatorItem::Event(event.clone())) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(queued = OPERATOR_QUEUE, "disconnecting an operator stream that does not keep up");
+                    stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+        self.count_operators();
+    }
+
+    fn count_operators(&self) {
+        self.operator_stats.subscribers.store(self.operators.len() as u64, Ordering::Relaxed);
     }
 
     /// Takes the lead: loads the registry and starts a core recovered from it.
@@ -208,6 +370,8 @@ impl Actor {
             self.master = Master::new(self.info.clone(), self.core_config.clone(), now());
             self.frameworks.clear();
             self.agents.clear();
+            self.operators.clear();
+            self.count_operators();
         }
         self.view.send_replace(Leadership { leading: false, leader });
     }
@@ -258,6 +422,7 @@ impl Actor {
                 Effect::CloseAgent(conn) => {
                     self.agents.remove(&conn);
                 }
+                Effect::Operator { seq, event } => self.fan_out(seq, event),
             }
         }
         Ok(())
@@ -272,9 +437,10 @@ impl Actor {
         mut seat: Option<watch::Receiver<Role>>,
     ) -> Result<(), RegistryError> {
         let result = self.serve(&mut inputs, &mut stop, &mut seat).await;
-        // Dropping every sender ends every framework stream and agent link.
+        // Dropping every sender ends every framework stream, agent link and operator stream.
         self.frameworks.clear();
         self.agents.clear();
+        self.operators.clear();
         result
     }
 
@@ -326,3 +492,66 @@ async fn role_changed(seat: &mut Option<watch::Receiver<Role>>) -> Role {
 
 /// Inputs handled in one go before the actor yields (and allocates).
 const MAX_DRAIN: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use agora_proto::model::cluster::OperatorEvent;
+
+    use super::*;
+
+    fn actor(max_operators: usize) -> Actor {
+        let info = MasterInfo {
+            id: "m".into(),
+            ip: "127.0.0.1".into(),
+            port: 5050,
+            hostname: "localhost".into(),
+            version: "test".into(),
+        };
+        let config = ActorConfig {
+            info,
+            core: CoreConfig::default(),
+            work_dir: PathBuf::from("/nonexistent"),
+            zk_path: None,
+            max_operators,
+            operator_stats: Arc::default(),
+        };
+        Actor::new(config, watch::channel(Leadership::default()).0)
+    }
+
+    fn removed(agent: &str) -> OperatorEvent {
+        OperatorEvent::AgentRemoved { agent_id: agent.into() }
+    }
+
+    #[test]
+    fn operator_subscribers_get_the_snapshot_then_later_events_and_slow_ones_are_dropped() {
+        let mut a = actor(2);
+        // Events emitted before the snapshot (numbered up to its seq) are already in it: not sent again.
+        let (fast, mut fast_rx) = mpsc::channel(8);
+        a.subscribe_operator(fast);
+        let (slow, mut slow_rx) = mpsc::channel(2);
+        a.subscribe_operator(slow);
+        assert_eq!(a.operator_stats.subscribers.load(Ordering::Relaxed), 2);
+        a.fan_out(0, removed("already-in-the-snapshot"));
+        for (seq, agent) in [(1, "a1"), (2, "a2")] {
+            a.fan_out(seq, removed(agent));
+        }
+        // The slow reader's queue (2) held the snapshot and one event: it is disconnected, counted, and its stream
+        // ends after what it was sent; the fast one has everything, in order.
+        assert_eq!(a.operator_stats.subscribers.load(Ordering::Relaxed), 1);
+        assert_eq!(a.operator_stats.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert!(matches!(slow_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        assert!(matches!(slow_rx.try_recv(), Ok(OperatorItem::Event(e)) if *e == removed("a1")));
+        assert!(matches!(slow_rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        assert!(matches!(fast_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        for agent in ["a1", "a2"] {
+            assert!(matches!(fast_rx.try_recv(), Ok(OperatorItem::Event(e)) if *e == removed(agent)));
+        }
+        // At the limit of subscribers a new one is refused (its stream ends at once).
+        let (third, mut third_rx) = mpsc::channel(8);
+        a.subscribe_operator(third);
+        let (fourth, mut fourth_rx) = mpsc::channel(8);
+        a.subscribe_operator(fourth);
+        assert!(matches!(third_rx.try_recv(), Ok(OperatorItem::Subscribed(_))));
+        assert!(matches!(fourth_rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+}

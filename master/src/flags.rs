@@ -31,6 +31,8 @@ pub const DEFAULT_NETWORK_CIDR: &str = "10.233.0.0/16";
 pub const DEFAULT_NETWORK_SUBNET_PREFIX: u8 = 24;
 /// The name tasks give the cluster's container network (`container.network_infos[].name`, Marathon's network name).
 pub const DEFAULT_NETWORK_NAME: &str = "agora";
+/// Mesos's `--max_operator_event_stream_subscribers` default.
+pub const DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS: usize = 1000;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "agora-master", version, about = "The Agora master: offers agents' resources to frameworks")]
@@ -91,6 +93,9 @@ pub struct Flags {
     /// The name of the cluster's container network, as tasks name it.
     #[arg(long, default_value = DEFAULT_NETWORK_NAME)]
     pub network_name: String,
+    /// Operators that may follow the v1 operator event stream (`POST /api/v1` SUBSCRIBE) at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS)]
+    pub max_operator_event_stream_subscribers: usize,
 }
 
 /// The validated configuration.
@@ -113,6 +118,7 @@ pub struct Config {
     pub agent_reregister_timeout: Duration,
     /// `--network-cidr`, `--network-subnet-prefix`, `--network-name`; `None` with `--network-cidr=none`.
     pub network: Option<crate::core::NetworkConfig>,
+    pub max_operator_event_stream_subscribers: usize,
 }
 
 /// Every bad flag value, one per line.
@@ -223,6 +229,7 @@ impl Flags {
             zk_session_timeout,
             agent_reregister_timeout,
             network,
+            max_operator_event_stream_subscribers: self.max_operator_event_stream_subscribers,
         })
     }
 }

@@ -11,40 +11,36 @@ use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::actor::{Handle, Input};
+use crate::actor::{Handle, Input, Subscription};
 use crate::core::{AgentCommand, AgentMessage, Call, CallError, ConnId, LaunchOp, ReportedTask, SchedulerEvent};
 
 fn invalid(e: ConvertError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-/// A stream of events to a client that tells the actor when the client goes away (the stream is dropped).
-pub(crate) struct GuardedStream<T> {
-    rx: mpsc::UnboundedReceiver<T>,
-    on_drop: Option<(Handle, Input)>,
-}
-
-impl<T> Drop for GuardedStream<T> {
-    fn drop(&mut self) {
-        if let Some((handle, input)) = self.on_drop.take() {
-            handle.send(input);
-        }
-    }
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<wire::Event, Status>> + Send>>;
 type MasterStream = Pin<Box<dyn Stream<Item = Result<wire::MasterMessage, Status>> + Send>>;
 
+/// Items the client's protocol has no message for map to `None` and are skipped.
 struct Mapped<T, W> {
-    inner: GuardedStream<T>,
-    map: fn(T) -> W,
+    inner: Subscription<T>,
+    map: fn(T) -> Option<W>,
 }
 
 impl<T, W> Stream for Mapped<T, W> {
     type Item = Result<W, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let map = self.map;
-        self.inner.rx.poll_recv(cx).map(|o| o.map(|v| Ok(map(v))))
+        loop {
+            match self.inner.poll_recv(cx) {
+                Poll::Ready(Some(v)) => match map(v) {
+                    Some(w) => return Poll::Ready(Some(Ok(w))),
+                    None => continue,
+                },
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -56,7 +52,8 @@ pub(crate) struct SchedulerService {
     pub handle: Handle,
 }
 
-fn event_to_wire(e: SchedulerEvent) -> wire::Event {
+/// `None` for events `agora.v1` has no message for (operation statuses: its calls never ask for them).
+fn event_to_wire(e: SchedulerEvent) -> Option<wire::Event> {
     use wire::event::Event as E;
     let event = match e {
         SchedulerEvent::Subscribed { framework_id, heartbeat_interval_seconds, master_info, stream_id } => {
@@ -77,8 +74,9 @@ fn event_to_wire(e: SchedulerEvent) -> wire::Event {
         }
         SchedulerEvent::Error { message } => E::Error(wire::event::Error { message }),
         SchedulerEvent::Heartbeat => E::Heartbeat(wire::event::Heartbeat {}),
+        SchedulerEvent::UpdateOperationStatus(_) => return None,
     };
-    wire::Event { event: Some(event) }
+    Some(wire::Event { event: Some(event) })
 }
 
 fn task_from_wire(t: wire::TaskInfo) -> Result<TaskInfo, Status> {
@@ -145,7 +143,7 @@ impl wire::scheduler_server::Scheduler for SchedulerService {
         let (tx, rx) = mpsc::unbounded_channel();
         self.handle.send(Input::Subscribe { conn, info, suppressed_roles: req.suppressed_roles, tx });
         let stream = Mapped {
-            inner: GuardedStream { rx, on_drop: Some((self.handle.clone(), Input::FrameworkGone(conn))) },
+            inner: Subscription::new(rx, self.handle.clone(), Input::FrameworkGone(conn)),
             map: event_to_wire,
         };
         Ok(Response::new(Box::pin(stream)))
@@ -192,7 +190,7 @@ impl SchedulerService {
 fn call_outcome(answer: Result<Result<(), CallError>, oneshot::error::RecvError>) -> Result<(), Status> {
     match answer {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e @ (CallError::NotSubscribed(_) | CallError::WrongStream { .. }))) => {
+        Ok(Err(e @ (CallError::UnknownFramework(_) | CallError::NotSubscribed(_) | CallError::WrongStream { .. }))) => {
             Err(Status::permission_denied(e.to_string()))
         }
         Ok(Err(e @ CallError::Invalid(_))) => Err(Status::invalid_argument(e.to_string())),
@@ -206,7 +204,7 @@ pub(crate) struct AgentLinkService {
     pub handle: Handle,
 }
 
-fn command_to_wire(c: AgentCommand) -> wire::MasterMessage {
+fn command_to_wire(c: AgentCommand) -> Option<wire::MasterMessage> {
     use wire::master_message::Message as M;
     let message = match c {
         AgentCommand::Registered { agent_id, master_info, network } => M::Registered(wire::AgentRegistered {
@@ -232,7 +230,7 @@ fn command_to_wire(c: AgentCommand) -> wire::MasterMessage {
         }
         AgentCommand::Error { message } => M::Error(wire::AgentError { message }),
     };
-    wire::MasterMessage { message: Some(message) }
+    Some(wire::MasterMessage { message: Some(message) })
 }
 
 fn agent_message_from_wire(m: wire::AgentMessage) -> Result<AgentMessage, ConvertError> {
@@ -299,10 +297,8 @@ impl wire::agent_link_server::AgentLink for AgentLinkService {
             }
             handle.send(Input::AgentGone(conn));
         });
-        let stream = Mapped {
-            inner: GuardedStream { rx, on_drop: Some((self.handle.clone(), Input::AgentGone(conn))) },
-            map: command_to_wire,
-        };
+        let stream =
+            Mapped { inner: Subscription::new(rx, self.handle.clone(), Input::AgentGone(conn)), map: command_to_wire };
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -13,9 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use crate::actor::{Handle, Input};
+use crate::actor::Handle;
 use crate::grpc;
 use crate::leader::{self, Leadership};
 
@@ -53,6 +53,7 @@ fn router(handle: Handle) -> Router {
         .route("/master/redirect", get(redirect))
         .route("/redirect", get(redirect))
         .with_state(handle.clone())
+        .merge(crate::v1::router(handle.clone()))
         .merge(crate::web::router(handle))
 }
 
@@ -69,11 +70,10 @@ async fn version() -> axum::Json<serde_json::Value> {
 }
 
 async fn state(State(handle): State<Handle>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    handle.send(Input::State { reply });
-    match rx.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down").into_response(),
+    let flags = handle.flags.clone();
+    match handle.inspect(move |m, now| m.state_json(now, (*flags).clone())).await {
+        Some(v) => axum::Json(v).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "master is shutting down").into_response(),
     }
 }
 
@@ -91,38 +91,25 @@ async fn redirect(State(handle): State<Handle>) -> Response {
 mod tests {
     use agora_proto::wire;
     use axum::http::StatusCode;
-    use clap::Parser;
-
-    /// A standalone master on 127.0.0.1:0; its address and the way to stop it.
-    async fn master() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let flags = crate::Flags::parse_from(["agora-master", "--work-dir", dir.path().to_str().unwrap()]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(crate::run(flags.config().unwrap(), listener, async move {
-            let _ = stopped.await;
-        }));
-        (addr, stop, dir)
-    }
 
     #[tokio::test]
     async fn unknown_paths_are_404_wrong_methods_405_and_grpc_still_reaches_the_services() {
-        let (addr, _stop, _dir) = master().await;
-        let http = reqwest::Client::new();
-        let base = format!("http://{addr}");
-        // Until the standalone master has loaded its registry it redirects (no leader yet): wait for /master/state.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while http.get(format!("{base}/master/state")).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
-            assert!(std::time::Instant::now() < deadline, "the master at {base} never served /master/state");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let master = crate::test_support::start_master(&[]).await;
+        let (http, base) = (&master.http, master.base.clone());
 
         // (method, path, status, Allow, body); an empty body is Mesos's 404.
         let cases: &[(&str, &str, StatusCode, Option<&str>, &str)] = &[
             ("GET", "/nope", StatusCode::NOT_FOUND, None, ""),
             ("GET", "/master/nope", StatusCode::NOT_FOUND, None, ""),
-            ("POST", "/api/v1/scheduler", StatusCode::NOT_FOUND, None, ""),
+            ("POST", "/api/v1/nope", StatusCode::NOT_FOUND, None, ""),
+            ("POST", "/api/v2/scheduler", StatusCode::NOT_FOUND, None, ""),
+            (
+                "GET",
+                "/api/v1/scheduler",
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("POST"),
+                "Expecting one of { 'POST' }, but received 'GET'",
+            ),
             ("GET", "/health", StatusCode::OK, None, ""),
             (
                 "POST",

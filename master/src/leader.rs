@@ -57,3 +57,59 @@ pub(crate) async fn guard(State(view): State<watch::Receiver<Leadership>>, req: 
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use axum::routing::post;
+    use tokio::sync::watch;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn ask(view: Leadership, path: &str) -> (StatusCode, Option<String>, String) {
+        let (_tx, rx) = watch::channel(view);
+        let app = Router::new()
+            .route("/api/v1/scheduler", post(|| async { "served" }))
+            .route("/api/v1", post(|| async { "served" }))
+            .route("/health", axum::routing::get(|| async { "served" }))
+            .layer(axum::middleware::from_fn_with_state(rx, guard));
+        let method = if path == "/health" { "GET" } else { "POST" };
+        let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let r = app.oneshot(req).await.unwrap();
+        let location = r.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_string());
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, location, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_v1_apis_are_the_leaders_others_redirect_or_answer_503() {
+        let leading = Leadership { leading: true, leader: None };
+        let following = Leadership { leading: false, leader: Some("10.0.0.2:5050".into()) };
+        let lost = Leadership { leading: false, leader: None };
+        let cases = [
+            (leading.clone(), "/api/v1/scheduler", (StatusCode::OK, None, "served")),
+            (leading, "/api/v1", (StatusCode::OK, None, "served")),
+            (
+                following.clone(),
+                "/api/v1/scheduler",
+                (StatusCode::TEMPORARY_REDIRECT, Some("http://10.0.0.2:5050/api/v1/scheduler"), ""),
+            ),
+            (following.clone(), "/api/v1", (StatusCode::TEMPORARY_REDIRECT, Some("http://10.0.0.2:5050/api/v1"), "")),
+            (following, "/health", (StatusCode::OK, None, "served")),
+            (
+                lost.clone(),
+                "/api/v1/scheduler",
+                (StatusCode::SERVICE_UNAVAILABLE, None, "this master is not the leader and no leader is known yet\n"),
+            ),
+            (lost, "/health", (StatusCode::OK, None, "served")),
+        ];
+        for (view, path, (status, location, body)) in cases {
+            let got = ask(view.clone(), path).await;
+            assert_eq!(got, (status, location.map(String::from), body.to_string()), "{view:?} {path}");
+        }
+    }
+}

@@ -72,9 +72,12 @@ pub async fn run(
         "network_cidr": config.network.as_ref().map_or("none".to_string(), |n| n.plan.cluster.to_string()),
         "network_subnet_prefix": config.network.as_ref().map(|n| n.plan.subnet_prefix.to_string()),
         "network_name": config.network.as_ref().map(|n| n.name.clone()),
+        "heartbeat_interval": format!("{}secs", config.heartbeat_interval.as_secs_f64()),
+        "max_operator_event_stream_subscribers": config.max_operator_event_stream_subscribers.to_string(),
+        "zk": config.zk.as_ref().map(|u| u.to_string()).unwrap_or_default(),
     });
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
-    let handle = Handle::new(inputs_tx, info.clone());
+    let handle = Handle::new(inputs_tx, info.clone(), config.heartbeat_interval, flags);
     let (view_tx, view_rx) = watch::channel(Leadership::default());
     let seat = config.zk.as_ref().map(|url| {
         tracing::info!(zk = %url, "contending for leadership");
@@ -86,9 +89,10 @@ pub async fn run(
         ActorConfig {
             info,
             core: core_config,
-            flags,
             work_dir: config.work_dir.clone(),
             zk_path: config.zk.as_ref().map(|u| u.path.clone()),
+            max_operators: config.max_operator_event_stream_subscribers,
+            operator_stats: handle.operator_streams.clone(),
         },
         view_tx,
     );

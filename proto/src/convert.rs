@@ -9,8 +9,8 @@ use crate::model::{self, Fixed};
 use crate::wire;
 
 pub use network::{
-    agent_network_from_wire, agent_network_to_wire, assignment_from_wire, assignment_to_wire, peers_from_wire,
-    peers_to_wire,
+    agent_network_from_wire, agent_network_to_wire, assignment_from_wire, assignment_to_wire, network_info_to_wire,
+    peers_from_wire, peers_to_wire,
 };
 
 /// A wire message that does not describe a valid model value.
@@ -27,7 +27,7 @@ impl ConvertError {
     }
 
     /// Prefixes the field path, e.g. `resources[2]` + `.scalar` → `resources[2].scalar`.
-    fn within(self, outer: &str) -> ConvertError {
+    pub(crate) fn within(self, outer: &str) -> ConvertError {
         ConvertError { field: format!("{outer}.{}", self.field), message: self.message }
     }
 }
@@ -545,7 +545,7 @@ impl TryFrom<wire::TaskInfo> for model::TaskInfo {
 
 // --- frameworks, agents, masters, offers ----------------------------------------------------------------------------
 
-const CAPABILITIES: [(model::Capability, wire::FrameworkCapability); 8] = {
+pub(crate) const CAPABILITIES: [(model::Capability, wire::FrameworkCapability); 8] = {
     use model::Capability as M;
     use wire::FrameworkCapability as W;
     [

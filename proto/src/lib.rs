@@ -7,11 +7,15 @@
 //!   syntax, task states and reasons with Mesos's names, task, framework, agent and offer descriptions, container
 //!   networks (`NetworkInfo`, `ContainerStatus`) and the address plan between master and agents.
 //! - [`convert`]: `From`/`TryFrom` between the two. Wire → model is fallible and names the bad field.
+//! - [`mesos`]: Apache Mesos's v1 HTTP APIs on the wire — the `mesos.v1*` messages, their JSON and protobuf
+//!   encodings, RecordIO, and conversions to and from `model` — for `/api/v1/scheduler` and `/api/v1`.
 //! - [`prometheus`]: the Prometheus text format, which every component's `/metrics` speaks.
 //!
-//! Other crates touch `wire` only in their gRPC shells and convert at once; their cores see only `model`.
+//! Other crates touch `wire` and `mesos` only in their gRPC and HTTP shells and convert at once; their cores see only
+//! `model`.
 
 pub mod convert;
+pub mod mesos;
 pub mod model;
 pub mod prometheus;
 

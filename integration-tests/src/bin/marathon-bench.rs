@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use agora_integration_tests::marathon::Marathon;
-use agora_integration_tests::{Cluster, Proc, free_port};
+use agora_integration_tests::{Cluster, Proc, cpu_seconds, free_port};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -163,15 +163,6 @@ fn millis(d: Duration) -> f64 {
 
 fn app(id: &str, instances: usize) -> Value {
     json!({"id": id, "cmd": "sleep 3600", "cpus": TASK_CPUS, "mem": TASK_MEM, "instances": instances})
-}
-
-/// CPU seconds (user + system) of a process so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: i32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return f64::NAN };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// CPU seconds per process, to tell where a phase spent its time.

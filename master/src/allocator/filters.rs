@@ -6,6 +6,11 @@ use std::time::Instant;
 
 use agora_proto::model::Resources;
 
+use super::hash::BuildIdHasher;
+
+/// One (framework, role)'s refusals, by agent id (several declines may be in force at once).
+pub(super) type ByAgent = HashMap<String, Vec<Refusal>, BuildIdHasher>;
+
 /// One declined offer: its resources and when the filter lapses.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Refusal {
@@ -23,8 +28,9 @@ impl Refusal {
 /// Decline ("refuse") filters, per (framework, role, agent), owned by the master between passes.
 #[derive(Clone, Debug, Default)]
 pub struct RefusalFilters {
-    /// framework id → role → agent id → refusals (several declines may be in force at once).
-    by_framework: HashMap<String, HashMap<String, HashMap<String, Vec<Refusal>>>>,
+    /// framework id → role → agent id → refusals. The pass looks an agent id up for every framework it considers,
+    /// so these maps hash with [`BuildIdHasher`].
+    by_framework: HashMap<String, HashMap<String, ByAgent, BuildIdHasher>, BuildIdHasher>,
 }
 
 impl RefusalFilters {
@@ -114,17 +120,12 @@ impl RefusalFilters {
     }
 
     /// The filters of one (framework, role), for the allocation pass to look up once.
-    pub(super) fn for_framework_role(&self, framework_id: &str, role: &str) -> Option<&HashMap<String, Vec<Refusal>>> {
+    pub(super) fn for_framework_role(&self, framework_id: &str, role: &str) -> Option<&ByAgent> {
         self.by_framework.get(framework_id)?.get(role)
     }
 }
 
 /// Whether one of the refusals on `agent_id` filters `offered` at `now`.
-pub(super) fn matches(
-    by_agent: &HashMap<String, Vec<Refusal>>,
-    agent_id: &str,
-    offered: &Resources,
-    now: Instant,
-) -> bool {
+pub(super) fn matches(by_agent: &ByAgent, agent_id: &str, offered: &Resources, now: Instant) -> bool {
     by_agent.get(agent_id).is_some_and(|refusals| refusals.iter().any(|r| r.filters(offered, now)))
 }

@@ -14,6 +14,26 @@ fn res(text: &str) -> Resources {
     text.parse().unwrap_or_else(|e| panic!("bad resources {text:?}: {e}"))
 }
 
+/// An allocation detached from the snapshot, so that a test can change the snapshot and keep the result.
+#[derive(Clone, Debug, PartialEq)]
+struct Offered {
+    framework_id: String,
+    role: String,
+    agent_id: String,
+    resources: Resources,
+}
+
+impl From<&Allocation<'_>> for Offered {
+    fn from(a: &Allocation<'_>) -> Offered {
+        Offered {
+            framework_id: a.framework_id.into(),
+            role: a.role.into(),
+            agent_id: a.agent_id.into(),
+            resources: a.resources.clone().into_owned(),
+        }
+    }
+}
+
 /// A snapshot under construction plus the filters and clock the master would hold.
 struct Harness {
     snapshot: Snapshot,
@@ -69,18 +89,18 @@ impl Harness {
         self.snapshot.agents.iter_mut().find(|a| a.id == id).expect("no such agent")
     }
 
-    fn pass(&self) -> Vec<Allocation> {
+    fn pass(&self) -> Vec<Offered> {
         self.pass_rotated(0)
     }
 
-    fn pass_rotated(&self, rotation: usize) -> Vec<Allocation> {
+    fn pass_rotated(&self, rotation: usize) -> Vec<Offered> {
         let out = allocate(&self.snapshot, &self.filters, self.now, rotation);
         check_invariants(&self.snapshot, &self.filters, self.now, &out).unwrap();
-        out
+        out.iter().map(Offered::from).collect()
     }
 
     /// Turns allocations into outstanding offers, as the master does.
-    fn apply(&mut self, allocations: &[Allocation]) {
+    fn apply(&mut self, allocations: &[Offered]) {
         for a in allocations {
             self.agent_mut(&a.agent_id).available.subtract(&a.resources);
             self.fw(&a.framework_id).allocated.entry(a.role.clone()).or_default().add(&a.resources);
@@ -88,14 +108,14 @@ impl Harness {
     }
 
     /// The framework declines the (not applied) offer `a` with a filter of `secs` seconds.
-    fn decline(&mut self, a: &Allocation, secs: u64) {
+    fn decline(&mut self, a: &Offered, secs: u64) {
         let expires = self.now + Duration::from_secs(secs);
         self.filters.add(&a.framework_id, &a.role, &a.agent_id, a.resources.clone(), expires);
     }
 }
 
 /// Allocations per framework.
-fn per_framework(allocations: &[Allocation]) -> BTreeMap<&str, usize> {
+fn per_framework(allocations: &[Offered]) -> BTreeMap<&str, usize> {
     let mut m = BTreeMap::new();
     for a in allocations {
         *m.entry(a.framework_id.as_str()).or_default() += 1;
@@ -104,7 +124,7 @@ fn per_framework(allocations: &[Allocation]) -> BTreeMap<&str, usize> {
 }
 
 /// Allocations per role.
-fn per_role(allocations: &[Allocation]) -> BTreeMap<&str, usize> {
+fn per_role(allocations: &[Offered]) -> BTreeMap<&str, usize> {
     let mut m = BTreeMap::new();
     for a in allocations {
         *m.entry(a.role.as_str()).or_default() += 1;
@@ -120,7 +140,7 @@ fn offers_the_whole_remainder_of_each_agent() {
     assert_eq!(out.len(), 2);
     assert_eq!(
         out[0],
-        Allocation { framework_id: "f1".into(), role: "*".into(), agent_id: "a00".into(), resources: res(AGENT) }
+        Offered { framework_id: "f1".into(), role: "*".into(), agent_id: "a00".into(), resources: res(AGENT) }
     );
     assert_eq!(out[1].agent_id, "a01");
     assert_eq!(out[1].resources, res("cpus:0.5;mem:100;ports:[31500-32000]"));
@@ -414,21 +434,21 @@ fn check_invariants(s: &Snapshot, filters: &RefusalFilters, now: Instant, out: &
     let mut per_agent: HashMap<&str, Resources> = HashMap::new();
     let mut keys = HashSet::new();
     for a in out {
-        let agent = agents.get(a.agent_id.as_str()).ok_or(format!("unknown agent in {a:?}"))?;
-        let fw = frameworks.get(a.framework_id.as_str()).ok_or(format!("unknown framework in {a:?}"))?;
-        if !fw.active || !fw.roles.contains(&a.role) || fw.suppressed_roles.contains(&a.role) {
+        let agent = agents.get(a.agent_id).ok_or(format!("unknown agent in {a:?}"))?;
+        let fw = frameworks.get(a.framework_id).ok_or(format!("unknown framework in {a:?}"))?;
+        if !fw.active || !fw.roles.iter().any(|r| r == a.role) || fw.suppressed_roles.contains(a.role) {
             return Err(format!("ineligible framework/role in {a:?}"));
         }
-        if a.resources.is_empty() || !agent.available.allocatable_to(&a.role).contains(&a.resources) {
+        if a.resources.is_empty() || !agent.available.allocatable_to(a.role).contains(&a.resources) {
             return Err(format!("resources not allocatable to the role in {a:?}"));
         }
-        if filters.is_filtered(&a.framework_id, &a.role, &a.agent_id, &a.resources, now) {
+        if filters.is_filtered(a.framework_id, a.role, a.agent_id, &a.resources, now) {
             return Err(format!("filtered allocation {a:?}"));
         }
-        if !keys.insert((&a.agent_id, &a.framework_id, &a.role)) {
+        if !keys.insert((a.agent_id, a.framework_id, a.role)) {
             return Err(format!("duplicate (agent, framework, role) in {a:?}"));
         }
-        let sum = per_agent.entry(&a.agent_id).or_default();
+        let sum = per_agent.entry(a.agent_id).or_default();
         // Ranges merge on add, so check disjointness explicitly before adding.
         for r in a.resources.iter() {
             if let Value::Ranges(new) = &r.value {
@@ -452,7 +472,7 @@ fn check_invariants(s: &Snapshot, filters: &RefusalFilters, now: Instant, out: &
 }
 
 /// The allocation rule as written in the spec, naively: re-sorts everything per agent.
-fn reference(s: &Snapshot, filters: &RefusalFilters, now: Instant, rotation: usize) -> Vec<Allocation> {
+fn reference<'a>(s: &'a Snapshot, filters: &RefusalFilters, now: Instant, rotation: usize) -> Vec<Allocation<'a>> {
     let mut total = Resources::new();
     for a in &s.agents {
         total.add(&a.total);
@@ -508,12 +528,7 @@ fn reference(s: &Snapshot, filters: &RefusalFilters, now: Instant, rotation: usi
                 remaining.subtract(&candidate);
                 fw_alloc.entry((fw.to_string(), role.to_string())).or_default().add(&candidate);
                 role_alloc.entry(role.to_string()).or_default().add(&candidate);
-                out.push(Allocation {
-                    framework_id: fw.into(),
-                    role: role.into(),
-                    agent_id: agent.id.clone(),
-                    resources: candidate,
-                });
+                out.push(Allocation { framework_id: fw, role, agent_id: &agent.id, resources: Cow::Owned(candidate) });
                 break;
             }
         }
@@ -654,7 +669,7 @@ proptest! {
         for a in &first {
             next.agents.iter_mut().find(|x| x.id == a.agent_id).unwrap().available.subtract(&a.resources);
             next.frameworks.iter_mut().find(|f| f.id == a.framework_id).unwrap()
-                .allocated.entry(a.role.clone()).or_default().add(&a.resources);
+                .allocated.entry(a.role.to_string()).or_default().add(&a.resources);
         }
         let second = allocate(&next, &filters, now, rotation + 1);
         if let Err(e) = check_invariants(&next, &filters, now, &second) {

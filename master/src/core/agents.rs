@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use agora_proto::model::cluster::OperatorEvent;
 use agora_proto::model::{AgentInfo, AgentNetwork, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus};
 
-use super::{Agent, AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task};
+use super::{Agent, AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task, views};
 
 /// A task as a re-registering agent reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +70,7 @@ impl Master {
         self.agents.insert(id.clone(), Agent::new(id.clone(), info, conn, now));
         self.agent_conns.insert(conn, id.clone());
         let network = network.and_then(|n| self.lease_subnet(&id, &ip, &n));
+        self.operator(OperatorEvent::AgentAdded(Box::new(views::agent_view(&self.agents[&id]))));
         let master_info = self.info.clone();
         self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info, network }));
         self.want_allocation();
@@ -130,27 +132,37 @@ impl Master {
             }
         }
         self.agent_conns.insert(conn, id.clone());
+        // Added again, with its info as it re-registered (operators see the agent's current info).
+        self.operator(OperatorEvent::AgentAdded(Box::new(views::agent_view(&self.agents[&id]))));
 
         // Frameworks the master does not know yet are recovered from the agent's report (inactive until their
         // schedulers subscribe).
         for fi in frameworks {
             let Some(fid) = fi.id.clone() else { continue };
-            self.frameworks.entry(fid.clone()).or_insert_with(|| Framework {
-                info: fi,
-                id: fid,
-                conn: None,
-                stream_id: String::new(),
-                registered_time: now.wall,
-                reregistered_time: None,
-                unregistered_time: None,
-                disconnected_at: Some(now.mono),
-                suppressed_roles: BTreeSet::new(),
-                tasks: BTreeMap::new(),
-                completed_tasks: VecDeque::new(),
-                offers: BTreeSet::new(),
-                allocated: HashMap::new(),
-                recovered: true,
-            });
+            if self.frameworks.contains_key(&fid) {
+                continue;
+            }
+            self.frameworks.insert(
+                fid.clone(),
+                Framework {
+                    info: fi,
+                    id: fid.clone(),
+                    conn: None,
+                    stream_id: String::new(),
+                    registered_time: now.wall,
+                    reregistered_time: None,
+                    unregistered_time: None,
+                    disconnected_at: Some(now.mono),
+                    suppressed_roles: BTreeSet::new(),
+                    tasks: BTreeMap::new(),
+                    completed_tasks: VecDeque::new(),
+                    offers: BTreeSet::new(),
+                    allocated: HashMap::new(),
+                    recovered: true,
+                },
+            );
+            let view = self.framework_view_of(&fid).expect("inserted above");
+            self.operator(OperatorEvent::FrameworkAdded(Box::new(view)));
         }
 
         // Reconcile the master's view of this agent's tasks with the agent's report.
@@ -253,6 +265,8 @@ impl Master {
                     }
                     a.tasks.insert((fid.clone(), tid.clone()));
                 }
+                let view = views::task_view(&self.frameworks[&fid].tasks[&tid]);
+                self.operator(OperatorEvent::TaskAdded(Box::new(view)));
             }
         }
     }
@@ -360,6 +374,7 @@ impl Master {
             self.emit(Effect::CloseAgent(c));
         }
         tracing::warn!(agent_id = %id, missed_pings = missed, "agent is unreachable");
+        self.operator(OperatorEvent::AgentRemoved { agent_id: id.to_string() });
         self.registry_unreachable(id, now);
         self.counters.agents_unreachable += 1;
         self.rescind_agent_offers(id);
@@ -388,6 +403,11 @@ impl Master {
                 t.state = TaskState::Unreachable;
                 t.statuses.push(status.clone());
             }
+            self.operator(OperatorEvent::TaskUpdated {
+                framework_id: fid.clone(),
+                status: Box::new(status.clone()),
+                state: TaskState::Unreachable,
+            });
             self.release_unreachable(&fid, &tid);
             self.send_framework(&fid, SchedulerEvent::Update(status));
         }

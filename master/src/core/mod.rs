@@ -4,23 +4,29 @@
 //! timer tick) is a method that takes [`Now`] and appends [`Effect`]s — events to send to a framework connection,
 //! commands to send to an agent connection, connections to close — which the shell (`crate::actor`) carries out.
 //! Connections are named by [`ConnId`]s the shell assigns, so the core never holds a socket.
+//!
+//! Every change operators can follow (tasks added and updated, agents added and removed, frameworks added, updated
+//! and removed) is also an [`Effect::Operator`], numbered in order; [`Master::cluster_state`] with
+//! [`Master::operator_seq`] is the snapshot those numbers continue from (the operator `SUBSCRIBE` stream).
 
 mod agents;
+mod framework_update;
 mod network;
-#[cfg(test)]
-mod network_tests;
+mod reconcile;
 mod recovery;
 mod scheduler;
 mod state;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use agora_proto::model::cluster::OperatorEvent;
 use agora_proto::model::{
-    AgentInfo, FrameworkInfo, MasterInfo, NetworkAssignment, NetworkPeer, Offer, Resources, TaskInfo, TaskState,
-    TaskStatus,
+    AgentInfo, FrameworkInfo, MasterInfo, NetworkAssignment, NetworkPeer, Offer, OperationStatus, Resources, TaskInfo,
+    TaskState, TaskStatus,
 };
 
 use crate::allocator::{self, RefusalFilters};
@@ -44,12 +50,25 @@ pub struct Now {
 /// Events for a framework's stream (the domain form of `wire::Event`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum SchedulerEvent {
-    Subscribed { framework_id: String, heartbeat_interval_seconds: f64, master_info: MasterInfo, stream_id: String },
+    Subscribed {
+        framework_id: String,
+        heartbeat_interval_seconds: f64,
+        master_info: MasterInfo,
+        stream_id: String,
+    },
     Offers(Vec<Offer>),
-    Rescind { offer_id: String },
+    Rescind {
+        offer_id: String,
+    },
     Update(TaskStatus),
-    Failure { agent_id: String },
-    Error { message: String },
+    /// An offer operation's status (the answer to RECONCILE_OPERATIONS; only the v1 HTTP API carries it).
+    UpdateOperationStatus(OperationStatus),
+    Failure {
+        agent_id: String,
+    },
+    Error {
+        message: String,
+    },
     Heartbeat,
 }
 
@@ -98,6 +117,11 @@ pub enum Effect {
     /// Write the registry ([`Master::registry`]) before carrying out any other effect of this batch: an agent is
     /// told it is registered, a framework that it is subscribed, only once that is durable.
     PersistRegistry,
+    /// A change for the operator event stream; `seq` counts them from 1 (see [`Master::operator_seq`]).
+    Operator {
+        seq: u64,
+        event: OperatorEvent,
+    },
 }
 
 /// Tunables the core needs (a subset of `crate::Config`).
@@ -252,7 +276,10 @@ pub(crate) struct OutstandingOffer {
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub allocation_runs: u64,
+    /// The last allocation pass (Mesos's `allocator/mesos/allocation_run_ms`) ...
     pub last_allocation_ms: f64,
+    /// ... and every pass, in seconds, for `/metrics`.
+    pub allocation_seconds: agora_proto::prometheus::Histogram,
     pub offers_sent: u64,
     pub offers_declined: u64,
     pub offers_accepted: u64,
@@ -295,6 +322,8 @@ pub struct Master {
     pub(crate) recovery_deadline: Option<Instant>,
     /// Frameworks from the registry that have not re-subscribed, and when they are torn down if they do not.
     pub(crate) framework_deadlines: BTreeMap<String, Instant>,
+    /// How many [`Effect::Operator`]s were emitted.
+    operator_seq: u64,
 }
 
 impl Master {
@@ -323,6 +352,7 @@ impl Master {
             recovering: BTreeMap::new(),
             recovery_deadline: None,
             framework_deadlines: BTreeMap::new(),
+            operator_seq: 0,
         }
     }
 
@@ -341,6 +371,18 @@ impl Master {
 
     pub(crate) fn emit(&mut self, e: Effect) {
         self.out.push(e);
+    }
+
+    /// Emits a change for the operator stream, numbered.
+    pub(crate) fn operator(&mut self, event: OperatorEvent) {
+        self.operator_seq += 1;
+        self.out.push(Effect::Operator { seq: self.operator_seq, event });
+    }
+
+    /// The number of the last [`Effect::Operator`] emitted: a [`Master::cluster_state`] taken now reflects exactly
+    /// the events numbered up to it.
+    pub fn operator_seq(&self) -> u64 {
+        self.operator_seq
     }
 
     /// Sends an event to a framework if it is connected (events for disconnected frameworks are dropped, as in
@@ -483,36 +525,44 @@ impl Master {
         };
         let allocations = allocator::allocate(&snapshot, &self.filters, now.mono, self.rotation);
         self.rotation = self.rotation.wrapping_add(1);
-        self.counters.allocation_runs += 1;
-        self.counters.last_allocation_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let mut by_framework: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
         for a in allocations {
-            let Some(agent) = self.agents.get_mut(&a.agent_id) else { continue };
+            let Some(agent) = self.agents.get_mut(a.agent_id) else { continue };
             let id = format!("{}-O{}", self.info.id, self.next_offer);
             self.next_offer += 1;
+            agent.offered.add(&a.resources);
+            if let Some(f) = self.frameworks.get_mut(a.framework_id) {
+                f.offers.insert(id.clone());
+                f.alloc_add(a.role, &a.resources);
+            }
             let offer = Offer {
                 id: id.clone(),
-                framework_id: a.framework_id.clone(),
-                agent_id: a.agent_id.clone(),
+                framework_id: a.framework_id.to_string(),
+                agent_id: a.agent_id.to_string(),
                 hostname: agent.info.hostname.clone(),
-                resources: a.resources.clone(),
+                resources: a.resources.into_owned(),
                 attributes: agent.info.attributes.clone(),
-                role: a.role.clone(),
+                role: a.role.to_string(),
                 url: format!("http://{}:{}", agent.info.ip, agent.info.port),
             };
-            agent.offered.add(&a.resources);
-            if let Some(f) = self.frameworks.get_mut(&a.framework_id) {
-                f.offers.insert(id.clone());
-                f.alloc_add(&a.role, &a.resources);
-            }
             self.offers.insert(id, OutstandingOffer { offer: offer.clone(), created: now.mono });
-            by_framework.entry(a.framework_id).or_default().push(offer);
+            match by_framework.get_mut(a.framework_id) {
+                Some(offers) => offers.push(offer),
+                None => {
+                    by_framework.insert(offer.framework_id.clone(), vec![offer]);
+                }
+            }
         }
         for (fid, offers) in by_framework {
             self.counters.offers_sent += offers.len() as u64;
             self.send_framework(&fid, SchedulerEvent::Offers(offers));
         }
+        // The whole pass, as Mesos times it: snapshot, allocation, offers.
+        let took = started.elapsed().as_secs_f64();
+        self.counters.allocation_runs += 1;
+        self.counters.last_allocation_ms = took * 1000.0;
+        self.counters.allocation_seconds.observe(took);
     }
 
     /// Rescinds every outstanding offer on `agent_id` (the agent went away).
@@ -545,6 +595,11 @@ impl Master {
             }
             self.want_allocation();
         }
+        self.operator(OperatorEvent::TaskUpdated {
+            framework_id: framework_id.to_string(),
+            status: Box::new(status.clone()),
+            state,
+        });
     }
 
     /// Moves a terminal task from the active to the completed list.

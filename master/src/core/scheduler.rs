@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+use agora_proto::model::cluster::OperatorEvent;
 use agora_proto::model::{FrameworkInfo, Reason, Resources, TaskInfo, TaskState, TaskStatus, refuse_seconds};
 
-use super::{AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task};
+use super::{AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task, views};
 
 /// One LAUNCH operation of an ACCEPT call.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,19 +17,81 @@ pub struct LaunchOp {
 /// A scheduler call (the domain form of `wire::Call`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
-    Accept { offer_ids: Vec<String>, operations: Vec<LaunchOp>, refuse_seconds: Option<f64> },
-    Decline { offer_ids: Vec<String>, refuse_seconds: Option<f64> },
-    Revive { roles: Vec<String> },
-    Suppress { roles: Vec<String> },
-    Kill { task_id: String, agent_id: Option<String>, grace_period: Option<f64> },
-    Acknowledge { agent_id: String, task_id: String, uuid: Vec<u8> },
-    Reconcile { tasks: Vec<(String, Option<String>)> },
+    Accept {
+        offer_ids: Vec<String>,
+        operations: Vec<LaunchOp>,
+        refuse_seconds: Option<f64>,
+    },
+    Decline {
+        offer_ids: Vec<String>,
+        refuse_seconds: Option<f64>,
+    },
+    Revive {
+        roles: Vec<String>,
+    },
+    Suppress {
+        roles: Vec<String>,
+    },
+    Kill {
+        task_id: String,
+        agent_id: Option<String>,
+        grace_period: Option<f64>,
+    },
+    Acknowledge {
+        agent_id: String,
+        task_id: String,
+        uuid: Vec<u8>,
+    },
+    Reconcile {
+        tasks: Vec<(String, Option<String>)>,
+    },
     Teardown,
+    /// Shut down an executor. Agora runs every task under a command executor whose id is the task's, so this kills
+    /// that task (as Mesos's command executor does when shut down); an unknown executor is ignored.
+    Shutdown {
+        executor_id: String,
+        agent_id: String,
+    },
+    /// Acknowledge an offer operation's status. Agora sends no acknowledgeable operation updates, so there is
+    /// nothing to release: accepted and ignored.
+    AcknowledgeOperationStatus {
+        operation_id: String,
+        agent_id: Option<String>,
+        uuid: Vec<u8>,
+    },
+    /// Operation ids (with their agents, if known) to reconcile; none means all the master knows.
+    ReconcileOperations {
+        operations: Vec<(String, Option<String>)>,
+    },
+    /// A message for an executor. Command executors ignore framework messages, so it is dropped (Mesos's messages
+    /// are unreliable by contract).
+    Message {
+        agent_id: String,
+        executor_id: String,
+        data: Vec<u8>,
+    },
+    /// Resource requests: ignored, as Mesos's default allocator ignores them.
+    Request,
+    /// Accept or decline inverse offers. None exist until maintenance does: accepted and ignored (Mesos ignores
+    /// inverse offer ids it does not know).
+    AnswerInverseOffers {
+        inverse_offer_ids: Vec<String>,
+    },
+    /// Change the framework's info (Mesos's UPDATE_FRAMEWORK): name, roles, capabilities, failover timeout,
+    /// hostname, web UI URL, labels, and the suppressed roles. `user`, `principal` and `checkpoint` are immutable.
+    UpdateFramework {
+        info: Box<FrameworkInfo>,
+        suppressed_roles: Vec<String>,
+    },
 }
 
 /// Why a call was refused outright (its effects, if any, arrive as events instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
+    /// The master does not know the framework (Mesos: "Framework cannot be found").
+    #[error("framework '{0}' cannot be found")]
+    UnknownFramework(String),
+    /// The master knows the framework but it has no subscription now.
     #[error("framework '{0}' is not subscribed")]
     NotSubscribed(String),
     #[error("stream id '{stream_id}' does not match framework '{framework_id}''s subscription")]
@@ -45,9 +108,19 @@ impl Master {
             None => self.new_framework_id(),
         };
         info.id = Some(id.clone());
-        let stream_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!("subscribe", framework_id = %id, name = %info.name);
         let _g = span.enter();
+        if self.completed_frameworks.iter().any(|f| f.id == id) {
+            // Mesos: a framework that was torn down may not come back under its id.
+            tracing::warn!("refusing the subscription of a removed framework");
+            self.out.push(Effect::ToFramework(
+                conn,
+                SchedulerEvent::Error { message: "Framework has been removed".into() },
+            ));
+            self.out.push(Effect::CloseFramework(conn));
+            return;
+        }
+        let stream_id = uuid::Uuid::new_v4().to_string();
 
         if let Some(f) = self.frameworks.get_mut(&id) {
             // Resubscription: a failover of the scheduler, or the first subscription after this master learnt of
@@ -77,6 +150,8 @@ impl Master {
                 tracing::warn!("framework changed its roles on resubscription; tasks keep their original roles");
             }
             tracing::info!("framework resubscribed");
+            let view = self.framework_view_of(&id).expect("updated above");
+            self.operator(OperatorEvent::FrameworkUpdated(Box::new(view)));
         } else {
             self.frameworks.insert(
                 id.clone(),
@@ -98,6 +173,8 @@ impl Master {
                 },
             );
             tracing::info!("framework subscribed");
+            let view = self.framework_view_of(&id).expect("inserted above");
+            self.operator(OperatorEvent::FrameworkAdded(Box::new(view)));
         }
         self.framework_conns.insert(conn, id.clone());
         self.note_framework(&id, &info);
@@ -129,6 +206,8 @@ impl Master {
         for o in offers {
             self.remove_offer(&o);
         }
+        let view = self.framework_view_of(&id).expect("checked above");
+        self.operator(OperatorEvent::FrameworkUpdated(Box::new(view)));
         self.want_allocation();
         if failover <= 0.0 {
             self.remove_framework(&id, now, "framework disconnected with failover_timeout 0");
@@ -198,6 +277,7 @@ impl Master {
         }
         self.filters.remove_framework(id);
         if let Some(mut f) = self.frameworks.remove(id) {
+            self.operator(OperatorEvent::FrameworkRemoved(Box::new(f.info.clone())));
             f.conn = None;
             f.unregistered_time.get_or_insert(now.wall);
             self.completed_frameworks.push_back(f);
@@ -210,11 +290,11 @@ impl Master {
 
     /// Checks that `framework_id` is subscribed with `stream_id`.
     fn check_stream(&self, framework_id: &str, stream_id: &str) -> Result<(), CallError> {
-        let f = self
-            .frameworks
-            .get(framework_id)
-            .filter(|f| f.conn.is_some())
-            .ok_or_else(|| CallError::NotSubscribed(framework_id.to_string()))?;
+        let f =
+            self.frameworks.get(framework_id).ok_or_else(|| CallError::UnknownFramework(framework_id.to_string()))?;
+        if f.conn.is_none() {
+            return Err(CallError::NotSubscribed(framework_id.to_string()));
+        }
         if f.stream_id != stream_id {
             return Err(CallError::WrongStream { framework_id: framework_id.into(), stream_id: stream_id.into() });
         }
@@ -254,6 +334,21 @@ impl Master {
             Call::Acknowledge { agent_id, task_id, uuid } => self.acknowledge(framework_id, &agent_id, &task_id, uuid),
             Call::Reconcile { tasks } => self.reconcile(framework_id, tasks, now),
             Call::Teardown => self.remove_framework(framework_id, now, "framework asked for TEARDOWN"),
+            Call::Shutdown { executor_id, agent_id } => self.shutdown_executor(framework_id, &executor_id, &agent_id),
+            Call::AcknowledgeOperationStatus { operation_id, .. } => {
+                tracing::debug!(operation_id, "acknowledgement of an operation status the master never sent");
+            }
+            Call::ReconcileOperations { operations } => self.reconcile_operations(framework_id, operations),
+            Call::Message { agent_id, executor_id, data } => {
+                tracing::debug!(agent_id, executor_id, bytes = data.len(), "dropping a message for a command executor");
+            }
+            Call::Request => tracing::debug!("ignoring a resource request (the allocator does not take requests)"),
+            Call::AnswerInverseOffers { inverse_offer_ids } => {
+                tracing::debug!(?inverse_offer_ids, "ignoring an answer to inverse offers that do not exist");
+            }
+            Call::UpdateFramework { info, suppressed_roles } => {
+                return self.update_framework(framework_id, *info, suppressed_roles, now);
+            }
         }
         Ok(())
     }
@@ -463,6 +558,8 @@ impl Master {
         let a = self.agents.get_mut(agent_id).expect("caller checked");
         a.used.add(&task.resources);
         a.tasks.insert((framework_id.to_string(), task.task_id.clone()));
+        let view = views::task_view(&self.frameworks[framework_id].tasks[&task.task_id]);
+        self.operator(OperatorEvent::TaskAdded(Box::new(view)));
         tracing::info!("launching task");
         self.send_agent(agent_id, AgentCommand::RunTask { framework: Box::new(framework), task: Box::new(task) });
     }
@@ -491,6 +588,29 @@ impl Master {
         }
     }
 
+    /// SHUTDOWN of a command executor: kills its task (the executor's id is the task's) on that agent.
+    fn shutdown_executor(&mut self, framework_id: &str, executor_id: &str, agent_id: &str) {
+        let task = self.frameworks[framework_id].tasks.get(executor_id);
+        match task {
+            Some(t) if t.info.agent_id == agent_id && !t.state.is_terminal() => {
+                let grace = t.info.kill_grace_period;
+                let cmd = AgentCommand::KillTask {
+                    framework_id: framework_id.to_string(),
+                    task_id: executor_id.to_string(),
+                    grace_period: grace,
+                };
+                if !self.send_agent(agent_id, cmd) {
+                    tracing::warn!(
+                        executor_id,
+                        agent_id,
+                        "cannot shut the executor down now: its agent is not connected"
+                    );
+                }
+            }
+            _ => tracing::info!(executor_id, agent_id, "SHUTDOWN of an executor that does not run; ignored"),
+        }
+    }
+
     fn acknowledge(&mut self, framework_id: &str, agent_id: &str, task_id: &str, uuid: Vec<u8>) {
         let terminal_acked = self.frameworks[framework_id].tasks.get(task_id).is_some_and(|t| {
             t.state.is_terminal()
@@ -502,69 +622,6 @@ impl Master {
         );
         if terminal_acked {
             self.complete_task(framework_id, task_id);
-        }
-    }
-
-    /// Mesos's reconciliation: implicit (no tasks named) answers every non-terminal task; explicit answers each
-    /// named task with its latest state or, when unknown, by what is known of its agent.
-    pub(crate) fn reconcile(&mut self, framework_id: &str, tasks: Vec<(String, Option<String>)>, now: Now) {
-        let mut updates = Vec::new();
-        let f = &self.frameworks[framework_id];
-        let latest = |t: &Task| {
-            let mut s = t.statuses.last().cloned().unwrap_or_else(|| {
-                agora_proto::model::TaskStatus::from_master(
-                    &t.info.task_id,
-                    &t.info.agent_id,
-                    t.state,
-                    Reason::Reconciliation,
-                    "",
-                    now.wall,
-                )
-            });
-            s.state = t.state;
-            s.reason = Some(Reason::Reconciliation);
-            s.uuid = None;
-            s.source = agora_proto::model::Source::Master;
-            s
-        };
-        if tasks.is_empty() {
-            for t in f.tasks.values().filter(|t| !t.state.is_terminal()) {
-                updates.push(latest(t));
-            }
-        } else {
-            for (task_id, agent_id) in tasks {
-                if let Some(t) = f.tasks.get(&task_id) {
-                    updates.push(latest(t));
-                    continue;
-                }
-                if let Some(t) = f.completed_tasks.iter().rev().find(|t| t.info.task_id == task_id) {
-                    updates.push(latest(t));
-                    continue;
-                }
-                let agent_id = agent_id.unwrap_or_default();
-                if self.is_recovering(&agent_id) {
-                    // Mesos: the agent is admitted but has not re-registered since the failover; the task may well
-                    // be running there, so no answer until the agent is back or declared unreachable.
-                    continue;
-                }
-                let (state, message) = match self.agents.get(&agent_id) {
-                    None if self.registry_says_unreachable(&agent_id) => {
-                        (TaskState::Unreachable, format!("Task is unknown; agent '{agent_id}' is unreachable"))
-                    }
-                    Some(a) if a.state == AgentState::Unreachable => {
-                        (TaskState::Unreachable, format!("Task is unknown; agent '{agent_id}' is unreachable"))
-                    }
-                    Some(_) => (TaskState::Gone, "Reconciliation: task is unknown to the agent".to_string()),
-                    None => (TaskState::Unknown, "Reconciliation: task is unknown".to_string()),
-                };
-                updates.push(self.for_framework(
-                    framework_id,
-                    TaskStatus::from_master(&task_id, &agent_id, state, Reason::Reconciliation, message, now.wall),
-                ));
-            }
-        }
-        for u in updates {
-            self.send_framework(framework_id, SchedulerEvent::Update(u));
         }
     }
 }

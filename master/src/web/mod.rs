@@ -10,6 +10,8 @@ pub mod query;
 
 use std::time::Duration;
 
+use crate::actor::Handle;
+use crate::core::{Master, Now};
 use axum::Router;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,10 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-
-use crate::actor::{Handle, Input};
-use crate::core::{Master, Now};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -66,11 +64,7 @@ async fn inspect<T: Send + 'static>(
     handle: &Handle,
     query: impl FnOnce(&Master, Now) -> T + Send + 'static,
 ) -> Result<T, Response> {
-    let (reply, rx) = oneshot::channel::<T>();
-    handle.send(Input::Inspect(Box::new(move |m: &Master, now: Now| {
-        let _ = reply.send(query(m, now));
-    })));
-    rx.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"))
+    handle.inspect(query).await.ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"))
 }
 
 async fn json_query(handle: &Handle, query: impl FnOnce(&Master, Now) -> Value + Send + 'static) -> Response {
@@ -81,13 +75,16 @@ async fn json_query(handle: &Handle, query: impl FnOnce(&Master, Now) -> Value +
 }
 
 async fn metrics_snapshot(State(s): State<WebState>) -> Response {
-    json_query(&s.handle, |m, now| json!(crate::metrics::snapshot(m, now))).await
+    match s.handle.metrics().await {
+        Some(snapshot) => axum::Json(json!(snapshot)).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"),
+    }
 }
 
 async fn metrics_prometheus(State(s): State<WebState>) -> Response {
-    match inspect(&s.handle, |m, now| crate::metrics::prometheus(&crate::metrics::snapshot(m, now))).await {
-        Ok(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
-        Err(r) => r,
+    match s.handle.prometheus().await {
+        Some(text) => ([(header::CONTENT_TYPE, agora_proto::prometheus::CONTENT_TYPE)], text).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "master is shutting down"),
     }
 }
 

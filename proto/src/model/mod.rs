@@ -7,8 +7,10 @@
 //! which paths stay inside a task's sandbox ([`SandboxPath`]).
 
 mod attributes;
+pub mod cluster;
 mod duration;
 mod network;
+mod operation;
 mod resources;
 mod sandbox_path;
 mod uri;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
 pub use network::{AgentNetwork, ContainerStatus, NetworkAssignment, NetworkInfo, NetworkPeer, PortMapping};
+pub use operation::{OperationState, OperationStatus};
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
 pub use sandbox_path::{SandboxPath, SandboxPathError};
 pub use uri::{FetchSource, UriError};

@@ -375,9 +375,15 @@ impl Resources {
 
     /// True when every resource of `other` is within `self` (same name, role and kind).
     pub fn contains(&self, other: &Resources) -> bool {
-        other.0.iter().all(|o| match self.0.binary_search_by(|r| r.key().cmp(&o.key())) {
-            Ok(i) => self.0[i].value.contains(&o.value),
-            Err(_) => false,
+        // Both are sorted by key: one walk compares each key once (the allocator checks every refusal filter it
+        // meets with this).
+        let mut mine = self.0.iter();
+        other.0.iter().all(|o| {
+            let key = o.key();
+            mine.by_ref()
+                .map(|r| (r.key().cmp(&key), r))
+                .find(|(order, _)| order.is_ge())
+                .is_some_and(|(order, r)| order.is_eq() && r.value.contains(&o.value))
         })
     }
 
@@ -628,6 +634,19 @@ mod tests {
         assert_eq!(j, serde_json::json!({"cpus":2,"gpus":0,"mem":1024,"disk":4096,"ports":"[31000-32000]"}));
     }
 
+    /// Resources over a few names and roles, scalars and ranges, for containment in both directions.
+    fn arb_mixed() -> impl Strategy<Value = Resources> {
+        let item = (0usize..3, 0usize..3, 0u32..3000, 31000u64..31010, 0u64..4).prop_map(|(n, r, v, b, l)| {
+            let role = ["*", "a", "b"][r];
+            match n {
+                0 => Resource::scalar("cpus", f64::from(v) / 1000.0).reserved(role),
+                1 => Resource::scalar("mem", v.into()).reserved(role),
+                _ => Resource::ranges("ports", [(b, b + l)]).reserved(role),
+            }
+        });
+        proptest::collection::vec(item, 0..5).prop_map(Resources::from_vec)
+    }
+
     fn arb_resources() -> impl Strategy<Value = Resources> {
         (0u32..4000, 0u32..100_000, proptest::collection::vec((31000u64..31100, 0u64..5), 0..4)).prop_map(
             |(cpus, mem, ports)| {
@@ -659,6 +678,18 @@ mod tests {
             let back = sum.checked_sub(&b).unwrap();
             prop_assert_eq!(back.scalar("cpus"), a.scalar("cpus"));
             prop_assert_eq!(back.scalar("mem"), a.scalar("mem"));
+        }
+
+        #[test]
+        fn contains_is_containment_item_by_item(a in arb_mixed(), b in arb_mixed()) {
+            let by_item = |outer: &Resources, inner: &Resources| {
+                inner.iter().all(|o| outer.iter().any(|r| r.key() == o.key() && r.value.contains(&o.value)))
+            };
+            prop_assert_eq!(a.contains(&b), by_item(&a, &b));
+            prop_assert_eq!(b.contains(&a), by_item(&b, &a));
+            let mut sum = a.clone();
+            sum.add(&b);
+            prop_assert!(sum.contains(&a) && sum.contains(&b) && sum.contains(&Resources::new()));
         }
 
         #[test]

@@ -9,17 +9,21 @@ use agora_proto::model::{
 
 use super::*;
 
-pub(super) struct Harness {
-    pub(super) master: Master,
-    pub(super) now: Now,
-    pub(super) effects: Vec<Effect>,
+mod network;
+mod operator;
+mod v1_calls;
+
+struct Harness {
+    master: Master,
+    now: Now,
+    effects: Vec<Effect>,
     next_conn: u64,
 }
 
-pub(super) const AGENT_RES: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
+const AGENT_RES: &str = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
 
 impl Harness {
-    pub(super) fn new() -> Harness {
+    fn new() -> Harness {
         let config = CoreConfig {
             agent_ping_timeout: Duration::from_secs(15),
             max_agent_ping_timeouts: 5,
@@ -36,28 +40,28 @@ impl Harness {
         Harness { master: Master::new(info, config, now), now, effects: vec![], next_conn: 1 }
     }
 
-    pub(super) fn conn(&mut self) -> ConnId {
+    fn conn(&mut self) -> ConnId {
         self.next_conn += 1;
         ConnId(self.next_conn)
     }
 
-    pub(super) fn settle(&mut self) {
+    fn settle(&mut self) {
         self.master.allocate_if_wanted(self.now);
         self.effects.extend(self.master.drain_effects());
     }
 
-    pub(super) fn advance(&mut self, d: Duration) {
+    fn advance(&mut self, d: Duration) {
         self.now.mono += d;
         self.now.wall += d.as_secs_f64();
         self.master.tick(self.now);
         self.effects.extend(self.master.drain_effects());
     }
 
-    pub(super) fn take(&mut self) -> Vec<Effect> {
+    fn take(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
 
-    pub(super) fn add_agent(&mut self) -> (ConnId, String) {
+    fn add_agent(&mut self) -> (ConnId, String) {
         let conn = self.conn();
         let info = AgentInfo {
             id: None,
@@ -80,7 +84,7 @@ impl Harness {
         (conn, id)
     }
 
-    pub(super) fn subscribe(&mut self, info: FrameworkInfo) -> (ConnId, String, String) {
+    fn subscribe(&mut self, info: FrameworkInfo) -> (ConnId, String, String) {
         let conn = self.conn();
         self.master.subscribe(conn, info, vec![], self.now);
         self.settle();
@@ -95,7 +99,7 @@ impl Harness {
             .expect("subscribed")
     }
 
-    pub(super) fn offers_to(&self, conn: ConnId) -> Vec<Offer> {
+    fn offers_to(&self, conn: ConnId) -> Vec<Offer> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -106,7 +110,7 @@ impl Harness {
             .collect()
     }
 
-    pub(super) fn updates_to(&self, conn: ConnId) -> Vec<TaskStatus> {
+    fn updates_to(&self, conn: ConnId) -> Vec<TaskStatus> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -116,7 +120,7 @@ impl Harness {
             .collect()
     }
 
-    pub(super) fn agent_commands(&self, conn: ConnId) -> Vec<AgentCommand> {
+    fn agent_commands(&self, conn: ConnId) -> Vec<AgentCommand> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -126,12 +130,12 @@ impl Harness {
             .collect()
     }
 
-    pub(super) fn call(&mut self, fid: &str, sid: &str, call: Call) {
+    fn call(&mut self, fid: &str, sid: &str, call: Call) {
         self.master.call(fid, sid, call, self.now).expect("call accepted");
         self.settle();
     }
 
-    pub(super) fn agent_update(&mut self, conn: ConnId, fid: &str, task_id: &str, state: TaskState, uuid: u8) {
+    fn agent_update(&mut self, conn: ConnId, fid: &str, task_id: &str, state: TaskState, uuid: u8) {
         let status = TaskStatus {
             task_id: task_id.into(),
             state,
@@ -154,7 +158,7 @@ impl Harness {
     }
 }
 
-pub(super) fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
+fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
     TaskInfo {
         name: id.into(),
         task_id: id.into(),
@@ -170,7 +174,7 @@ pub(super) fn task(id: &str, agent_id: &str, res: &str) -> TaskInfo {
     }
 }
 
-pub(super) fn launch(offer: &Offer, tasks: Vec<TaskInfo>) -> Call {
+fn launch(offer: &Offer, tasks: Vec<TaskInfo>) -> Call {
     Call::Accept { offer_ids: vec![offer.id.clone()], operations: vec![LaunchOp { tasks }], refuse_seconds: None }
 }
 
@@ -647,7 +651,7 @@ fn teardown_keeps_the_state_of_finished_tasks_and_kills_the_rest() {
 
 // --- Registry and failover ------------------------------------------------------------------------------------------
 
-pub(super) fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
+fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
     AgentInfo {
         id: id.map(String::from),
         hostname: host.into(),
@@ -659,7 +663,7 @@ pub(super) fn agent_info(id: Option<&str>, host: &str) -> AgentInfo {
 }
 
 /// The harness after a failover: a new master recovered from `registry`.
-pub(super) fn recovered(registry: crate::registry::Registry) -> Harness {
+fn recovered(registry: crate::registry::Registry) -> Harness {
     let mut h = Harness::new();
     let info = h.master.info().clone();
     let config = CoreConfig { agent_reregister_timeout: Duration::from_secs(60), ..CoreConfig::default() };

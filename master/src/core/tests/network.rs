@@ -3,7 +3,6 @@
 
 use agora_proto::model::{AgentNetwork, ContainerInfo, FrameworkInfo, NetworkInfo, Reason};
 
-use super::tests::{Harness, agent_info, launch, recovered, task};
 use super::*;
 
 fn with_network() -> Harness {
