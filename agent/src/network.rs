@@ -44,6 +44,8 @@ pub enum NetworkError {
     Attach { container_id: String, source: Box<NetworkError> },
     #[error("a network task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the container network is not in place on this agent: {0}")]
+    NotInPlace(String),
 }
 
 /// The agent's container network.
@@ -54,6 +56,9 @@ pub struct NetworkManager {
     driver: Arc<dyn NetworkDriver>,
     /// The host side as last applied (for teardown).
     applied: Mutex<Option<HostSpec>>,
+    /// Why the host side could not be applied last time (a cluster CIDR that overlaps a route, no nft, ...):
+    /// containers are not attached while it holds, and their launch fails saying why.
+    broken: Mutex<Option<String>>,
 }
 
 impl NetworkManager {
@@ -61,7 +66,7 @@ impl NetworkManager {
     pub fn new(config: HostConfig, work_dir: &Path, driver: Arc<dyn NetworkDriver>) -> Result<Self, NetworkError> {
         let dir = work_dir.join(NETWORK_DIR);
         let ipam = Ipam::open(&dir.join(IPAM_DIR))?;
-        Ok(NetworkManager { config, dir, ipam, driver, applied: Mutex::new(None) })
+        Ok(NetworkManager { config, dir, ipam, driver, applied: Mutex::new(None), broken: Mutex::new(None) })
     }
 
     /// The real driver's state lives beside the rest.
@@ -107,10 +112,14 @@ impl NetworkManager {
             old == spec
         });
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             if rules_only { driver.apply_rules(&applied.ruleset) } else { driver.apply_host(&applied) }
         })
-        .await??;
+        .await?;
+        if let Ok(mut broken) = self.broken.lock() {
+            *broken = result.as_ref().err().map(|e| e.to_string());
+        }
+        result?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::debug!(forwards = spec.ruleset.forwards.len(), took_ms = format!("{ms:.1}"), "host network applied");
         if let Ok(mut a) = self.applied.lock() {
@@ -129,6 +138,9 @@ impl NetworkManager {
         container_id: &str,
         network: &ContainerNetwork,
     ) -> Result<AttachedNetwork, NetworkError> {
+        if let Some(why) = self.broken.lock().ok().and_then(|b| b.clone()) {
+            return Err(NetworkError::NotInPlace(why));
+        }
         let started = std::time::Instant::now();
         let ip = self.ipam.allocate(&network.subnet, container_id)?;
         match self.attach_at(container_id, network, ip).await {
@@ -279,6 +291,28 @@ mod tests {
         m.attach("gone", &network()).await.unwrap();
         m.reconcile(&BTreeSet::from(["keep".to_string()])).await;
         assert_eq!(m.leases().into_keys().collect::<Vec<_>>(), ["keep"]);
+    }
+
+    #[tokio::test]
+    async fn a_host_side_that_cannot_be_applied_refuses_attachments_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(RecordingDriver::default());
+        *driver.fail_host.lock().unwrap() = Some("the cluster CIDR overlaps a route".into());
+        let m = NetworkManager::new(config(dir.path()), dir.path(), driver.clone()).unwrap();
+        let assignment = Assignment {
+            name: "agora".into(),
+            cluster: "10.233.0.0/16".parse().unwrap(),
+            subnet: "10.233.1.0/24".parse().unwrap(),
+            peers: vec![],
+        };
+        let state = NetworkState { assignment, forwards: vec![] };
+        assert!(m.apply(&state).await.is_err());
+        let e = m.attach("c1", &network()).await.unwrap_err().to_string();
+        assert!(e.contains("not in place") && e.contains("overlaps a route"), "{e}");
+        assert!(m.leases().is_empty(), "nothing was leased");
+        *driver.fail_host.lock().unwrap() = None;
+        m.apply(&state).await.unwrap();
+        m.attach("c1", &network()).await.unwrap();
     }
 
     #[tokio::test]

@@ -197,6 +197,8 @@ pub struct RecordingDriver {
     calls: Mutex<Vec<DriverCall>>,
     /// Attachments of these container ids fail.
     pub fail_attach: Mutex<Vec<String>>,
+    /// Applying the host side fails with this message while set.
+    pub fail_host: Mutex<Option<String>>,
 }
 
 impl RecordingDriver {
@@ -214,7 +216,10 @@ impl RecordingDriver {
 impl NetworkDriver for RecordingDriver {
     fn apply_host(&self, host: &HostSpec) -> Result<(), NetError> {
         self.record(DriverCall::ApplyHost(Box::new(host.clone())));
-        Ok(())
+        match self.fail_host.lock().ok().and_then(|f| f.clone()) {
+            Some(why) => Err(NetError::Fake(why)),
+            None => Ok(()),
+        }
     }
 
     fn apply_rules(&self, ruleset: &Ruleset) -> Result<(), NetError> {

@@ -1,6 +1,7 @@
 //! The real driver against the kernel, entirely inside network namespaces this test creates (pinned under a
 //! temporary directory, no link to the outside, no route out): the host side is applied, two containers are
-//! attached and reach each other and their gateway, then everything is removed and nothing is left. Needs root,
+//! attached and reach each other and their gateway, then everything is removed and nothing is left; a cluster CIDR
+//! that overlaps a route of the host is refused before anything is installed. Needs root,
 //! `ip` (iproute2) and `nft` (nftables); fails saying so when they are missing.
 
 use std::path::Path;
@@ -109,4 +110,39 @@ fn the_host_side_and_two_containers_come_and_go_leaving_nothing() {
     assert!(netns::list(&config.netns_dir).is_empty());
     netns::remove(&host).unwrap();
     assert!(!netns::is_pinned(&host));
+}
+
+#[test]
+fn a_cluster_cidr_that_overlaps_a_route_is_refused_before_anything_is_installed() {
+    require_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    netns::create(&host).unwrap();
+    // A host route that covers the cluster CIDR, out of a link that leads nowhere.
+    inside(&host, &["ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    inside(&host, &["ip", "link", "set", "d0", "up"]);
+    inside(&host, &["ip", "route", "add", "10.0.0.0/8", "dev", "d0"]);
+    let config = HostConfig {
+        bridge: "agtest0".into(),
+        netns_dir: dir.path().join("netns"),
+        link_prefix: "agt".into(),
+        table: "agora".into(),
+        egress: false,
+        nameservers: vec![],
+        search: vec![],
+    };
+    let assignment = Assignment {
+        name: "agora".into(),
+        cluster: "10.233.0.0/16".parse().unwrap(),
+        subnet: "10.233.1.0/24".parse().unwrap(),
+        peers: vec![],
+    };
+    let driver = LinuxDriver::new(&dir.path().join("state"));
+    let refused = netns::run_in(&host, || driver.apply_host(&host_spec(&config, &assignment, &[]))).unwrap();
+    let e = refused.expect_err("an overlapping cluster CIDR is refused").to_string();
+    assert!(e.contains("overlaps the host's route to 10.0.0.0/8"), "{e}");
+    assert_eq!(inside(&host, &["nft", "list", "ruleset"]).trim(), "", "no rule was installed");
+    assert!(!inside(&host, &["ip", "-br", "link"]).contains("agtest0"), "no bridge was made");
+    assert_eq!(inside(&host, &["cat", IP_FORWARD]).trim(), "0");
+    netns::remove(&host).unwrap();
 }
