@@ -40,6 +40,7 @@ fn settings(work_dir: &Path) -> Settings {
         path_env: None,
         started: (Instant::now(), 0.0),
         images: agora_agent::image::ImageSupport::NoRegistry,
+        networks: false,
     }
 }
 
@@ -94,7 +95,7 @@ fn core_with(n: usize, work_dir: &Path) -> AgentCore {
     let now = Instant::now();
     let mut core = AgentCore::new(settings(work_dir));
     core.connecting();
-    core.handle(FromMaster::Registered { agent_id: "bench-S0".into(), master: None }, now);
+    core.handle(FromMaster::Registered { agent_id: "bench-S0".into(), master: None, network: None }, now);
     let mut framework = FrameworkInfo::new("marathon");
     framework.id = Some("bench-0000".into());
     for i in 0..n {

@@ -653,6 +653,7 @@ mod tests {
             healthy: None,
             agent_id: "a-S0".into(),
             unreachable_time: None,
+            container_status: None,
         };
         QueuedUpdates {
             task_id: task_id.into(),

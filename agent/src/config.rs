@@ -31,6 +31,13 @@ pub const DEFAULT_GC_DISK_HEADROOM: &str = "0.1";
 /// Default `--disk-watch-interval` (Mesos's): how often the disk is measured and old sandboxes deleted.
 pub const DEFAULT_DISK_WATCH_INTERVAL: &str = "1mins";
 
+/// Default `--network-netns-dir`: where container network namespaces are pinned.
+pub const DEFAULT_NETNS_DIR: &str = "/run/agora/netns";
+/// The prefix of the host ends of containers' veth pairs.
+pub const NETWORK_LINK_PREFIX: &str = "ag";
+/// The agent's nftables table (`ip agora`).
+pub const NETWORK_TABLE: &str = agora_net::nft::TABLE;
+
 /// The longest duration any flag accepts.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -141,6 +148,31 @@ pub struct Flags {
     /// the file; with `false` a corrupt task or framework file is skipped (logged) and the rest is recovered.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub strict: bool,
+
+    /// Runs the cluster's container network on a bridge of this name (e.g. `agora0`): a task that asks for it
+    /// (`container.network_infos`) gets its own network namespace and address in the subnet the master assigns this
+    /// agent, reachable from every agent by routing, and its port mappings. Needs `--isolation=libcontainer`, root
+    /// and nftables. Unset (the default): every task uses the host's network.
+    #[arg(long = "network-bridge", visible_alias = "network_bridge")]
+    pub network_bridge: Option<String>,
+
+    /// Where container network namespaces are pinned (one file per container).
+    #[arg(long = "network-netns-dir", visible_alias = "network_netns_dir", default_value = DEFAULT_NETNS_DIR)]
+    pub network_netns_dir: PathBuf,
+
+    /// Lets containers reach addresses outside the cluster CIDR (masqueraded to the agent's address). Off by
+    /// default: traffic from the bridge to the outside is dropped.
+    #[arg(long = "network-egress", visible_alias = "network_egress", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub network_egress: bool,
+
+    /// The nameservers in containers' `/etc/resolv.conf` (comma-separated addresses); default: the host's, leaving
+    /// out loopback resolvers.
+    #[arg(long = "dns-nameserver", visible_alias = "dns_nameserver", value_delimiter = ',')]
+    pub dns_nameserver: Vec<String>,
+
+    /// The search domains in containers' `/etc/resolv.conf` (comma-separated); default: the host's.
+    #[arg(long = "dns-search", visible_alias = "dns_search", value_delimiter = ',')]
+    pub dns_search: Vec<String>,
 }
 
 /// How tasks are isolated.
@@ -183,6 +215,8 @@ pub struct Config {
     pub fetcher_ca_file: Option<PathBuf>,
     /// `--strict`: a corrupt checkpoint file stops the agent (else it is skipped).
     pub strict: bool,
+    /// `--network-bridge` and the flags around it; `None`: host networking only.
+    pub network: Option<agora_net::HostConfig>,
 }
 
 /// When sandboxes are deleted (see [`crate::gc`]).
@@ -255,6 +289,19 @@ impl Flags {
             fetcher_cache_size: v.fetcher_cache_size,
             fetcher_ca_file: self.fetcher_ca_file.clone(),
             strict: self.strict,
+            network: v.network.map(|mut n| {
+                if self.dns_nameserver.is_empty() || self.dns_search.is_empty() {
+                    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                    let (servers, search) = agora_net::plan::host_resolvers(&host);
+                    if n.nameservers.is_empty() {
+                        n.nameservers = servers;
+                    }
+                    if n.search.is_empty() {
+                        n.search = search;
+                    }
+                }
+                n
+            }),
         })
     }
 
@@ -381,6 +428,40 @@ impl Flags {
                 None
             }
         };
+        let network = self.network_bridge.as_deref().map(str::trim).and_then(|bridge| {
+            let before = errors.len();
+            let name_ok = !bridge.is_empty()
+                && bridge.len() <= 15
+                && bridge.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                errors.push(format!(
+                    "--network-bridge: '{bridge}' is not a link name (1-15 letters, digits, '-', '_' or '.')"
+                ));
+            }
+            if isolation.is_some_and(|i| i != Isolation::Libcontainer) {
+                errors.push(
+                    "--network-bridge: container networks need --isolation=libcontainer (a network namespace per \
+                     container)"
+                        .to_string(),
+                );
+            }
+            if !self.network_netns_dir.is_absolute() {
+                let dir = self.network_netns_dir.display();
+                errors.push(format!("--network-netns-dir: '{dir}' must be an absolute directory"));
+            }
+            for server in self.dns_nameserver.iter().filter(|s| s.trim().parse::<IpAddr>().is_err()) {
+                errors.push(format!("--dns-nameserver: '{server}' is not an IP address"));
+            }
+            (errors.len() == before).then(|| agora_net::HostConfig {
+                bridge: bridge.to_string(),
+                netns_dir: self.network_netns_dir.clone(),
+                link_prefix: NETWORK_LINK_PREFIX.to_string(),
+                table: NETWORK_TABLE.to_string(),
+                egress: self.network_egress,
+                nameservers: self.dns_nameserver.iter().map(|s| s.trim().to_string()).collect(),
+                search: self.dns_search.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            })
+        });
         match (master, ip, port, resources, attributes, isolation, retry, backoff, (grace, disk_watch, gc)) {
             (
                 Some(master),
@@ -405,6 +486,7 @@ impl Flags {
                 executor_shutdown_grace_period,
                 container_disk_watch_interval,
                 gc,
+                network,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -424,6 +506,7 @@ struct Validated {
     executor_shutdown_grace_period: Duration,
     container_disk_watch_interval: Duration,
     gc: GcConfig,
+    network: Option<agora_net::HostConfig>,
 }
 
 /// A flag value that does not parse; each names the value.
@@ -647,6 +730,44 @@ mod tests {
         assert!(flags(&["--strict", "true"]).unwrap().strict);
         let err = flags(&["--strict=maybe"]).unwrap_err().to_string();
         assert!(err.contains("--strict") && err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn container_networks_are_off_by_default_and_need_libcontainer() {
+        let res = ["--resources", "cpus:1;mem:64;disk:64;ports:[1-2]"];
+        assert_eq!(flags(&res).unwrap().config().unwrap().network, None);
+        let on =
+            [&res[..], &["--isolation", "libcontainer", "--network-bridge", "agora0", "--dns-nameserver", "10.0.0.53"]]
+                .concat();
+        let n = flags(&on).unwrap().config().unwrap().network.unwrap();
+        assert_eq!((n.bridge.as_str(), n.egress, n.table.as_str()), ("agora0", false, "agora"));
+        assert_eq!(n.netns_dir, PathBuf::from(DEFAULT_NETNS_DIR));
+        assert_eq!(n.nameservers, vec!["10.0.0.53".to_string()]);
+        let bad = [
+            &res[..],
+            &[
+                "--isolation",
+                "process",
+                "--network-bridge",
+                "a-bridge-name-too-long",
+                "--dns-nameserver",
+                "dns.example",
+            ],
+            &["--network-netns-dir", "rel"],
+        ]
+        .concat();
+        let errors = flags(&bad).unwrap().config().unwrap_err().0;
+        assert_eq!(
+            errors,
+            vec![
+                "--network-bridge: 'a-bridge-name-too-long' is not a link name (1-15 letters, digits, '-', '_' or '.')"
+                    .to_string(),
+                "--network-bridge: container networks need --isolation=libcontainer (a network namespace per container)"
+                    .to_string(),
+                "--network-netns-dir: 'rel' must be an absolute directory".to_string(),
+                "--dns-nameserver: 'dns.example' is not an IP address".to_string(),
+            ]
+        );
     }
 
     #[test]

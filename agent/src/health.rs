@@ -12,7 +12,8 @@
 //!
 //! The shell ([`run`]) is one tokio task per checked task: it sleeps until the checker's next check, runs the probe
 //! (HTTP and HTTPS `GET` through `curl` as Mesos's checker does — certificates are not verified — on `127.0.0.1`, or
-//! `[::1]` for an IPv6 check, as tasks share the host's network; TCP connect; or a command in the task's container
+//! `[::1]` for an IPv6 check, as tasks on the host's network share it, or on the task's own address when it is on a
+//! container network; TCP connect; or a command in the task's container
 //! through [`Containerizer::check_command`]) and hands each report to the agent's event loop, which turns it into a
 //! status update (and a kill) in [`crate::core`].
 
@@ -207,6 +208,8 @@ pub struct CheckSpec {
     /// The task's environment (a COMMAND check runs with it and its own variables).
     pub env: Vec<(String, String)>,
     pub sandbox: PathBuf,
+    /// The task's own address on a container network, which HTTP and TCP checks reach instead of loopback.
+    pub host: Option<std::net::IpAddr>,
 }
 
 /// `HTTP health check`, `HTTPS health check`, `TCP health check`, `COMMAND health check`.
@@ -253,7 +256,7 @@ async fn probe<C: Containerizer>(spec: &CheckSpec, containerizer: &C, timeout: D
         Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
         other => Err(CheckFailed::NoPort(other.unwrap_or_default())),
     };
-    let host = check.ip_protocol.loopback();
+    let host = spec.host.unwrap_or_else(|| check.ip_protocol.loopback());
     match check.kind {
         HealthCheckType::Tcp => {
             let port = match port() {
@@ -269,7 +272,7 @@ async fn probe<C: Containerizer>(spec: &CheckSpec, containerizer: &C, timeout: D
         }
         HealthCheckType::Http => {
             let url = match port() {
-                Ok(port) => check_url(check, port),
+                Ok(port) => check_url(check, spec.host, port),
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
             match curl_status(&url, timeout).await {
@@ -290,14 +293,17 @@ async fn probe<C: Containerizer>(spec: &CheckSpec, containerizer: &C, timeout: D
     }
 }
 
-/// `http(s)://127.0.0.1:<port><path>`, or `[::1]` for an IPv6 check.
-pub fn check_url(check: &HealthCheck, port: u16) -> String {
+/// `http(s)://127.0.0.1:<port><path>`, or `[::1]` for an IPv6 check, or the task's own address on a container
+/// network.
+pub fn check_url(check: &HealthCheck, host: Option<std::net::IpAddr>, port: u16) -> String {
     let path = check.path.clone().unwrap_or_else(|| "/".to_string());
     let path = if path.starts_with('/') { path } else { format!("/{path}") };
     let scheme = if check.scheme.as_deref() == Some("https") { "https" } else { "http" };
-    let host = match check.ip_protocol {
-        IpProtocol::V4 => "127.0.0.1",
-        IpProtocol::V6 => "[::1]",
+    let host = match (host, check.ip_protocol) {
+        (Some(std::net::IpAddr::V6(ip)), _) => format!("[{ip}]"),
+        (Some(ip), _) => ip.to_string(),
+        (None, IpProtocol::V4) => "127.0.0.1".to_string(),
+        (None, IpProtocol::V6) => "[::1]".to_string(),
     };
     format!("{scheme}://{host}:{port}{path}")
 }
@@ -512,6 +518,7 @@ mod tests {
             },
             env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("CHECK_ME".into(), "yes".into())],
             sandbox: std::env::temp_dir(),
+            host: None,
         }
     }
 
@@ -593,13 +600,15 @@ mod tests {
     }
 
     #[test]
-    fn check_urls_use_the_loopback_of_the_ip_protocol() {
+    fn check_urls_use_the_loopback_of_the_ip_protocol_or_the_tasks_own_address() {
         let mut check = spec(HealthCheckType::Http, Some(80), None, 1).check;
-        assert_eq!(check_url(&check, 8080), "http://127.0.0.1:8080/health");
+        assert_eq!(check_url(&check, None, 8080), "http://127.0.0.1:8080/health");
+        let bridged = Some("10.233.1.7".parse().unwrap());
+        assert_eq!(check_url(&check, bridged, 8080), "http://10.233.1.7:8080/health");
         check.ip_protocol = IpProtocol::V6;
         check.scheme = Some("https".into());
         check.path = Some("ready".into());
-        assert_eq!(check_url(&check, 8443), "https://[::1]:8443/ready");
+        assert_eq!(check_url(&check, None, 8443), "https://[::1]:8443/ready");
     }
 
     #[tokio::test]

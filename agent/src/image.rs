@@ -726,6 +726,7 @@ mod tests {
             image: None,
             volumes: vec![],
             working_dir: None,
+            network: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Everything between the core's decision to launch a task and the containerizer's `launch`, as one step:
 //! [`prepare`] creates the sandbox, fetches the task's URIs into it ([`crate::fetcher`]), provisions its image into a
-//! root filesystem and applies the image's config ([`crate::image`]). Each failure is a [`LaunchError`] naming the
+//! root filesystem and applies the image's config ([`crate::image`]), and attaches a bridged task to the container
+//! network ([`crate::network`]), last, so nothing that fails afterwards but the launch itself holds an address. Each failure is a [`LaunchError`] naming the
 //! sandbox, the container and URI, or the image; the shell reports it as the task's TASK_FAILED with
 //! [`LaunchError::reason`] and the error's text as the message (Mesos's wording: `Failed to fetch all URIs for
 //! container '<id>': ...`). The decisions are the core's and the fetcher's and image module's; this is their order.
@@ -14,6 +15,7 @@ use crate::containerizer::ContainerError;
 use crate::containerizer::spec::LaunchSpec;
 use crate::fetcher::{FetchError, Fetcher};
 use crate::image::ImageError;
+use crate::network::{NetworkError, NetworkManager};
 
 /// Why a task could not be launched.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,10 @@ pub enum LaunchError {
     Fetch { container_id: String, source: FetchError },
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("task joins container network '{0}' but this agent runs none")]
+    NoNetwork(String),
     #[error(transparent)]
     Container(#[from] ContainerError),
 }
@@ -37,8 +43,13 @@ impl LaunchError {
 }
 
 /// The sandbox created and filled, and `spec` completed for the containerizer: with an image, its root filesystem
-/// in `rootfs` and its config applied (command, environment, working directory, user).
-pub async fn prepare(mut spec: LaunchSpec, fetcher: &Fetcher) -> Result<LaunchSpec, LaunchError> {
+/// in `rootfs` and its config applied (command, environment, working directory, user); with a container network,
+/// attached to it (`spec.network.attached`). A caller whose launch then fails detaches the container.
+pub async fn prepare(
+    mut spec: LaunchSpec,
+    fetcher: &Fetcher,
+    network: Option<&NetworkManager>,
+) -> Result<LaunchSpec, LaunchError> {
     tokio::fs::create_dir_all(&spec.sandbox)
         .await
         .map_err(|source| LaunchError::Sandbox { path: spec.sandbox.clone(), source })?;
@@ -51,6 +62,10 @@ pub async fn prepare(mut spec: LaunchSpec, fetcher: &Fetcher) -> Result<LaunchSp
         info!(image = %request.image, rootfs = %image.rootfs.display(), "image resolved");
         spec.rootfs = Some(image.rootfs);
         crate::image::apply_config(&request.image, &image.config, &mut spec)?;
+    }
+    if let Some(wanted) = spec.network.as_mut() {
+        let manager = network.ok_or_else(|| LaunchError::NoNetwork(wanted.name.clone()))?;
+        wanted.attached = Some(manager.attach(&spec.container_id, wanted).await?);
     }
     Ok(spec)
 }
@@ -77,6 +92,7 @@ mod tests {
             image: None,
             volumes: vec![],
             working_dir: None,
+            network: None,
         }
     }
 
@@ -104,7 +120,7 @@ mod tests {
             registry: registry.clone(),
             store: dir.path().join("store"),
         });
-        let prepared = prepare(s, &fetcher(dir.path())).await.unwrap();
+        let prepared = prepare(s, &fetcher(dir.path()), None).await.unwrap();
         assert!(dir.path().join("sandbox/run/app.sh").is_file());
         assert_eq!(prepared.rootfs, Some(registry.join("base/v1")));
     }
@@ -113,7 +129,7 @@ mod tests {
     async fn each_failure_names_what_failed_with_mesos_wording() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
-        let e = prepare(spec(dir.path().join("file/sandbox")), &fetcher(dir.path())).await.unwrap_err();
+        let e = prepare(spec(dir.path().join("file/sandbox")), &fetcher(dir.path()), None).await.unwrap_err();
         assert!(matches!(e, LaunchError::Sandbox { .. }));
         assert!(e.to_string().starts_with(&format!("cannot create sandbox {}/file/sandbox", dir.path().display())));
 
@@ -125,7 +141,7 @@ mod tests {
             cache: false,
             output_file: String::new(),
         });
-        let e = prepare(s, &fetcher(dir.path())).await.unwrap_err();
+        let e = prepare(s, &fetcher(dir.path()), None).await.unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("Failed to fetch all URIs for container 'c1': failed to fetch '/nonexistent/app.tgz'"),
@@ -140,7 +156,7 @@ mod tests {
             registry: dir.path().join("registry"),
             store: dir.path().join("store"),
         });
-        let e = prepare(s, &fetcher(dir.path())).await.unwrap_err();
+        let e = prepare(s, &fetcher(dir.path()), None).await.unwrap_err();
         assert!(e.to_string().starts_with("image 'missing' is not in the registry"), "{e}");
     }
 }

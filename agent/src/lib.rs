@@ -14,6 +14,8 @@
 //!   `CommandInfo.uris`), [`image`] (the root filesystem and its config) — with a typed [`launcher::LaunchError`];
 //!   [`tarball`]: the one in-process, confined way archives are unpacked (image layers and archives, fetched
 //!   archives).
+//! - [`network`]: the container network's shell (`--network-bridge`): the master's assignment applied through
+//!   `agora_net`, address leases, attaching and detaching containers; the decisions are the core's.
 //! - [`checkpoint`]: what a restarted agent recovers, one file per task under `<work_dir>/meta`, written for what
 //!   each batch of events changed.
 //! - [`gc`]: ended containers' sandboxes deleted after `--gc-delay`, sooner as the disk fills (Mesos's rule).
@@ -39,6 +41,7 @@ pub mod launcher;
 mod link;
 pub mod metrics;
 pub mod monitor;
+pub mod network;
 pub mod sandbox;
 mod shell;
 mod statistics;
@@ -68,6 +71,8 @@ pub enum AgentError {
     Isolation(#[source] containerizer::LibcontainerError),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
+    #[error("cannot use --network-bridge: {0}")]
+    Network(#[source] network::NetworkError),
 }
 
 /// Serves HTTP on `listener` (its port is the agent's port), connects to the master, runs until `shutdown` resolves,

@@ -22,9 +22,12 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Converts a master message for the core; `None` for an empty message.
 pub fn from_wire(msg: wire::MasterMessage) -> Option<FromMaster> {
     Some(match msg.message? {
-        In::Registered(r) => {
-            FromMaster::Registered { agent_id: r.agent_id, master: r.master_info.map(MasterInfo::from) }
-        }
+        In::Registered(r) => FromMaster::Registered {
+            agent_id: r.agent_id,
+            master: r.master_info.map(MasterInfo::from),
+            network: r.network.map(agora_proto::convert::assignment_from_wire).and_then(|a| assignment(&a)),
+        },
+        In::NetworkPeers(p) => FromMaster::NetworkPeers { peers: peers(&agora_proto::convert::peers_from_wire(p)) },
         In::Ping(_) => FromMaster::Ping,
         In::RunTask(rt) => {
             let framework_id = rt.framework.as_ref().map(|f| f.id.clone()).unwrap_or_default();
@@ -58,6 +61,35 @@ pub fn from_wire(msg: wire::MasterMessage) -> Option<FromMaster> {
     })
 }
 
+/// The master's assignment with its addresses parsed; a malformed one is logged and ignored (the agent runs no
+/// container network then).
+fn assignment(a: &agora_proto::model::NetworkAssignment) -> Option<agora_net::Assignment> {
+    let parsed = a.cluster_cidr.parse::<agora_net::Ipv4Cidr>().and_then(|c| Ok((c, a.subnet.parse()?)));
+    match parsed {
+        Ok((cluster, subnet)) => {
+            Some(agora_net::Assignment { name: a.name.clone(), cluster, subnet, peers: peers(&a.peers) })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ignoring the master's malformed network assignment");
+            None
+        }
+    }
+}
+
+/// The peers whose subnet and address parse (others are logged and left out).
+fn peers(peers: &[agora_proto::model::NetworkPeer]) -> Vec<agora_net::Peer> {
+    peers
+        .iter()
+        .filter_map(|p| match (p.subnet.parse(), p.ip.parse()) {
+            (Ok(subnet), Ok(ip)) => Some(agora_net::Peer { agent_id: p.agent_id.clone(), subnet, ip }),
+            _ => {
+                tracing::warn!(agent_id = %p.agent_id, subnet = %p.subnet, ip = %p.ip, "ignoring a malformed peer");
+                None
+            }
+        })
+        .collect()
+}
+
 /// The first message of a stream.
 pub fn registration_to_wire(r: Registration) -> wire::AgentMessage {
     let version = agora_proto::model::VERSION.to_string();
@@ -70,10 +102,12 @@ pub fn registration_to_wire(r: Registration) -> wire::AgentMessage {
         ip: a.ip.clone(),
     };
     let message = match r {
-        Registration::Register { agent } => {
-            Out::Register(wire::RegisterAgent { agent_info: Some(agent_info(&agent)), version })
-        }
-        Registration::Reregister { agent, tasks, frameworks } => Out::Reregister(wire::ReregisterAgent {
+        Registration::Register { agent, network } => Out::Register(wire::RegisterAgent {
+            agent_info: Some(agent_info(&agent)),
+            version,
+            network: network.as_ref().map(agora_proto::convert::agent_network_to_wire),
+        }),
+        Registration::Reregister { agent, tasks, frameworks, network } => Out::Reregister(wire::ReregisterAgent {
             agent_info: Some(agent_info(&agent)),
             version,
             tasks: tasks
@@ -85,6 +119,7 @@ pub fn registration_to_wire(r: Registration) -> wire::AgentMessage {
                 })
                 .collect(),
             frameworks: frameworks.iter().map(wire::FrameworkInfo::from).collect(),
+            network: network.as_ref().map(agora_proto::convert::agent_network_to_wire),
         }),
     };
     wire::AgentMessage { message: Some(message) }
@@ -278,10 +313,46 @@ mod tests {
             agent,
             tasks: vec![crate::core::ReportedTask { framework_id: "f".into(), task, state: TaskState::Running }],
             frameworks: vec![],
+            network: Some(agora_proto::model::AgentNetwork { subnet: Some("10.233.1.0/24".into()) }),
         };
         let Some(Out::Reregister(rr)) = registration_to_wire(r).message else { panic!() };
         assert_eq!(rr.agent_info.map(|a| a.id), Some("m-S1".to_string()));
         assert_eq!(rr.tasks[0].state, wire::TaskState::TaskRunning as i32);
         assert_eq!(rr.version, agora_proto::model::VERSION);
+        assert_eq!(rr.network.map(|n| n.subnet), Some("10.233.1.0/24".to_string()));
+    }
+
+    #[test]
+    fn a_network_assignment_is_parsed_and_malformed_peers_are_left_out() {
+        let msg = wire::MasterMessage {
+            message: Some(In::Registered(wire::AgentRegistered {
+                agent_id: "m-S1".into(),
+                master_info: None,
+                network: Some(wire::NetworkAssignment {
+                    name: "agora".into(),
+                    cluster_cidr: "10.233.0.0/16".into(),
+                    subnet: "10.233.1.0/24".into(),
+                    peers: vec![
+                        wire::NetworkPeer {
+                            agent_id: "m-S2".into(),
+                            subnet: "10.233.2.0/24".into(),
+                            ip: "198.51.100.12".into(),
+                        },
+                        wire::NetworkPeer { agent_id: "bad".into(), subnet: "x".into(), ip: "198.51.100.13".into() },
+                    ],
+                }),
+            })),
+        };
+        let Some(FromMaster::Registered { network: Some(a), .. }) = from_wire(msg) else { panic!("an assignment") };
+        assert_eq!((a.cluster.to_string(), a.subnet.to_string()), ("10.233.0.0/16".into(), "10.233.1.0/24".into()));
+        assert_eq!(a.peers.iter().map(|p| p.agent_id.as_str()).collect::<Vec<_>>(), ["m-S2"]);
+        let bad = wire::MasterMessage {
+            message: Some(In::Registered(wire::AgentRegistered {
+                agent_id: "m-S1".into(),
+                master_info: None,
+                network: Some(wire::NetworkAssignment { cluster_cidr: "nope".into(), ..Default::default() }),
+            })),
+        };
+        assert!(matches!(from_wire(bad), Some(FromMaster::Registered { network: None, .. })));
     }
 }

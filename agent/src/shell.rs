@@ -20,6 +20,7 @@ use crate::containerizer::{ContainerError, Containerizer, LaunchSpec, Terminatio
 use crate::core::{AgentCore, Effect, FromMaster, LaunchFailed, Registration, Settings, TaskKey};
 use crate::launcher::LaunchError;
 use crate::link::{self, LinkEvent};
+use crate::network::NetworkManager;
 
 /// Reconnection backoff cap (Mesos's `REGISTER_RETRY_INTERVAL_MAX`).
 pub const MAX_REGISTRATION_BACKOFF: Duration = Duration::from_secs(60);
@@ -50,10 +51,31 @@ pub fn registration_backoff(factor: Duration) -> Backoff {
 }
 
 enum Event {
-    Link { generation: u64, event: LinkEvent },
-    Launched { task: TaskKey, container_id: String, result: Result<(), LaunchFailed> },
-    Exited { task: TaskKey, container_id: String, result: Result<Termination, ContainerError> },
-    Health { task: TaskKey, container_id: String, report: crate::health::Report },
+    Link {
+        generation: u64,
+        event: LinkEvent,
+    },
+    Launched {
+        task: TaskKey,
+        container_id: String,
+        result: Result<(), LaunchFailed>,
+    },
+    Exited {
+        task: TaskKey,
+        container_id: String,
+        result: Result<Termination, ContainerError>,
+    },
+    Health {
+        task: TaskKey,
+        container_id: String,
+        report: crate::health::Report,
+    },
+    /// The launcher attached the container to the container network at `ip`.
+    Attached {
+        task: TaskKey,
+        container_id: String,
+        ip: std::net::Ipv4Addr,
+    },
 }
 
 struct Link {
@@ -81,6 +103,8 @@ struct Shell<C> {
     fetcher: Arc<crate::fetcher::Fetcher>,
     /// One health checking task per checked task.
     health_checks: HashMap<TaskKey, JoinHandle<()>>,
+    /// The container network (`--network-bridge`).
+    network: Option<Arc<NetworkManager>>,
     /// The launch stages' durations, for `/metrics`.
     launches: Arc<crate::metrics::LaunchTimes>,
 }
@@ -105,6 +129,13 @@ pub async fn run_with<C: Containerizer>(
     let checkpoint_dir = crate::checkpoint::CheckpointDir::open(&config.work_dir).map_err(AgentError::Checkpoint)?;
     let checkpoint = crate::checkpoint::read(&config.work_dir, config.strict).map_err(AgentError::Checkpoint)?;
     let recovered = containerizer.recover().await.map_err(AgentError::Recover)?;
+    let network = match &config.network {
+        Some(host) => {
+            let driver = NetworkManager::linux_driver(&config.work_dir);
+            Some(Arc::new(NetworkManager::new(host.clone(), &config.work_dir, driver).map_err(AgentError::Network)?))
+        }
+        None => None,
+    };
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
     let settings = Settings {
         agent: config.agent_info(port),
@@ -117,8 +148,11 @@ pub async fn run_with<C: Containerizer>(
             config.docker_registry.clone(),
             config.isolation == crate::config::Isolation::Libcontainer,
         ),
+        networks: network.is_some(),
     };
     let mut core = AgentCore::new(settings);
+    let leases = network.as_ref().map(|n| n.leases()).unwrap_or_default();
+    core.restore_network(network.as_ref().and_then(|n| n.assignment()));
     let now = Instant::now();
     let recovery_effects = match checkpoint {
         Some(r) => {
@@ -127,7 +161,7 @@ pub async fn run_with<C: Containerizer>(
                 error!(error = %skipped, "--strict=false: skipping a corrupt checkpoint file");
             }
             info!(agent_id = %cp.agent_id.clone().unwrap_or_default(), tasks = cp.tasks.len(), containers = recovered.len(), legacy = r.legacy, "recovering from the checkpoint");
-            let effects = core.recover(cp, recovered, now);
+            let effects = core.recover(cp, recovered, &leases, now);
             if r.legacy {
                 info!("rewriting the single-file checkpoint meta/agent.json as one file per task");
                 core.mark_all_changed();
@@ -138,7 +172,12 @@ pub async fn run_with<C: Containerizer>(
             // A fresh agent writes its (empty) checkpoint at once. Without a checkpoint no task claims these
             // containers.
             core.mark_all_changed();
-            recovered.into_iter().map(|c| Effect::Destroy { task: None, container_id: c.container_id }).collect()
+            let mut effects: Vec<Effect> =
+                recovered.into_iter().map(|c| Effect::Destroy { task: None, container_id: c.container_id }).collect();
+            if network.is_some() {
+                effects.push(Effect::ReconcileNetwork { live: Default::default() });
+            }
+            effects
         }
     };
     let core = Arc::new(Mutex::new(core));
@@ -176,6 +215,7 @@ pub async fn run_with<C: Containerizer>(
             config.fetcher_ca_file.clone(),
         )),
         health_checks: HashMap::new(),
+        network,
         launches,
     };
     shell.apply(recovery_effects).await;
@@ -307,6 +347,13 @@ impl<C: Containerizer> Shell<C> {
         if let Some(link) = self.link.take() {
             link.task.abort();
         }
+        if let Some(network) = &self.network {
+            if lock(&self.core).live_containers() > 0 {
+                warn!("containers are still running; leaving the container network on the host");
+            } else if let Err(e) = network.teardown().await {
+                error!(error = %e, "cannot remove the container network from the host");
+            }
+        }
     }
 
     async fn on_timer(&mut self) {
@@ -431,6 +478,9 @@ impl<C: Containerizer> Shell<C> {
             Event::Health { task, container_id, report } => {
                 Step::Effects(lock(&self.core).health(&task, &container_id, report, now))
             }
+            Event::Attached { task, container_id, ip } => {
+                Step::Effects(lock(&self.core).network_attached(&task, &container_id, ip))
+            }
         }
     }
 
@@ -481,9 +531,27 @@ impl<C: Containerizer> Shell<C> {
                     }
                 }
                 Effect::Destroy { task, container_id } => {
+                    let task = task.unwrap_or_default();
                     if let Err(e) = self.containerizer.destroy(&container_id).await {
-                        let task = task.unwrap_or_default();
                         warn!(task_id = %task.task_id, framework_id = %task.framework_id, error = %e, "cannot destroy the container");
+                    }
+                    if let Some(network) = &self.network
+                        && let Err(e) = network.detach(&container_id).await
+                    {
+                        warn!(task_id = %task.task_id, framework_id = %task.framework_id, error = %e, "cannot free the container's network");
+                    }
+                }
+                Effect::ApplyNetwork(state) => match &self.network {
+                    Some(network) => {
+                        if let Err(e) = network.apply(&state).await {
+                            error!(error = %e, "cannot apply the container network; bridged tasks may not be reachable");
+                        }
+                    }
+                    None => warn!("the core asked for a container network this agent does not run"),
+                },
+                Effect::ReconcileNetwork { live } => {
+                    if let Some(network) = &self.network {
+                        network.reconcile(&live).await;
                     }
                 }
             }
@@ -547,6 +615,7 @@ impl<C: Containerizer> Shell<C> {
     fn launch(&self, spec: LaunchSpec) {
         let containerizer = self.containerizer.clone();
         let fetcher = self.fetcher.clone();
+        let network = self.network.clone();
         let events = self.events.clone();
         let launches = self.launches.clone();
         let agent_id = lock(&self.core).agent_id().unwrap_or_default().to_string();
@@ -558,11 +627,21 @@ impl<C: Containerizer> Shell<C> {
                 let task = TaskKey::new(spec.framework_id.clone(), spec.task_id.clone());
                 let container_id = spec.container_id.clone();
                 let sandbox = spec.sandbox.clone();
-                let launched = match crate::launcher::prepare(spec, &fetcher).await {
+                let launched = match crate::launcher::prepare(spec, &fetcher, network.as_deref()).await {
                     Ok(spec) => {
+                        let attached = spec.network.as_ref().and_then(|n| n.attached.as_ref()).map(|a| a.ip);
+                        if let Some(ip) = attached {
+                            let (task, container_id) = (task.clone(), container_id.clone());
+                            let _ = events.send(Event::Attached { task, container_id, ip });
+                        }
                         let begun = Instant::now();
                         let launched = containerizer.launch(&spec).await.map_err(LaunchError::from);
                         launches.container_launched(begun.elapsed());
+                        if let (Err(_), Some(_), Some(network)) = (&launched, attached, &network)
+                            && let Err(e) = network.detach(&container_id).await
+                        {
+                            warn!(error = %e, "cannot free the network of a container that did not launch");
+                        }
                         launched
                     }
                     Err(e) => Err(e),
@@ -613,6 +692,7 @@ mod tests {
             path_env: None,
             started: (Instant::now(), 0.0),
             images,
+            networks: false,
         };
         let (events, inbox) = mpsc::unbounded_channel();
         let shell = Shell {
@@ -633,6 +713,7 @@ mod tests {
                 None,
             )),
             health_checks: HashMap::new(),
+            network: None,
             launches: Default::default(),
         };
         (shell, inbox)
@@ -701,6 +782,7 @@ mod tests {
                 volumes: vec![],
                 hostname: None,
                 image: Some(image.into()),
+                network_infos: vec![],
             });
             FromMaster::RunTask { framework, task }
         };

@@ -303,6 +303,7 @@ mod tests {
             healthy: None,
             agent_id: "a".into(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 

@@ -102,6 +102,7 @@ impl Conn {
                 hostname: "fake-master".into(),
                 version: "test".into(),
             }),
+            network: None,
         }))
         .await;
     }

@@ -529,6 +529,7 @@ mod tests {
             healthy: None,
             agent_id: "a1".into(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 
@@ -570,6 +571,7 @@ mod tests {
             master_port: 0,
             agent_port: 0,
             resources: Some("cpus:1;mem:512;disk:512;ports:[41000-41010]".into()),
+            network_bridge: None,
         };
         let cluster = crate::local::LocalCluster::start(&local).await.expect("local cluster");
         let master = cluster.master_addr.to_string();

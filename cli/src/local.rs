@@ -36,6 +36,11 @@ pub struct LocalArgs {
     /// The agent's resources in Mesos syntax; by default the agent detects the machine's.
     #[arg(long)]
     pub resources: Option<String>,
+    /// Runs the container network on a bridge of this name (e.g. `agora0`; the agent's `--network-bridge`): apps
+    /// with `"networks": [{"mode": "container/bridge"}]` get their own address. Needs root and nftables; it changes
+    /// this machine's network (a bridge, nftables rules, `ip_forward`), all removed when the cluster stops.
+    #[arg(long)]
+    pub network_bridge: Option<String>,
 }
 
 /// The master's command line for this local cluster.
@@ -67,6 +72,9 @@ pub fn agent_argv(args: &LocalArgs, work_dir: &Path, master: SocketAddr, port: u
     if let Some(resources) = &args.resources {
         argv.push("--resources".into());
         argv.push(resources.clone());
+    }
+    if let Some(bridge) = &args.network_bridge {
+        argv.extend(["--isolation".into(), "libcontainer".into(), "--network-bridge".into(), bridge.clone()]);
     }
     argv
 }
@@ -293,5 +301,13 @@ mod tests {
         assert_eq!(agent.master, "127.0.0.1:5050");
         assert_eq!(agent.resources.as_deref(), Some("cpus:2;mem:1024"));
         assert_eq!(agent.work_dir, dir.join("agent"));
+        assert_eq!(agent.network_bridge, None);
+        let a = args(&["--network-bridge", "agora0"]);
+        let argv = super::agent_argv(&a, &dir, "127.0.0.1:5050".parse().unwrap(), 5051);
+        let agent = agora_agent::Flags::try_parse_from(argv).expect("agent flags");
+        assert_eq!(
+            (agent.network_bridge.as_deref(), agent.isolation.as_deref()),
+            (Some("agora0"), Some("libcontainer"))
+        );
     }
 }

@@ -98,6 +98,7 @@ async fn containerizer_series(dir: &Path, rootfs: &Path, n: usize) -> Value {
             image: None,
             volumes: vec![],
             working_dir: None,
+            network: None,
         };
         let started = Instant::now();
         c.launch(&spec).await.expect("launch");

@@ -8,6 +8,7 @@
 
 pub mod bench_flags;
 pub mod marathon;
+pub mod netlab;
 pub mod v1;
 
 use std::net::TcpListener;
@@ -55,9 +56,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, bin: &str, args: &[String], log_dir: &Path) -> Result<Proc> {
+        Proc::spawn_program(name, &bin_dir().join(bin), args, log_dir)
+    }
+
+    /// [`Proc::spawn`] of any program (e.g. `nsenter` wrapping a workspace binary).
+    pub fn spawn_program(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Proc> {
+        let bin = program.display().to_string();
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(bin_dir().join(bin))
+        let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -379,6 +386,22 @@ impl TestFramework {
             _ => None,
         })
         .await
+    }
+
+    /// An update of `task_id` satisfying `pred`: one already read (while waiting for something else), else the next.
+    pub async fn seen_or_next_update(
+        &mut self,
+        task_id: &str,
+        pred: impl Fn(&TaskStatus) -> bool,
+    ) -> Result<TaskStatus> {
+        let seen = self.seen.iter().find_map(|e| match e {
+            Event::Update(s) if s.task_id == task_id && pred(s) => Some(s.clone()),
+            _ => None,
+        });
+        match seen {
+            Some(s) => Ok(s),
+            None => self.update_of(task_id, pred).await,
+        }
     }
 
     /// Waits until the framework is subscribed: its latest SUBSCRIBED came after its latest disconnection (a driver

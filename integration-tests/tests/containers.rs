@@ -57,6 +57,7 @@ impl Rig {
             image: None,
             volumes: vec![],
             working_dir: None,
+            network: None,
         }
     }
 

@@ -214,7 +214,14 @@ async fn host_volumes_are_bound_read_write_and_read_only() -> Result<()> {
     let mut fw = TestFramework::start(&cluster.master_addr, FrameworkInfo::new("volumes")).await?;
     let offer = fw.next_offers().await?.remove(0);
     let container = |volumes: Vec<Volume>| {
-        Some(ContainerInfo { kind: ContainerType::Mesos, rootfs: None, volumes, hostname: None, image: None })
+        Some(ContainerInfo {
+            kind: ContainerType::Mesos,
+            rootfs: None,
+            volumes,
+            hostname: None,
+            image: None,
+            network_infos: vec![],
+        })
     };
     let vol = |container_path: &str, host_path: &Path, read_only| Volume {
         container_path: container_path.into(),

@@ -343,6 +343,7 @@ async fn a_docker_archive_runs_with_its_layers_whiteouts_and_config_and_its_imag
             }],
             hostname: None,
             image: Some(image.into()),
+            network_infos: vec![],
         });
         t
     };

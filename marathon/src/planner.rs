@@ -221,6 +221,7 @@ pub fn build_task(
             .collect(),
         hostname: None,
         image: c.docker.as_ref().map(|d| d.image.clone()),
+        network_infos: vec![],
     });
     (task, host_ports)
 }

@@ -960,6 +960,7 @@ async fn embedded_tasks_are_rendered_once_and_follow_their_instances() {
         healthy: None,
         agent_id: "agent-1".into(),
         unreachable_time: None,
+        container_status: None,
     };
     shared.lock().on_update(&status(task(0), TaskState::Running), now + 2);
     let changed = embedded().await;

@@ -23,6 +23,14 @@ pub const DEFAULT_MAX_COMPLETED_FRAMEWORKS: usize = 50;
 pub const DEFAULT_ZK_SESSION_TIMEOUT: &str = "10secs";
 /// Mesos's `--agent_reregister_timeout` default (also its minimum there; Agora allows less, for tests).
 pub const DEFAULT_AGENT_REREGISTER_TIMEOUT: &str = "10mins";
+/// The cluster CIDR agents' container subnets are carved from. 10.233.0.0/16 is private, routed nowhere by default,
+/// and away from the ranges container runtimes and clouds usually take; agents refuse it when it overlaps a route
+/// their host has.
+pub const DEFAULT_NETWORK_CIDR: &str = "10.233.0.0/16";
+/// The length of each agent's subnet: 254 addresses, the bridge's and 253 containers'.
+pub const DEFAULT_NETWORK_SUBNET_PREFIX: u8 = 24;
+/// The name tasks give the cluster's container network (`container.network_infos[].name`, Marathon's network name).
+pub const DEFAULT_NETWORK_NAME: &str = "agora";
 /// Mesos's `--max_operator_event_stream_subscribers` default.
 pub const DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS: usize = 1000;
 
@@ -75,6 +83,16 @@ pub struct Flags {
     /// After a failover, agents in the registry that do not re-register within this time are marked unreachable.
     #[arg(long, default_value = DEFAULT_AGENT_REREGISTER_TIMEOUT)]
     pub agent_reregister_timeout: String,
+    /// The cluster's container network: every agent started with `--network-bridge` gets a subnet of this IPv4
+    /// prefix and routes the others' to their agents; `none` turns container networks off.
+    #[arg(long, default_value = DEFAULT_NETWORK_CIDR)]
+    pub network_cidr: String,
+    /// The prefix length of each agent's subnet of `--network-cidr`.
+    #[arg(long, default_value_t = DEFAULT_NETWORK_SUBNET_PREFIX)]
+    pub network_subnet_prefix: u8,
+    /// The name of the cluster's container network, as tasks name it.
+    #[arg(long, default_value = DEFAULT_NETWORK_NAME)]
+    pub network_name: String,
     /// Operators that may follow the v1 operator event stream (`POST /api/v1` SUBSCRIBE) at once.
     #[arg(long, default_value_t = DEFAULT_MAX_OPERATOR_EVENT_STREAM_SUBSCRIBERS)]
     pub max_operator_event_stream_subscribers: usize,
@@ -98,6 +116,8 @@ pub struct Config {
     pub zk: Option<agora_detector::ZkUrl>,
     pub zk_session_timeout: Duration,
     pub agent_reregister_timeout: Duration,
+    /// `--network-cidr`, `--network-subnet-prefix`, `--network-name`; `None` with `--network-cidr=none`.
+    pub network: Option<crate::core::NetworkConfig>,
     pub max_operator_event_stream_subscribers: usize,
 }
 
@@ -166,6 +186,25 @@ impl Flags {
         }
         let agent_reregister_timeout =
             duration("agent-reregister-timeout", &self.agent_reregister_timeout, &mut errors);
+        let network = match self.network_cidr.trim() {
+            "none" => None,
+            cidr => match cidr.parse::<agora_net::Ipv4Cidr>() {
+                Err(e) => {
+                    errors.push(format!("--network-cidr: {e}"));
+                    None
+                }
+                Ok(cluster) => match agora_net::AddressPlan::new(cluster, self.network_subnet_prefix) {
+                    Ok(plan) => Some(crate::core::NetworkConfig { name: self.network_name.trim().to_string(), plan }),
+                    Err(e) => {
+                        errors.push(format!("--network-subnet-prefix: {e}"));
+                        None
+                    }
+                },
+            },
+        };
+        if self.network_name.trim().is_empty() {
+            errors.push("--network-name: must not be empty".into());
+        }
         if let Err(e) = std::fs::create_dir_all(&self.work_dir) {
             errors.push(format!("--work-dir: cannot create '{}': {e}", self.work_dir.display()));
         }
@@ -189,6 +228,7 @@ impl Flags {
             zk,
             zk_session_timeout,
             agent_reregister_timeout,
+            network,
             max_operator_event_stream_subscribers: self.max_operator_event_stream_subscribers,
         })
     }
@@ -217,10 +257,13 @@ mod tests {
             "0",
             "--weights",
             "web=2,batch=-1",
+            "--network-cidr",
+            "10.233.1.0/16",
         ])
         .unwrap();
         let errs = flags.config().unwrap_err();
-        assert_eq!(errs.0.len(), 4, "{errs}");
+        assert_eq!(errs.0.len(), 5, "{errs}");
+        assert_eq!(errs.0[4], "--network-cidr: '10.233.1.0/16' has host bits set (did you mean 10.233.0.0/16?)");
         assert!(errs.0[0].contains("--ip"));
         assert!(errs.0[1].contains("--agent-ping-timeout"));
         assert!(errs.0[2].contains("--max-agent-ping-timeouts"));
@@ -243,5 +286,20 @@ mod tests {
         assert_eq!(c.max_agent_ping_timeouts, 5);
         assert_eq!(c.allocation_interval, Duration::from_secs(1));
         assert_eq!(c.offer_timeout, Some(Duration::from_secs(60)));
+        let network = c.network.unwrap();
+        assert_eq!((network.name.as_str(), network.plan.cluster.to_string()), ("agora", "10.233.0.0/16".into()));
+        assert_eq!(network.plan.subnet_prefix, 24);
+    }
+
+    #[test]
+    fn container_networks_can_be_turned_off_and_a_subnet_must_fit() {
+        let dir = std::env::temp_dir().join("agora-master-flags-test3");
+        let work_dir = dir.to_str().unwrap();
+        let off = Flags::try_parse_from(["agora-master", "--work-dir", work_dir, "--network-cidr", "none"]).unwrap();
+        assert!(off.config().unwrap().network.is_none());
+        let bad =
+            ["agora-master", "--work-dir", work_dir, "--network-cidr", "10.0.0.0/24", "--network-subnet-prefix", "16"];
+        let errs = Flags::try_parse_from(bad).unwrap().config().unwrap_err();
+        assert!(errs.0[0].starts_with("--network-subnet-prefix: agent subnets of /16 do not fit"), "{errs}");
     }
 }

@@ -207,9 +207,12 @@ pub(crate) struct AgentLinkService {
 fn command_to_wire(c: AgentCommand) -> Option<wire::MasterMessage> {
     use wire::master_message::Message as M;
     let message = match c {
-        AgentCommand::Registered { agent_id, master_info } => {
-            M::Registered(wire::AgentRegistered { agent_id, master_info: Some((&master_info).into()) })
-        }
+        AgentCommand::Registered { agent_id, master_info, network } => M::Registered(wire::AgentRegistered {
+            agent_id,
+            master_info: Some((&master_info).into()),
+            network: network.as_ref().map(convert::assignment_to_wire),
+        }),
+        AgentCommand::NetworkPeers(peers) => M::NetworkPeers(convert::peers_to_wire(&peers)),
         AgentCommand::Ping => M::Ping(wire::Ping {}),
         AgentCommand::RunTask { framework, task } => {
             M::RunTask(wire::RunTask { framework: Some((&*framework).into()), task: Some((&*task).into()) })
@@ -236,7 +239,10 @@ fn agent_message_from_wire(m: wire::AgentMessage) -> Result<AgentMessage, Conver
         model::AgentInfo::try_from(i.ok_or_else(|| ConvertError::new("agent_info", "missing"))?)
     };
     Ok(match m.message.ok_or_else(|| ConvertError::new("message", "empty agent message"))? {
-        M::Register(r) => AgentMessage::Register { info: info(r.agent_info)? },
+        M::Register(r) => AgentMessage::Register {
+            info: info(r.agent_info)?,
+            network: r.network.map(convert::agent_network_from_wire),
+        },
         M::Reregister(r) => {
             let mut tasks = Vec::new();
             for t in r.tasks {
@@ -249,7 +255,12 @@ fn agent_message_from_wire(m: wire::AgentMessage) -> Result<AgentMessage, Conver
             }
             let frameworks =
                 r.frameworks.into_iter().map(model::FrameworkInfo::try_from).collect::<Result<Vec<_>, _>>()?;
-            AgentMessage::Reregister { info: info(r.agent_info)?, tasks, frameworks }
+            AgentMessage::Reregister {
+                info: info(r.agent_info)?,
+                tasks,
+                frameworks,
+                network: r.network.map(convert::agent_network_from_wire),
+            }
         }
         M::Pong(_) => AgentMessage::Pong,
         M::StatusUpdate(u) => AgentMessage::StatusUpdate {

@@ -8,7 +8,8 @@
 //! - [`allocator`]: pure weighted-DRF allocation — a function of a snapshot and the current time that returns
 //!   allocations borrowing from the snapshot (the core turns them into offers), plus the decline filters.
 //! - [`core`]: the pure master state machine ([`core::Master`]): registries of agents, frameworks, tasks and
-//!   offers; validation; health pings; reconciliation. Inputs in, [`core::Effect`]s out; no I/O, no clock.
+//!   offers; validation; health pings; reconciliation; the container network's address plan (each agent's subnet
+//!   of `--network-cidr`, its peers, tasks' networks checked). Inputs in, [`core::Effect`]s out; no I/O, no clock.
 //! - The shell: `actor` owns the core, its timers and the registry store, and takes `Input`s through a `Handle`;
 //!   `grpc`, `http`, `v1` and `web` adapt the wire protocols and the HTTP endpoints to those inputs (they import the
 //!   actor module only); `v1` is Mesos's v1 HTTP APIs (the scheduler API at `/api/v1/scheduler`, the operator API

@@ -58,6 +58,7 @@ pub async fn run(
         max_completed_frameworks: config.max_completed_frameworks,
         weights: config.weights.iter().cloned().collect(),
         agent_reregister_timeout: config.agent_reregister_timeout,
+        network: config.network.clone(),
     };
     let flags = serde_json::json!({
         "ip": config.ip.to_string(),
@@ -68,6 +69,9 @@ pub async fn run(
         "max_agent_ping_timeouts": config.max_agent_ping_timeouts.to_string(),
         "allocation_interval": format!("{}secs", config.allocation_interval.as_secs_f64()),
         "offer_timeout": config.offer_timeout.map(|d| format!("{}secs", d.as_secs_f64())).unwrap_or_default(),
+        "network_cidr": config.network.as_ref().map_or("none".to_string(), |n| n.plan.cluster.to_string()),
+        "network_subnet_prefix": config.network.as_ref().map(|n| n.plan.subnet_prefix.to_string()),
+        "network_name": config.network.as_ref().map(|n| n.name.clone()),
         "heartbeat_interval": format!("{}secs", config.heartbeat_interval.as_secs_f64()),
         "max_operator_event_stream_subscribers": config.max_operator_event_stream_subscribers.to_string(),
         "zk": config.zk.as_ref().map(|u| u.to_string()).unwrap_or_default(),

@@ -3,8 +3,15 @@
 //! Model → wire is infallible (`From`). Wire → model is `TryFrom` and fails with a [`ConvertError`] naming the
 //! field, because what arrives on the wire comes from other programs.
 
+mod network;
+
 use crate::model::{self, Fixed};
 use crate::wire;
+
+pub use network::{
+    agent_network_from_wire, agent_network_to_wire, assignment_from_wire, assignment_to_wire, network_info_to_wire,
+    peers_from_wire, peers_to_wire,
+};
 
 /// A wire message that does not describe a valid model value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +254,7 @@ impl From<&model::TaskStatus> for wire::TaskStatus {
             executor_id: String::new(),
             unreachable_time: s.unreachable_time,
             labels: None,
+            container_status: s.container_status.as_ref().map(network::container_status_to_wire),
         }
     }
 }
@@ -274,6 +282,7 @@ impl TryFrom<wire::TaskStatus> for model::TaskStatus {
             healthy: s.healthy,
             agent_id: s.agent_id,
             unreachable_time: s.unreachable_time,
+            container_status: s.container_status.map(network::container_status_from_wire).transpose()?,
         })
     }
 }
@@ -353,6 +362,7 @@ fn container_to_wire(c: &model::ContainerInfo) -> wire::ContainerInfo {
             .collect(),
         hostname: c.hostname.clone().unwrap_or_default(),
         image: c.image.clone().unwrap_or_default(),
+        network_infos: c.network_infos.iter().map(network::network_info_to_wire).collect(),
     }
 }
 
@@ -376,6 +386,7 @@ fn container_from_wire(c: wire::ContainerInfo) -> Result<model::ContainerInfo, C
             .collect(),
         hostname: non_empty(c.hostname),
         image: non_empty(c.image),
+        network_infos: network::network_infos_from_wire(c.network_infos, "container.network_infos")?,
     })
 }
 
@@ -770,6 +781,7 @@ mod tests {
                 volumes: vec![],
                 hostname: None,
                 image: Some("library/busybox:1.36".into()),
+                network_infos: vec![],
             }),
             health_check: None,
             kill_grace_period: None,

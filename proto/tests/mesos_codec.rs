@@ -26,6 +26,7 @@ fn events_are_written_in_mesos_json() {
         healthy: None,
         agent_id: "M-S0".into(),
         unreachable_time: Some(1_700_000_000.0),
+        container_status: None,
     };
     let cases: Vec<(v1::scheduler::Event, &str)> = vec![
         (

@@ -206,6 +206,7 @@ fn subscribed_update_and_offers_encode_as_mesos_does() {
         healthy: Some(true),
         agent_id: "M-S0".into(),
         unreachable_time: None,
+        container_status: None,
     };
     let mut update = event(event::Type::Update);
     update.update = Some(event::Update { status: v1::TaskStatus::from(&status) });

@@ -198,6 +198,7 @@ mod tests {
             image: None,
             volumes: vec![],
             working_dir: None,
+            network: None,
         }
     }
 

@@ -162,6 +162,7 @@ mod tests {
             volumes: vec![],
             working_dir: None,
             image: None,
+            network: None,
         }
     }
 

@@ -9,12 +9,16 @@
 //! `-` separators, TAG is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; digests (`@sha256:...`) and registry hosts with ports
 //! are refused.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use agora_proto::model::{CommandInfo, Volume};
 
 /// Where the sandbox appears inside a container (`$AGORA_SANDBOX`, `$MESOS_SANDBOX`).
 pub const SANDBOX_MOUNT: &str = "/mnt/sandbox";
+
+/// The hostname of every container (its own UTS namespace), also in a bridged container's `/etc/hosts`.
+pub const CONTAINER_HOSTNAME: &str = "agora";
 
 /// Everything needed to start one task's container.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,29 @@ pub struct LaunchSpec {
     pub volumes: Vec<Volume>,
     /// The working directory inside the container (an image's `WorkingDir`); `None` is the sandbox.
     pub working_dir: Option<PathBuf>,
+    /// The container network the task joins; `None` is the host's network.
+    pub network: Option<ContainerNetwork>,
+}
+
+/// A container network to join: the core's decision, completed by the launcher once the container is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNetwork {
+    pub name: String,
+    /// The agent's subnet, where the address comes from.
+    pub subnet: agora_net::Ipv4Cidr,
+    pub hostname: String,
+    pub attached: Option<AttachedNetwork>,
+}
+
+/// Where an attached container's network is: what the containerizer hands to the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedNetwork {
+    pub ip: Ipv4Addr,
+    /// The pinned network namespace the container joins.
+    pub netns: PathBuf,
+    /// Bound over the container's `/etc/resolv.conf` and `/etc/hosts`.
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
 }
 
 /// A task's resource limits; `None` is unlimited.

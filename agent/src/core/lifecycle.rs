@@ -12,7 +12,7 @@ use tracing::{debug, info, info_span, warn};
 use super::LaunchFailed;
 use super::tasks::{Container, TaskRun};
 use super::{AgentCore, Effect, Settings, TaskKey, ToMaster};
-use crate::containerizer::spec::ImageRequest;
+use crate::containerizer::spec::{CONTAINER_HOSTNAME, ImageRequest};
 use crate::containerizer::volumes::VolumeError;
 use crate::containerizer::{ContainerError, LaunchSpec, Limitation, Limits, Termination};
 use crate::health::{CheckSpec, Report};
@@ -62,6 +62,7 @@ impl AgentCore {
                 kill: None,
                 orphaned: false,
                 unhealthy_kill: None,
+                ip: None,
             },
         );
         if !ids_ok {
@@ -73,6 +74,16 @@ impl AgentCore {
             return self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now);
         }
         let mut effects = self.update(&key, TaskState::Starting, None, String::new(), now);
+        let network = match self.tasks.get(&key).map(|t| self.network_request(&t.info, CONTAINER_HOSTNAME)) {
+            Some(Ok(network)) => network,
+            Some(Err(refused)) => {
+                let msg = refused.to_string();
+                warn!("{msg}");
+                effects.extend(self.update(&key, TaskState::Failed, Some(Reason::ContainerLaunchFailed), msg, now));
+                return effects;
+            }
+            None => return effects,
+        };
         let Some(t) = self.tasks.get_mut(&key) else { return effects };
         let Some(command) = t.info.command.clone() else {
             let msg = format!("task '{task_id}' has no command (custom executors are not supported)");
@@ -125,6 +136,7 @@ impl AgentCore {
             image,
             volumes,
             working_dir: None,
+            network,
         })));
         effects
     }
@@ -171,11 +183,16 @@ impl AgentCore {
             Err(LaunchFailed { reason, message }) => {
                 warn!(error = %message, "launch failed");
                 t.container = Container::Gone;
-                if t.orphaned {
+                let orphaned = t.orphaned;
+                // Mappings applied when it was attached go again.
+                let mut effects: Vec<Effect> =
+                    self.tasks.get(key).and_then(|t| self.forwards_changed(t)).into_iter().collect();
+                if orphaned {
                     self.forget(key);
-                    return vec![];
+                    return effects;
                 }
-                self.update(key, TaskState::Failed, Some(reason), message, now)
+                effects.extend(self.update(key, TaskState::Failed, Some(reason), message, now));
+                effects
             }
             Ok(()) => {
                 t.container = Container::Running;
@@ -191,6 +208,7 @@ impl AgentCore {
                     return vec![signal];
                 }
                 info!("task is running");
+                // Its port mappings were applied when it was attached (`network_attached`).
                 let mut effects = self.update(key, TaskState::Running, None, String::new(), now);
                 effects.extend(self.start_health_check(key));
                 effects
@@ -216,6 +234,8 @@ impl AgentCore {
         t.container = Container::Gone;
         let unhealthy_kill = t.unhealthy_kill.clone();
         let mut effects = vec![Effect::Destroy { task: Some(key.clone()), container_id: container_id.into() }];
+        effects.extend(self.tasks.get(key).and_then(|t| self.forwards_changed(t)));
+        let Some(t) = self.tasks.get_mut(key) else { return effects };
         if t.info.health_check.is_some() {
             effects.push(Effect::StopHealthCheck { task: key.clone() });
         }
@@ -270,6 +290,7 @@ impl AgentCore {
             check,
             env: task_environment(&t.info, ctx),
             sandbox: t.sandbox.clone(),
+            host: t.ip.map(std::net::IpAddr::V4),
         })))
     }
 

@@ -5,11 +5,15 @@
 //!
 //! This file holds the inputs, effects and the [`AgentCore`] itself with registration, acknowledgements and the
 //! status updates every transition goes through; the rest is split by concern: `lifecycle` (run, launched,
-//! health, exited), `kill` (kills and the timers), `recovery` (checkpoint changes and restart), `state` (`/state`),
-//! `tasks` (the task records). `tests` drives the whole core through its public methods.
+//! health, exited), `kill` (kills and the timers), `recovery` (checkpoint changes and restart), `network` (the
+//! container network: the master's assignment, tasks' networks and addresses), `state` (`/state`), `tasks` (the task
+//! records). `tests` drives the whole core through its public methods.
 
 mod kill;
 mod lifecycle;
+mod network;
+#[cfg(test)]
+mod network_tests;
 mod recovery;
 mod state;
 mod tasks;
@@ -20,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agora_proto::model::{AgentInfo, FrameworkInfo, MasterInfo, Reason, Source, TaskInfo, TaskState, TaskStatus};
+use agora_proto::model::{
+    AgentInfo, AgentNetwork, FrameworkInfo, MasterInfo, Reason, Source, TaskInfo, TaskState, TaskStatus,
+};
 use nix::sys::signal::Signal;
 use tracing::{debug, info, info_span, warn};
 
@@ -29,6 +35,7 @@ use crate::health::CheckSpec;
 pub use crate::status_updates::TaskKey;
 use crate::status_updates::{AckOutcome, Outbound, StatusUpdateManager};
 pub use lifecycle::ContainerRefused;
+pub use network::{NetworkRefused, NetworkState};
 use tasks::{CompletedTask, Container, Tasks};
 
 /// The longest grace period a kill policy may ask for; longer ones are cut to it.
@@ -51,6 +58,8 @@ pub struct Settings {
     pub started: (Instant, f64),
     /// Whether and from where `container.image` is resolved (`--docker-registry`).
     pub images: crate::image::ImageSupport,
+    /// The agent runs container networks (`--network-bridge`, with libcontainer isolation).
+    pub networks: bool,
 }
 
 /// A message from the master, already converted from the wire.
@@ -59,6 +68,12 @@ pub enum FromMaster {
     Registered {
         agent_id: String,
         master: Option<MasterInfo>,
+        /// The agent's subnet and peers, when it runs container networks and the master an address plan.
+        network: Option<agora_net::Assignment>,
+    },
+    /// The master's new list of every agent subnet.
+    NetworkPeers {
+        peers: Vec<agora_net::Peer>,
     },
     Ping,
     RunTask {
@@ -106,8 +121,16 @@ pub struct LaunchFailed {
 /// The first message on a new stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Registration {
-    Register { agent: AgentInfo },
-    Reregister { agent: AgentInfo, tasks: Vec<ReportedTask>, frameworks: Vec<FrameworkInfo> },
+    Register {
+        agent: AgentInfo,
+        network: Option<AgentNetwork>,
+    },
+    Reregister {
+        agent: AgentInfo,
+        tasks: Vec<ReportedTask>,
+        frameworks: Vec<FrameworkInfo>,
+        network: Option<AgentNetwork>,
+    },
 }
 
 /// A task as reported on reregistration.
@@ -152,6 +175,12 @@ pub enum Effect {
     /// Stop checking the task's health (it is being killed, or it ended).
     StopHealthCheck {
         task: TaskKey,
+    },
+    /// Make the host's container network match (bridge, peer routes, packet rules with the port mappings).
+    ApplyNetwork(Box<NetworkState>),
+    /// Free the addresses and namespaces of every container but the `live` ones (after a restart).
+    ReconcileNetwork {
+        live: BTreeSet<String>,
     },
 }
 
@@ -202,6 +231,8 @@ pub struct AgentCore {
     frameworks_changed: BTreeSet<String>,
     /// What the sandbox collector ([`crate::gc`]) did so far, for the metrics.
     gc: crate::gc::Counters,
+    /// The container network the master assigned (with `settings.networks`).
+    network: Option<agora_net::Assignment>,
 }
 
 impl AgentCore {
@@ -221,6 +252,7 @@ impl AgentCore {
             agent_changed: false,
             frameworks_changed: BTreeSet::new(),
             gc: crate::gc::Counters::default(),
+            network: None,
         }
     }
 
@@ -263,9 +295,10 @@ impl AgentCore {
     pub fn connecting(&mut self) -> Registration {
         self.link = Link::Registering;
         let mut agent = self.settings.agent.clone();
+        let network = self.agent_network();
         let Some(id) = self.agent_id.clone() else {
             agent.id = None;
-            return Registration::Register { agent };
+            return Registration::Register { agent, network };
         };
         agent.id = Some(id);
         let tasks: Vec<ReportedTask> = self
@@ -277,7 +310,7 @@ impl AgentCore {
         let reported: BTreeSet<&str> = tasks.iter().map(|t| t.framework_id.as_str()).collect();
         let frameworks =
             self.frameworks.iter().filter(|(id, _)| reported.contains(id.as_str())).map(|(_, f)| f.clone()).collect();
-        Registration::Reregister { agent, tasks, frameworks }
+        Registration::Reregister { agent, tasks, frameworks, network }
     }
 
     /// The stream broke or could not be opened. Tasks keep running; updates wait for the next registration.
@@ -289,7 +322,12 @@ impl AgentCore {
     /// Handles one message from the master.
     pub fn handle(&mut self, msg: FromMaster, now: Instant) -> Vec<Effect> {
         match msg {
-            FromMaster::Registered { agent_id, master } => self.registered(agent_id, master, now),
+            FromMaster::Registered { agent_id, master, network } => {
+                let mut effects = self.assigned(network);
+                effects.extend(self.registered(agent_id, master, now));
+                effects
+            }
+            FromMaster::NetworkPeers { peers } => self.peers_changed(peers),
             FromMaster::Ping => vec![Effect::Send(ToMaster::Pong)],
             FromMaster::RunTask { framework, task } => self.run_task(*framework, *task, now),
             FromMaster::InvalidTask { framework_id, task_id, message } => {
@@ -363,6 +401,7 @@ impl AgentCore {
     ) -> Vec<Effect> {
         let mut status = self.status(&key.task_id, state, reason, message, now);
         status.healthy = healthy;
+        status.container_status = self.tasks.get(key).and_then(|t| self.container_status(t));
         let connected = self.is_registered();
         let Some(t) = self.tasks.get_mut(key) else { return vec![] };
         t.state = state;
@@ -392,6 +431,7 @@ impl AgentCore {
             healthy: None,
             agent_id: self.agent_id.clone().unwrap_or_default(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 

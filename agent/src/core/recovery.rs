@@ -75,7 +75,16 @@ impl AgentCore {
     /// re-attached; those that ended while the agent was down report their real termination; a live task whose
     /// container is lost (or unknown) fails with `REASON_EXECUTOR_TERMINATED` and the reason. Recovered containers
     /// no task claims are destroyed. The agent then re-registers with its old id.
-    pub fn recover(&mut self, cp: AgentCheckpoint, containers: Vec<RecoveredContainer>, now: Instant) -> Vec<Effect> {
+    ///
+    /// `leases` are the container network's addresses by container id (the shell's IPAM), which live bridged tasks
+    /// get back; the host's network is applied again and what no live container holds is freed.
+    pub fn recover(
+        &mut self,
+        cp: AgentCheckpoint,
+        containers: Vec<RecoveredContainer>,
+        leases: &BTreeMap<String, std::net::Ipv4Addr>,
+        now: Instant,
+    ) -> Vec<Effect> {
         let _span = info_span!("recover", agent_id = %cp.agent_id.clone().unwrap_or_default()).entered();
         // What is loaded is on disk as it is; only what recovery changes is written again.
         self.agent_id = cp.agent_id;
@@ -104,6 +113,7 @@ impl AgentCore {
                     kill,
                     orphaned: t.orphaned,
                     unhealthy_kill: t.unhealthy_kill,
+                    ip: if t.live { leases.get(&t.container_id).copied() } else { None },
                 },
             );
             if !t.live {
@@ -165,7 +175,10 @@ impl AgentCore {
             warn!(container_id = %container_id, "destroying a recovered container no task claims");
             effects.push(Effect::Destroy { task: None, container_id });
         }
-        effects
+        // The host's network first, so the reattached tasks' mappings and routes are back before anything else.
+        let mut all = self.recover_network();
+        all.extend(effects);
+        all
     }
 }
 

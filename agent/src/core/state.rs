@@ -32,6 +32,14 @@ impl AgentCore {
                 "resources": Value::Object(info.resources.flat_json()),
             })
         };
+        // A bridged task shows its address as Mesos's agent does: in its latest status's `container_status`.
+        let live_task_json = |framework_id: &str, t: &super::tasks::TaskRun| {
+            let mut v = task_json(framework_id, &t.info, t.state);
+            if let Some(c) = self.container_status(t) {
+                v["statuses"] = json!([{"state": t.state.name(), "container_status": c.mesos_json()}]);
+            }
+            v
+        };
         let mut ids: Vec<&String> = self.tasks.values().map(|t| &t.framework_id).collect();
         ids.extend(self.completed.iter().map(|c| &c.framework_id));
         ids.sort();
@@ -48,7 +56,7 @@ impl AgentCore {
                             "name": format!("Command Executor (Task: {})", t.info.task_id),
                             "container": t.container_id,
                             "directory": t.sandbox.display().to_string(),
-                            "tasks": [task_json(fid, &t.info, t.state)],
+                            "tasks": [live_task_json(fid, t)],
                         })
                     })
                     .collect();

@@ -38,6 +38,8 @@ pub(super) struct TaskRun {
     pub(super) orphaned: bool,
     /// Killed for failing its health checks, with why: its terminal update says `healthy: false` and this.
     pub(super) unhealthy_kill: Option<String>,
+    /// Its address on the container network (not checkpointed: a restarted agent reads it from its leases).
+    pub(super) ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +96,18 @@ impl Tasks {
         }
         self.changed.insert(key.clone());
         self.map.get_mut(key)
+    }
+
+    /// Records the container network address of the task's container `container_id` (if it is still there and not
+    /// ended). The address is not checkpointed (a restarted agent reads its leases), so nothing is marked changed.
+    pub(super) fn set_ip(&mut self, key: &TaskKey, container_id: &str, ip: std::net::Ipv4Addr) -> bool {
+        match self.map.get_mut(key).filter(|t| t.container_id == container_id && t.container != Container::Gone) {
+            Some(t) => {
+                t.ip = Some(ip);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(super) fn get_mut(&mut self, key: &TaskKey) -> Option<&mut TaskRun> {

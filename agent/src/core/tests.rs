@@ -7,7 +7,7 @@ use crate::checkpoint::AgentCheckpoint;
 use crate::containerizer::{Limitation, Limits, Recovered, RecoveredContainer, Termination};
 use crate::health::Report;
 
-const SEC: Duration = Duration::from_secs(1);
+pub(super) const SEC: Duration = Duration::from_secs(1);
 
 fn launch_failed(message: &str) -> LaunchFailed {
     LaunchFailed { reason: Reason::ContainerLaunchFailed, message: message.into() }
@@ -30,17 +30,18 @@ pub(crate) fn settings(t0: Instant) -> Settings {
         path_env: Some("/bin".into()),
         started: (t0, 1000.0),
         images: crate::image::ImageSupport::NoRegistry,
+        networks: false,
     }
 }
 
-fn framework(caps: Vec<Capability>) -> FrameworkInfo {
+pub(super) fn framework(caps: Vec<Capability>) -> FrameworkInfo {
     let mut f = FrameworkInfo::new("marathon");
     f.id = Some("m-0001".into());
     f.capabilities = caps;
     f
 }
 
-fn task(id: &str, cmd: &str) -> TaskInfo {
+pub(super) fn task(id: &str, cmd: &str) -> TaskInfo {
     TaskInfo {
         name: id.into(),
         task_id: id.into(),
@@ -57,18 +58,18 @@ fn task(id: &str, cmd: &str) -> TaskInfo {
 }
 
 /// A task of the test framework `m-0001`.
-fn key(task_id: &str) -> TaskKey {
+pub(super) fn key(task_id: &str) -> TaskKey {
     TaskKey::new("m-0001", task_id)
 }
 
-fn registered_core(t0: Instant) -> AgentCore {
+pub(super) fn registered_core(t0: Instant) -> AgentCore {
     let mut core = AgentCore::new(settings(t0));
     assert!(matches!(core.connecting(), Registration::Register { .. }));
-    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None, network: None }, t0);
     core
 }
 
-fn sent(effects: &[Effect]) -> Vec<(TaskState, TaskState)> {
+pub(super) fn sent(effects: &[Effect]) -> Vec<(TaskState, TaskState)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -78,7 +79,7 @@ fn sent(effects: &[Effect]) -> Vec<(TaskState, TaskState)> {
         .collect()
 }
 
-fn uuid_of(effects: &[Effect]) -> Vec<u8> {
+pub(super) fn uuid_of(effects: &[Effect]) -> Vec<u8> {
     effects
         .iter()
         .find_map(|e| match e {
@@ -88,7 +89,7 @@ fn uuid_of(effects: &[Effect]) -> Vec<u8> {
         .expect("a status update")
 }
 
-fn launch_of(effects: &[Effect]) -> LaunchSpec {
+pub(super) fn launch_of(effects: &[Effect]) -> LaunchSpec {
     effects
         .iter()
         .find_map(|e| match e {
@@ -120,7 +121,14 @@ fn launches_carry_limits_user_and_rootfs() {
 fn launches_carry_volumes_and_refuse_docker_or_impossible_volumes() {
     let t0 = Instant::now();
     let mut core = registered_core(t0);
-    let container = |kind, volumes| ContainerInfo { kind, rootfs: None, volumes, hostname: None, image: None };
+    let container = |kind, volumes| ContainerInfo {
+        kind,
+        rootfs: None,
+        volumes,
+        hostname: None,
+        image: None,
+        network_infos: vec![],
+    };
     let data = Volume { container_path: "/data".into(), host_path: "/srv/data".into(), read_only: true };
     let mut t = task("t", "true");
     t.container = Some(container(ContainerType::Mesos, vec![data.clone()]));
@@ -164,6 +172,7 @@ fn an_image_becomes_a_request_or_fails_the_task_naming_it() {
             volumes: vec![],
             hostname: None,
             image: Some("busybox".into()),
+            network_infos: vec![],
         });
         t
     };
@@ -189,7 +198,7 @@ fn an_image_becomes_a_request_or_fails_the_task_naming_it() {
     settings.images = crate::image::ImageSupport::Registry("/reg".into());
     let mut core = AgentCore::new(settings);
     assert!(matches!(core.connecting(), Registration::Register { .. }));
-    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None, network: None }, t0);
     let spec = launch_of(&core.handle(FromMaster::run_task(framework(vec![]), image_task("i", None)), t0));
     let req = spec.image.expect("an image request");
     assert_eq!((req.registry, req.store), ("/reg".into(), "/w/store/docker".into()));
@@ -246,7 +255,7 @@ fn recovery_reattaches_reports_ended_and_fails_lost_containers() {
         RecoveredContainer { container_id: ids[2].clone(), state: Recovered::Lost("monitor gone".into()) },
         RecoveredContainer { container_id: "stray".into(), state: Recovered::Running },
     ];
-    let effects = after.recover(cp, found, t1);
+    let effects = after.recover(cp, found, &Default::default(), t1);
     assert!(effects.contains(&Effect::Reattach { task: key("runs"), container_id: ids[0].clone() }));
     assert!(effects.contains(&Effect::Destroy { task: None, container_id: "stray".into() }));
     assert_eq!(after.task_state(&key("runs")), Some(TaskState::Running));
@@ -263,7 +272,7 @@ fn recovery_reattaches_reports_ended_and_fails_lost_containers() {
     let Registration::Reregister { agent, tasks, .. } = after.connecting() else { panic!("reregister") };
     assert_eq!(agent.id.as_deref(), Some("m-S0"));
     assert_eq!(tasks.len(), 4);
-    let resent = after.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t1);
+    let resent = after.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None, network: None }, t1);
     assert_eq!(sent(&resent).len(), 4);
 }
 
@@ -380,7 +389,7 @@ fn health_checks_restart_for_recovered_running_tasks_only() {
     let cp = core.checkpoint();
     let mut after = AgentCore::new(settings(t0));
     let found = ids.iter().map(|id| RecoveredContainer { container_id: id.clone(), state: Recovered::Running });
-    let effects = after.recover(cp, found.collect(), t0 + SEC);
+    let effects = after.recover(cp, found.collect(), &Default::default(), t0 + SEC);
     let started: Vec<TaskKey> = effects
         .iter()
         .filter_map(|e| match e {
@@ -421,7 +430,7 @@ fn the_per_task_files_follow_every_change_and_a_batch_writes_only_the_tasks_it_c
     core.mark_all_changed();
     assert_eq!(sync(&mut core, &mut dir, work.path()), 0, "a fresh agent writes agent.info only");
     core.connecting();
-    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0);
+    core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None, network: None }, t0);
     sync(&mut core, &mut dir, work.path());
 
     let fw = framework(vec![Capability::TaskKillingState]);
@@ -487,7 +496,7 @@ fn the_per_task_files_follow_every_change_and_a_batch_writes_only_the_tasks_it_c
     // Recovery loads the files as they are and writes only what it changes: here, the lost container of t4.
     let on_disk = crate::checkpoint::read(work.path(), true).unwrap().unwrap().checkpoint;
     let mut after = AgentCore::new(settings(t0));
-    after.recover(on_disk, vec![], t0);
+    after.recover(on_disk, vec![], &Default::default(), t0);
     let changes = after.take_changes();
     let t4 = launch_of(&effects);
     assert_eq!(changes.tasks.keys().collect::<Vec<_>>(), vec![&key("t4")], "{t4:?}");
@@ -664,12 +673,13 @@ fn reregistration_reports_tasks_and_resends_fronts() {
     core.disconnected();
     assert!(!core.is_registered());
     assert!(sent(&core.tick(t0 + 100 * SEC)).is_empty(), "no retries while disconnected");
-    let Registration::Reregister { agent, tasks, frameworks } = core.connecting() else { panic!("reregister") };
+    let Registration::Reregister { agent, tasks, frameworks, .. } = core.connecting() else { panic!("reregister") };
     assert_eq!(agent.id.as_deref(), Some("m-S0"));
     assert_eq!(tasks.len(), 1);
     assert_eq!((tasks[0].framework_id.as_str(), tasks[0].state), ("m-0001", TaskState::Running));
     assert_eq!(frameworks[0].name, "marathon");
-    let effects = core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None }, t0 + 100 * SEC);
+    let effects =
+        core.handle(FromMaster::Registered { agent_id: "m-S0".into(), master: None, network: None }, t0 + 100 * SEC);
     assert_eq!(sent(&effects), vec![(TaskState::Starting, TaskState::Running)]);
 }
 
@@ -799,7 +809,7 @@ fn two_frameworks_may_run_the_same_task_id_independently() {
         RecoveredContainer { container_id: a.container_id.clone(), state: Recovered::Running },
         RecoveredContainer { container_id: b.container_id.clone(), state: Recovered::Running },
     ];
-    let effects = after.recover(cp.clone(), found, t0);
+    let effects = after.recover(cp.clone(), found, &Default::default(), t0);
     assert!(effects.contains(&Effect::Reattach { task: ka.clone(), container_id: a.container_id.clone() }));
     assert!(effects.contains(&Effect::Reattach { task: kb.clone(), container_id: b.container_id.clone() }));
     assert_eq!(after.task_state(&ka), Some(TaskState::Running));

@@ -147,6 +147,7 @@ async fn sim_agent(n: usize, group: Arc<Group>, detector: agora_detector::Detect
                 None => wire::agent_message::Message::Register(wire::RegisterAgent {
                     agent_info: Some(wire_info),
                     version: String::new(),
+                    network: None,
                 }),
                 Some(id) => {
                     wire_info.id = id.clone();
@@ -155,6 +156,7 @@ async fn sim_agent(n: usize, group: Arc<Group>, detector: agora_detector::Detect
                         version: String::new(),
                         tasks: vec![],
                         frameworks: vec![],
+                        network: None,
                     })
                 }
             };

@@ -23,6 +23,7 @@ fn status(task_id: &str, agent_id: &str, state: TaskState) -> TaskStatus {
         healthy: None,
         agent_id: agent_id.into(),
         unreachable_time: None,
+        container_status: None,
     }
 }
 

@@ -55,6 +55,7 @@ impl H {
             healthy: None,
             agent_id: "agent-0".into(),
             unreachable_time: None,
+            container_status: None,
         };
         self.core.on_update(&status, self.now);
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agora_proto::model::cluster::OperatorEvent;
-use agora_proto::model::{AgentInfo, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus};
+use agora_proto::model::{AgentInfo, AgentNetwork, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus};
 
 use super::{Agent, AgentCommand, AgentState, ConnId, Effect, Framework, Master, Now, SchedulerEvent, Task, views};
 
@@ -18,19 +18,32 @@ pub struct ReportedTask {
 /// Messages from an agent (the domain form of `wire::AgentMessage`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentMessage {
-    Register { info: AgentInfo },
-    Reregister { info: AgentInfo, tasks: Vec<ReportedTask>, frameworks: Vec<FrameworkInfo> },
+    /// `network`: the agent runs container networks (and the subnet it holds, if any).
+    Register {
+        info: AgentInfo,
+        network: Option<AgentNetwork>,
+    },
+    Reregister {
+        info: AgentInfo,
+        tasks: Vec<ReportedTask>,
+        frameworks: Vec<FrameworkInfo>,
+        network: Option<AgentNetwork>,
+    },
     Pong,
-    StatusUpdate { framework_id: String, status: TaskStatus, latest_state: TaskState },
+    StatusUpdate {
+        framework_id: String,
+        status: TaskStatus,
+        latest_state: TaskState,
+    },
 }
 
 impl Master {
     /// A message on agent link `conn`.
     pub fn agent_message(&mut self, conn: ConnId, msg: AgentMessage, now: Now) {
         match msg {
-            AgentMessage::Register { info } => self.register_agent(conn, info, now),
-            AgentMessage::Reregister { info, tasks, frameworks } => {
-                self.reregister_agent(conn, info, tasks, frameworks, now)
+            AgentMessage::Register { info, network } => self.register_agent(conn, info, network, now),
+            AgentMessage::Reregister { info, tasks, frameworks, network } => {
+                self.reregister_agent(conn, info, tasks, frameworks, network, now)
             }
             AgentMessage::Pong => {
                 if let Some(a) = self.agent_conns.get(&conn).and_then(|id| self.agents.get_mut(id)) {
@@ -47,16 +60,19 @@ impl Master {
         }
     }
 
-    fn register_agent(&mut self, conn: ConnId, mut info: AgentInfo, now: Now) {
+    fn register_agent(&mut self, conn: ConnId, mut info: AgentInfo, network: Option<AgentNetwork>, now: Now) {
         let id = self.new_agent_id();
         info.id = Some(id.clone());
         tracing::info!(agent_id = %id, hostname = %info.hostname, resources = %info.resources, "agent registered");
         self.counters.agent_registrations += 1;
         self.admit_agent(&id, &info);
+        let ip = info.ip.clone();
         self.agents.insert(id.clone(), Agent::new(id.clone(), info, conn, now));
         self.agent_conns.insert(conn, id.clone());
+        let network = network.and_then(|n| self.lease_subnet(&id, &ip, &n));
         self.operator(OperatorEvent::AgentAdded(Box::new(views::agent_view(&self.agents[&id]))));
-        self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info: self.info.clone() }));
+        let master_info = self.info.clone();
+        self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info, network }));
         self.want_allocation();
     }
 
@@ -66,6 +82,7 @@ impl Master {
         info: AgentInfo,
         reported: Vec<ReportedTask>,
         frameworks: Vec<FrameworkInfo>,
+        network: Option<AgentNetwork>,
         now: Now,
     ) {
         let Some(id) = info.id.clone() else {
@@ -179,7 +196,10 @@ impl Master {
             self.restore_reported_task(&id, rt, was_unreachable, now);
         }
 
-        self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info: self.info.clone() }));
+        let ip = self.agents[&id].info.ip.clone();
+        let network = network.and_then(|n| self.lease_subnet(&id, &ip, &n));
+        let master_info = self.info.clone();
+        self.emit(Effect::ToAgent(conn, AgentCommand::Registered { agent_id: id, master_info, network }));
         self.want_allocation();
     }
 

@@ -11,6 +11,7 @@
 
 mod agents;
 mod framework_update;
+mod network;
 mod reconcile;
 mod recovery;
 mod scheduler;
@@ -24,13 +25,15 @@ use std::time::{Duration, Instant};
 
 use agora_proto::model::cluster::OperatorEvent;
 use agora_proto::model::{
-    AgentInfo, FrameworkInfo, MasterInfo, Offer, OperationStatus, Resources, TaskInfo, TaskState, TaskStatus,
+    AgentInfo, FrameworkInfo, MasterInfo, NetworkAssignment, NetworkPeer, Offer, OperationStatus, Resources, TaskInfo,
+    TaskState, TaskStatus,
 };
 
 use crate::allocator::{self, RefusalFilters};
 use crate::registry::{AdmittedAgent, Registry};
 
 pub use agents::{AgentMessage, ReportedTask};
+pub use network::NetworkConfig;
 pub use scheduler::{Call, CallError, LaunchOp};
 
 /// A connection the shell holds (a framework's event stream or an agent's link).
@@ -72,13 +75,35 @@ pub enum SchedulerEvent {
 /// Commands for an agent (the domain form of `wire::MasterMessage`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentCommand {
-    Registered { agent_id: String, master_info: MasterInfo },
+    /// With the agent's subnet and peers when it runs container networks.
+    Registered {
+        agent_id: String,
+        master_info: MasterInfo,
+        network: Option<NetworkAssignment>,
+    },
     Ping,
-    RunTask { framework: Box<FrameworkInfo>, task: Box<TaskInfo> },
-    KillTask { framework_id: String, task_id: String, grace_period: Option<f64> },
-    Acknowledge { framework_id: String, task_id: String, uuid: Vec<u8> },
-    ShutdownFramework { framework_id: String },
-    Error { message: String },
+    RunTask {
+        framework: Box<FrameworkInfo>,
+        task: Box<TaskInfo>,
+    },
+    KillTask {
+        framework_id: String,
+        task_id: String,
+        grace_period: Option<f64>,
+    },
+    Acknowledge {
+        framework_id: String,
+        task_id: String,
+        uuid: Vec<u8>,
+    },
+    ShutdownFramework {
+        framework_id: String,
+    },
+    Error {
+        message: String,
+    },
+    /// Every agent subnet and its address, replacing what the agent knew.
+    NetworkPeers(Vec<NetworkPeer>),
 }
 
 /// What the shell must do.
@@ -112,6 +137,8 @@ pub struct CoreConfig {
     pub weights: HashMap<String, f64>,
     /// After a failover, admitted agents that do not re-register within this time are marked unreachable.
     pub agent_reregister_timeout: Duration,
+    /// The cluster's container network and its address plan; `None`: no container networks.
+    pub network: Option<NetworkConfig>,
 }
 
 impl Default for CoreConfig {
@@ -126,6 +153,7 @@ impl Default for CoreConfig {
             max_completed_frameworks: 50,
             weights: HashMap::new(),
             agent_reregister_timeout: Duration::from_secs(600),
+            network: None,
         }
     }
 }

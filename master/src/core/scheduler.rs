@@ -509,6 +509,7 @@ impl Master {
                 "Task's container sets both rootfs '{rootfs}' and image '{image}'; a container has one root filesystem"
             ));
         }
+        self.validate_networks(task, agent_id)?;
         if task.resources.is_empty() {
             return Err("Task uses no resources".into());
         }
@@ -538,6 +539,7 @@ impl Master {
             healthy: None,
             agent_id: agent_id.to_string(),
             unreachable_time: None,
+            container_status: None,
         };
         let f = self.frameworks.get_mut(framework_id).expect("caller checked");
         f.alloc_add(role, &task.resources);

@@ -19,6 +19,9 @@ fn task_json(t: &Task) -> Value {
             if let Some(h) = s.healthy {
                 v["healthy"] = json!(h);
             }
+            if let Some(c) = &s.container_status {
+                v["container_status"] = c.mesos_json();
+            }
             v
         })
         .collect();
@@ -48,6 +51,10 @@ fn task_json(t: &Task) -> Value {
     }
     if let Some(h) = &t.info.health_check {
         v["health_check"] = health_check_json(h);
+    }
+    if let Some(c) = t.info.container.as_ref().filter(|c| !c.network_infos.is_empty()) {
+        let networks: Vec<Value> = c.network_infos.iter().map(|n| n.mesos_json()).collect();
+        v["container"] = json!({"type": "MESOS", "network_infos": networks});
     }
     v
 }
@@ -213,7 +220,19 @@ impl Master {
             "deactivated_slaves": 0,
             "unreachable_slaves": unreachable,
             "flags": flags,
-            "slaves": self.agents.values().filter(|a| a.state != AgentState::Unreachable).map(agent_json).collect::<Vec<_>>(),
+            "slaves": self
+                .agents
+                .values()
+                .filter(|a| a.state != AgentState::Unreachable)
+                .map(|a| {
+                    let mut v = agent_json(a);
+                    // Agora's addition: the agent's subnet of the cluster's container network.
+                    if let Some(lease) = self.registry.subnets.get(&a.id) {
+                        v["network"] = json!({"subnet": lease.subnet.to_string(), "ip": lease.ip});
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
             "recovered_slaves": [],
             "frameworks": frameworks,
             "completed_frameworks": self.completed_frameworks.iter().map(framework_json).collect::<Vec<_>>(),

@@ -1,6 +1,6 @@
 //! The registry: what must survive a master failover, as Mesos's `Registry` (`src/master/registry.proto`): admitted
-//! agents, unreachable agents with the time they became unreachable, removed agents, and the frameworks this cluster
-//! knows with their failover timeouts. Frameworks' tasks, offers and filters are not persisted: they are rebuilt from
+//! agents, unreachable agents with the time they became unreachable, removed agents, the frameworks this cluster
+//! knows with their failover timeouts, and each agent's subnet of the cluster CIDR (container networks). Frameworks' tasks, offers and filters are not persisted: they are rebuilt from
 //! re-registering agents and re-subscribing frameworks.
 //!
 //! [`Registry`] is plain data the core edits; the core asks for it to be written with
@@ -44,6 +44,17 @@ pub struct Registry {
     /// Frameworks this cluster knows, by id.
     #[serde(default)]
     pub frameworks: BTreeMap<String, RegisteredFramework>,
+    /// The subnet of the cluster CIDR each agent that runs container networks holds, with the address it routes
+    /// through. Left out of the JSON when empty, so registries written before it keep their checksum.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subnets: BTreeMap<String, NetworkLease>,
+}
+
+/// An agent's subnet and the address peers route it through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLease {
+    pub subnet: agora_net::Ipv4Cidr,
+    pub ip: String,
 }
 
 /// An admitted agent: enough to show it while it is recovering (the agent re-registers with its full info).

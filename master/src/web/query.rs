@@ -329,7 +329,7 @@ mod tests {
             resources: "cpus:20000;mem:20000;disk:100".parse().unwrap(),
             attributes: Attributes::default(),
         };
-        m.agent_message(ConnId(1), AgentMessage::Register { info: agent }, now);
+        m.agent_message(ConnId(1), AgentMessage::Register { info: agent, network: None }, now);
         m.subscribe(ConnId(2), FrameworkInfo::new("big"), vec![], now);
         m.allocate_if_wanted(now);
         let effects = m.drain_effects();
@@ -388,6 +388,7 @@ mod tests {
                 healthy: None,
                 agent_id: agent_id.clone(),
                 unreachable_time: None,
+                container_status: None,
             };
             let msg = AgentMessage::StatusUpdate { framework_id: framework_id.clone(), status, latest_state: state };
             m.agent_message(ConnId(1), msg, now);

@@ -9,6 +9,7 @@
 mod attributes;
 pub mod cluster;
 mod duration;
+mod network;
 mod operation;
 mod resources;
 mod sandbox_path;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attributes::{AttrValue, Attribute, Attributes};
 pub use duration::parse_duration;
+pub use network::{AgentNetwork, ContainerStatus, NetworkAssignment, NetworkInfo, NetworkPeer, PortMapping};
 pub use operation::{OperationState, OperationStatus};
 pub use resources::{Fixed, ParseError, Ranges, Resource, Resources, UNRESERVED, Value, parse_value};
 pub use sandbox_path::{SandboxPath, SandboxPathError};
@@ -222,6 +224,9 @@ pub struct TaskStatus {
     pub healthy: Option<bool>,
     pub agent_id: String,
     pub unreachable_time: Option<f64>,
+    /// The container's networks with its addresses (Mesos's `container_status.network_infos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_status: Option<ContainerStatus>,
 }
 
 impl TaskStatus {
@@ -245,6 +250,7 @@ impl TaskStatus {
             healthy: None,
             agent_id: agent_id.to_string(),
             unreachable_time: None,
+            container_status: None,
         }
     }
 }
@@ -304,6 +310,9 @@ pub struct ContainerInfo {
     /// (`--docker-registry`); exclusive with `rootfs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The container networks the task joins; none is the host's network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_infos: Vec<NetworkInfo>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +369,26 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
+    /// An HTTP check of `port` and `path` with Mesos's defaults (no delay, every 10 s, 20 s timeout, 3 failures,
+    /// no grace period), on `127.0.0.1` (or the task's own address on a container network).
+    pub fn http(port: u32, path: &str) -> HealthCheck {
+        HealthCheck {
+            kind: HealthCheckType::Http,
+            port: Some(port),
+            path: Some(path.to_string()),
+            scheme: None,
+            statuses: vec![],
+            ip_protocol: IpProtocol::V4,
+            ignore_http1xx: false,
+            command: None,
+            delay_seconds: 0.0,
+            interval_seconds: 10.0,
+            timeout_seconds: 20.0,
+            consecutive_failures: 3,
+            grace_period_seconds: 0.0,
+        }
+    }
+
     /// Mesos's `validateHealthCheck`: what the check needs for its type, non-negative durations, a path that starts
     /// with `/`, an `http` or `https` scheme, statuses that are HTTP status codes. The error names the field.
     pub fn validate(&self) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! A COMMAND health check inside a running container, as Mesos runs it: the check joins the container's cgroups
 //! (so it counts against the task's limits) and `nsenter`s into the container's init — its mount (and so its root),
-//! pid, ipc, uts and cgroup namespaces, its working directory and its user — with the task's environment as the
-//! container sees it. A small `/bin/sh` writes its own pid into each `cgroup.procs` of the container (found from
+//! pid, ipc, uts, network (the host's, or its own on a container network) and cgroup namespaces, its working
+//! directory and its user — with the task's environment as the container sees it. A small `/bin/sh` writes its own pid into each `cgroup.procs` of the container (found from
 //! `/proc/<init>/cgroup`, [`cgroup_procs_files`]) and then execs `nsenter`, so nothing of the check runs outside the
 //! cgroups (no unsafe `pre_exec` needed).
 
@@ -48,7 +48,7 @@ pub fn check_command(
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.args(["-c", JOIN_CGROUPS_THEN_EXEC, "agora-health-check"]).arg(procs.len().to_string()).args(&procs);
     cmd.arg(host_program("nsenter")).arg(format!("--target={init}"));
-    cmd.args(["--mount", "--uts", "--ipc", "--pid", "--cgroup", "--root", "--wd"]);
+    cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd"]);
     if let (Some(uid), Some(gid)) = (id_of("Uid:"), id_of("Gid:")) {
         cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
     }

@@ -1,8 +1,9 @@
 //! The OCI runtime spec of a task's container: its process (argv, environment with the sandbox as the container
 //! sees it, working directory, user, no_new_privs), its mounts (the host skeleton's read-only binds, the sandbox
 //! read-write at [`SANDBOX_MOUNT`], a private `/tmp`, then the volumes), its cgroup limits (CPU shares and CFS quota,
-//! memory with swap, pids) and its namespaces (pid, mount, ipc, uts, cgroup; the host network). Pure: the
-//! containerizer writes it to the bundle.
+//! memory with swap, pids) and its namespaces (pid, mount, ipc, uts, cgroup; the host network, or the pinned network
+//! namespace of a bridged task with its `/etc/resolv.conf` and `/etc/hosts` bound in). Pure: the containerizer writes
+//! it to the bundle.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 
-use crate::containerizer::spec::{LaunchSpec, SANDBOX_MOUNT};
+use crate::containerizer::spec::{CONTAINER_HOSTNAME, LaunchSpec, SANDBOX_MOUNT};
 use crate::containerizer::volumes::Bind;
 
 /// The CFS period; the quota is `cpus × period`.
@@ -55,7 +56,7 @@ pub fn spec(
         process.set_user(UserBuilder::default().uid(uid).gid(gid).build()?);
     }
     oci.set_process(Some(process));
-    oci.set_hostname(Some("agora".into()));
+    oci.set_hostname(Some(CONTAINER_HOSTNAME.into()));
 
     let mut mounts: Vec<Mount> = oci.mounts().clone().unwrap_or_default();
     let bind = |source: &Path, destination: &str, ro: bool| {
@@ -71,6 +72,11 @@ pub fn spec(
     mounts.push(bind(&spec.sandbox, SANDBOX_MOUNT, false)?);
     let tmp_options = ["nosuid", "nodev", "mode=1777"].map(String::from).to_vec();
     mounts.push(MountBuilder::default().destination("/tmp").typ("tmpfs").source("tmpfs").options(tmp_options).build()?);
+    let attached = spec.network.as_ref().and_then(|n| n.attached.as_ref());
+    if let Some(a) = attached {
+        mounts.push(bind(&a.resolv_conf, "/etc/resolv.conf", true)?);
+        mounts.push(bind(&a.hosts, "/etc/hosts", true)?);
+    }
     // After the sandbox and /tmp, so that volumes inside them are not hidden by them.
     for v in volumes {
         let destination = v.destination.to_string_lossy();
@@ -100,6 +106,10 @@ pub fn spec(
     .into_iter()
     .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
     .collect::<Result<Vec<_>, _>>()?;
+    let mut namespaces = namespaces;
+    if let Some(a) = attached {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(&a.netns).build()?);
+    }
     let defaults = oci.linux().clone().unwrap_or_default();
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)

@@ -9,6 +9,7 @@ use agora_proto::model::{
 
 use super::*;
 
+mod network;
 mod operator;
 mod v1_calls;
 
@@ -70,7 +71,7 @@ impl Harness {
             resources: AGENT_RES.parse().unwrap(),
             attributes: Attributes::default(),
         };
-        self.master.agent_message(conn, AgentMessage::Register { info }, self.now);
+        self.master.agent_message(conn, AgentMessage::Register { info, network: None }, self.now);
         self.settle();
         let id = self
             .effects
@@ -146,6 +147,7 @@ impl Harness {
             healthy: None,
             agent_id: String::new(),
             unreachable_time: None,
+            container_status: None,
         };
         self.master.agent_message(
             conn,
@@ -274,6 +276,7 @@ fn a_container_with_both_rootfs_and_image_is_refused_naming_both() {
         volumes: vec![],
         hostname: None,
         image: Some("busybox".into()),
+        network_infos: vec![],
     });
     h.call(&fid, &sid, launch(&offer, vec![t]));
     let updates = h.updates_to(fc);
@@ -300,6 +303,7 @@ fn only_a_task_in_an_image_may_leave_its_command_to_the_image() {
             volumes: vec![],
             hostname: None,
             image: with_image.then(|| "busybox".into()),
+            network_infos: vec![],
         });
         t
     };
@@ -582,6 +586,7 @@ fn health_updates_replace_the_running_status_and_show_healthy() {
             healthy: Some(healthy),
             agent_id: String::new(),
             unreachable_time: None,
+            container_status: None,
         };
         let msg = AgentMessage::StatusUpdate { framework_id: fid.clone(), status, latest_state: TaskState::Running };
         h.master.agent_message(ac, msg, h.now);
@@ -670,7 +675,7 @@ fn recovered(registry: crate::registry::Registry) -> Harness {
 fn an_agent_is_admitted_in_the_registry_before_it_is_told_it_is_registered() {
     let mut h = Harness::new();
     let conn = h.conn();
-    h.master.agent_message(conn, AgentMessage::Register { info: agent_info(None, "h1") }, h.now);
+    h.master.agent_message(conn, AgentMessage::Register { info: agent_info(None, "h1"), network: None }, h.now);
     let effects = h.master.drain_effects();
     let persist = effects.iter().position(|e| *e == Effect::PersistRegistry).expect("a registry write");
     let registered = effects
@@ -723,6 +728,7 @@ fn after_failover_tasks_come_back_with_their_agents_and_late_agents_become_unrea
             info: agent_info(Some(&s0), "host2"),
             tasks: vec![ReportedTask { framework_id: fid.clone(), task: t0, state: TaskState::Running }],
             frameworks: vec![f_report],
+            network: None,
         },
         h.now,
     );
@@ -777,6 +783,7 @@ fn a_framework_that_does_not_return_after_failover_is_torn_down_and_its_tasks_ki
                 state: TaskState::Running,
             }],
             frameworks: vec![fi],
+            network: None,
         },
         h.now,
     );
@@ -799,7 +806,12 @@ fn a_removed_agent_is_refused_on_reregistration() {
     let ac = h.conn();
     h.master.agent_message(
         ac,
-        AgentMessage::Reregister { info: agent_info(Some("old-S3"), "h"), tasks: vec![], frameworks: vec![] },
+        AgentMessage::Reregister {
+            info: agent_info(Some("old-S3"), "h"),
+            tasks: vec![],
+            frameworks: vec![],
+            network: None,
+        },
         h.now,
     );
     h.settle();

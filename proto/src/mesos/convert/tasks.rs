@@ -30,6 +30,10 @@ impl From<&model::TaskStatus> for v1::TaskStatus {
             uuid: Some(w.uuid).filter(|u| !u.is_empty()),
             healthy: w.healthy,
             unreachable_time: w.unreachable_time.map(time_info),
+            container_status: s.container_status.as_ref().map(|c| v1::ContainerStatus {
+                network_infos: c.network_infos.iter().map(network_info_to_v1).collect(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -51,6 +55,9 @@ impl TryFrom<v1::TaskStatus> for model::TaskStatus {
             executor_id: s.executor_id.map(|e| e.value).unwrap_or_default(),
             unreachable_time: s.unreachable_time.map(|t| t.nanoseconds as f64 / 1e9),
             labels: labels_v1_to_wire(s.labels),
+            container_status: s.container_status.map(|c| wire::ContainerStatus {
+                network_infos: c.network_infos.into_iter().map(network_info_v1_to_wire).collect(),
+            }),
         };
         model::TaskStatus::try_from(w)
     }
@@ -147,12 +154,6 @@ fn container_v1_to_wire(c: v1::ContainerInfo) -> Result<wire::ContainerInfo, Con
         Ok(T::Mesos) => wire::container_info::Type::Mesos,
         Err(_) => return Err(ConvertError::new("container.type", format!("unknown container type {}", c.r#type))),
     };
-    if !c.network_infos.is_empty() {
-        return Err(ConvertError::new(
-            "container.network_infos",
-            "container networks are not supported: tasks share the agent's network",
-        ));
-    }
     let image = image_of(&c)?.unwrap_or_default();
     let mut volumes = Vec::with_capacity(c.volumes.len());
     for v in c.volumes {
@@ -175,7 +176,57 @@ fn container_v1_to_wire(c: v1::ContainerInfo) -> Result<wire::ContainerInfo, Con
         volumes,
         hostname: c.hostname.unwrap_or_default(),
         image,
+        network_infos: c.network_infos.into_iter().map(network_info_v1_to_wire).collect(),
     })
+}
+
+/// A container network as Mesos's `NetworkInfo` (its `groups` are not used).
+fn network_info_to_v1(n: &model::NetworkInfo) -> v1::NetworkInfo {
+    let w = crate::convert::network_info_to_wire(n);
+    v1::NetworkInfo {
+        groups: vec![],
+        labels: labels_to_v1(&n.labels),
+        ip_addresses: w
+            .ip_addresses
+            .into_iter()
+            .map(|a| v1::network_info::IpAddress { protocol: Some(a.protocol), ip_address: Some(a.ip_address) })
+            .collect(),
+        name: n.name.clone(),
+        port_mappings: w
+            .port_mappings
+            .into_iter()
+            .map(|p| v1::network_info::PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: Some(p.protocol).filter(|p| !p.is_empty()),
+            })
+            .collect(),
+    }
+}
+
+/// Mesos's `NetworkInfo` as Agora's wire message, checked when it becomes the model's.
+fn network_info_v1_to_wire(n: v1::NetworkInfo) -> wire::NetworkInfo {
+    wire::NetworkInfo {
+        ip_addresses: n
+            .ip_addresses
+            .into_iter()
+            .map(|a| wire::network_info::IpAddress {
+                protocol: a.protocol.unwrap_or(wire::network_info::Protocol::IPv4 as i32),
+                ip_address: a.ip_address.unwrap_or_default(),
+            })
+            .collect(),
+        name: n.name.unwrap_or_default(),
+        labels: labels_v1_to_wire(n.labels),
+        port_mappings: n
+            .port_mappings
+            .into_iter()
+            .map(|p| wire::network_info::PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 fn health_v1_to_wire(h: v1::HealthCheck) -> Result<wire::HealthCheck, ConvertError> {
@@ -309,7 +360,7 @@ pub(crate) fn container_to_v1(c: &model::ContainerInfo) -> v1::ContainerInfo {
                 cached: None,
             }),
         }),
-        network_infos: vec![],
+        network_infos: c.network_infos.iter().map(network_info_to_v1).collect(),
     }
 }
 
@@ -366,5 +417,41 @@ pub(crate) fn discovery_to_v1(d: &model::DiscoveryInfo) -> v1::DiscoveryInfo {
         }),
         labels: labels_to_v1(&d.labels),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_networks_and_their_addresses_cross_the_v1_api() {
+        let network = model::NetworkInfo {
+            name: Some("agora".into()),
+            ip_addresses: vec!["10.233.1.2".into()],
+            port_mappings: vec![model::PortMapping { host_port: 31000, container_port: 8080, protocol: None }],
+            labels: vec![],
+        };
+        let status = model::TaskStatus {
+            container_status: Some(model::ContainerStatus { network_infos: vec![network.clone()] }),
+            ..model::TaskStatus::from_master(
+                "t",
+                "a",
+                model::TaskState::Running,
+                model::Reason::Reconciliation,
+                "",
+                1.0,
+            )
+        };
+        let v = v1::TaskStatus::from(&status);
+        let shown = &v.container_status.as_ref().unwrap().network_infos[0];
+        assert_eq!(shown.ip_addresses[0].ip_address.as_deref(), Some("10.233.1.2"));
+        assert_eq!(shown.ip_addresses[0].protocol, Some(v1::network_info::Protocol::IPv4 as i32));
+        assert_eq!(model::TaskStatus::try_from(v).unwrap().container_status, status.container_status);
+
+        let container = model::ContainerInfo::on_network(model::NetworkInfo { ip_addresses: vec![], ..network });
+        let back = container_v1_to_wire(container_to_v1(&container)).unwrap();
+        assert_eq!(back.network_infos[0].port_mappings[0].host_port, 31000);
+        assert_eq!(back.network_infos[0].name, "agora");
     }
 }
